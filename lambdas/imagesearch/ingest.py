@@ -1,0 +1,204 @@
+"""Ingest: one S3 object event in, exactly one visible state out.
+
+Every object under the upload prefix ends ``indexed`` or ``rejected`` (with a
+reason) in the catalog; transient and configuration failures raise so the queue
+retries the message and, after five receives, parks it in the DLQ (alarmed).
+
+Events are hints, S3 is the truth: a "created" event reads the object as it is
+now (gone -> treated as a delete), a "removed" event checks that the key is really
+gone. Ordering tokens (S3 ``sequencer``) guard every catalog write, so an older
+event can never overwrite a newer state, whatever order the queue delivers in.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from imagesearch.embedders.base import Embedder
+from imagesearch.errors import ImageRejected, InvalidEmbeddingInput
+from imagesearch.events import ObjectEvent
+from imagesearch.images import make_thumbnail, prepare_image
+from imagesearch.ports import ObjectStore, ObjectTooLarge, StoredObject, VectorIndex
+from imagesearch.records import ImageRecord, image_id_for_key, ordering_token, utc_now_iso
+from imagesearch.resources import (
+    STATUS_DELETED,
+    STATUS_INDEXED,
+    STATUS_REJECTED,
+    THUMBNAIL_PREFIX,
+    thumbnail_key,
+)
+
+logger = logging.getLogger(__name__)
+
+Action = Literal["indexed", "rejected", "deleted", "stale", "unchanged", "ignored", "other_model"]
+
+# Titan reads at most 128 tokens (older docs; ~4.7 characters each). A caption is
+# cut at a word boundary below that rather than failing the whole image.
+MAX_CAPTION_EMBED_CHARS = 500
+# Below any real sequencer or event-time token: a backfill of a key with no record
+# loses against any real event that lands meanwhile.
+_BACKFILL_FLOOR_TOKEN = "0"
+
+
+@dataclass(frozen=True)
+class IngestOutcome:
+    action: Action
+    key: str
+    image_id: str
+    reason: str | None = None
+
+
+def caption_for_embedding(caption: str) -> str:
+    caption = " ".join(caption.split())
+    if len(caption) <= MAX_CAPTION_EMBED_CHARS:
+        return caption
+    cut = caption[:MAX_CAPTION_EMBED_CHARS]
+    return cut.rsplit(" ", 1)[0] if " " in cut else cut
+
+
+class IngestService:
+    def __init__(
+        self,
+        *,
+        store: ObjectStore,
+        index: VectorIndex,
+        embedder: Embedder,
+        upload_prefix: str,
+        caption_mode: str = "none",
+        max_object_bytes: int = 50 * 1024 * 1024,
+    ) -> None:
+        self._store = store
+        self._index = index
+        self._embedder = embedder
+        self._upload_prefix = upload_prefix
+        self._joint_caption = caption_mode == "joint"
+        self._max_object_bytes = max_object_bytes
+
+    def handle(self, event: ObjectEvent) -> IngestOutcome:
+        image_id = image_id_for_key(event.key)
+        if not event.key.startswith(self._upload_prefix) or event.key.startswith(THUMBNAIL_PREFIX):
+            # Not ours (the notification filter should already prevent this).
+            return IngestOutcome("ignored", event.key, image_id, "outside the upload prefix")
+        if event.key.endswith("/"):
+            return IngestOutcome("ignored", event.key, image_id, "folder placeholder")
+
+        existing = self._index.get(image_id)
+        if event.backfill:
+            # A backfill carries no sequencer: it re-asserts the stored state's token.
+            token = existing.sequencer if existing and existing.sequencer else _BACKFILL_FLOOR_TOKEN
+        else:
+            token = ordering_token(event.sequencer, event.event_time)
+            if existing is not None and existing.sequencer and existing.sequencer > token:
+                return IngestOutcome("stale", event.key, image_id, "a newer event was applied")
+
+        if event.kind == "removed":
+            if self._store.head(event.key) is not None:
+                # Uploaded again since this delete: its own created event indexes it.
+                return IngestOutcome("stale", event.key, image_id, "object exists again")
+            return self._delete(event.key, image_id, token)
+        return self._create(event, image_id, token, existing)
+
+    def _create(
+        self, event: ObjectEvent, image_id: str, token: str, existing: ImageRecord | None
+    ) -> IngestOutcome:
+        key = event.key
+        try:
+            obj = self._store.get(key, max_bytes=self._max_object_bytes)
+        except ObjectTooLarge as error:
+            return self._reject(
+                ImageRecord(image_id=image_id, key=key, status=STATUS_REJECTED, size=error.size),
+                token,
+                f"file is {error.size} bytes; the limit is {error.limit} bytes",
+            )
+        if obj is None:
+            # Deleted since the event was sent: the delete is the state to record.
+            return self._delete(key, image_id, token)
+
+        if existing is not None and existing.etag == obj.etag and existing.status != STATUS_DELETED:
+            same_model = (
+                existing.model_id == self._embedder.model_id
+                and existing.dimension == self._embedder.dimension
+            )
+            # Rejected by our own checks (no model involved): unchanged whatever the model.
+            if same_model or (existing.status == STATUS_REJECTED and existing.model_id is None):
+                self._ensure_thumbnail(existing, obj)
+                return IngestOutcome("unchanged", key, image_id)
+            if event.backfill and not event.force:
+                return IngestOutcome(
+                    "other_model", key, image_id, f"embedded with {existing.model_id}"
+                )
+
+        record = ImageRecord(
+            image_id=image_id,
+            key=key,
+            status=STATUS_INDEXED,
+            etag=obj.etag,
+            size=obj.size,
+            content_type=obj.content_type,
+            uploaded_at=obj.last_modified,
+            caption=obj.metadata.get("caption") or None,
+            model_id=self._embedder.model_id,
+            dimension=self._embedder.dimension,
+            sequencer=token,
+        )
+        try:
+            prepared = prepare_image(obj.body)
+            thumbnail = make_thumbnail(obj.body)
+        except ImageRejected as rejected:
+            # Rejections by our own checks do not depend on the model.
+            record = replace(record, model_id=None, dimension=None)
+            return self._reject(record, token, rejected.reason)
+        record = replace(
+            record,
+            content_type=prepared.content_type,
+            width=prepared.width,
+            height=prepared.height,
+        )
+        text = (
+            caption_for_embedding(record.caption)
+            if self._joint_caption and record.caption
+            else None
+        )
+        try:
+            vector = self._embedder.embed(text=text, image=prepared.model_bytes)
+        except InvalidEmbeddingInput as refused:
+            return self._reject(record, token, f"the model refused the image: {refused}")
+
+        record = replace(record, vector=vector, indexed_at=utc_now_iso())
+        if not self._index.upsert(record):
+            return IngestOutcome("stale", key, image_id, "a newer event was applied")
+        # Written after the record so that only the winning version writes it; a
+        # failure here retries the message, which then finds the record unchanged
+        # and restores the thumbnail without another model call.
+        self._store.put(thumbnail_key(image_id), thumbnail, content_type="image/jpeg")
+        return IngestOutcome("indexed", key, image_id)
+
+    def _reject(self, record: ImageRecord, token: str, reason: str) -> IngestOutcome:
+        record = replace(
+            record,
+            status=STATUS_REJECTED,
+            reason=reason,
+            vector=None,
+            sequencer=token,
+            indexed_at=utc_now_iso(),
+        )
+        if not self._index.upsert(record):
+            return IngestOutcome("stale", record.key, record.image_id, "a newer event was applied")
+        self._store.delete(thumbnail_key(record.image_id))
+        return IngestOutcome("rejected", record.key, record.image_id, reason)
+
+    def _delete(self, key: str, image_id: str, token: str) -> IngestOutcome:
+        if not self._index.delete(image_id, key=key, sequencer=token):
+            return IngestOutcome("stale", key, image_id, "a newer event was applied")
+        self._store.delete(thumbnail_key(image_id))
+        return IngestOutcome("deleted", key, image_id)
+
+    def _ensure_thumbnail(self, record: ImageRecord, obj: StoredObject) -> None:
+        """A retried message may find the record written but the thumbnail missing."""
+        if record.status != STATUS_INDEXED or self._store.head(thumbnail_key(record.image_id)):
+            return
+        self._store.put(
+            thumbnail_key(record.image_id), make_thumbnail(obj.body), content_type="image/jpeg"
+        )

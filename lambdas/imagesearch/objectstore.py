@@ -1,0 +1,100 @@
+"""S3 adapter of the ObjectStore port."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import boto3
+from botocore.exceptions import ClientError
+
+from imagesearch.ports import ObjectInfo, ObjectTooLarge, StoredObject
+
+_MISSING = ("NoSuchKey", "404", "NotFound")
+
+
+def _iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+class S3ObjectStore:
+    def __init__(self, bucket: str, *, client: Any | None = None) -> None:
+        self.bucket = bucket
+        self._client = client or boto3.client("s3")
+
+    def get(self, key: str, *, max_bytes: int) -> StoredObject | None:
+        try:
+            response = self._client.get_object(Bucket=self.bucket, Key=key)
+        except ClientError as error:
+            if error.response["Error"]["Code"] in _MISSING:
+                return None
+            raise
+        size = int(response["ContentLength"])
+        body = response["Body"]
+        if size > max_bytes:
+            # Checked before reading: a huge object must not be pulled into memory.
+            body.close()
+            raise ObjectTooLarge(size, max_bytes)
+        return StoredObject(
+            key=key,
+            body=body.read(),
+            etag=response["ETag"].strip('"'),
+            size=size,
+            content_type=response.get("ContentType"),
+            last_modified=_iso(response.get("LastModified")),
+            metadata=dict(response.get("Metadata") or {}),
+        )
+
+    def head(self, key: str) -> ObjectInfo | None:
+        try:
+            response = self._client.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as error:
+            if error.response["Error"]["Code"] in _MISSING:
+                return None
+            raise
+        return ObjectInfo(
+            key=key,
+            etag=response["ETag"].strip('"'),
+            size=int(response["ContentLength"]),
+            last_modified=_iso(response.get("LastModified")),
+        )
+
+    def put(self, key: str, body: bytes, *, content_type: str) -> None:
+        self._client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type)
+
+    def delete(self, key: str) -> None:
+        self._client.delete_object(Bucket=self.bucket, Key=key)
+
+    def list_keys(self, prefix: str) -> Iterator[ObjectInfo]:
+        paginator = self._client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                yield ObjectInfo(
+                    key=item["Key"],
+                    etag=item["ETag"].strip('"'),
+                    size=int(item["Size"]),
+                    last_modified=_iso(item.get("LastModified")),
+                )
+
+    def presign_get(self, key: str, *, expires_in: int = 900) -> str:
+        url: str = self._client.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires_in
+        )
+        return url
+
+    def presign_put(
+        self, key: str, *, content_type: str, content_length: int | None, expires_in: int = 900
+    ) -> tuple[str, dict[str, str]]:
+        params: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "ContentType": content_type}
+        headers = {"Content-Type": content_type}
+        if content_length is not None:
+            # Signed, so S3 refuses a body of any other length.
+            params["ContentLength"] = content_length
+            headers["Content-Length"] = str(content_length)
+        url: str = self._client.generate_presigned_url(
+            "put_object", Params=params, ExpiresIn=expires_in
+        )
+        return url, headers

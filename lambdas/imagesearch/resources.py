@@ -1,0 +1,181 @@
+"""One source of truth for resource shapes shared by the CDK stack, the Lambda
+runtime, local mode and the tests: env var names, table keys and indexes,
+prefixes, model facts and configuration defaults.
+
+Pure constants and small pure functions only: this module is imported by the
+CDK app, which must not pull in runtime dependencies.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+# --- Configuration (CDK context keys, SPEC section 4) -----------------------
+
+CONTEXT_DEFAULTS: Final[dict[str, Any]] = {
+    "modelId": "amazon.titan-embed-image-v1",
+    "embeddingDimension": 1024,
+    "uploadPrefix": "uploads/",
+    "vectorStore": "dynamodb",
+    "ingestMaxConcurrency": 5,
+    "captionMode": "none",
+    "retainData": True,
+}
+
+# Models we have an adapter for, with the output dimensions each supports.
+SUPPORTED_MODELS: Final[dict[str, tuple[int, ...]]] = {
+    "amazon.titan-embed-image-v1": (256, 384, 1024),
+}
+# Local-only embedder (never deployed): sentence-transformers CLIP.
+CLIP_MODEL_ID: Final = "clip-ViT-B-32"
+
+VECTOR_STORES: Final = ("dynamodb",)  # "s3vectors" is the planned scale tier
+CAPTION_MODES: Final = ("none", "joint")
+
+# --- Object layout -----------------------------------------------------------
+
+THUMBNAIL_PREFIX: Final = "thumbnails/"
+THUMBNAIL_LONG_SIDE: Final = 256
+
+# --- Environment variable names read by the handlers -------------------------
+
+ENV_BUCKET: Final = "IMAGES_BUCKET"
+ENV_TABLE: Final = "IMAGES_TABLE"
+ENV_UPLOAD_PREFIX: Final = "UPLOAD_PREFIX"
+ENV_MODEL_ID: Final = "MODEL_ID"
+ENV_EMBEDDING_DIMENSION: Final = "EMBEDDING_DIMENSION"
+ENV_CAPTION_MODE: Final = "CAPTION_MODE"
+ENV_VECTOR_STORE: Final = "VECTOR_STORE"
+ENV_BEDROCK_CONNECT_TIMEOUT: Final = "BEDROCK_CONNECT_TIMEOUT_S"
+ENV_BEDROCK_READ_TIMEOUT: Final = "BEDROCK_READ_TIMEOUT_S"
+ENV_BEDROCK_MAX_ATTEMPTS: Final = "BEDROCK_MAX_ATTEMPTS"
+ENV_INDEX_REFRESH_SECONDS: Final = "INDEX_REFRESH_SECONDS"
+ENV_MAX_UPLOAD_BYTES: Final = "MAX_UPLOAD_BYTES"
+
+# --- Images table -------------------------------------------------------------
+#
+# One item per object key under the upload prefix (image_id = hash of the key).
+# Deletes leave a tombstone (status "deleted", TTL set) so that warm search
+# instances see the removal through the change index before TTL removes it.
+
+ATTR_IMAGE_ID: Final = "image_id"
+ATTR_KEY: Final = "key"
+ATTR_STATUS: Final = "status"
+ATTR_VECTOR: Final = "vector"
+ATTR_SEQUENCER: Final = "sequencer"
+ATTR_CHANGED_AT: Final = "changed_at"  # N, epoch milliseconds of the last write
+ATTR_CHANGE_DAY: Final = "change_day"  # S, UTC day of changed_at (GSI partition)
+ATTR_EXPIRES_AT: Final = "expires_at"  # N, epoch seconds (TTL, tombstones only)
+
+STATUS_INDEXED: Final = "indexed"
+STATUS_REJECTED: Final = "rejected"
+STATUS_DELETED: Final = "deleted"
+STATUSES: Final = (STATUS_INDEXED, STATUS_REJECTED, STATUS_DELETED)
+
+TOMBSTONE_TTL_SECONDS: Final = 7 * 24 * 3600
+
+# Record fields returned by the API (everything but the vector and bookkeeping).
+RECORD_FIELDS: Final = (
+    "image_id",
+    "key",
+    "etag",
+    "size",
+    "content_type",
+    "width",
+    "height",
+    "uploaded_at",
+    "indexed_at",
+    "model_id",
+    "dimension",
+    "status",
+    "reason",
+    "caption",
+)
+
+# GSI for incremental index refresh: everything changed since a watermark.
+INDEX_BY_CHANGE: Final = "by_change"
+BY_CHANGE_PROJECTION: Final = (
+    ATTR_KEY,
+    ATTR_STATUS,
+    ATTR_VECTOR,
+    "content_type",
+    "model_id",
+    "dimension",
+)
+# GSI for listing by status, ordered by key (so prefix listing is a Query).
+INDEX_BY_STATUS: Final = "by_status"
+BY_STATUS_PROJECTION: Final = tuple(
+    f for f in RECORD_FIELDS if f not in (ATTR_IMAGE_ID, ATTR_KEY, ATTR_STATUS)
+)
+
+
+def table_definition(table_name: str) -> dict[str, Any]:
+    """`create_table` arguments for the images table.
+
+    The CDK storage construct builds the same table from this definition, and
+    local mode and the tests create their moto tables with it, so they cannot
+    drift apart.
+    """
+    return {
+        "TableName": table_name,
+        "BillingMode": "PAY_PER_REQUEST",
+        "KeySchema": [{"AttributeName": ATTR_IMAGE_ID, "KeyType": "HASH"}],
+        "AttributeDefinitions": [
+            {"AttributeName": ATTR_IMAGE_ID, "AttributeType": "S"},
+            {"AttributeName": ATTR_CHANGE_DAY, "AttributeType": "S"},
+            {"AttributeName": ATTR_CHANGED_AT, "AttributeType": "N"},
+            {"AttributeName": ATTR_STATUS, "AttributeType": "S"},
+            {"AttributeName": ATTR_KEY, "AttributeType": "S"},
+        ],
+        "GlobalSecondaryIndexes": [
+            {
+                "IndexName": INDEX_BY_CHANGE,
+                "KeySchema": [
+                    {"AttributeName": ATTR_CHANGE_DAY, "KeyType": "HASH"},
+                    {"AttributeName": ATTR_CHANGED_AT, "KeyType": "RANGE"},
+                ],
+                "Projection": {
+                    "ProjectionType": "INCLUDE",
+                    "NonKeyAttributes": list(BY_CHANGE_PROJECTION),
+                },
+            },
+            {
+                "IndexName": INDEX_BY_STATUS,
+                "KeySchema": [
+                    {"AttributeName": ATTR_STATUS, "KeyType": "HASH"},
+                    {"AttributeName": ATTR_KEY, "KeyType": "RANGE"},
+                ],
+                "Projection": {
+                    "ProjectionType": "INCLUDE",
+                    "NonKeyAttributes": list(BY_STATUS_PROJECTION),
+                },
+            },
+        ],
+    }
+
+
+def thumbnail_key(image_id: str) -> str:
+    return f"{THUMBNAIL_PREFIX}{image_id}.jpg"
+
+
+# --- Stack outputs (read by the CLI to find a deployed stack) -----------------
+
+DEFAULT_STACK_NAME: Final = "ImageSearch"
+OUTPUT_API_URL: Final = "ApiUrl"
+OUTPUT_BUCKET: Final = "BucketName"
+OUTPUT_UPLOAD_PREFIX: Final = "UploadPrefix"
+OUTPUT_TABLE: Final = "TableName"
+OUTPUT_QUEUE_URL: Final = "IngestQueueUrl"
+OUTPUT_DLQ_URL: Final = "DeadLetterQueueUrl"
+OUTPUT_MODEL_ID: Final = "ModelId"
+OUTPUT_DIMENSION: Final = "EmbeddingDimension"
+
+# --- Lambda entry points (one asset, two handlers) -----------------------------
+
+INGEST_HANDLER: Final = "imagesearch.handlers.ingest.handler"
+API_HANDLER: Final = "imagesearch.handlers.api.handler"
+# Dev-only subpackages left out of the Lambda asset.
+NOT_IN_LAMBDA_ASSET: Final = ("cli", "local")
+
+METRICS_NAMESPACE: Final = "ImageSearch"
+METRIC_CONFIGURATION_ERRORS: Final = "EmbedderConfigurationErrors"

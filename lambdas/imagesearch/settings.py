@@ -1,0 +1,76 @@
+"""Handler settings: validated from the environment once per cold start.
+
+Env var names come from ``imagesearch.resources`` (shared with the CDK stack and
+local mode). Domain code receives plain values from these models and never reads
+``os.environ`` itself.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from imagesearch import resources as r
+
+
+class SettingsError(RuntimeError):
+    """The function's environment is misconfigured (a deployment bug)."""
+
+
+class CommonSettings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    bucket: str = Field(min_length=3)
+    table: str = Field(min_length=3)
+    upload_prefix: str = r.CONTEXT_DEFAULTS["uploadPrefix"]
+    model_id: str = r.CONTEXT_DEFAULTS["modelId"]
+    dimension: int = r.CONTEXT_DEFAULTS["embeddingDimension"]
+    bedrock_connect_timeout: float = Field(default=3.0, gt=0)
+    bedrock_read_timeout: float = Field(default=30.0, gt=0)
+    bedrock_max_attempts: int = Field(default=4, ge=1, le=10)
+
+    @field_validator("upload_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if not value.endswith("/") or value.startswith("/"):
+            raise ValueError("upload prefix must end with '/' and not start with '/'")
+        return value
+
+
+class IngestSettings(CommonSettings):
+    caption_mode: Literal["none", "joint"] = "none"
+    max_object_bytes: int = Field(default=50 * 1024 * 1024, gt=0)
+
+
+class SearchSettings(CommonSettings):
+    index_refresh_seconds: float = Field(default=1.0, ge=0)
+    max_upload_bytes: int = Field(default=50 * 1024 * 1024, gt=0)
+
+
+SettingsT = TypeVar("SettingsT", bound="CommonSettings")
+
+_ENV_FIELDS = {
+    "bucket": r.ENV_BUCKET,
+    "table": r.ENV_TABLE,
+    "upload_prefix": r.ENV_UPLOAD_PREFIX,
+    "model_id": r.ENV_MODEL_ID,
+    "dimension": r.ENV_EMBEDDING_DIMENSION,
+    "bedrock_connect_timeout": r.ENV_BEDROCK_CONNECT_TIMEOUT,
+    "bedrock_read_timeout": r.ENV_BEDROCK_READ_TIMEOUT,
+    "bedrock_max_attempts": r.ENV_BEDROCK_MAX_ATTEMPTS,
+    "caption_mode": r.ENV_CAPTION_MODE,
+    "index_refresh_seconds": r.ENV_INDEX_REFRESH_SECONDS,
+    "max_upload_bytes": r.ENV_MAX_UPLOAD_BYTES,
+}
+
+
+def load_settings(model: type[SettingsT], environ: Mapping[str, str] | None = None) -> SettingsT:
+    env = os.environ if environ is None else environ
+    values = {field: env[name] for field, name in _ENV_FIELDS.items() if name in env}
+    try:
+        return model.model_validate(values)
+    except ValidationError as error:
+        raise SettingsError(f"invalid function configuration: {error}") from error
