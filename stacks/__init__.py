@@ -1,0 +1,1 @@
+"""CDK infrastructure: one stack composing storage, ingest, search API and monitoring."""

@@ -1,0 +1,154 @@
+"""Deployment configuration: the CDK context keys of SPEC section 4, coerced and validated.
+
+Values given with ``cdk -c key=value`` arrive as strings, values from cdk.json keep their
+JSON types: both are accepted. Every problem raises ``ConfigError`` at synth time with a
+message that names the key and what would be accepted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from imagesearch import resources as r
+
+# SQS event source mappings accept MaximumConcurrency between 2 and 1000.
+MIN_INGEST_CONCURRENCY = 2
+MAX_INGEST_CONCURRENCY = 1000
+# S3 notification filter values and key prefixes are at most 1024 bytes.
+MAX_PREFIX_BYTES = 1024
+
+_TRUE = frozenset({"true", "1", "yes", "on"})
+_FALSE = frozenset({"false", "0", "no", "off"})
+
+
+class ConfigError(ValueError):
+    """A CDK context value is missing its mark; raised at synth time."""
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    """Validated deployment settings (one field per CDK context key)."""
+
+    model_id: str = r.CONTEXT_DEFAULTS["modelId"]
+    embedding_dimension: int = r.CONTEXT_DEFAULTS["embeddingDimension"]
+    upload_prefix: str = r.CONTEXT_DEFAULTS["uploadPrefix"]
+    vector_store: str = r.CONTEXT_DEFAULTS["vectorStore"]
+    ingest_max_concurrency: int = r.CONTEXT_DEFAULTS["ingestMaxConcurrency"]
+    caption_mode: str = r.CONTEXT_DEFAULTS["captionMode"]
+    retain_data: bool = r.CONTEXT_DEFAULTS["retainData"]
+
+    def __post_init__(self) -> None:
+        _check_model(self.model_id, self.embedding_dimension)
+        _check_prefix(self.upload_prefix)
+        _check_vector_store(self.vector_store)
+        if not MIN_INGEST_CONCURRENCY <= self.ingest_max_concurrency <= MAX_INGEST_CONCURRENCY:
+            raise ConfigError(
+                f"ingestMaxConcurrency must be between {MIN_INGEST_CONCURRENCY} and "
+                f"{MAX_INGEST_CONCURRENCY} (the SQS event source limits), got "
+                f"{self.ingest_max_concurrency}"
+            )
+        if self.caption_mode not in r.CAPTION_MODES:
+            raise ConfigError(
+                f"captionMode must be one of {', '.join(r.CAPTION_MODES)}, "
+                f"got {self.caption_mode!r}"
+            )
+
+    @classmethod
+    def from_context(cls, get: Callable[[str], Any] | Mapping[str, Any]) -> AppConfig:
+        """Build from CDK context: ``get`` is ``node.try_get_context`` or a plain mapping.
+
+        Missing keys fall back to ``resources.CONTEXT_DEFAULTS``.
+        """
+        lookup = get.get if isinstance(get, Mapping) else get
+
+        def value(key: str) -> Any:
+            found = lookup(key)
+            return r.CONTEXT_DEFAULTS[key] if found is None else found
+
+        return cls(
+            model_id=_as_str("modelId", value("modelId")),
+            embedding_dimension=_as_int("embeddingDimension", value("embeddingDimension")),
+            upload_prefix=_as_str("uploadPrefix", value("uploadPrefix"), strip=False),
+            vector_store=_as_str("vectorStore", value("vectorStore")),
+            ingest_max_concurrency=_as_int("ingestMaxConcurrency", value("ingestMaxConcurrency")),
+            caption_mode=_as_str("captionMode", value("captionMode")),
+            retain_data=_as_bool("retainData", value("retainData")),
+        )
+
+
+def _as_str(key: str, raw: Any, *, strip: bool = True) -> str:
+    if not isinstance(raw, str):
+        raise ConfigError(f"{key} must be a string, got {raw!r}")
+    return raw.strip() if strip else raw
+
+
+def _as_int(key: str, raw: Any) -> int:
+    # bool is an int subclass: "true" is never a dimension or a concurrency.
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str) and raw.strip().lstrip("+").isdigit():
+        return int(raw.strip())
+    raise ConfigError(f"{key} must be a whole number, got {raw!r}")
+
+
+def _as_bool(key: str, raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str) and raw.strip().lower() in _TRUE | _FALSE:
+        return raw.strip().lower() in _TRUE
+    raise ConfigError(f"{key} must be true or false, got {raw!r}")
+
+
+def _check_model(model_id: str, dimension: int) -> None:
+    dimensions = r.SUPPORTED_MODELS.get(model_id)
+    if dimensions is None:
+        raise ConfigError(
+            f"modelId {model_id!r} is not supported; supported models: "
+            f"{', '.join(sorted(r.SUPPORTED_MODELS))}"
+        )
+    if dimension not in dimensions:
+        raise ConfigError(
+            f"embeddingDimension {dimension} is not supported by {model_id}; "
+            f"use one of {', '.join(str(d) for d in dimensions)}"
+        )
+
+
+def _check_prefix(prefix: str) -> None:
+    problem = None
+    if not prefix:
+        problem = "must not be empty (the whole bucket would be the drop folder)"
+    elif not prefix.endswith("/"):
+        problem = "must end with '/'"
+    elif prefix.startswith("/"):
+        problem = "must not start with '/' (S3 keys have no leading slash)"
+    elif "//" in prefix:
+        problem = "must not contain '//'"
+    elif any(c in prefix for c in "*?$"):
+        # IAM resource ARNs are built from the prefix: '*' and '?' are IAM wildcards and
+        # '${' starts a policy variable, so any of them would widen the grants.
+        problem = "must not contain '*', '?' or '$'"
+    elif any(ord(c) < 0x20 or ord(c) == 0x7F for c in prefix):
+        problem = "must not contain control characters"
+    elif len(prefix.encode()) > MAX_PREFIX_BYTES:
+        problem = f"must be at most {MAX_PREFIX_BYTES} bytes"
+    elif prefix.startswith(r.THUMBNAIL_PREFIX) or r.THUMBNAIL_PREFIX.startswith(prefix):
+        problem = (
+            f"must not overlap the thumbnail prefix {r.THUMBNAIL_PREFIX!r} "
+            "(ingest would index its own thumbnails in a loop)"
+        )
+    if problem:
+        raise ConfigError(f"uploadPrefix {prefix!r} {problem}")
+
+
+def _check_vector_store(store: str) -> None:
+    if store == "s3vectors":
+        raise ConfigError(
+            "vectorStore 's3vectors' is not supported yet; use "
+            f"{' or '.join(repr(s) for s in r.VECTOR_STORES)}"
+        )
+    if store not in r.VECTOR_STORES:
+        raise ConfigError(
+            f"vectorStore {store!r} is unknown; use {' or '.join(repr(s) for s in r.VECTOR_STORES)}"
+        )

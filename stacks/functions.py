@@ -1,0 +1,79 @@
+"""A Lambda function with its own role, its own log group and nothing implicit.
+
+The role starts empty (no AWSLambdaBasicExecutionRole): the only logs permission is
+writing to the function's explicit log group, so every grant is visible in the template.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+RUNTIME = lambda_.Runtime.PYTHON_3_13
+ARCHITECTURE = lambda_.Architecture.ARM_64
+LOG_RETENTION = logs.RetentionDays.ONE_MONTH
+LOG_LEVEL = "INFO"
+
+
+class LoggedFunction(Construct):
+    """``Function`` + ``Role`` + ``LogGroup`` (retention set, deleted with the stack)."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        code: lambda_.Code,
+        handler: str,
+        description: str,
+        memory_mb: int,
+        timeout: Duration,
+        environment: Mapping[str, str],
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.log_group = logs.LogGroup(
+            self,
+            "LogGroup",
+            retention=LOG_RETENTION,
+            removal_policy=RemovalPolicy.DESTROY,
+        )
+        self.role = iam.Role(
+            self,
+            "Role",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description=f"Execution role: {description}",
+        )
+        # The log group exists before the function, so CreateLogGroup is not needed.
+        # Its Arn attribute ends in ":*", which covers the log streams inside it.
+        self.role.add_to_principal_policy(
+            iam.PolicyStatement(
+                sid="WriteOwnLogs",
+                actions=["logs:CreateLogStream", "logs:PutLogEvents"],
+                resources=[self.log_group.log_group_arn],
+            )
+        )
+        self.function = lambda_.Function(
+            self,
+            "Function",
+            runtime=RUNTIME,
+            architecture=ARCHITECTURE,
+            code=code,
+            handler=handler,
+            description=description,
+            memory_size=memory_mb,
+            timeout=timeout,
+            role=self.role,
+            log_group=self.log_group,
+            # Adds xray:PutTraceSegments and xray:PutTelemetryRecords on "*" to the role:
+            # X-Ray has no resource-level permissions for these actions.
+            tracing=lambda_.Tracing.ACTIVE,
+            environment=dict(environment),
+        )
+
+    def add_to_role_policy(self, statement: iam.PolicyStatement) -> None:
+        self.role.add_to_principal_policy(statement)

@@ -1,0 +1,132 @@
+"""Ingest component: S3 notifications -> SQS queue (+ DLQ) -> ingest function."""
+
+from __future__ import annotations
+
+from aws_cdk import Duration
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_s3_notifications as s3n
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+from imagesearch import resources as r
+
+from stacks.config import AppConfig
+from stacks.functions import LOG_LEVEL, LoggedFunction
+
+SERVICE_NAME = "imagesearch-ingest"
+MEMORY_MB = 1024
+# A batch is up to 10 images: download, decode (HEIC/TIFF up to tens of MB), resize,
+# one Bedrock call each (bounded below), a thumbnail and a DynamoDB write. Two minutes
+# leaves room for a slow batch; a record that still times out is retried via the queue.
+TIMEOUT = Duration.seconds(120)
+BATCH_SIZE = 10
+MAX_BATCHING_WINDOW = Duration.seconds(5)
+MAX_RECEIVE_COUNT = 5
+DLQ_RETENTION = Duration.days(14)
+QUEUE_RETENTION = Duration.days(4)
+# AWS guidance for SQS event sources: visibility >= 6x the function timeout plus the
+# batching window, so a message is not redelivered while a retried invocation runs.
+VISIBILITY_TIMEOUT = Duration.seconds(6 * TIMEOUT.to_seconds() + MAX_BATCHING_WINDOW.to_seconds())
+# Bound each Bedrock call so a hung connection costs seconds, not the whole timeout:
+# 3 attempts x 20 s read stays well inside TIMEOUT.
+BEDROCK_CONNECT_TIMEOUT_S = "3"
+BEDROCK_READ_TIMEOUT_S = "20"
+BEDROCK_MAX_ATTEMPTS = "3"
+
+
+class Ingest(Construct):
+    """Queue, dead-letter queue, ingest function and the bucket notifications feeding them.
+
+    Grants on the bucket, table and model are made by the stack; this construct only
+    grants what is its own (consuming its queue, writing its logs).
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: AppConfig,
+        code: lambda_.Code,
+        bucket: s3.IBucket,
+        table: dynamodb.ITable,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.dead_letter_queue = sqs.Queue(
+            self,
+            "DeadLetterQueue",
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            retention_period=DLQ_RETENTION,
+        )
+        self.queue = sqs.Queue(
+            self,
+            "Queue",
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            retention_period=QUEUE_RETENTION,
+            visibility_timeout=VISIBILITY_TIMEOUT,
+            dead_letter_queue=sqs.DeadLetterQueue(
+                max_receive_count=MAX_RECEIVE_COUNT, queue=self.dead_letter_queue
+            ),
+        )
+
+        self.service_name = SERVICE_NAME
+        self.handler = LoggedFunction(
+            self,
+            "Handler",
+            code=code,
+            handler=r.INGEST_HANDLER,
+            description="Image search ingest: S3 events via SQS -> Bedrock embedding -> table",
+            memory_mb=MEMORY_MB,
+            timeout=TIMEOUT,
+            environment={
+                r.ENV_BUCKET: bucket.bucket_name,
+                r.ENV_TABLE: table.table_name,
+                r.ENV_UPLOAD_PREFIX: config.upload_prefix,
+                r.ENV_MODEL_ID: config.model_id,
+                r.ENV_EMBEDDING_DIMENSION: str(config.embedding_dimension),
+                r.ENV_CAPTION_MODE: config.caption_mode,
+                r.ENV_BEDROCK_CONNECT_TIMEOUT: BEDROCK_CONNECT_TIMEOUT_S,
+                r.ENV_BEDROCK_READ_TIMEOUT: BEDROCK_READ_TIMEOUT_S,
+                r.ENV_BEDROCK_MAX_ATTEMPTS: BEDROCK_MAX_ATTEMPTS,
+                "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,
+                "POWERTOOLS_METRICS_NAMESPACE": r.METRICS_NAMESPACE,
+                "LOG_LEVEL": LOG_LEVEL,
+            },
+        )
+        self.function = self.handler.function
+
+        # Written out instead of queue.grant_consume_messages() so the template lists
+        # exactly what the event source mapping needs (no GetQueueUrl).
+        self.handler.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="ConsumeIngestQueue",
+                actions=[
+                    "sqs:ReceiveMessage",
+                    "sqs:DeleteMessage",
+                    "sqs:ChangeMessageVisibility",
+                    "sqs:GetQueueAttributes",
+                ],
+                resources=[self.queue.queue_arn],
+            )
+        )
+        # The function resource depends on its role and the role's policy, and the
+        # mapping references the function, so the grant exists before polling starts.
+        self.event_source = lambda_.EventSourceMapping(
+            self,
+            "QueueEvents",
+            target=self.function,
+            event_source_arn=self.queue.queue_arn,
+            batch_size=BATCH_SIZE,
+            max_batching_window=MAX_BATCHING_WINDOW,
+            max_concurrency=config.ingest_max_concurrency,
+            report_batch_item_failures=True,
+        )
+
+        destination = s3n.SqsDestination(self.queue)
+        key_filter = s3.NotificationKeyFilter(prefix=config.upload_prefix)
+        for event in (s3.EventType.OBJECT_CREATED, s3.EventType.OBJECT_REMOVED):
+            bucket.add_event_notification(event, destination, key_filter)

@@ -1,0 +1,206 @@
+"""Search API component: REST API Gateway (IAM auth) in front of the search function."""
+
+from __future__ import annotations
+
+import json
+
+from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_apigateway as apigw
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from constructs import Construct
+from imagesearch import resources as r
+
+from stacks.config import AppConfig
+from stacks.functions import LOG_LEVEL, LOG_RETENTION, LoggedFunction
+
+SERVICE_NAME = "imagesearch-api"
+# The in-memory index holds up to ~100k x 1024 float32 (400 MB) plus numpy scratch space;
+# memory also buys CPU for the matrix-vector product.
+MEMORY_MB = 2048
+# API Gateway's default integration timeout is 29 s: a longer function would be cut off.
+TIMEOUT = Duration.seconds(29)
+# Each Bedrock call must fit the API timeout with a retry: 2 attempts x 8 s read.
+BEDROCK_CONNECT_TIMEOUT_S = "2"
+BEDROCK_READ_TIMEOUT_S = "8"
+BEDROCK_MAX_ATTEMPTS = "2"
+STAGE_NAME = "v1"
+THROTTLING_RATE_LIMIT = 50  # requests per second, steady state, for the whole stage
+THROTTLING_BURST_LIMIT = 100
+API_GATEWAY_PAYLOAD_LIMIT = "10 MB"  # hard API Gateway quota for request payloads
+
+# Routes of SPEC section 6: (path, method, IAM-authorised). No greedy proxy, so an
+# unknown route never reaches the function (API Gateway answers 403 itself).
+ROUTES: tuple[tuple[str, str, bool], ...] = (
+    ("/search", "POST", True),
+    ("/images", "GET", True),
+    ("/images/{image_id}", "GET", True),
+    ("/images/{image_id}", "DELETE", True),
+    ("/uploads", "POST", True),
+    ("/health", "GET", False),
+    ("/openapi.json", "GET", True),
+)
+
+_ERROR_MESSAGE = '{"message": $context.error.messageString}'
+# (id, response type, status code, body template, extra headers)
+GATEWAY_RESPONSES: tuple[tuple[str, apigw.ResponseType, str | None, str, dict[str, str]], ...] = (
+    ("AccessDenied", apigw.ResponseType.ACCESS_DENIED, "403", _ERROR_MESSAGE, {}),
+    (
+        "MissingAuthenticationToken",
+        apigw.ResponseType.MISSING_AUTHENTICATION_TOKEN,
+        "403",
+        '{"message": "Missing authentication token or unknown route: requests must be '
+        'SigV4-signed (execute-api) and use a route of the API"}',
+        {},
+    ),
+    ("InvalidSignature", apigw.ResponseType.INVALID_SIGNATURE, "403", _ERROR_MESSAGE, {}),
+    ("ExpiredToken", apigw.ResponseType.EXPIRED_TOKEN, "403", _ERROR_MESSAGE, {}),
+    (
+        "RequestTooLarge",
+        apigw.ResponseType.REQUEST_TOO_LARGE,
+        "413",
+        '{"message": "Request body too large: the API accepts at most '
+        f'{API_GATEWAY_PAYLOAD_LIMIT}; upload large images with POST /uploads"}}',
+        {},
+    ),
+    (
+        "Throttled",
+        apigw.ResponseType.THROTTLED,
+        "429",
+        '{"message": "Too many requests: slow down and retry"}',
+        {"Retry-After": "'1'"},
+    ),
+    (
+        "QuotaExceeded",
+        apigw.ResponseType.QUOTA_EXCEEDED,
+        "429",
+        '{"message": "Request quota exceeded"}',
+        {"Retry-After": "'60'"},
+    ),
+    ("Default4xx", apigw.ResponseType.DEFAULT_4_XX, None, _ERROR_MESSAGE, {}),
+    ("Default5xx", apigw.ResponseType.DEFAULT_5_XX, None, _ERROR_MESSAGE, {}),
+)
+
+# JSON access log lines (one per request); no bodies, no query strings.
+ACCESS_LOG_FORMAT = {
+    "requestId": "$context.requestId",
+    "extendedRequestId": "$context.extendedRequestId",
+    "requestTime": "$context.requestTime",
+    "ip": "$context.identity.sourceIp",
+    "caller": "$context.identity.caller",
+    "userArn": "$context.identity.userArn",
+    "httpMethod": "$context.httpMethod",
+    "resourcePath": "$context.resourcePath",
+    "protocol": "$context.protocol",
+    "status": "$context.status",
+    "responseLength": "$context.responseLength",
+    "responseLatency": "$context.responseLatency",
+    "integrationStatus": "$context.integration.status",
+    "integrationLatency": "$context.integration.latency",
+    "errorMessage": "$context.error.message",
+    "xrayTraceId": "$context.xrayTraceId",
+}
+
+
+class SearchApi(Construct):
+    """Search function and the REST API routing every route of SPEC section 6 to it."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: AppConfig,
+        code: lambda_.Code,
+        bucket: s3.IBucket,
+        table: dynamodb.ITable,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.service_name = SERVICE_NAME
+        self.handler = LoggedFunction(
+            self,
+            "Handler",
+            code=code,
+            handler=r.API_HANDLER,
+            description="Image search API: embeds queries, exact cosine search in memory",
+            memory_mb=MEMORY_MB,
+            timeout=TIMEOUT,
+            environment={
+                r.ENV_BUCKET: bucket.bucket_name,
+                r.ENV_TABLE: table.table_name,
+                r.ENV_UPLOAD_PREFIX: config.upload_prefix,
+                r.ENV_MODEL_ID: config.model_id,
+                r.ENV_EMBEDDING_DIMENSION: str(config.embedding_dimension),
+                r.ENV_VECTOR_STORE: config.vector_store,
+                r.ENV_BEDROCK_CONNECT_TIMEOUT: BEDROCK_CONNECT_TIMEOUT_S,
+                r.ENV_BEDROCK_READ_TIMEOUT: BEDROCK_READ_TIMEOUT_S,
+                r.ENV_BEDROCK_MAX_ATTEMPTS: BEDROCK_MAX_ATTEMPTS,
+                "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,
+                "POWERTOOLS_METRICS_NAMESPACE": r.METRICS_NAMESPACE,
+                "LOG_LEVEL": LOG_LEVEL,
+            },
+        )
+        self.function = self.handler.function
+
+        self.access_log_group = logs.LogGroup(
+            self,
+            "AccessLogs",
+            retention=LOG_RETENTION,
+            removal_policy=RemovalPolicy.DESTROY,
+        )
+        self.api = apigw.RestApi(
+            self,
+            "RestApi",
+            description="Serverless multimodal image search (SigV4 / IAM auth)",
+            endpoint_types=[apigw.EndpointType.REGIONAL],
+            # API Gateway writes access and execution logs through the account-wide
+            # CloudWatch role of the region; a fresh account has none and the stage
+            # would fail to deploy. Kept on destroy: other APIs may rely on it.
+            cloud_watch_role=True,
+            cloud_watch_role_removal_policy=RemovalPolicy.RETAIN,
+            deploy_options=apigw.StageOptions(
+                stage_name=STAGE_NAME,
+                throttling_rate_limit=THROTTLING_RATE_LIMIT,
+                throttling_burst_limit=THROTTLING_BURST_LIMIT,
+                access_log_destination=apigw.LogGroupLogDestination(self.access_log_group),
+                access_log_format=apigw.AccessLogFormat.custom(json.dumps(ACCESS_LOG_FORMAT)),
+                tracing_enabled=True,
+                metrics_enabled=True,
+                # Execution logs for errors only, never request or response bodies.
+                logging_level=apigw.MethodLoggingLevel.ERROR,
+                data_trace_enabled=False,
+            ),
+        )
+        # Pre-create the execution log group API Gateway would otherwise create without
+        # retention; the stage (which starts logging) waits for it.
+        self.execution_log_group = logs.LogGroup(
+            self,
+            "ExecutionLogs",
+            log_group_name=f"API-Gateway-Execution-Logs_{self.api.rest_api_id}/{STAGE_NAME}",
+            retention=LOG_RETENTION,
+            removal_policy=RemovalPolicy.DESTROY,
+        )
+        self.api.deployment_stage.node.add_dependency(self.execution_log_group)
+
+        integration = apigw.LambdaIntegration(self.function, proxy=True, allow_test_invoke=False)
+        self.methods: dict[tuple[str, str], apigw.Method] = {}
+        for path, http_method, iam_auth in ROUTES:
+            resource = self.api.root.resource_for_path(path)
+            self.methods[(path, http_method)] = resource.add_method(
+                http_method,
+                integration,
+                authorization_type=(
+                    apigw.AuthorizationType.IAM if iam_auth else apigw.AuthorizationType.NONE
+                ),
+            )
+
+        for response_id, response_type, status, template, headers in GATEWAY_RESPONSES:
+            self.api.add_gateway_response(
+                response_id,
+                type=response_type,
+                status_code=status,
+                templates={"application/json": template},
+                response_headers=headers or None,
+            )

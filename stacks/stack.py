@@ -1,0 +1,338 @@
+"""The image search stack: composes one construct per component and wires them together.
+
+Every cross-component permission is granted here with an explicit ``PolicyStatement``
+(exact actions on exact ARNs) so the synthesized template reads as the access policy.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk import ArnFormat, CfnOutput, Stack
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from cdk_nag import NagPackSuppression, NagSuppressions
+from constructs import Construct
+from imagesearch import resources as r
+
+from stacks.bundling import lambda_code
+from stacks.config import AppConfig
+from stacks.ingest import Ingest
+from stacks.monitoring import Monitoring
+from stacks.search_api import SearchApi
+from stacks.storage import Storage
+
+# Construct id of CDK's singleton handler for Custom::S3BucketNotifications.
+NOTIFICATIONS_HANDLER_ID = "BucketNotificationsHandler050a0587b7544547bf325f094a3db834"
+
+
+class ImageSearchStack(Stack):
+    """S3 drop folder -> SQS -> ingest Lambda -> DynamoDB; REST API -> search Lambda."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str = r.DEFAULT_STACK_NAME,
+        *,
+        config: AppConfig,
+        code: lambda_.Code | None = None,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault(
+            "description", "Serverless multimodal image search (S3 + Bedrock + DynamoDB + API)"
+        )
+        super().__init__(scope, construct_id, **kwargs)
+        self.config = config
+        code = code or lambda_code()
+
+        self.storage = Storage(self, "Storage", retain_data=config.retain_data)
+        bucket, table = self.storage.bucket, self.storage.table
+        self.ingest = Ingest(self, "Ingest", config=config, code=code, bucket=bucket, table=table)
+        self.search = SearchApi(
+            self, "SearchApi", config=config, code=code, bucket=bucket, table=table
+        )
+        self.monitoring = Monitoring(
+            self,
+            "Monitoring",
+            queue=self.ingest.queue,
+            dead_letter_queue=self.ingest.dead_letter_queue,
+            ingest_function=self.ingest.function,
+            ingest_service_name=self.ingest.service_name,
+            search_function=self.search.function,
+            api=self.search.api,
+        )
+
+        self._grant_ingest()
+        self._grant_search()
+        self._outputs()
+        self._suppress_nag_findings()
+
+    # --- ARNs -------------------------------------------------------------------
+
+    @property
+    def model_arn(self) -> str:
+        """Foundation model ARN: no account field, the model id as the resource name."""
+        return self.format_arn(
+            service="bedrock",
+            account="",
+            resource="foundation-model",
+            resource_name=self.config.model_id,
+            arn_format=ArnFormat.SLASH_RESOURCE_NAME,
+        )
+
+    def _uploads_arn(self) -> str:
+        return self.storage.bucket.arn_for_objects(f"{self.config.upload_prefix}*")
+
+    def _thumbnails_arn(self) -> str:
+        return self.storage.bucket.arn_for_objects(f"{r.THUMBNAIL_PREFIX}*")
+
+    # --- grants -----------------------------------------------------------------
+
+    def _grant_ingest(self) -> None:
+        grant = self.ingest.handler.add_to_role_policy
+        grant(
+            iam.PolicyStatement(
+                sid="ReadUploads",
+                actions=["s3:GetObject"],
+                resources=[self._uploads_arn()],
+            )
+        )
+        # Without ListBucket, S3 answers 403 AccessDenied (not 404 NoSuchKey) for a key
+        # that no longer exists, and a deleted-then-notified object would look like a
+        # permissions problem instead of an ordinary race.
+        grant(
+            iam.PolicyStatement(
+                sid="ListBucketFor404",
+                actions=["s3:ListBucket"],
+                resources=[self.storage.bucket.bucket_arn],
+            )
+        )
+        # HeadObject (authorized by s3:GetObject): a retried message re-creates a thumbnail
+        # only when it is missing.
+        grant(
+            iam.PolicyStatement(
+                sid="CheckThumbnails",
+                actions=["s3:GetObject"],
+                resources=[self._thumbnails_arn()],
+            )
+        )
+        grant(
+            iam.PolicyStatement(
+                sid="WriteThumbnails",
+                actions=["s3:PutObject", "s3:DeleteObject"],
+                resources=[self._thumbnails_arn()],
+            )
+        )
+        grant(self._invoke_model_statement())
+        grant(
+            iam.PolicyStatement(
+                sid="ReadWriteImageRecords",
+                actions=["dynamodb:GetItem", "dynamodb:PutItem"],
+                resources=[self.storage.table.table_arn],
+            )
+        )
+
+    def _grant_search(self) -> None:
+        grant = self.search.handler.add_to_role_policy
+        table_arn = self.storage.table.table_arn
+        grant(
+            iam.PolicyStatement(
+                sid="ReadImageRecords",
+                actions=[
+                    "dynamodb:GetItem",
+                    "dynamodb:BatchGetItem",
+                    "dynamodb:Query",
+                    "dynamodb:Scan",
+                ],
+                resources=[table_arn, f"{table_arn}/index/*"],
+            )
+        )
+        # Presigned GETs are signed with the function's credentials.
+        grant(
+            iam.PolicyStatement(
+                sid="PresignImageUrls",
+                actions=["s3:GetObject"],
+                resources=[self._uploads_arn(), self._thumbnails_arn()],
+            )
+        )
+        # Presigned PUT (POST /uploads) and DELETE /images/{image_id}.
+        grant(
+            iam.PolicyStatement(
+                sid="UploadAndDeleteImages",
+                actions=["s3:PutObject", "s3:DeleteObject"],
+                resources=[self._uploads_arn()],
+            )
+        )
+        grant(self._invoke_model_statement())
+
+    def _invoke_model_statement(self) -> iam.PolicyStatement:
+        return iam.PolicyStatement(
+            sid="InvokeEmbeddingModel",
+            actions=["bedrock:InvokeModel"],
+            resources=[self.model_arn],
+        )
+
+    # --- outputs ----------------------------------------------------------------
+
+    def _outputs(self) -> None:
+        api = self.search.api
+        # RestApi adds its own endpoint output; ApiUrl below is the one to read.
+        api.node.try_remove_child("Endpoint")
+        outputs = {
+            r.OUTPUT_API_URL: (api.url, "Base URL of the search API (SigV4, execute-api)"),
+            r.OUTPUT_BUCKET: (self.storage.bucket.bucket_name, "Images bucket"),
+            r.OUTPUT_UPLOAD_PREFIX: (self.config.upload_prefix, "Drop folder in the bucket"),
+            r.OUTPUT_TABLE: (self.storage.table.table_name, "Images table"),
+            r.OUTPUT_QUEUE_URL: (self.ingest.queue.queue_url, "Ingest queue"),
+            r.OUTPUT_DLQ_URL: (self.ingest.dead_letter_queue.queue_url, "Dead-letter queue"),
+            r.OUTPUT_MODEL_ID: (self.config.model_id, "Bedrock embedding model"),
+            r.OUTPUT_DIMENSION: (str(self.config.embedding_dimension), "Embedding dimension"),
+        }
+        for name, (value, description) in outputs.items():
+            CfnOutput(self, name, value=value, description=description)
+
+    # --- cdk-nag ----------------------------------------------------------------
+
+    def _suppress_nag_findings(self) -> None:
+        """Each suppression names the exact finding (``applies_to``) and why it stands."""
+        xray = NagPackSuppression(
+            id="AwsSolutions-IAM5",
+            reason="X-Ray PutTraceSegments/PutTelemetryRecords support no resource-level "
+            "permissions (active tracing); AWS requires Resource '*'.",
+            applies_to=["Resource::*"],
+        )
+        # cdk-nag renders {"Fn::GetAtt": [id, "Arn"]} as <id.Arn>.
+        bucket_arn = f"Resource::<{self._logical_id(self.storage.bucket)}.Arn>"
+        uploads_objects = f"{bucket_arn}/{self.config.upload_prefix}*"
+        thumbnails_objects = f"{bucket_arn}/{r.THUMBNAIL_PREFIX}*"
+        NagSuppressions.add_resource_suppressions(
+            self.ingest.handler.role,
+            [
+                xray,
+                NagPackSuppression(
+                    id="AwsSolutions-IAM5",
+                    reason="Object-level access limited to the upload prefix (read) and "
+                    "the thumbnail prefix (read/write/delete): keys are not known in advance.",
+                    applies_to=[uploads_objects, thumbnails_objects],
+                ),
+            ],
+            apply_to_children=True,
+        )
+        table = self._logical_id(self.storage.table)
+        NagSuppressions.add_resource_suppressions(
+            self.search.handler.role,
+            [
+                xray,
+                NagPackSuppression(
+                    id="AwsSolutions-IAM5",
+                    reason="Read-only access to the images table's own GSIs (by_change, "
+                    "by_status) and object access limited to the upload and thumbnail "
+                    "prefixes of the images bucket.",
+                    applies_to=[
+                        f"Resource::<{table}.Arn>/index/*",
+                        uploads_objects,
+                        thumbnails_objects,
+                    ],
+                ),
+            ],
+            apply_to_children=True,
+        )
+        NagSuppressions.add_resource_suppressions(
+            [self.ingest.function, self.search.function],
+            [
+                NagPackSuppression(
+                    id="AwsSolutions-L1",
+                    reason="Python 3.13 on purpose: the asset is bundled from cp313 "
+                    "manylinux aarch64 wheels (numpy, Pillow, pillow-heif, pydantic-core) "
+                    "and the code is tested on 3.11 and 3.13.",
+                )
+            ],
+            apply_to_children=True,
+        )
+
+        api = self.search.api
+        NagSuppressions.add_resource_suppressions(
+            api,
+            [
+                NagPackSuppression(
+                    id="AwsSolutions-COG4",
+                    reason="The API uses IAM (SigV4) authorization on every route but "
+                    "GET /health: callers are AWS principals, not Cognito users.",
+                ),
+            ],
+            apply_to_children=True,
+        )
+        NagSuppressions.add_resource_suppressions(
+            api,
+            [
+                NagPackSuppression(
+                    id="AwsSolutions-APIG2",
+                    reason="Requests are validated in the search function (pydantic), "
+                    "which answers 400/422 with the API's JSON error shape; API Gateway "
+                    "models would duplicate that schema and answer in another shape.",
+                ),
+            ],
+        )
+        NagSuppressions.add_resource_suppressions(
+            api.deployment_stage,
+            [
+                NagPackSuppression(
+                    id="AwsSolutions-APIG3",
+                    reason="No WAF by default: every route but /health needs SigV4, the "
+                    "stage is throttled, and a web ACL adds a fixed monthly cost. Attach "
+                    "one to the stage where policy requires it.",
+                ),
+            ],
+        )
+        NagSuppressions.add_resource_suppressions(
+            self.search.methods[("/health", "GET")],
+            [
+                NagPackSuppression(
+                    id="AwsSolutions-APIG4",
+                    reason="GET /health is public by contract (SPEC section 6): it "
+                    "returns only a status, an image count and the model id.",
+                ),
+            ],
+        )
+        NagSuppressions.add_resource_suppressions(
+            api,
+            [
+                NagPackSuppression(
+                    id="AwsSolutions-IAM4",
+                    reason="Account-wide API Gateway CloudWatch role (one per region, "
+                    "used by every REST API of the account for access and execution "
+                    "logs); AWS's policy for exactly this purpose.",
+                    applies_to=[
+                        "Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
+                        "AmazonAPIGatewayPushToCloudWatchLogs"
+                    ],
+                ),
+            ],
+            apply_to_children=True,
+        )
+        # CDK's singleton Lambda behind Custom::S3BucketNotifications: it is created with
+        # the managed logs policy (no way to pass another); its own grant is scoped to
+        # s3:PutBucketNotification on the images bucket.
+        notifications_handler = self.node.try_find_child(NOTIFICATIONS_HANDLER_ID)
+        if notifications_handler is not None:
+            NagSuppressions.add_resource_suppressions(
+                notifications_handler,
+                [
+                    NagPackSuppression(
+                        id="AwsSolutions-IAM4",
+                        reason="CDK-managed custom resource handler that configures the "
+                        "bucket notifications at deploy time; CDK attaches the "
+                        "logs-only AWSLambdaBasicExecutionRole policy.",
+                        applies_to=[
+                            "Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
+                            "AWSLambdaBasicExecutionRole"
+                        ],
+                    ),
+                ],
+                apply_to_children=True,
+            )
+
+    def _logical_id(self, construct: Construct) -> str:
+        child = construct.node.default_child
+        assert child is not None
+        return self.get_logical_id(child)  # type: ignore[arg-type]

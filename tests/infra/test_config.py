@@ -1,0 +1,132 @@
+"""CDK context -> AppConfig: coercion of `-c key=value` strings and clear synth-time errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from imagesearch import resources as r
+
+from stacks.config import AppConfig, ConfigError
+from tests.infra.conftest import SKIP_BUNDLING, cdk_json_context, synthesize
+
+
+def test_cdk_json_holds_the_spec_keys_with_their_defaults() -> None:
+    context = cdk_json_context()
+    assert {key: context[key] for key in r.CONTEXT_DEFAULTS} == r.CONTEXT_DEFAULTS
+
+
+def test_defaults_when_context_is_empty() -> None:
+    config = AppConfig.from_context({})
+
+    assert config == AppConfig(
+        model_id="amazon.titan-embed-image-v1",
+        embedding_dimension=1024,
+        upload_prefix="uploads/",
+        vector_store="dynamodb",
+        ingest_max_concurrency=5,
+        caption_mode="none",
+        retain_data=True,
+    )
+
+
+def test_strings_from_the_command_line_are_coerced() -> None:
+    # Given the values `cdk -c key=value` delivers: all strings
+    context = {
+        "modelId": " amazon.titan-embed-image-v1 ",
+        "embeddingDimension": "256",
+        "uploadPrefix": "inbox/",
+        "vectorStore": "dynamodb",
+        "ingestMaxConcurrency": "1000",
+        "captionMode": "joint",
+        "retainData": "false",
+    }
+
+    # When
+    config = AppConfig.from_context(context.get)
+
+    # Then
+    assert config.embedding_dimension == 256
+    assert config.ingest_max_concurrency == 1000
+    assert config.retain_data is False
+    assert config.caption_mode == "joint"
+    assert config.model_id == "amazon.titan-embed-image-v1"
+    assert config.upload_prefix == "inbox/"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("true", True),
+        ("True", True),
+        ("1", True),
+        ("yes", True),
+        ("false", False),
+        ("FALSE", False),
+        ("0", False),
+        ("no", False),
+        (True, True),
+        (False, False),
+    ],
+)
+def test_retain_data_accepts_booleans_and_their_spellings(raw: Any, expected: bool) -> None:
+    assert AppConfig.from_context({"retainData": raw}).retain_data is expected
+
+
+def test_config_is_frozen() -> None:
+    config = AppConfig()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.retain_data = False  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("context", "message"),
+    [
+        (
+            {"embeddingDimension": "512"},
+            "embeddingDimension 512 is not supported by "
+            "amazon.titan-embed-image-v1; use one of 256, 384, 1024",
+        ),
+        ({"embeddingDimension": "1024.0"}, "embeddingDimension must be a whole number"),
+        ({"embeddingDimension": True}, "embeddingDimension must be a whole number"),
+        (
+            {"modelId": "amazon.titan-embed-text-v2:0"},
+            "modelId 'amazon.titan-embed-text-v2:0' "
+            "is not supported; supported models: amazon.titan-embed-image-v1",
+        ),
+        ({"uploadPrefix": ""}, "uploadPrefix '' must not be empty"),
+        ({"uploadPrefix": "uploads"}, "uploadPrefix 'uploads' must end with '/'"),
+        ({"uploadPrefix": "/uploads/"}, "uploadPrefix '/uploads/' must not start with '/'"),
+        ({"uploadPrefix": "a//b/"}, "must not contain '//'"),
+        ({"uploadPrefix": "up*/"}, "must not contain '*', '?' or '$'"),
+        ({"uploadPrefix": "${aws:username}/"}, "must not contain '*', '?' or '$'"),
+        ({"uploadPrefix": "thumbnails/"}, "must not overlap the thumbnail prefix 'thumbnails/'"),
+        ({"uploadPrefix": "thumbnails/new/"}, "must not overlap the thumbnail prefix"),
+        ({"vectorStore": "s3vectors"}, "vectorStore 's3vectors' is not supported yet"),
+        ({"vectorStore": "faiss"}, "vectorStore 'faiss' is unknown; use 'dynamodb'"),
+        ({"ingestMaxConcurrency": "1"}, "ingestMaxConcurrency must be between 2 and 1000"),
+        ({"ingestMaxConcurrency": 1001}, "ingestMaxConcurrency must be between 2 and 1000"),
+        ({"ingestMaxConcurrency": "-3"}, "ingestMaxConcurrency must be a whole number"),
+        ({"captionMode": "separate"}, "captionMode must be one of none, joint"),
+        ({"retainData": "maybe"}, "retainData must be true or false, got 'maybe'"),
+        ({"modelId": 42}, "modelId must be a string"),
+    ],
+)
+def test_invalid_context_raises_a_clear_error(context: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        AppConfig.from_context(context)
+
+
+@pytest.mark.parametrize("prefix", ["uploads/", "thumbs/", "a/b/c/", "thumbnail/", "photos 2024/"])
+def test_valid_prefixes(prefix: str) -> None:
+    assert AppConfig.from_context({"uploadPrefix": prefix}).upload_prefix == prefix
+
+
+def test_synth_fails_on_bad_context(tmp_path: Path) -> None:
+    # Given a bad dimension on the command line, when the app is synthesized,
+    # then synthesis stops with the validation message (before any resource exists).
+    with pytest.raises(ConfigError, match="embeddingDimension 300 is not supported"):
+        synthesize(tmp_path, **SKIP_BUNDLING, embeddingDimension="300")

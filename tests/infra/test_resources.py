@@ -1,0 +1,496 @@
+"""The template's resources against SPEC sections 3-6 and the shared resource shapes."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from aws_cdk.assertions import Match
+from imagesearch import resources as r
+
+from tests.infra.conftest import Synthesized
+
+
+def one(app: Synthesized, resource_type: str) -> dict[str, Any]:
+    found = app.resources(resource_type)
+    assert len(found) == 1, f"{len(found)} x {resource_type}"
+    return next(iter(found.values()))
+
+
+def resource_of(app: Synthesized, construct: Any) -> dict[str, Any]:
+    return app.json["Resources"][app.logical_id(construct)]
+
+
+# --- storage -----------------------------------------------------------------
+
+
+def test_table_matches_the_shared_definition(any_app: Synthesized) -> None:
+    definition = r.table_definition("any")
+    table = one(any_app, "AWS::DynamoDB::Table")["Properties"]
+
+    assert table["KeySchema"] == definition["KeySchema"]
+    assert sorted(table["AttributeDefinitions"], key=json.dumps) == sorted(
+        definition["AttributeDefinitions"], key=json.dumps
+    )
+    assert table["BillingMode"] == definition["BillingMode"] == "PAY_PER_REQUEST"
+
+    def by_name(indexes: list[dict[str, Any]]) -> dict[str, Any]:
+        return {index["IndexName"]: index for index in indexes}
+
+    assert by_name(table["GlobalSecondaryIndexes"]) == by_name(definition["GlobalSecondaryIndexes"])
+    assert set(by_name(table["GlobalSecondaryIndexes"])) == {
+        r.INDEX_BY_CHANGE,
+        r.INDEX_BY_STATUS,
+    }
+    assert table["TimeToLiveSpecification"] == {"AttributeName": r.ATTR_EXPIRES_AT, "Enabled": True}
+    assert table["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+    assert "TableName" not in table  # CloudFormation names it: several stacks can coexist
+
+
+def test_images_bucket_is_private_encrypted_tls_only_and_logged(default_app: Synthesized) -> None:
+    storage = default_app.stack.storage
+    bucket = resource_of(default_app, storage.bucket)["Properties"]
+
+    assert bucket["PublicAccessBlockConfiguration"] == {
+        "BlockPublicAcls": True,
+        "BlockPublicPolicy": True,
+        "IgnorePublicAcls": True,
+        "RestrictPublicBuckets": True,
+    }
+    assert bucket["BucketEncryption"] == {
+        "ServerSideEncryptionConfiguration": [
+            {"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}
+        ]
+    }
+    assert bucket["LoggingConfiguration"]["DestinationBucketName"] == {
+        "Ref": default_app.logical_id(storage.access_logs_bucket)
+    }
+    cors = bucket["CorsConfiguration"]["CorsRules"]
+    assert len(cors) == 1
+    assert set(cors[0]["AllowedMethods"]) == {"GET", "HEAD", "PUT"}
+    assert "ETag" in cors[0]["ExposedHeaders"]
+
+    policy = next(
+        p["Properties"]["PolicyDocument"]["Statement"]
+        for p in default_app.resources("AWS::S3::BucketPolicy").values()
+        if p["Properties"]["Bucket"] == {"Ref": default_app.logical_id(storage.bucket)}
+    )
+    bucket_arn = {"Fn::GetAtt": [default_app.logical_id(storage.bucket), "Arn"]}
+    assert {
+        "Action": "s3:*",
+        "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+        "Effect": "Deny",
+        "Principal": {"AWS": "*"},
+        "Resource": [bucket_arn, {"Fn::Join": ["", [bucket_arn, "/*"]]}],
+    } in policy
+    # The images bucket policy grants nothing to anyone (access is through roles).
+    assert [s for s in policy if s["Effect"] == "Allow"] == []
+
+
+def test_access_log_bucket_is_private_and_expires_logs(default_app: Synthesized) -> None:
+    logs_bucket = resource_of(default_app, default_app.stack.storage.access_logs_bucket)
+    properties = logs_bucket["Properties"]
+    assert properties["PublicAccessBlockConfiguration"]["BlockPublicPolicy"] is True
+    assert properties["LifecycleConfiguration"]["Rules"][0]["ExpirationInDays"] == 90
+
+
+def test_data_is_retained_by_default(default_app: Synthesized) -> None:
+    storage = default_app.stack.storage
+    for construct in (storage.bucket, storage.table, storage.access_logs_bucket):
+        resource = resource_of(default_app, construct)
+        assert resource["DeletionPolicy"] == "Retain"
+        assert resource["UpdateReplacePolicy"] == "Retain"
+    assert default_app.resources("Custom::S3AutoDeleteObjects") == {}
+
+
+def test_data_is_destroyed_and_emptied_when_not_retained(cli_app: Synthesized) -> None:
+    storage = cli_app.stack.storage
+    for construct in (storage.bucket, storage.table, storage.access_logs_bucket):
+        assert resource_of(cli_app, construct)["DeletionPolicy"] == "Delete"
+    emptied = {
+        resource["Properties"]["BucketName"]["Ref"]
+        for resource in cli_app.resources("Custom::S3AutoDeleteObjects").values()
+    }
+    assert emptied == {
+        cli_app.logical_id(storage.bucket),
+        cli_app.logical_id(storage.access_logs_bucket),
+    }
+
+
+# --- ingest ------------------------------------------------------------------
+
+
+def test_bucket_notifies_the_queue_for_created_and_removed_under_the_prefix(
+    any_app: Synthesized,
+) -> None:
+    notifications = one(any_app, "Custom::S3BucketNotifications")["Properties"]
+    prefix = any_app.stack.config.upload_prefix
+    queue_arn = {"Fn::GetAtt": [any_app.logical_id(any_app.stack.ingest.queue), "Arn"]}
+
+    assert notifications["BucketName"] == {"Ref": any_app.logical_id(any_app.stack.storage.bucket)}
+    configuration = notifications["NotificationConfiguration"]
+    assert set(configuration) == {"QueueConfigurations"}
+    assert sorted(
+        (c["Events"], c["Filter"], c["QueueArn"] == queue_arn)
+        for c in configuration["QueueConfigurations"]
+    ) == [
+        (
+            ["s3:ObjectCreated:*"],
+            {"Key": {"FilterRules": [{"Name": "prefix", "Value": prefix}]}},
+            True,
+        ),
+        (
+            ["s3:ObjectRemoved:*"],
+            {"Key": {"FilterRules": [{"Name": "prefix", "Value": prefix}]}},
+            True,
+        ),
+    ]
+
+
+def test_queue_and_dead_letter_queue(any_app: Synthesized) -> None:
+    ingest = any_app.stack.ingest
+    queue = resource_of(any_app, ingest.queue)["Properties"]
+    dlq = resource_of(any_app, ingest.dead_letter_queue)["Properties"]
+    function = resource_of(any_app, ingest.function)["Properties"]
+
+    assert queue["RedrivePolicy"] == {
+        "deadLetterTargetArn": {
+            "Fn::GetAtt": [any_app.logical_id(ingest.dead_letter_queue), "Arn"]
+        },
+        "maxReceiveCount": 5,
+    }
+    assert queue["SqsManagedSseEnabled"] is True
+    assert dlq["SqsManagedSseEnabled"] is True
+    assert dlq["MessageRetentionPeriod"] == 14 * 24 * 3600
+    assert queue["VisibilityTimeout"] >= 6 * function["Timeout"]
+    # Both queues refuse plain HTTP.
+    for queue_construct in (ingest.queue, ingest.dead_letter_queue):
+        statements = next(
+            p["Properties"]["PolicyDocument"]["Statement"]
+            for p in any_app.resources("AWS::SQS::QueuePolicy").values()
+            if p["Properties"]["Queues"] == [{"Ref": any_app.logical_id(queue_construct)}]
+        )
+        assert {
+            "Action": "sqs:*",
+            "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+            "Effect": "Deny",
+            "Principal": {"AWS": "*"},
+            "Resource": {"Fn::GetAtt": [any_app.logical_id(queue_construct), "Arn"]},
+        } in statements
+
+
+def test_event_source_mapping(any_app: Synthesized) -> None:
+    mapping = one(any_app, "AWS::Lambda::EventSourceMapping")["Properties"]
+    ingest = any_app.stack.ingest
+
+    assert mapping == {
+        "BatchSize": 10,
+        "MaximumBatchingWindowInSeconds": 5,
+        "ScalingConfig": {"MaximumConcurrency": any_app.stack.config.ingest_max_concurrency},
+        "FunctionResponseTypes": ["ReportBatchItemFailures"],
+        "EventSourceArn": {"Fn::GetAtt": [any_app.logical_id(ingest.queue), "Arn"]},
+        "FunctionName": {"Ref": any_app.logical_id(ingest.function)},
+    }
+
+
+def test_concurrency_from_the_command_line(cli_app: Synthesized) -> None:
+    mapping = one(cli_app, "AWS::Lambda::EventSourceMapping")["Properties"]
+    assert mapping["ScalingConfig"] == {"MaximumConcurrency": 7}
+
+
+# --- functions -----------------------------------------------------------------
+
+
+def _expected_environment(app: Synthesized, kind: str) -> dict[str, Any]:
+    config = app.stack.config
+    storage = app.stack.storage
+    common = {
+        r.ENV_BUCKET: {"Ref": app.logical_id(storage.bucket)},
+        r.ENV_TABLE: {"Ref": app.logical_id(storage.table)},
+        r.ENV_UPLOAD_PREFIX: config.upload_prefix,
+        r.ENV_MODEL_ID: config.model_id,
+        r.ENV_EMBEDDING_DIMENSION: str(config.embedding_dimension),
+        "POWERTOOLS_METRICS_NAMESPACE": r.METRICS_NAMESPACE,
+        "LOG_LEVEL": "INFO",
+        r.ENV_BEDROCK_CONNECT_TIMEOUT: Match.any_value(),
+        r.ENV_BEDROCK_READ_TIMEOUT: Match.any_value(),
+        r.ENV_BEDROCK_MAX_ATTEMPTS: Match.any_value(),
+    }
+    if kind == "ingest":
+        return {
+            **common,
+            r.ENV_CAPTION_MODE: config.caption_mode,
+            "POWERTOOLS_SERVICE_NAME": "imagesearch-ingest",
+        }
+    return {
+        **common,
+        r.ENV_VECTOR_STORE: config.vector_store,
+        "POWERTOOLS_SERVICE_NAME": "imagesearch-api",
+    }
+
+
+@pytest.mark.parametrize(
+    ("kind", "handler", "memory", "timeout"),
+    [("ingest", r.INGEST_HANDLER, 1024, 120), ("search", r.API_HANDLER, 2048, 29)],
+)
+def test_functions(
+    any_app: Synthesized, kind: str, handler: str, memory: int, timeout: int
+) -> None:
+    component = any_app.stack.ingest if kind == "ingest" else any_app.stack.search
+    logical_id = any_app.logical_id(component.function)
+
+    any_app.template.has_resource_properties(
+        "AWS::Lambda::Function",
+        {
+            "Runtime": "python3.13",
+            "Architectures": ["arm64"],
+            "Handler": handler,
+            "MemorySize": memory,
+            "Timeout": timeout,
+            "TracingConfig": {"Mode": "Active"},
+            "LoggingConfig": {"LogGroup": {"Ref": any_app.logical_id(component.handler.log_group)}},
+            "Environment": {"Variables": Match.exact(_expected_environment(any_app, kind))},
+        },
+    )
+    environment = any_app.json["Resources"][logical_id]["Properties"]["Environment"]["Variables"]
+    assert environment[r.ENV_EMBEDDING_DIMENSION] == str(any_app.stack.config.embedding_dimension)
+
+
+def test_bedrock_call_budget_fits_the_function_timeouts(default_app: Synthesized) -> None:
+    for component in (default_app.stack.ingest, default_app.stack.search):
+        resource = resource_of(default_app, component.function)["Properties"]
+        env = resource["Environment"]["Variables"]
+        budget = int(env[r.ENV_BEDROCK_MAX_ATTEMPTS]) * (
+            float(env[r.ENV_BEDROCK_CONNECT_TIMEOUT]) + float(env[r.ENV_BEDROCK_READ_TIMEOUT])
+        )
+        assert budget < resource["Timeout"]
+
+
+def test_cli_context_reaches_the_functions(cli_app: Synthesized) -> None:
+    ingest = resource_of(cli_app, cli_app.stack.ingest.function)["Properties"]
+    variables = ingest["Environment"]["Variables"]
+    assert variables[r.ENV_EMBEDDING_DIMENSION] == "384"
+    assert variables[r.ENV_CAPTION_MODE] == "joint"
+    assert variables[r.ENV_UPLOAD_PREFIX] == "drop/photos/"
+
+
+def test_both_functions_share_one_asset(default_app: Synthesized) -> None:
+    codes = [
+        resource_of(default_app, c.function)["Properties"]["Code"]
+        for c in (default_app.stack.ingest, default_app.stack.search)
+    ]
+    assert codes[0] == codes[1]
+
+
+def test_log_groups_have_retention(any_app: Synthesized) -> None:
+    groups = any_app.resources("AWS::Logs::LogGroup")
+    # ingest, search, API access logs, API execution logs
+    assert len(groups) == 4
+    for group in groups.values():
+        assert group["Properties"]["RetentionInDays"] == 30
+        assert group["DeletionPolicy"] == "Delete"
+
+
+# --- API -----------------------------------------------------------------------
+
+
+def _method_paths(app: Synthesized) -> dict[tuple[str, str], dict[str, Any]]:
+    resources = app.resources("AWS::ApiGateway::Resource")
+    api_id = app.logical_id(app.stack.search.api)
+
+    def path_of(reference: Any) -> str:
+        if reference == {"Fn::GetAtt": [api_id, "RootResourceId"]}:
+            return ""
+        resource = resources[reference["Ref"]]["Properties"]
+        return f"{path_of(resource['ParentId'])}/{resource['PathPart']}"
+
+    return {
+        (path_of(m["Properties"]["ResourceId"]), m["Properties"]["HttpMethod"]): m["Properties"]
+        for m in app.resources("AWS::ApiGateway::Method").values()
+    }
+
+
+def test_api_routes_and_authorization(default_app: Synthesized) -> None:
+    methods = _method_paths(default_app)
+    function_id = default_app.logical_id(default_app.stack.search.function)
+
+    assert {route: m["AuthorizationType"] for route, m in methods.items()} == {
+        ("/search", "POST"): "AWS_IAM",
+        ("/images", "GET"): "AWS_IAM",
+        ("/images/{image_id}", "GET"): "AWS_IAM",
+        ("/images/{image_id}", "DELETE"): "AWS_IAM",
+        ("/uploads", "POST"): "AWS_IAM",
+        ("/health", "GET"): "NONE",
+        ("/openapi.json", "GET"): "AWS_IAM",
+    }
+    for method in methods.values():
+        integration = method["Integration"]
+        assert integration["Type"] == "AWS_PROXY"
+        assert integration["IntegrationHttpMethod"] == "POST"
+        assert function_id in json.dumps(integration["Uri"])
+    paths = {
+        p["Properties"]["PathPart"]
+        for p in default_app.resources("AWS::ApiGateway::Resource").values()
+    }
+    assert not any(part.startswith("{proxy") for part in paths)
+
+
+def test_api_stage(default_app: Synthesized) -> None:
+    stage = one(default_app, "AWS::ApiGateway::Stage")["Properties"]
+    access_log_group = default_app.logical_id(default_app.stack.search.access_log_group)
+
+    assert stage["TracingEnabled"] is True
+    (settings,) = stage["MethodSettings"]
+    assert settings["HttpMethod"] == "*" and settings["ResourcePath"] == "/*"
+    assert settings["MetricsEnabled"] is True
+    assert settings["ThrottlingRateLimit"] > 0 and settings["ThrottlingBurstLimit"] > 0
+    assert settings["DataTraceEnabled"] is False
+    fields = json.loads(stage["AccessLogSetting"]["Format"])
+    assert fields["requestId"] == "$context.requestId"
+    assert fields["status"] == "$context.status"
+    assert access_log_group in json.dumps(stage["AccessLogSetting"]["DestinationArn"])
+    rest_api = one(default_app, "AWS::ApiGateway::RestApi")["Properties"]
+    assert rest_api["EndpointConfiguration"] == {"Types": ["REGIONAL"]}
+
+
+def test_gateway_responses_are_json_messages(default_app: Synthesized) -> None:
+    responses = {
+        g["Properties"]["ResponseType"]: g["Properties"]
+        for g in default_app.resources("AWS::ApiGateway::GatewayResponse").values()
+    }
+    expected_status = {
+        "ACCESS_DENIED": "403",
+        "MISSING_AUTHENTICATION_TOKEN": "403",
+        "INVALID_SIGNATURE": "403",
+        "EXPIRED_TOKEN": "403",
+        "REQUEST_TOO_LARGE": "413",
+        "THROTTLED": "429",
+        "QUOTA_EXCEEDED": "429",
+        "DEFAULT_4XX": None,
+        "DEFAULT_5XX": None,
+    }
+    assert set(responses) == set(expected_status)
+    for response_type, status in expected_status.items():
+        response = responses[response_type]
+        assert response.get("StatusCode") == status
+        template = response["ResponseTemplates"]["application/json"]
+        assert template.startswith('{"message": ')
+        # Static messages are valid JSON as they stand; the others use the quoted
+        # $context.error.messageString.
+        if "$context" not in template:
+            assert isinstance(json.loads(template)["message"], str)
+        else:
+            assert template == '{"message": $context.error.messageString}'
+    assert "10 MB" in responses["REQUEST_TOO_LARGE"]["ResponseTemplates"]["application/json"]
+    assert responses["THROTTLED"]["ResponseParameters"] == {
+        "gatewayresponse.header.Retry-After": "'1'"
+    }
+
+
+def test_api_invokes_only_the_search_function_per_route(default_app: Synthesized) -> None:
+    permissions = default_app.resources("AWS::Lambda::Permission")
+    function_arn = {
+        "Fn::GetAtt": [default_app.logical_id(default_app.stack.search.function), "Arn"]
+    }
+    assert len(permissions) == 7  # one per method, no test-invoke permissions
+    for permission in permissions.values():
+        assert permission["Properties"]["FunctionName"] == function_arn
+        assert permission["Properties"]["Principal"] == "apigateway.amazonaws.com"
+
+
+# --- monitoring and outputs ------------------------------------------------------
+
+
+def _alarms(app: Synthesized) -> dict[str, dict[str, Any]]:
+    return {
+        alarm_id: resource_of(app, alarm)["Properties"]
+        for alarm_id, alarm in app.stack.monitoring.alarms.items()
+    }
+
+
+def test_alarms(default_app: Synthesized) -> None:
+    alarms = _alarms(default_app)
+    stack = default_app.stack
+    ids = {
+        "dlq": default_app.logical_id(stack.ingest.dead_letter_queue),
+        "ingest": default_app.logical_id(stack.ingest.function),
+        "search": default_app.logical_id(stack.search.function),
+    }
+
+    assert len(default_app.resources("AWS::CloudWatch::Alarm")) == len(alarms) == 6
+    for alarm in alarms.values():
+        assert alarm["ComparisonOperator"] == "GreaterThanThreshold"
+        assert alarm["TreatMissingData"] == "notBreaching"
+        assert alarm["EvaluationPeriods"] == 1
+        assert alarm["AlarmDescription"]
+
+    dlq = alarms["DeadLetterQueueNotEmpty"]
+    assert (dlq["Namespace"], dlq["MetricName"], dlq["Threshold"]) == (
+        "AWS/SQS",
+        "ApproximateNumberOfMessagesVisible",
+        0,
+    )
+    assert dlq["Dimensions"] == [
+        {"Name": "QueueName", "Value": {"Fn::GetAtt": [ids["dlq"], "QueueName"]}}
+    ]
+    ingest = alarms["IngestFunctionErrors"]
+    assert (ingest["Namespace"], ingest["MetricName"], ingest["Threshold"]) == (
+        "AWS/Lambda",
+        "Errors",
+        0,
+    )
+    assert ingest["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": ids["ingest"]}}]
+    config = alarms["EmbedderConfigurationErrors"]
+    assert (config["Namespace"], config["MetricName"], config["Threshold"]) == (
+        r.METRICS_NAMESPACE,
+        r.METRIC_CONFIGURATION_ERRORS,
+        0,
+    )
+    assert config["Dimensions"] == [{"Name": "service", "Value": "imagesearch-ingest"}]
+    search = alarms["SearchFunctionErrors"]
+    assert search["MetricName"] == "Errors"
+    assert search["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": ids["search"]}}]
+    api = alarms["Api5xxErrors"]
+    assert (api["Namespace"], api["MetricName"]) == ("AWS/ApiGateway", "5XXError")
+
+
+def test_configuration_alarm_watches_the_service_name_the_function_reports(
+    default_app: Synthesized,
+) -> None:
+    ingest = resource_of(default_app, default_app.stack.ingest.function)["Properties"]
+    alarm = _alarms(default_app)["EmbedderConfigurationErrors"]
+    assert (
+        alarm["Dimensions"][0]["Value"]
+        == ingest["Environment"]["Variables"]["POWERTOOLS_SERVICE_NAME"]
+    )
+    assert alarm["Namespace"] == ingest["Environment"]["Variables"]["POWERTOOLS_METRICS_NAMESPACE"]
+
+
+def test_outputs(any_app: Synthesized) -> None:
+    outputs = any_app.json["Outputs"]
+    stack = any_app.stack
+    assert set(outputs) == {
+        r.OUTPUT_API_URL,
+        r.OUTPUT_BUCKET,
+        r.OUTPUT_UPLOAD_PREFIX,
+        r.OUTPUT_TABLE,
+        r.OUTPUT_QUEUE_URL,
+        r.OUTPUT_DLQ_URL,
+        r.OUTPUT_MODEL_ID,
+        r.OUTPUT_DIMENSION,
+    }
+    value = {name: output["Value"] for name, output in outputs.items()}
+    assert value[r.OUTPUT_BUCKET] == {"Ref": any_app.logical_id(stack.storage.bucket)}
+    assert value[r.OUTPUT_TABLE] == {"Ref": any_app.logical_id(stack.storage.table)}
+    assert value[r.OUTPUT_QUEUE_URL] == {"Ref": any_app.logical_id(stack.ingest.queue)}
+    assert value[r.OUTPUT_DLQ_URL] == {"Ref": any_app.logical_id(stack.ingest.dead_letter_queue)}
+    assert value[r.OUTPUT_UPLOAD_PREFIX] == stack.config.upload_prefix
+    assert value[r.OUTPUT_MODEL_ID] == stack.config.model_id
+    assert value[r.OUTPUT_DIMENSION] == str(stack.config.embedding_dimension)
+    api_url = json.dumps(value[r.OUTPUT_API_URL])
+    assert any_app.logical_id(stack.search.api) in api_url
+    assert ".execute-api." in api_url
+    stage = one(any_app, "AWS::ApiGateway::Stage")
+    assert stage["Properties"]["StageName"] == "v1"
+    assert any_app.logical_id(stack.search.api.deployment_stage) in api_url
