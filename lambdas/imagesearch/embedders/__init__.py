@@ -1,0 +1,51 @@
+"""Embedders: the ``Embedder`` port and a factory choosing the adapter for a model id."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from imagesearch.embedders.base import Embedder, Vector, unit_vector
+from imagesearch.embedders.titan import TitanMultimodalEmbedder, is_titan_model
+from imagesearch.resources import CLIP_MODEL_ID, SUPPORTED_MODELS
+
+__all__ = ["Embedder", "TitanMultimodalEmbedder", "Vector", "build_embedder", "unit_vector"]
+
+
+def build_embedder(
+    model_id: str,
+    dimension: int,
+    *,
+    client: Any | None = None,
+    connect_timeout: float = 3.0,
+    read_timeout: float = 30.0,
+    max_attempts: int = 4,
+) -> Embedder:
+    """The embedder for ``model_id`` producing ``dimension``-long vectors.
+
+    Bedrock Titan ids get ``TitanMultimodalEmbedder`` (``client``, timeouts and
+    attempts apply to it); ``resources.CLIP_MODEL_ID`` gets the local CLIP embedder
+    (an optional extra, imported only when asked for). Raises ValueError for
+    unknown ids and unsupported dimensions.
+    """
+    if model_id == CLIP_MODEL_ID:
+        # Imported lazily: CLIP pulls in torch, which the Lambda asset never ships.
+        from imagesearch.embedders.clip import ClipEmbedder
+
+        embedder: Embedder = ClipEmbedder(model_id)
+        if embedder.dimension != dimension:
+            raise ValueError(
+                f"{model_id} produces {embedder.dimension}-dimensional vectors, not {dimension}"
+            )
+        return embedder
+
+    if is_titan_model(model_id) and model_id in SUPPORTED_MODELS:
+        return TitanMultimodalEmbedder(
+            model_id,
+            dimension,
+            client=client,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            max_attempts=max_attempts,
+        )
+    known = sorted([*SUPPORTED_MODELS, CLIP_MODEL_ID])
+    raise ValueError(f"unknown embedding model {model_id!r}; known models: {known}")
