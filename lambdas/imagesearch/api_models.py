@@ -1,0 +1,298 @@
+"""Request and response models of the search API (SPEC section 6, contract).
+
+Requests are strict (``"10"`` is not an int, an object is not a string) and refuse
+unknown fields, so a typo is an error instead of a silently ignored filter. The
+OpenAPI document served at ``GET /openapi.json`` is generated from these models.
+Pure pydantic: no AWS, numpy or Pillow imports here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from imagesearch.ports import MAX_TOP_K
+from imagesearch.records import IMAGE_ID_PATTERN
+
+MAX_TEXT_CHARS = 1000
+MAX_QUERY_PARTS = 10
+MAX_CONTENT_TYPE_FILTERS = 10
+MAX_FILENAME_CHARS = 512
+MAX_PREFIX_CHARS = 1024
+MAX_LIST_LIMIT = 100
+DEFAULT_LIST_LIMIT = 50
+DEFAULT_TOP_K = 10
+
+# The image types the ingest path accepts (SPEC section 5): JPEG and PNG go to the
+# model as they are, the others are converted.
+UPLOAD_CONTENT_TYPES = (
+    "image/jpeg",
+    "image/png",
+    "image/webp",
+    "image/gif",
+    "image/bmp",
+    "image/tiff",
+    "image/heic",
+    "image/heif",
+)
+UploadContentType = Literal[
+    "image/jpeg",
+    "image/png",
+    "image/webp",
+    "image/gif",
+    "image/bmp",
+    "image/tiff",
+    "image/heic",
+    "image/heif",
+]
+ListStatus = Literal["indexed", "rejected"]
+
+ImageId = Annotated[
+    str,
+    StringConstraints(pattern=IMAGE_ID_PATTERN.pattern),
+    Field(description="32 hex characters, derived from the object key", examples=["0" * 32]),
+]
+QueryText = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=MAX_TEXT_CHARS),
+    Field(description="Free text (English), 1 to 1000 characters"),
+]
+Base64Image = Annotated[
+    str,
+    StringConstraints(min_length=1),
+    Field(
+        description=(
+            "Base64 of a JPEG, PNG, WebP, GIF, BMP, TIFF or HEIC image (a 'data:image/...;base64,'"
+            " prefix is accepted). Request bodies are limited to 5 MB: search larger images by"
+            " image_id after uploading them."
+        ),
+        json_schema_extra={"contentEncoding": "base64"},
+    ),
+]
+ContentTypeFilter = Annotated[
+    str,
+    StringConstraints(pattern=r"^[A-Za-z0-9.+-]+/[A-Za-z0-9.+-]+$", max_length=100),
+]
+Weight = Annotated[
+    float,
+    Field(allow_inf_nan=False, description="Non-zero; negative weights steer away"),
+]
+
+
+def _invalid(message: str) -> PydanticCustomError:
+    # A custom error type keeps the message free of pydantic's "Value error, " prefix.
+    return PydanticCustomError("invalid_request", message)
+
+
+def _check_text(value: str | None) -> str | None:
+    if value is not None and not value.strip():
+        raise _invalid("text must not be blank")
+    return value
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class QueryPart(_Request):
+    """One part of a weighted multi-part query: exactly one input and a weight."""
+
+    text: QueryText | None = None
+    image: Base64Image | None = None
+    image_id: ImageId | None = None
+    weight: Weight = 1.0
+
+    @field_validator("text")
+    @classmethod
+    def _not_blank(cls, value: str | None) -> str | None:
+        return _check_text(value)
+
+    @model_validator(mode="after")
+    def _one_input(self) -> QueryPart:
+        given = [name for name in ("text", "image", "image_id") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise _invalid("each query part needs exactly one of text, image or image_id")
+        if self.weight == 0:
+            raise _invalid("weight must not be zero")
+        return self
+
+
+class SearchRequest(_Request):
+    """Body of ``POST /search``."""
+
+    text: QueryText | None = None
+    image: Base64Image | None = None
+    image_id: ImageId | None = None
+    queries: Annotated[list[QueryPart], Field(min_length=1, max_length=MAX_QUERY_PARTS)] | None = (
+        Field(
+            default=None,
+            description="Weighted multi-part query: weighted sum of unit vectors, renormalised",
+        )
+    )
+    top_k: Annotated[int, Field(ge=1, le=MAX_TOP_K)] = DEFAULT_TOP_K
+    min_score: Annotated[float, Field(ge=-1.0, le=1.0, allow_inf_nan=False)] | None = None
+    prefix: Annotated[str, StringConstraints(min_length=1, max_length=MAX_PREFIX_CHARS)] | None = (
+        Field(
+            default=None,
+            description=(
+                "Only keys starting with this prefix; a prefix outside the upload prefix is"
+                " taken relative to it ('shoes/' means 'uploads/shoes/')"
+            ),
+        )
+    )
+    content_type: (
+        Annotated[list[ContentTypeFilter], Field(min_length=1, max_length=MAX_CONTENT_TYPE_FILTERS)]
+        | None
+    ) = Field(default=None, description="Only images of these content types")
+
+    @field_validator("text")
+    @classmethod
+    def _not_blank(cls, value: str | None) -> str | None:
+        return _check_text(value)
+
+    @model_validator(mode="after")
+    def _inputs(self) -> SearchRequest:
+        direct = [name for name in ("text", "image", "image_id") if getattr(self, name) is not None]
+        if self.queries is not None and direct:
+            raise _invalid(
+                f"queries cannot be combined with {', '.join(direct)}: put every input in queries"
+            )
+        if self.queries is None and not direct:
+            raise _invalid("give at least one of text, image, image_id or queries")
+        if self.image_id is not None and direct != ["image_id"]:
+            raise _invalid(
+                "image_id cannot be combined with text or image: use queries to mix them"
+            )
+        return self
+
+
+class UploadRequest(_Request):
+    """Body of ``POST /uploads``."""
+
+    filename: Annotated[str, StringConstraints(min_length=1, max_length=MAX_FILENAME_CHARS)] = (
+        Field(description="Path below the upload prefix, e.g. 'shoes/red.jpg'")
+    )
+    content_type: UploadContentType
+    size: Annotated[int, Field(ge=1)] | None = Field(
+        default=None,
+        description=(
+            "Exact size in bytes. When given, Content-Length is signed into the URL and S3"
+            " refuses any other size; it must not exceed the deployment's upload limit."
+        ),
+    )
+
+    @field_validator("filename")
+    @classmethod
+    def _safe_filename(cls, value: str) -> str:
+        if value.startswith("/"):
+            raise _invalid("filename must be relative (no leading '/')")
+        if ".." in value:
+            raise _invalid("filename must not contain '..'")
+        if "\\" in value:
+            raise _invalid("filename must use '/' as separator, not '\\'")
+        if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+            raise _invalid("filename must not contain control characters")
+        if value.endswith("/") or "//" in value:
+            raise _invalid("filename must not have empty path segments")
+        return value
+
+
+# --- Responses ------------------------------------------------------------------
+# Not strict: they are built by our own code, and they document the contract.
+
+
+class _Response(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SearchResult(_Response):
+    image_id: str
+    key: str
+    score: float = Field(description="Cosine similarity, -1..1, higher is closer")
+    url: str = Field(description="Presigned GET of the original (15 minutes)")
+    thumbnail_url: str = Field(description="Presigned GET of the 256-px JPEG thumbnail")
+    content_type: str | None = None
+    width: int | None = None
+    height: int | None = None
+    size: int | None = None
+    uploaded_at: str | None = None
+    caption: str | None = None
+
+
+class SearchResponse(_Response):
+    results: list[SearchResult]
+    count: int
+    model_id: str
+    dimension: int
+    took_ms: float
+
+
+class ImageOut(_Response):
+    """An image record as the API shows it: no vector, plus presigned URLs."""
+
+    image_id: str
+    key: str
+    status: str = Field(description="indexed or rejected")
+    reason: str | None = Field(default=None, description="Why the image was rejected")
+    etag: str | None = None
+    size: int | None = None
+    content_type: str | None = None
+    width: int | None = None
+    height: int | None = None
+    uploaded_at: str | None = None
+    indexed_at: str | None = None
+    model_id: str | None = None
+    dimension: int | None = None
+    caption: str | None = None
+    url: str
+    thumbnail_url: str | None = Field(default=None, description="Only for indexed images")
+
+
+class ImagePage(_Response):
+    items: list[ImageOut]
+    cursor: str | None = Field(description="Pass back to get the next page; null at the end")
+
+
+class DeleteAccepted(_Response):
+    image_id: str
+    key: str
+    status: Literal["deleting"] = "deleting"
+
+
+class UploadResponse(_Response):
+    key: str
+    url: str = Field(description="Presigned PUT URL")
+    headers: dict[str, str] = Field(description="Headers the PUT must send exactly")
+
+
+class HealthResponse(_Response):
+    status: Literal["ok"] = "ok"
+    images: int
+    model_id: str
+    dimension: int
+
+
+class ErrorResponse(_Response):
+    message: str
+
+
+def error_summary(errors: Sequence[Mapping[str, Any]], *, limit: int = 5) -> str:
+    """One readable line from pydantic errors: ``top_k: Input should be ...; text: ...``."""
+    parts: list[str] = []
+    for error in errors[:limit]:
+        loc = [str(p) for p in error.get("loc", ()) if p not in ("body", "query", "path")]
+        message = str(error.get("msg") or error.get("type") or "invalid value")
+        parts.append(f"{'.'.join(loc)}: {message}" if loc else message)
+    if len(errors) > limit:
+        parts.append(f"and {len(errors) - limit} more")
+    return "; ".join(parts) or "invalid request"

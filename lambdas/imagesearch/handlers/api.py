@@ -1,0 +1,633 @@
+"""Search API Lambda: API Gateway REST proxy events in, JSON out (SPEC section 6).
+
+Thin: Powertools routes validate the request against ``imagesearch.api_models``,
+call ``SearchService`` and return its models. Every error becomes
+``{"message": ...}`` in one place (the exception handlers below). Local mode serves
+this same ``handler`` over plain HTTP.
+
+Dependencies are built on first use and cached for the life of the container;
+tests and local mode swap them with ``configure(service)``.
+"""
+
+from __future__ import annotations
+
+import binascii
+import functools
+import json
+import os
+import re
+import threading
+import uuid
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Annotated, Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Depends, Response
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError, ServiceError
+from aws_lambda_powertools.event_handler.openapi.exceptions import (
+    RequestUnsupportedContentType,
+    RequestValidationError,
+    ResponseValidationError,
+)
+from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.metrics import MetricUnit
+
+from imagesearch import __version__
+from imagesearch import resources as r
+from imagesearch.api_models import (
+    DEFAULT_LIST_LIMIT,
+    MAX_LIST_LIMIT,
+    MAX_PREFIX_CHARS,
+    DeleteAccepted,
+    ErrorResponse,
+    HealthResponse,
+    ImageId,
+    ImageOut,
+    ImagePage,
+    ListStatus,
+    SearchRequest,
+    SearchResponse,
+    UploadRequest,
+    UploadResponse,
+    error_summary,
+)
+from imagesearch.embedders.base import Embedder, Vector
+from imagesearch.errors import (
+    EmbedderConfigurationError,
+    ImageRejected,
+    InvalidEmbeddingInput,
+    NotFound,
+    TransientEmbeddingError,
+)
+from imagesearch.objectstore import S3ObjectStore
+from imagesearch.search import InvalidCursor, InvalidRequest, SearchService, UploadTooLarge
+from imagesearch.settings import SearchSettings, load_settings
+
+# Lambda refuses synchronous payloads over 6 MB (the event envelope included), and
+# base64 in JSON grows an image by a third: anything near the limit is refused
+# here with advice, before it becomes an opaque gateway error.
+MAX_BODY_BYTES = 5 * 1024 * 1024
+RETRY_AFTER_SECONDS = 2
+MAX_CURSOR_CHARS = 4096
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or r.METRICS_NAMESPACE)
+
+
+class MalformedBody(Exception):
+    """The body is not a JSON object (HTTP 400)."""
+
+
+class PayloadTooLarge(Exception):
+    """The body is over MAX_BODY_BYTES (HTTP 413)."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(
+            f"request body is {size} bytes; the limit is {MAX_BODY_BYTES} bytes because Lambda's"
+            " synchronous invocation payload limit is 6 MB. Upload the image instead"
+            " (POST /uploads, then PUT it to the returned URL) and search by its image_id."
+        )
+
+
+_JSON_TYPES = {
+    list: "an array",
+    str: "a string",
+    int: "a number",
+    float: "a number",
+    bool: "a boolean",
+    type(None): "null",
+}
+
+
+def parse_json_body(text: str) -> dict[str, Any]:
+    """Body deserializer: size check first, then JSON that must be an object."""
+    size = len(text) if text.isascii() else len(text.encode("utf-8"))
+    if size > MAX_BODY_BYTES:
+        raise PayloadTooLarge(size)
+    try:
+        value = json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as error:
+        raise MalformedBody(
+            f"malformed JSON: {error.msg} (line {error.lineno}, column {error.colno})"
+        ) from None
+    except RecursionError:
+        raise MalformedBody("malformed JSON: nested too deeply") from None
+    if not isinstance(value, dict):
+        kind = _JSON_TYPES.get(type(value), type(value).__name__)
+        raise MalformedBody(f"request body must be a JSON object, not {kind}")
+    return value
+
+
+def _reject_constant(name: str) -> Any:
+    raise MalformedBody(f"malformed JSON: {name} is not valid JSON")
+
+
+app = APIGatewayRestResolver(
+    enable_validation=True,
+    json_body_deserializer=parse_json_body,
+    # A response that fails its own model is our bug, not the caller's: 500.
+    response_validation_error_http_code=HTTPStatus.INTERNAL_SERVER_ERROR,
+)
+
+# --- Dependencies -----------------------------------------------------------------
+
+
+class _LazyEmbedder:
+    """Builds the Bedrock client on the first embed: routes that never embed (health,
+    images, uploads, "more like this") do not pay for it at cold start."""
+
+    def __init__(self, settings: SearchSettings, client: Any | None = None) -> None:
+        self._settings = settings
+        self._client = client
+        self._embedder: Embedder | None = None
+
+    @property
+    def model_id(self) -> str:
+        return self._settings.model_id
+
+    @property
+    def dimension(self) -> int:
+        return self._settings.dimension
+
+    def embed(self, *, text: str | None = None, image: bytes | None = None) -> Vector:
+        if self._embedder is None:
+            from imagesearch.embedders import build_embedder
+
+            s = self._settings
+            try:
+                self._embedder = build_embedder(
+                    s.model_id,
+                    s.dimension,
+                    client=self._client,
+                    connect_timeout=s.bedrock_connect_timeout,
+                    read_timeout=s.bedrock_read_timeout,
+                    max_attempts=s.bedrock_max_attempts,
+                )
+            except ValueError as error:  # unknown model or dimension: a deployment bug
+                raise EmbedderConfigurationError(str(error)) from error
+        return self._embedder.embed(text=text, image=image)
+
+
+def build_service(
+    settings: SearchSettings,
+    *,
+    s3_client: Any | None = None,
+    dynamodb_client: Any | None = None,
+    bedrock_client: Any | None = None,
+) -> SearchService:
+    """The service wired to S3, DynamoDB and Bedrock as ``settings`` say."""
+    from imagesearch.index.dynamodb import DynamoDBVectorIndex
+
+    if s3_client is None:
+        import boto3
+        from botocore.config import Config
+
+        # SigV4 presigned URLs: S3 refuses SigV2 on buckets created since mid-2020 and
+        # on KMS-encrypted objects, and botocore may still presign with SigV2.
+        s3_client = boto3.client("s3", config=Config(signature_version="s3v4"))
+
+    return SearchService(
+        DynamoDBVectorIndex(
+            settings.table,
+            settings.dimension,
+            settings.model_id,
+            client=dynamodb_client,
+            refresh_interval=settings.index_refresh_seconds,
+        ),
+        _LazyEmbedder(settings, bedrock_client),
+        S3ObjectStore(settings.bucket, client=s3_client),
+        upload_prefix=settings.upload_prefix,
+        model_id=settings.model_id,
+        dimension=settings.dimension,
+        max_upload_bytes=settings.max_upload_bytes,
+    )
+
+
+_service_lock = threading.Lock()
+
+
+@functools.cache
+def _default_service() -> SearchService:
+    return build_service(load_settings(SearchSettings))
+
+
+def get_service() -> SearchService:
+    """One service per container, built from the function's environment at first use
+    (locked: local mode serves requests from several threads)."""
+    with _service_lock:
+        return _default_service()
+
+
+def configure(service: SearchService | None) -> None:
+    """Serve ``service`` from now on (tests, local mode); None returns to the default."""
+    with _service_lock:
+        _default_service.cache_clear()
+    if service is None:
+        app.dependency_overrides.pop(get_service, None)
+    else:
+        app.dependency_overrides[get_service] = lambda: service
+
+
+Service = Annotated[SearchService, Depends(get_service)]
+
+# --- Routes -----------------------------------------------------------------------
+
+SIGV4 = "sigv4"
+_AUTH: list[dict[str, list[str]]] = [{SIGV4: []}]
+_ROUTES: list[tuple[str, str]] = []  # (method, rule): for 405 versus 404
+_ERROR_TEXT = {
+    400: "Bad input (malformed JSON, invalid image, bad cursor)",
+    403: "Missing or invalid SigV4 signature (answered by API Gateway)",
+    404: "Unknown image id",
+    413: "Request body or declared upload too large",
+    422: "Request does not match the schema",
+    429: "The embedding model is throttling: retry after Retry-After seconds",
+    503: "The embedding model is unavailable",
+    500: "Internal error",
+}
+
+
+def _responses(status: int, model: type, description: str, *errors: int) -> dict[int, Any]:
+    documented: dict[int, Any] = {
+        status: {"description": description, "content": {"application/json": {"model": model}}}
+    }
+    for code in errors:
+        entry: dict[str, Any] = {
+            "description": _ERROR_TEXT[code],
+            "content": {"application/json": {"model": ErrorResponse}},
+        }
+        if code == 429:
+            entry["headers"] = {
+                "Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}
+            }
+        documented[code] = entry
+    return documented
+
+
+def _route(method: str, rule: str, **kwargs: Any) -> Any:
+    _ROUTES.append((method, rule))
+    return app.route(rule, method, **kwargs)
+
+
+PATH_SEARCH = "/search"
+PATH_IMAGES = "/images"
+PATH_IMAGE = "/images/<image_id>"
+PATH_UPLOADS = "/uploads"
+PATH_HEALTH = "/health"
+PATH_OPENAPI = "/openapi.json"
+
+
+@_route(
+    "POST",
+    PATH_SEARCH,
+    summary="Search images by text, image, image id, or a weighted mix",
+    tags=["search"],
+    security=_AUTH,
+    responses=_responses(
+        200, SearchResponse, "Results, best first", 400, 403, 404, 413, 422, 429, 503
+    ),
+)
+def search(request: Annotated[SearchRequest, Body()], service: Service) -> SearchResponse:
+    result = service.search(request)
+    metrics.add_metric(name="Searches", unit=MetricUnit.Count, value=1)
+    metrics.add_metric(name="SearchLatency", unit=MetricUnit.Milliseconds, value=result.took_ms)
+    logger.info(
+        "search",
+        extra={
+            "inputs": _input_kinds(request),
+            "top_k": request.top_k,
+            "filtered": bool(request.prefix or request.content_type)
+            or request.min_score is not None,
+            "results": result.count,
+            "took_ms": result.took_ms,
+        },
+    )
+    return result
+
+
+@_route(
+    "GET",
+    PATH_IMAGES,
+    summary="List images (indexed and rejected)",
+    tags=["images"],
+    security=_AUTH,
+    responses=_responses(200, ImagePage, "One page of images", 400, 403, 422),
+)
+def list_images(
+    service: Service,
+    prefix: Annotated[str | None, Query(max_length=MAX_PREFIX_CHARS)] = None,
+    status: Annotated[ListStatus | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIST_LIMIT)] = DEFAULT_LIST_LIMIT,
+    cursor: Annotated[str | None, Query(max_length=MAX_CURSOR_CHARS)] = None,
+) -> ImagePage:
+    return service.list_images(prefix=prefix, status=status, limit=limit, cursor=cursor)
+
+
+@_route(
+    "GET",
+    PATH_IMAGE,
+    summary="One image record (no vector) with presigned URLs",
+    tags=["images"],
+    security=_AUTH,
+    responses=_responses(200, ImageOut, "The image", 403, 404, 422),
+)
+def get_image(image_id: Annotated[ImageId, Path()], service: Service) -> ImageOut:
+    return service.get_image(image_id)
+
+
+@_route(
+    "DELETE",
+    PATH_IMAGE,
+    status_code=202,
+    summary="Delete the original; the index follows through the S3 event",
+    tags=["images"],
+    security=_AUTH,
+    responses=_responses(202, DeleteAccepted, "Deletion accepted", 403, 404, 422),
+)
+def delete_image(image_id: Annotated[ImageId, Path()], service: Service) -> DeleteAccepted:
+    result = service.delete_image(image_id)
+    logger.info("delete requested", extra={"image_id": image_id})
+    return result
+
+
+@_route(
+    "POST",
+    PATH_UPLOADS,
+    summary="Presigned PUT into the upload prefix",
+    tags=["uploads"],
+    security=_AUTH,
+    responses=_responses(200, UploadResponse, "URL and headers for the PUT", 400, 403, 413, 422),
+)
+def create_upload(request: Annotated[UploadRequest, Body()], service: Service) -> UploadResponse:
+    return service.create_upload(request)
+
+
+@_route(
+    "GET",
+    PATH_HEALTH,
+    summary="Liveness and the number of indexed images (no auth)",
+    tags=["health"],
+    responses=_responses(200, HealthResponse, "Healthy"),
+)
+def health(service: Service) -> HealthResponse:
+    return service.health()
+
+
+@_route(
+    "GET",
+    PATH_OPENAPI,
+    summary="This OpenAPI document",
+    tags=["health"],
+    security=_AUTH,
+    responses={
+        200: {
+            "description": "OpenAPI 3.1 document",
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        }
+    },
+)
+def openapi():  # no return model: the body is the document itself
+    return Response(
+        status_code=200,
+        content_type="application/json",
+        body=openapi_document(_server_url(app.current_event.raw_event)),
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def openapi_document(server_url: str | None = None) -> str:
+    """The OpenAPI 3.1 document of every route, generated from the request models."""
+    # Imported here: the OpenAPI object models cost ~100 ms of cold start otherwise.
+    from aws_lambda_powertools.event_handler.openapi.models import APIKey, Server
+
+    schema = app.get_openapi_schema(
+        title="Image search API",
+        version=__version__,
+        description=(
+            "Multimodal image search (Amazon Bedrock embeddings). Every route but GET /health"
+            " needs an AWS SigV4 signature (service execute-api). Errors are"
+            ' {"message": "..."}.'
+        ),
+        servers=[Server(url=server_url or "/")],
+        security_schemes={
+            SIGV4: APIKey.model_validate(
+                {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "Authorization",
+                    "description": "AWS Signature Version 4 (service execute-api)",
+                    "openapi_extensions": {"x-amazon-apigateway-authtype": "awsSigv4"},
+                }
+            )
+        },
+    )
+    document = schema.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return json.dumps(_errors_as_documented(document), indent=2)
+
+
+_POWERTOOLS_ERROR_SCHEMAS = ("HTTPValidationError", "ValidationError", "ResponseValidationError")
+
+
+def _errors_as_documented(document: dict[str, Any]) -> dict[str, Any]:
+    """Powertools documents its own 422/500 bodies; ours are always ErrorResponse."""
+    error_ref = {"$ref": "#/components/schemas/ErrorResponse"}
+    for operations in document.get("paths", {}).values():
+        for operation in operations.values():
+            responses = operation.get("responses", {})
+            if not operation.get("parameters") and "requestBody" not in operation:
+                responses.pop("422", None)  # nothing to validate
+            for code, response in responses.items():
+                media = response.get("content", {}).get("application/json", {})
+                ref = media.get("schema", {}).get("$ref", "")
+                if ref.rsplit("/", 1)[-1] in _POWERTOOLS_ERROR_SCHEMAS:
+                    media["schema"] = dict(error_ref)
+                    response["description"] = _ERROR_TEXT.get(int(code), response["description"])
+                elif not media.get("schema") and "content" in response:
+                    media["schema"] = {"type": "object"}
+    schemas = document.get("components", {}).get("schemas", {})
+    for name in _POWERTOOLS_ERROR_SCHEMAS:
+        schemas.pop(name, None)
+    return document
+
+
+def _server_url(event: dict[str, Any]) -> str | None:
+    context = event.get("requestContext") or {}
+    headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
+    host = context.get("domainName") or headers.get("host")
+    if not host:
+        return None
+    local = host.startswith(("127.0.0.1", "localhost", "[::1]"))
+    scheme = headers.get("x-forwarded-proto") or ("http" if local else "https")
+    stage = context.get("stage")
+    stage_in_path = stage and str(context.get("path", "")).startswith(f"/{stage}/")
+    return f"{scheme}://{host}/{stage}" if stage_in_path else f"{scheme}://{host}"
+
+
+def _input_kinds(request: SearchRequest) -> list[str]:
+    # Which inputs were used, never their content (no query text or image in logs).
+    parts: list[Any] = list(request.queries) if request.queries else [request]
+    return sorted(
+        {kind for p in parts for kind in ("text", "image", "image_id") if getattr(p, kind)}
+    )
+
+
+# --- Errors: the one place where exceptions become HTTP -------------------------------
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response[Any]:
+    return Response(
+        status_code=status,
+        content_type="application/json",
+        body={"message": message},
+        headers=headers or {},
+    )
+
+
+def _route_regex(rule: str) -> re.Pattern[str]:
+    return re.compile("^" + re.sub(r"<\w+>", "[^/]+", rule) + "/*$")
+
+
+@app.not_found
+def _not_found(_: NotFoundError) -> Response[Any]:
+    event = app.current_event
+    path, method = event.path, event.http_method.upper()[:16]
+    shown = path if len(path) <= 200 else path[:200] + "..."
+    allowed = sorted({m for m, rule in _ROUTES if _route_regex(rule).match(path)})
+    if allowed:
+        return _error(405, f"method {method} not allowed on {shown}", {"Allow": ", ".join(allowed)})
+    return _error(404, f"no route for {method} {shown}")
+
+
+_NOT_JSON = "request body must be JSON: send it with Content-Type: application/json"
+
+
+@app.exception_handler(RequestValidationError)
+def _invalid_request(error: RequestValidationError) -> Response[Any]:
+    errors = list(error.errors())
+    on_body = any(tuple(e.get("loc", ()))[:1] == ("body",) for e in errors)
+    if on_body:
+        content_type = (app.current_event.headers or {}).get("content-type", "")
+        if content_type and not content_type.lower().startswith("application/json"):
+            return _error(400, _NOT_JSON)
+        if any(tuple(e.get("loc", ())) == ("body",) and e.get("type") == "missing" for e in errors):
+            return _error(400, "request body must be a JSON object")
+    return _error(422, error_summary(errors))
+
+
+@app.exception_handler(RequestUnsupportedContentType)
+def _unsupported_content_type(_: RequestUnsupportedContentType) -> Response[Any]:
+    return _error(400, _NOT_JSON)
+
+
+@app.exception_handler(MalformedBody)
+def _malformed(error: MalformedBody) -> Response[Any]:
+    return _error(400, str(error))
+
+
+@app.exception_handler([binascii.Error, UnicodeDecodeError])
+def _undecodable_body(_: Exception) -> Response[Any]:
+    # Raised while Powertools decodes a body flagged isBase64Encoded.
+    return _error(400, "request body is not valid base64-encoded UTF-8 JSON")
+
+
+@app.exception_handler(PayloadTooLarge)
+def _too_large(error: PayloadTooLarge) -> Response[Any]:
+    return _error(413, str(error))
+
+
+@app.exception_handler(UploadTooLarge)
+def _upload_too_large(error: UploadTooLarge) -> Response[Any]:
+    return _error(413, str(error))
+
+
+@app.exception_handler(NotFound)
+def _unknown_image(error: NotFound) -> Response[Any]:
+    return _error(404, str(error) or "not found")
+
+
+@app.exception_handler(ImageRejected)
+def _bad_image(error: ImageRejected) -> Response[Any]:
+    return _error(400, f"image rejected: {error.reason}")
+
+
+@app.exception_handler(InvalidEmbeddingInput)
+def _model_refused(error: InvalidEmbeddingInput) -> Response[Any]:
+    return _error(400, f"the model refused the input: {error}")
+
+
+@app.exception_handler(InvalidCursor)
+def _bad_cursor(error: InvalidCursor) -> Response[Any]:
+    return _error(400, str(error))
+
+
+@app.exception_handler(InvalidRequest)
+def _unanswerable(error: InvalidRequest) -> Response[Any]:
+    return _error(422, str(error))
+
+
+@app.exception_handler(TransientEmbeddingError)
+def _model_busy(error: TransientEmbeddingError) -> Response[Any]:
+    retry = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+    if error.throttled:
+        metrics.add_metric(name="ThrottledSearches", unit=MetricUnit.Count, value=1)
+        logger.warning("embedding model throttled", extra={"error": str(error)})
+        return _error(429, "the embedding model is throttling requests; retry shortly", retry)
+    logger.warning("embedding model unavailable", extra={"error": str(error)})
+    return _error(503, "the embedding model is temporarily unavailable; retry shortly", retry)
+
+
+@app.exception_handler(EmbedderConfigurationError)
+def _model_misconfigured(error: EmbedderConfigurationError) -> Response[Any]:
+    # An operator must act (model access, region, IAM): loud in the logs, vague outside.
+    metrics.add_metric(name=r.METRIC_CONFIGURATION_ERRORS, unit=MetricUnit.Count, value=1)
+    logger.error("embedding model configuration error", extra={"error": str(error)})
+    return _error(503, "model unavailable")
+
+
+@app.exception_handler(ServiceError)
+def _service_error(error: ServiceError) -> Response[Any]:
+    return _error(int(error.status_code), str(error.msg))
+
+
+@app.exception_handler(ResponseValidationError)
+def _bad_response(error: ResponseValidationError) -> Response[Any]:
+    logger.error("response failed its model", extra={"errors": error_summary(error.errors())})
+    return _error(500, "internal error")
+
+
+@app.exception_handler(Exception)
+def _unexpected(error: Exception) -> Response[Any]:
+    logger.exception("unhandled error")
+    return _error(500, "internal error")
+
+
+# --- Entry point ------------------------------------------------------------------------
+
+
+@dataclass
+class LocalContext:
+    """Stands in for the Lambda context when local mode calls ``handler`` directly."""
+
+    function_name: str = "imagesearch-local"
+    memory_limit_in_mb: int = 0
+    invoked_function_arn: str = "arn:aws:lambda:local:000000000000:function:imagesearch-local"
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 30_000
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@tracer.capture_lambda_handler(capture_response=False)
+@metrics.log_metrics(capture_cold_start_metric=True)
+def _handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    metrics.add_metric(name="ApiRequests", unit=MetricUnit.Count, value=1)
+    return app.resolve(event, context)
+
+
+def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
+    """Lambda entry point (``imagesearch.handlers.api.handler``)."""
+    return _handle(event, context if context is not None else LocalContext())

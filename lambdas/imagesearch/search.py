@@ -1,0 +1,290 @@
+"""Search service: the domain behind the search API (SPEC section 6).
+
+Turns validated requests (``imagesearch.api_models``) into query vectors, runs them
+against the ``VectorIndex``, hydrates the hits with their records and presigned
+URLs, and manages images and uploads. HTTP lives in ``handlers/api.py``; this
+module raises domain errors (``imagesearch.errors`` and the ones below) instead.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol
+
+import numpy as np
+
+from imagesearch.api_models import (
+    DeleteAccepted,
+    HealthResponse,
+    ImageOut,
+    ImagePage,
+    QueryPart,
+    SearchRequest,
+    SearchResponse,
+    SearchResult,
+    UploadRequest,
+    UploadResponse,
+)
+from imagesearch.embedders.base import Embedder, Vector, unit_vector
+from imagesearch.errors import ImageRejected, ImageSearchError, NotFound
+from imagesearch.ports import ObjectStore, QueryFilters, ScoredId, VectorIndex
+from imagesearch.records import ImageRecord, is_valid_image_id
+from imagesearch.resources import STATUS_DELETED, STATUS_INDEXED, thumbnail_key
+
+
+class InvalidRequest(ImageSearchError):
+    """Well-formed, but cannot be answered as asked (HTTP 422)."""
+
+
+class InvalidCursor(InvalidRequest):
+    """A list cursor that this API did not hand out (HTTP 400)."""
+
+
+class UploadTooLarge(ImageSearchError):
+    """The declared upload size is over the deployment's limit (HTTP 413)."""
+
+
+# A sum of weighted unit vectors shorter than this has no usable direction.
+_MIN_COMBINED_NORM = 1e-6
+_MAX_PARALLEL_EMBEDS = 4
+_DATA_URL = re.compile(r"^data:[^,]{0,100};base64,", re.IGNORECASE)
+
+
+def decode_base64_image(value: str) -> bytes:
+    """Bytes of a base64 image (standard or URL-safe alphabet, line breaks, missing
+    padding and a ``data:...;base64,`` prefix tolerated). Raises ImageRejected."""
+    text = "".join(_DATA_URL.sub("", value, count=1).split())
+    if "-" in text or "_" in text:
+        text = text.replace("-", "+").replace("_", "/")
+    text = text.rstrip("=")
+    text += "=" * (-len(text) % 4)
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ImageRejected("image is not valid base64") from None
+    if not data:
+        raise ImageRejected("image is empty")
+    return data
+
+
+class SearchIndex(VectorIndex, Protocol):
+    """The index port plus the two reads the search path needs."""
+
+    def get_many(self, image_ids: Sequence[str]) -> dict[str, ImageRecord]:
+        """Records (without vectors) of the ids that exist; missing ids are left out."""
+        ...
+
+    def vector_of(self, image_id: str) -> Vector | None:
+        """The stored vector of an indexed image, or None."""
+        ...
+
+
+class SearchService:
+    """Search, images and uploads on top of the index, embedder and object store ports."""
+
+    def __init__(
+        self,
+        index: SearchIndex,
+        embedder: Embedder,
+        store: ObjectStore,
+        *,
+        upload_prefix: str,
+        model_id: str,
+        dimension: int,
+        url_ttl: int = 900,
+        max_upload_bytes: int | None = None,
+    ) -> None:
+        self._index = index
+        self._embedder = embedder
+        self._store = store
+        self.upload_prefix = upload_prefix
+        self.model_id = model_id
+        self.dimension = dimension
+        self.url_ttl = url_ttl
+        self.max_upload_bytes = max_upload_bytes
+
+    # --- search -------------------------------------------------------------------
+
+    def search(self, request: SearchRequest) -> SearchResponse:
+        started = time.perf_counter()
+        vector = self.query_vector(request)
+        filters = QueryFilters(
+            prefix=self.key_prefix(request.prefix),
+            content_types=(
+                tuple(dict.fromkeys(t.lower() for t in request.content_type))
+                if request.content_type
+                else None
+            ),
+            min_score=request.min_score,
+            # "More like this" answers with other images, not the query image itself.
+            exclude_ids=tuple(self._query_image_ids(request)),
+        )
+        hits: Sequence[ScoredId] = self._index.query(vector, request.top_k, filters)
+        records = self._index.get_many([hit.image_id for hit in hits]) if hits else {}
+        results = []
+        for hit in hits:
+            record = records.get(hit.image_id)
+            if record is None or record.status != STATUS_INDEXED:
+                continue  # deleted or re-ingested since the index snapshot
+            results.append(self._result(record, hit.score))
+        return SearchResponse(
+            results=results,
+            count=len(results),
+            model_id=self.model_id,
+            dimension=self.dimension,
+            took_ms=round((time.perf_counter() - started) * 1000, 2),
+        )
+
+    def query_vector(self, request: SearchRequest) -> Vector:
+        """The unit query vector: one embedding (text and image together are one joint
+        call), a stored vector, or the renormalised weighted sum of several parts."""
+        if request.queries is None:
+            return self._embed(request.text, request.image, request.image_id)
+        parts = request.queries
+        if len(parts) == 1:
+            vectors = [self._part_vector(parts[0])]
+        else:
+            # Parts are independent model calls: run them side by side, not one by one.
+            with ThreadPoolExecutor(max_workers=min(len(parts), _MAX_PARALLEL_EMBEDS)) as pool:
+                vectors = list(pool.map(self._part_vector, parts))
+        combined = np.zeros(self.dimension, dtype=np.float64)
+        for part, vector in zip(parts, vectors, strict=True):
+            combined += part.weight * vector.astype(np.float64)
+        if float(np.linalg.norm(combined)) < _MIN_COMBINED_NORM:
+            raise InvalidRequest("the weights cancel out: the combined query vector is zero")
+        return unit_vector(combined)
+
+    def _part_vector(self, part: QueryPart) -> Vector:
+        return self._embed(part.text, part.image, part.image_id)
+
+    def _embed(self, text: str | None, image: str | None, image_id: str | None) -> Vector:
+        if image_id is not None:
+            return self._stored_vector(image_id)
+        image_bytes = self._model_image(image) if image is not None else None
+        vector = self._embedder.embed(text=text, image=image_bytes)
+        return self._checked(vector)
+
+    def _stored_vector(self, image_id: str) -> Vector:
+        vector = self._index.vector_of(image_id)
+        if vector is None:
+            raise NotFound(f"image {image_id} is not indexed")
+        return self._checked(vector)
+
+    def _checked(self, vector: Vector) -> Vector:
+        if vector.shape != (self.dimension,):
+            raise InvalidRequest(
+                f"vector has {vector.shape[-1]} dimensions; this index uses {self.dimension}"
+            )
+        return unit_vector(vector)
+
+    @staticmethod
+    def _model_image(value: str) -> bytes:
+        # Pillow is imported on the first image query only: text queries and the
+        # other routes do not pay for it at cold start.
+        from imagesearch.images import prepare_image
+
+        return prepare_image(decode_base64_image(value)).model_bytes
+
+    @staticmethod
+    def _query_image_ids(request: SearchRequest) -> list[str]:
+        if request.queries is None:
+            return [request.image_id] if request.image_id else []
+        return [p.image_id for p in request.queries if p.image_id is not None and p.weight > 0]
+
+    def key_prefix(self, prefix: str | None) -> str | None:
+        """Keys are full S3 keys (``uploads/shoes/red.jpg``); a prefix that cannot match
+        below the upload prefix is taken relative to it (``shoes/``)."""
+        if prefix is None:
+            return None
+        if prefix.startswith(self.upload_prefix) or self.upload_prefix.startswith(prefix):
+            return prefix
+        return self.upload_prefix + prefix
+
+    def _result(self, record: ImageRecord, score: float) -> SearchResult:
+        return SearchResult(
+            image_id=record.image_id,
+            key=record.key,
+            score=round(float(score), 6),
+            url=self._store.presign_get(record.key, expires_in=self.url_ttl),
+            thumbnail_url=self._store.presign_get(
+                thumbnail_key(record.image_id), expires_in=self.url_ttl
+            ),
+            content_type=record.content_type,
+            width=record.width,
+            height=record.height,
+            size=record.size,
+            uploaded_at=record.uploaded_at,
+            caption=record.caption,
+        )
+
+    # --- images -------------------------------------------------------------------
+
+    def get_image(self, image_id: str) -> ImageOut:
+        return self._image_out(self._record(image_id))
+
+    def list_images(
+        self, *, prefix: str | None, status: str | None, limit: int, cursor: str | None
+    ) -> ImagePage:
+        try:
+            page = self._index.list(
+                prefix=self.key_prefix(prefix), status=status, limit=limit, cursor=cursor
+            )
+        except ValueError as error:
+            raise InvalidCursor(f"cursor is not valid: {error}") from None
+        return ImagePage(items=[self._image_out(r) for r in page.items], cursor=page.cursor)
+
+    def delete_image(self, image_id: str) -> DeleteAccepted:
+        """Delete the original; the S3 event removes record, vector and thumbnail."""
+        record = self._record(image_id)
+        self._store.delete(record.key)
+        return DeleteAccepted(image_id=record.image_id, key=record.key)
+
+    def _record(self, image_id: str) -> ImageRecord:
+        record = self._index.get(image_id) if is_valid_image_id(image_id) else None
+        if record is None or record.status == STATUS_DELETED:
+            raise NotFound(f"no image with id {image_id}")
+        return record
+
+    def _image_out(self, record: ImageRecord) -> ImageOut:
+        fields = record.public_fields()
+        thumbnail = (
+            self._store.presign_get(thumbnail_key(record.image_id), expires_in=self.url_ttl)
+            if record.status == STATUS_INDEXED
+            else None
+        )
+        return ImageOut(
+            **fields,
+            url=self._store.presign_get(record.key, expires_in=self.url_ttl),
+            thumbnail_url=thumbnail,
+        )
+
+    # --- uploads and health -------------------------------------------------------
+
+    def create_upload(self, request: UploadRequest) -> UploadResponse:
+        if (
+            request.size is not None
+            and self.max_upload_bytes is not None
+            and request.size > self.max_upload_bytes
+        ):
+            raise UploadTooLarge(
+                f"size is {request.size} bytes; uploads are limited to"
+                f" {self.max_upload_bytes} bytes"
+            )
+        key = self.upload_prefix + request.filename
+        url, headers = self._store.presign_put(
+            key,
+            content_type=request.content_type,
+            content_length=request.size,
+            expires_in=self.url_ttl,
+        )
+        return UploadResponse(key=key, url=url, headers=headers)
+
+    def health(self) -> HealthResponse:
+        return HealthResponse(
+            images=self._index.count(), model_id=self.model_id, dimension=self.dimension
+        )
