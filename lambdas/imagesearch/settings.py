@@ -31,6 +31,8 @@ class CommonSettings(BaseModel):
     bedrock_connect_timeout: float = Field(default=3.0, gt=0)
     bedrock_read_timeout: float = Field(default=30.0, gt=0)
     bedrock_max_attempts: int = Field(default=4, ge=1, le=10)
+    # Size cap on uploads: presigned PUTs sign it, ingest rejects larger objects unread.
+    max_upload_bytes: int = Field(default=50 * 1024 * 1024, gt=0)
 
     @field_validator("upload_prefix")
     @classmethod
@@ -42,12 +44,10 @@ class CommonSettings(BaseModel):
 
 class IngestSettings(CommonSettings):
     caption_mode: Literal["none", "joint"] = "none"
-    max_object_bytes: int = Field(default=50 * 1024 * 1024, gt=0)
 
 
 class SearchSettings(CommonSettings):
     index_refresh_seconds: float = Field(default=1.0, ge=0)
-    max_upload_bytes: int = Field(default=50 * 1024 * 1024, gt=0)
 
 
 SettingsT = TypeVar("SettingsT", bound="CommonSettings")

@@ -56,7 +56,7 @@ def build_service(settings: IngestSettings) -> IngestService:
         ),
         upload_prefix=settings.upload_prefix,
         caption_mode=settings.caption_mode,
-        max_object_bytes=settings.max_object_bytes,
+        max_object_bytes=settings.max_upload_bytes,
     )
 
 

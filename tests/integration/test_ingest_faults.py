@@ -1,0 +1,74 @@
+"""Fault tolerance: a throttling, timing-out model must not lose or duplicate images."""
+
+from __future__ import annotations
+
+import io
+from collections import Counter
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from imagesearch.ingest import IngestService
+from imagesearch.records import decode_vector
+from tests.fakes.bedrock import fake_titan_embedding
+from tests.support.lambda_runtime import drain_queue
+
+UPLOADS = 200
+
+
+def distinct_jpeg(i: int) -> bytes:
+    # Every image differs (colour and a stripe position), so vectors identify them.
+    image = Image.new("RGB", (40, 30), ((i * 37) % 256, (i * 91) % 256, (i * 53) % 256))
+    image.paste((255 - (i % 256), 0, 0), (i % 40, 0, i % 40 + 1, 30))
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=85)
+    return out.getvalue()
+
+
+def test_200_uploads_with_throttling_and_timeouts_each_indexed_exactly_once(
+    aws, ingest_handler, fake_bedrock, monkeypatch: pytest.MonkeyPatch
+):
+    # Given a model that throttles 30% of calls and times out some others
+    fake_bedrock.throttle_rate = 0.30
+    fake_bedrock.timeout_rate = 0.03
+    fake_bedrock.timeout_seconds = 1.5
+    monkeypatch.setenv("BEDROCK_READ_TIMEOUT_S", "0.5")
+    # and a spy on the outcomes the real service produces
+    outcomes: Counter[tuple[str, str]] = Counter()
+    real_handle = IngestService.handle
+
+    def spy(self, event):  # noqa: ANN001, ANN202
+        outcome = real_handle(self, event)
+        outcomes[(outcome.key, outcome.action)] += 1
+        return outcome
+
+    monkeypatch.setattr(IngestService, "handle", spy)
+
+    # When 200 images are uploaded and the queue is fed to the handler like Lambda does
+    images = {
+        aws.upload(f"batch/img-{i:03d}.jpg", distinct_jpeg(i)): distinct_jpeg(i)
+        for i in range(UPLOADS)
+    }
+    stats = drain_queue(aws.sqs, aws.queue_url, ingest_handler)
+
+    # Then failures happened and were retried through the queue...
+    assert stats.failures > 0
+    # ...every image is indexed exactly once, with its own vector, and nothing is lost
+    items = [i for i in aws.all_items() if i["key"]["S"].startswith("uploads/batch/")]
+    assert sorted(i["key"]["S"] for i in items) == sorted(images)
+    assert {i["status"]["S"] for i in items} == {"indexed"}
+    for item in items:
+        expected = np.asarray(
+            fake_titan_embedding(None, images[item["key"]["S"]], 1024), np.float32
+        )
+        np.testing.assert_allclose(
+            decode_vector(item["vector"]["B"]), expected / np.linalg.norm(expected), atol=1e-6
+        )
+    indexed = Counter(
+        key for (key, action), n in outcomes.items() if action == "indexed" for _ in range(n)
+    )
+    assert set(indexed) == set(images)
+    assert max(indexed.values()) == 1
+    assert aws.queue_depth(aws.dlq_url) == 0
+    assert aws.queue_depth(aws.queue_url) == 0

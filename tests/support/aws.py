@@ -1,0 +1,117 @@
+"""moto-backed resources shaped like the stack's, for integration tests."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+
+from imagesearch import resources as r
+
+REGION = "us-east-1"
+
+
+@dataclass
+class AwsResources:
+    s3: Any
+    sqs: Any
+    dynamodb: Any
+    bucket: str
+    table: str
+    queue_url: str
+    dlq_url: str
+    upload_prefix: str
+
+    def env(self, **overrides: str) -> dict[str, str]:
+        """Function environment as the stack sets it."""
+        values = {
+            r.ENV_BUCKET: self.bucket,
+            r.ENV_TABLE: self.table,
+            r.ENV_UPLOAD_PREFIX: self.upload_prefix,
+            r.ENV_MODEL_ID: r.CONTEXT_DEFAULTS["modelId"],
+            r.ENV_EMBEDDING_DIMENSION: str(r.CONTEXT_DEFAULTS["embeddingDimension"]),
+            r.ENV_CAPTION_MODE: "none",
+            r.ENV_BEDROCK_MAX_ATTEMPTS: "2",
+            r.ENV_BEDROCK_READ_TIMEOUT: "2",
+            r.ENV_BEDROCK_CONNECT_TIMEOUT: "1",
+            r.ENV_INDEX_REFRESH_SECONDS: "0",
+        }
+        values.update(overrides)
+        return values
+
+    def upload(self, name: str, body: bytes, **extra: Any) -> str:
+        key = self.upload_prefix + name
+        self.s3.put_object(Bucket=self.bucket, Key=key, Body=body, **extra)
+        return key
+
+    def item(self, key: str) -> dict[str, Any] | None:
+        from imagesearch.records import image_id_for_key
+
+        response = self.dynamodb.get_item(
+            TableName=self.table, Key={"image_id": {"S": image_id_for_key(key)}}
+        )
+        return response.get("Item")
+
+    def all_items(self) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {"TableName": self.table}
+        while True:
+            page = self.dynamodb.scan(**kwargs)
+            items.extend(page["Items"])
+            if "LastEvaluatedKey" not in page:
+                return items
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def queue_depth(self, url: str) -> int:
+        attributes = self.sqs.get_queue_attributes(
+            QueueUrl=url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        return int(attributes["ApproximateNumberOfMessages"]) + int(
+            attributes["ApproximateNumberOfMessagesNotVisible"]
+        )
+
+    def object_exists(self, key: str) -> bool:
+        listed = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=key)
+        return any(obj["Key"] == key for obj in listed.get("Contents", []))
+
+
+def create_resources(
+    bucket: str = "images-test-bucket",
+    table: str = "images-test",
+    upload_prefix: str = r.CONTEXT_DEFAULTS["uploadPrefix"],
+) -> AwsResources:
+    """Bucket, table, queue + DLQ and the S3 -> SQS notification, inside an active moto mock."""
+    s3 = boto3.client("s3", region_name=REGION)
+    sqs = boto3.client("sqs", region_name=REGION)
+    dynamodb = boto3.client("dynamodb", region_name=REGION)
+    s3.create_bucket(Bucket=bucket)
+    dynamodb.create_table(**r.table_definition(table))
+    dlq_url = sqs.create_queue(QueueName=f"{table}-dlq")["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])[
+        "Attributes"
+    ]["QueueArn"]
+    queue_url = sqs.create_queue(
+        QueueName=f"{table}-ingest",
+        Attributes={
+            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"})
+        },
+    )["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
+        "Attributes"
+    ]["QueueArn"]
+    s3.put_bucket_notification_configuration(
+        Bucket=bucket,
+        NotificationConfiguration={
+            "QueueConfigurations": [
+                {
+                    "QueueArn": queue_arn,
+                    "Events": ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"],
+                    "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": upload_prefix}]}},
+                }
+            ]
+        },
+    )
+    return AwsResources(s3, sqs, dynamodb, bucket, table, queue_url, dlq_url, upload_prefix)
