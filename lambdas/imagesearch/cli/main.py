@@ -1,0 +1,240 @@
+"""``imagesearch``: search, upload, backfill and inspect a deployment or local mode.
+
+Target: ``--url URL`` (or env IMAGESEARCH_URL) for local mode or any endpoint;
+otherwise the deployed CloudFormation stack ``--stack`` in ``--region`` with
+``--profile``, whose API requests are SigV4-signed from the standard credential chain.
+Exit codes: 0 success, 1 failure, 2 usage error; errors are one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any, NoReturn, TextIO
+
+from imagesearch import resources as r
+from imagesearch.cli import commands
+from imagesearch.cli.errors import CliError, UsageError, from_aws
+from imagesearch.cli.target import Context
+
+PROG = "imagesearch"
+ENV_URL = "IMAGESEARCH_URL"
+ENV_DEBUG = "IMAGESEARCH_DEBUG"
+DEFAULT_PORT = 8000
+DEFAULT_DROPBOX = "./dropbox"
+MAX_TOP_K = 100  # the API's limit (SPEC section 6)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors (exit code 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _top_k(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
+    if not 1 <= number <= MAX_TOP_K:
+        raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_TOP_K}, not {number}")
+    return number
+
+
+def _score(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
+    if not -1.0 <= number <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between -1 and 1, not {value}")
+    return number
+
+
+def _port(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {value!r}") from None
+    if not 0 < number < 65536:
+        raise argparse.ArgumentTypeError(f"not a port number: {value}")
+    return number
+
+
+def _target_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
+    """Global options, accepted before and after the subcommand (``suppress``: the
+    subcommand's copy only sets a value when given, so it never hides the global one)."""
+
+    def default(value: Any) -> Any:
+        return argparse.SUPPRESS if suppress else value
+
+    group = parser.add_argument_group("target")
+    group.add_argument(
+        "--url",
+        default=default(None),
+        help=f"search API base URL, e.g. http://127.0.0.1:8000 (env {ENV_URL})",
+    )
+    group.add_argument(
+        "--stack",
+        default=default(r.DEFAULT_STACK_NAME),
+        help=f"deployed CloudFormation stack when no --url (default {r.DEFAULT_STACK_NAME})",
+    )
+    group.add_argument("--region", default=default(None), help="AWS region of the stack")
+    group.add_argument("--profile", default=default(None), help="AWS profile (else AWS_PROFILE)")
+
+
+def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
+    env = os.environ if environ is None else environ
+    parser = _Parser(
+        prog=PROG,
+        description="Multimodal image search: client of a deployed stack or of local mode.",
+        epilog=f"Without --url (or {ENV_URL}) the deployed stack is used: its outputs give the"
+        " API URL and resources, and API requests are signed with your AWS credentials.",
+    )
+    _target_options(parser, suppress=False)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        child = sub.add_parser(name, help=help_text, description=help_text)
+        _target_options(child, suppress=True)
+        return child
+
+    search = command("search", "search images by text, by an image file or by an indexed image")
+    search.add_argument("text", nargs="?", metavar="TEXT", help="what to look for")
+    search.add_argument("--image", metavar="PATH", help="query image file (joint with TEXT)")
+    search.add_argument("--image-id", metavar="ID", help="more like this indexed image")
+    search.add_argument("--top-k", type=_top_k, default=10, metavar="N", help="results (1-100)")
+    search.add_argument("--min-score", type=_score, metavar="S", help="cosine score cut-off")
+    search.add_argument("--prefix", metavar="P", help="only keys starting with P")
+    search.add_argument("--json", action="store_true", help="print the API response as JSON")
+
+    upload = command("upload", "upload image files or directories (recursively)")
+    upload.add_argument("paths", nargs="+", metavar="PATH", help="image files or directories")
+    upload.add_argument("--prefix", default="", metavar="P", help="folder below the upload prefix")
+
+    backfill = command("backfill", "enqueue every stored image for ingest, as if just uploaded")
+    backfill.add_argument(
+        "--force",
+        action="store_true",
+        help="re-embed records made with another model or dimension (after a model change)",
+    )
+
+    status = command("status", "counts, queue depths and the latest rejections")
+    status.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    get = command("get", "show one image record")
+    get.add_argument("image_id", metavar="ID")
+    get.add_argument("--json", action="store_true", help="print the record as JSON")
+
+    delete = command("delete", "delete one image (the S3 object; the index follows)")
+    delete.add_argument("image_id", metavar="ID")
+
+    local = command("local", "run the whole product on this machine (SPEC section 8)")
+    local.add_argument(
+        "--port",
+        type=_port,
+        default=env.get("PORT") or DEFAULT_PORT,
+        help=f"HTTP port (default {DEFAULT_PORT}, env PORT)",
+    )
+    local.add_argument(
+        "--dropbox",
+        default=env.get("DROPBOX") or DEFAULT_DROPBOX,
+        metavar="DIR",
+        help=f"drop folder mirrored into the bucket (default {DEFAULT_DROPBOX}, env DROPBOX)",
+    )
+    local.add_argument("--embedder", choices=("bedrock", "clip"), default="bedrock")
+    return parser
+
+
+def dispatch(args: argparse.Namespace, ctx: Context, out: TextIO, err: TextIO) -> int:
+    name = args.command
+    if name == "search":
+        return commands.cmd_search(args, ctx, out)
+    if name == "get":
+        return commands.cmd_get(args, ctx, out)
+    if name == "delete":
+        return commands.cmd_delete(args, ctx, out)
+    if name == "upload":
+        return commands.cmd_upload(args, ctx, out, err)
+    if name == "backfill":
+        return commands.cmd_backfill(args, ctx, out, err)
+    if name == "status":
+        return commands.cmd_status(args, ctx, out)
+    raise UsageError(f"unknown command {name!r}")  # argparse already refused it
+
+
+def run(
+    argv: Sequence[str] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+    http: Any | None = None,
+    boto_session: Any | None = None,
+    clients: Mapping[str, Any] | None = None,
+) -> int:
+    """The CLI with injectable environment, streams and clients; returns the exit code."""
+    env = os.environ if environ is None else environ
+    out = stdout or sys.stdout
+    err = stderr or sys.stderr
+    try:
+        args = build_parser(env).parse_args(argv)
+    except SystemExit as exit_:  # --help, or a usage error already printed
+        return int(exit_.code or 0) if not isinstance(exit_.code, str) else 2
+    try:
+        if args.command == "local":
+            return commands.cmd_local(args)
+        ctx = Context(
+            url=args.url or env.get(ENV_URL) or None,
+            stack_name=args.stack,
+            region=args.region or env.get("AWS_REGION") or None,
+            profile=args.profile,
+            http=http,
+            boto_session=boto_session,
+            clients=clients,
+        )
+        return dispatch(args, ctx, out, err)
+    except CliError as error:
+        return _fail(err, str(error), error.exit_code)
+    except KeyboardInterrupt:
+        return _fail(err, "interrupted", 130)
+    except BrokenPipeError:
+        return 1  # stdout closed early (`| head`): nothing left to say
+    except Exception as error:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        if isinstance(error, BotoCoreError | ClientError):
+            return _fail(err, str(from_aws(error)), 1)
+        if env.get(ENV_DEBUG):
+            raise
+        return _fail(
+            err,
+            f"unexpected error: {type(error).__name__}: {error}"
+            f" (set {ENV_DEBUG}=1 for a traceback)",
+            1,
+        )
+
+
+def _fail(err: TextIO, message: str, code: int) -> int:
+    err.write(f"{PROG}: error: {message}\n")
+    err.flush()
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console script entry point (``imagesearch = imagesearch.cli.main:main``)."""
+    code = run(argv)
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (`| head`): silence the flush at interpreter exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

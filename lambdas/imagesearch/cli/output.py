@@ -1,0 +1,137 @@
+"""Readable output: the search results table, image records and the status report."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+MIN_KEY_WIDTH = 16
+_ELLIPSIS = "..."
+
+
+def shorten_left(text: str, width: int) -> str:
+    """Keep the end of a key (the file name is the informative part)."""
+    if len(text) <= width:
+        return text
+    if width <= len(_ELLIPSIS):
+        return text[-width:]
+    return _ELLIPSIS + text[-(width - len(_ELLIPSIS)) :]
+
+
+def _dimensions(item: Mapping[str, Any]) -> str:
+    width, height = item.get("width"), item.get("height")
+    return f"{width}x{height}" if width and height else "-"
+
+
+def human_size(size: Any) -> str:
+    if not isinstance(size, int | float):
+        return "-"
+    value = float(size)
+    if value < 1000:
+        return f"{int(value)} B"
+    for unit in ("KB", "MB"):
+        value /= 1000
+        if value < 1000:
+            return f"{value:.1f} {unit}"
+    return f"{value / 1000:.1f} GB"
+
+
+def results_table(response: Mapping[str, Any], *, width: int = 120) -> str:
+    """Search results as an aligned table with a one-line footer."""
+    results: Sequence[Mapping[str, Any]] = response.get("results") or []
+    footer = (
+        f"{len(results)} result{'s' if len(results) != 1 else ''}"
+        f" in {float(response.get('took_ms') or 0):.0f} ms"
+        f" ({response.get('model_id', '?')}, {response.get('dimension', '?')} dimensions)"
+    )
+    if not results:
+        return f"no results\n{footer}"
+    header = ("#", "SCORE", "IMAGE ID", "SIZE", "TYPE", "KEY")
+    rows = [
+        (
+            str(rank),
+            f"{float(item.get('score', 0.0)):.4f}",
+            str(item.get("image_id", "")),
+            _dimensions(item),
+            str(item.get("content_type") or "-"),
+            str(item.get("key", "")),
+        )
+        for rank, item in enumerate(results, start=1)
+    ]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
+    # The key is last and takes what the terminal has left.
+    used = sum(widths) + 2 * (len(widths))
+    key_width = max(MIN_KEY_WIDTH, width - used)
+    lines = []
+    for row in [header, *rows]:
+        cells = [row[i].rjust(widths[i]) if i < 2 else row[i].ljust(widths[i]) for i in range(5)]
+        lines.append("  ".join([*cells, shorten_left(row[5], key_width)]).rstrip())
+    return "\n".join([*lines, footer])
+
+
+_RECORD_ORDER = (
+    "image_id",
+    "key",
+    "status",
+    "reason",
+    "content_type",
+    "width",
+    "height",
+    "size",
+    "etag",
+    "uploaded_at",
+    "indexed_at",
+    "model_id",
+    "dimension",
+    "caption",
+    "url",
+    "thumbnail_url",
+)
+
+
+def record_text(record: Mapping[str, Any]) -> str:
+    """An image record as ``field: value`` lines (empty fields left out)."""
+    names = [n for n in _RECORD_ORDER if n in record] + sorted(
+        n for n in record if n not in _RECORD_ORDER
+    )
+    present = [n for n in names if record.get(n) not in (None, "")]
+    label_width = max((len(n) for n in present), default=0)
+    lines = []
+    for name in present:
+        value = record[name]
+        if name == "size":
+            large = isinstance(value, int | float) and value >= 1000
+            value = f"{value} bytes" + (f" ({human_size(value)})" if large else "")
+        lines.append(f"{name.ljust(label_width)}  {value}")
+    return "\n".join(lines)
+
+
+def status_text(report: Mapping[str, Any]) -> str:
+    """The ``status`` report: counts, queues, model, latest rejections and hints."""
+    images = report["images"]
+    queues = report["queues"]
+    lines = [
+        f"target       {report['target']}",
+        f"model        {report.get('model_id') or '?'}"
+        f" ({report.get('dimension') or '?'} dimensions)",
+        f"images       {images['indexed']} indexed, {images['rejected']} rejected",
+        f"ingest queue {queues['ingest']['waiting']} waiting,"
+        f" {queues['ingest']['in_flight']} in flight",
+        f"dead letters {queues['dead_letter']['waiting'] + queues['dead_letter']['in_flight']}",
+    ]
+    rejections = report.get("latest_rejections") or []
+    if rejections:
+        lines.append("")
+        lines.append("latest rejections:")
+        key_width = max(MIN_KEY_WIDTH, min(48, max(len(str(r.get("key", ""))) for r in rejections)))
+        for item in rejections:
+            key = shorten_left(str(item.get("key", "")), key_width).ljust(key_width)
+            when = str(item.get("indexed_at") or "-")
+            reason = str(item.get("reason") or "no reason recorded")
+            # The reason is what the user acts on: never shortened.
+            lines.append(f"  {when}  {key}  {reason}")
+    hints = report.get("hints") or []
+    if hints:
+        lines.append("")
+        lines.extend(f"hint: {hint}" for hint in hints)
+    return "\n".join(lines)

@@ -1,0 +1,373 @@
+"""Local mode (SPEC section 8): the whole product on one machine.
+
+An in-process moto server holds the stack's bucket, table and queues; the real
+ingest handler runs on the real S3 -> SQS notifications; the real API handler
+answers on ``http://127.0.0.1:PORT`` next to the web page; a mirror keeps the
+drop folder and the bucket's upload prefix in step. Bedrock is the only AWS
+service reached for real, through the standard AWS configuration.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import os
+import signal
+import sys
+import threading
+import warnings
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import Any, TextIO, cast
+
+from imagesearch import resources as r
+from imagesearch.local.gateway import Gateway, GatewayServer
+from imagesearch.local.mirror import POLL_SECONDS, DropboxMirror
+from imagesearch.local.moto_env import (
+    AwsClients,
+    EnvironPatch,
+    LocalModeError,
+    LocalNames,
+    LocalResources,
+    MotoServer,
+    check_redirected,
+    create_resources,
+    ensure_credentials,
+    moto_endpoint_environ,
+    resolve_region,
+)
+from imagesearch.local.worker import IngestWorker
+
+logger = logging.getLogger("imagesearch.local")
+
+EMBEDDERS = ("bedrock", "clip")
+# sentence-transformers' clip-ViT-B-32 produces 512-dimensional vectors.
+CLIP_DIMENSION = 512
+# Handlers log JSON for CloudWatch; in a terminal only their errors are worth
+# showing (local mode prints one readable line per file itself).
+_POWERTOOLS_DEFAULTS = {
+    "POWERTOOLS_SERVICE_NAME": "imagesearch-local",
+    "POWERTOOLS_LOG_LEVEL": "ERROR",
+    "POWERTOOLS_METRICS_NAMESPACE": "ImageSearchLocal",
+    "POWERTOOLS_METRICS_DISABLED": "true",
+    "POWERTOOLS_TRACE_DISABLED": "true",
+}
+
+
+def embedder_settings(embedder: str) -> tuple[str, int]:
+    """Model id and dimension of an ``--embedder`` choice."""
+    if embedder == "bedrock":
+        return r.CONTEXT_DEFAULTS["modelId"], r.CONTEXT_DEFAULTS["embeddingDimension"]
+    if embedder == "clip":
+        if importlib.util.find_spec("sentence_transformers") is None:
+            from imagesearch.embedders.clip import INSTALL_HINT
+
+            raise LocalModeError(f"--embedder clip needs sentence-transformers: {INSTALL_HINT}")
+        return r.CLIP_MODEL_ID, CLIP_DIMENSION
+    raise LocalModeError(f"unknown embedder {embedder!r}: choose one of {', '.join(EMBEDDERS)}")
+
+
+class LocalMode:
+    """Local mode as an object: ``start()``/``stop()`` or a context manager.
+
+    ``port=0`` picks a free port (tests); ``url`` is where the page and API answer.
+    It sets process environment variables (endpoints, handler settings) and puts
+    them back on ``stop()``. One instance runs once, and one at a time per process:
+    moto and the handlers keep process-wide state.
+    """
+
+    def __init__(
+        self,
+        *,
+        port: int = 8000,
+        dropbox: Path = Path("dropbox"),
+        embedder: str = "bedrock",
+        host: str = "127.0.0.1",
+        names: LocalNames | None = None,
+        poll_seconds: float = POLL_SECONDS,
+    ) -> None:
+        self.port = port
+        self.dropbox = Path(dropbox).expanduser().resolve()
+        self.embedder = embedder
+        self.host = host
+        self.names = names or LocalNames()
+        self._poll_seconds = poll_seconds
+        self._env = EnvironPatch()
+        self._moto = MotoServer(host)
+        self._server: GatewayServer | None = None
+        self._worker: IngestWorker | None = None
+        self._mirror: DropboxMirror | None = None
+        self._clients: AwsClients | None = None
+        self.resources: LocalResources | None = None
+        self.model_id = ""
+        self.dimension = 0
+
+    @property
+    def url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("local mode is not running")
+        return self._server.url
+
+    def __enter__(self) -> LocalMode:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def start(self) -> LocalMode:
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
+        self.model_id, self.dimension = embedder_settings(self.embedder)
+        try:
+            self.dropbox.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise LocalModeError(
+                f"cannot use {self.dropbox} as the drop folder: {error.strerror or error}"
+            ) from error
+        for name, value in _POWERTOOLS_DEFAULTS.items():
+            self._env.setdefault(name, value)
+        region = resolve_region(self._env)
+        ensure_credentials(self._env, self.embedder)
+        try:
+            # Bound first: a busy port fails before anything else starts.
+            self._server = GatewayServer(host=self.host, port=self.port)
+        except OSError as error:
+            raise LocalModeError(
+                f"cannot listen on {self.host}:{self.port} ({error.strerror or error}):"
+                " choose another port with --port or PORT"
+            ) from error
+
+        endpoint = self._moto.start()
+        for name, value in moto_endpoint_environ(endpoint).items():
+            self._env.set(name, value)
+        check_redirected(endpoint, region)
+        self._clients = AwsClients.for_endpoint(endpoint, region)
+        self.resources = create_resources(self._clients, self.names, region=region)
+        for name, value in self._handler_environ().items():
+            self._env.set(name, value)
+        ingest_handler, api_handler = _cold_handlers()
+
+        self._worker = IngestWorker(
+            handler=ingest_handler,
+            sqs=self._clients.sqs,
+            dynamodb=self._clients.dynamodb,
+            resources=self.resources,
+        )
+        self._mirror = DropboxMirror(
+            self.dropbox,
+            s3=self._clients.s3,
+            bucket=self.resources.bucket,
+            upload_prefix=self.resources.upload_prefix,
+            poll_seconds=self._poll_seconds,
+            backlog=self._backlog,
+        )
+        gateway = Gateway(
+            api_handler,
+            local_routes={"/local/resources": self.resources.public, "/local/stats": self.stats},
+            region=region,
+        )
+        self._worker.start()
+        self._mirror.start()
+        self._server.start(gateway)
+
+    def _handler_environ(self) -> dict[str, str]:
+        assert self.resources is not None
+        return {
+            r.ENV_BUCKET: self.resources.bucket,
+            r.ENV_TABLE: self.resources.table,
+            r.ENV_UPLOAD_PREFIX: self.resources.upload_prefix,
+            r.ENV_MODEL_ID: self.model_id,
+            r.ENV_EMBEDDING_DIMENSION: str(self.dimension),
+            r.ENV_CAPTION_MODE: r.CONTEXT_DEFAULTS["captionMode"],
+            r.ENV_VECTOR_STORE: r.CONTEXT_DEFAULTS["vectorStore"],
+        }
+
+    def stop(self) -> None:
+        """Stop the HTTP server, the mirror, the worker and moto, in that order:
+        nothing new enters while what is in flight finishes."""
+        if self._server is not None:
+            self._server.stop()
+        if self._mirror is not None:
+            self._mirror.stop()
+        if self._worker is not None:
+            self._worker.stop()
+        self._moto.stop()
+        _forget_services()
+        self._env.restore()
+
+    def stats(self) -> dict[str, Any]:
+        """Counts for the page: catalog by status, queue depths, drop folder, worker."""
+        assert self._clients is not None and self.resources is not None
+        assert self._worker is not None and self._mirror is not None
+        queue = _queue_depths(self._clients.sqs, self.resources.queue_url)
+        dead = _queue_depths(self._clients.sqs, self.resources.dlq_url)
+        return {
+            "images": self._worker.status_counts(),
+            "queue": queue,
+            "dead_letter": dead["waiting"] + dead["in_flight"],
+            "dropbox": self._mirror.stats(),
+            "worker": self._worker.stats(),
+            "model_id": self.model_id,
+            "dimension": self.dimension,
+        }
+
+    def _backlog(self) -> int:
+        assert self._clients is not None and self.resources is not None
+        return sum(_queue_depths(self._clients.sqs, self.resources.queue_url).values())
+
+    def describe(self) -> str:
+        assert self.resources is not None
+        bedrock = os.environ.get("AWS_ENDPOINT_URL_BEDROCK_RUNTIME")
+        via = (
+            f"Bedrock at {bedrock}"
+            if bedrock
+            else f"Amazon Bedrock in {self.resources.region} (standard AWS configuration)"
+        )
+        if self.embedder == "clip":
+            via = "local CLIP (sentence-transformers)"
+        return "\n".join(
+            [
+                f"imagesearch local: {self.url}  (web page and search API, no auth)",
+                f"  drop folder {self.dropbox} -> s3://{self.resources.bucket}/"
+                f"{self.resources.upload_prefix}",
+                f"  embeddings: {self.model_id} ({self.dimension} dimensions) via {via}",
+                f"  moto (S3, SQS, DynamoDB, in memory: gone on exit): "
+                f"{self.resources.endpoint_url}",
+                "  press Ctrl-C to stop",
+            ]
+        )
+
+
+def _cold_handlers() -> tuple[Any, Any]:
+    """The real handlers, as a fresh Lambda container builds them from the
+    environment just set."""
+    ingest = importlib.import_module("imagesearch.handlers.ingest")
+    api = importlib.import_module("imagesearch.handlers.api")
+    _forget_services()
+    return ingest.handler, api.handler
+
+
+def _forget_services() -> None:
+    """Drop the services the handlers cached (clients bound to one moto server), so
+    the next local mode or test in this process starts from its own environment."""
+    ingest = sys.modules.get("imagesearch.handlers.ingest")
+    api = sys.modules.get("imagesearch.handlers.api")
+    if ingest is not None:
+        ingest.default_service.cache_clear()
+    if api is not None:
+        api.configure(None)
+
+
+def _queue_depths(sqs: Any, queue_url: str) -> dict[str, int]:
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=queue_url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return {
+        "waiting": int(attributes["ApproximateNumberOfMessages"]),
+        "in_flight": int(attributes["ApproximateNumberOfMessagesNotVisible"]),
+    }
+
+
+class _WithoutEmbeddedMetrics:
+    """stdout minus CloudWatch embedded-metric documents.
+
+    Handlers print metrics as EMF JSON for CloudWatch; Powertools still prints
+    the cold-start metric and every 100th value with metrics disabled. Without
+    CloudWatch they are noise in a terminal. Everything else passes line by line.
+    """
+
+    _MARK = '{"_aws":'
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._partial = ""
+        self._lock = threading.Lock()
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            *lines, self._partial = (self._partial + text).split("\n")
+            for line in lines:
+                if not line.startswith(self._MARK):
+                    self._stream.write(line + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def configure_output() -> None:
+    """Readable lines on stderr, unless the caller configured logging already."""
+    # Powertools warns on every invocation that flushes no metrics (for example the
+    # s3:TestEvent batch); metrics are off in local mode, so the warning is noise.
+    warnings.filterwarnings("ignore", message="No application metrics to publish")
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(
+            level=logging.WARNING,
+            format="%(asctime)s %(message)s",
+            datefmt="%H:%M:%S",
+            stream=sys.stderr,
+        )
+    logging.getLogger("imagesearch.local").setLevel(logging.INFO)
+
+
+def run(port: int, dropbox: Path, embedder: str) -> int:
+    """``imagesearch local``: run until Ctrl-C or SIGTERM; the process exit code."""
+    configure_output()
+    stdout = sys.stdout
+    sys.stdout = cast(TextIO, _WithoutEmbeddedMetrics(stdout))
+    stop = threading.Event()
+    previous = _install_signal_handlers(stop)
+    mode = LocalMode(port=port, dropbox=dropbox, embedder=embedder)
+    try:
+        try:
+            mode.start()
+        except LocalModeError as error:
+            logger.error("local mode could not start: %s", error)
+            return 1
+        logger.info(mode.describe())
+        stop.wait()
+        logger.info("stopping...")
+        mode.stop()
+        logger.info("stopped")
+        return 0
+    finally:
+        _restore_signal_handlers(previous)
+        sys.stdout = stdout
+
+
+def _install_signal_handlers(stop: threading.Event) -> dict[int, Any]:
+    """Ctrl-C and SIGTERM ask for a clean stop; a second one exits at once."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if stop.is_set():
+            os._exit(128 + signum)
+        stop.set()
+
+    previous: dict[int, Any] = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        previous[signum] = signal.signal(signum, on_signal)
+    return previous
+
+
+def _restore_signal_handlers(previous: dict[int, Any]) -> None:
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)

@@ -1,0 +1,258 @@
+"""The AWS side of local mode: an in-process moto server holding the same
+bucket, table, queues and S3 -> SQS notification as the stack.
+
+Only S3, SQS and DynamoDB are redirected to moto (service-specific endpoint
+environment variables). Bedrock keeps the standard AWS configuration, so
+``AWS_PROFILE``, credentials and ``AWS_ENDPOINT_URL_BEDROCK_RUNTIME`` work as usual.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import urllib.request
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import boto3
+
+from imagesearch import resources as r
+
+logger = logging.getLogger(__name__)
+
+# The services local mode redirects, with the botocore service-specific endpoint
+# variables that do it for every client in the process (the handlers' included).
+MOTO_SERVICES = {
+    "s3": "AWS_ENDPOINT_URL_S3",
+    "sqs": "AWS_ENDPOINT_URL_SQS",
+    "dynamodb": "AWS_ENDPOINT_URL_DYNAMODB",
+}
+# SPEC section 3: a message goes to the DLQ after five receives.
+MAX_RECEIVE_COUNT = 5
+# Short, so a failed message is retried within seconds on a laptop (the stack uses
+# a multiple of the function timeout). One worker thread processes one batch at a
+# time, so a slow batch is never redelivered to a second consumer meanwhile.
+VISIBILITY_TIMEOUT_SECONDS = 5
+DEFAULT_REGION = "us-east-1"
+_DUMMY_KEY = "local-mode-moto"
+
+
+class LocalModeError(RuntimeError):
+    """Local mode cannot start; the message tells the user what to do."""
+
+
+@dataclass(frozen=True)
+class LocalNames:
+    bucket: str = "imagesearch-local"
+    table: str = "imagesearch-local-images"
+    queue: str = "imagesearch-local-ingest"
+    dead_letter_queue: str = "imagesearch-local-ingest-dlq"
+    upload_prefix: str = r.CONTEXT_DEFAULTS["uploadPrefix"]
+
+
+@dataclass(frozen=True)
+class LocalResources:
+    """Where everything lives; served at ``GET /local/resources`` for the CLI."""
+
+    endpoint_url: str
+    region: str
+    bucket: str
+    table: str
+    queue_url: str
+    queue_arn: str
+    dlq_url: str
+    upload_prefix: str
+
+    def public(self) -> dict[str, str]:
+        data = asdict(self)
+        del data["queue_arn"]
+        return data
+
+
+@dataclass(frozen=True)
+class AwsClients:
+    s3: Any
+    sqs: Any
+    dynamodb: Any
+
+    @classmethod
+    def for_endpoint(cls, endpoint_url: str, region: str) -> AwsClients:
+        session = boto3.session.Session(region_name=region)
+        return cls(
+            s3=session.client("s3", endpoint_url=endpoint_url),
+            sqs=session.client("sqs", endpoint_url=endpoint_url),
+            dynamodb=session.client("dynamodb", endpoint_url=endpoint_url),
+        )
+
+
+def create_resources(clients: AwsClients, names: LocalNames, *, region: str) -> LocalResources:
+    """Create the stack's storage and ingest resources on ``clients`` (moto).
+
+    Shapes come from ``imagesearch.resources`` like the stack's, so local mode
+    and tests cannot drift from what ``cdk deploy`` creates.
+    """
+    bucket_args: dict[str, Any] = {"Bucket": names.bucket}
+    if region != "us-east-1":
+        bucket_args["CreateBucketConfiguration"] = {"LocationConstraint": region}
+    clients.s3.create_bucket(**bucket_args)
+
+    clients.dynamodb.create_table(**r.table_definition(names.table))
+    clients.dynamodb.update_time_to_live(
+        TableName=names.table,
+        TimeToLiveSpecification={"Enabled": True, "AttributeName": r.ATTR_EXPIRES_AT},
+    )
+
+    dlq_url = clients.sqs.create_queue(QueueName=names.dead_letter_queue)["QueueUrl"]
+    dlq_arn = _queue_arn(clients.sqs, dlq_url)
+    queue_url = clients.sqs.create_queue(
+        QueueName=names.queue,
+        Attributes={
+            "VisibilityTimeout": str(VISIBILITY_TIMEOUT_SECONDS),
+            "RedrivePolicy": json.dumps(
+                {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": MAX_RECEIVE_COUNT}
+            ),
+        },
+    )["QueueUrl"]
+    queue_arn = _queue_arn(clients.sqs, queue_url)
+
+    # Real S3 -> SQS notifications (moto delivers them, starting with s3:TestEvent).
+    prefix_filter = {"Key": {"FilterRules": [{"Name": "prefix", "Value": names.upload_prefix}]}}
+    clients.s3.put_bucket_notification_configuration(
+        Bucket=names.bucket,
+        NotificationConfiguration={
+            "QueueConfigurations": [
+                {
+                    "Id": "ingest",
+                    "QueueArn": queue_arn,
+                    "Events": ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"],
+                    "Filter": prefix_filter,
+                }
+            ]
+        },
+    )
+    return LocalResources(
+        endpoint_url=clients.s3.meta.endpoint_url,
+        region=region,
+        bucket=names.bucket,
+        table=names.table,
+        queue_url=queue_url,
+        queue_arn=queue_arn,
+        dlq_url=dlq_url,
+        upload_prefix=names.upload_prefix,
+    )
+
+
+def _queue_arn(sqs: Any, queue_url: str) -> str:
+    attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])
+    arn: str = attributes["Attributes"]["QueueArn"]
+    return arn
+
+
+class MotoServer:
+    """moto's threaded server on 127.0.0.1 and a free port, quiet."""
+
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self._host = host
+        self._server: Any = None
+        self.endpoint_url = ""
+
+    def start(self) -> str:
+        # Imported here: moto is a dev dependency and slow to import.
+        from moto.server import ThreadedMotoServer
+
+        # werkzeug logs every request at INFO (and adds its own handler when it
+        # finds none): keep moto's access log out of the user's terminal.
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        self._server = ThreadedMotoServer(ip_address=self._host, port=0, verbose=False)
+        self._server.start()
+        host, port = self._server.get_host_and_port()
+        self.endpoint_url = f"http://{host}:{port}"
+        # moto keeps its state in module globals: a second server in one process
+        # (tests) would otherwise find the previous one's bucket and table.
+        self._reset()
+        return self.endpoint_url
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._reset()  # frees the images held in memory
+            self._server.stop()
+            self._server = None
+
+    def _reset(self) -> None:
+        # Our own server on 127.0.0.1, so the scheme is always http.
+        url = f"{self.endpoint_url}/moto-api/reset"
+        request = urllib.request.Request(url, method="POST")  # noqa: S310
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            response.read()
+
+
+class EnvironPatch:
+    """Changes to ``os.environ`` that ``restore`` undoes (local mode can run inside
+    a test process, which must get its environment back)."""
+
+    def __init__(self) -> None:
+        self._saved: dict[str, str | None] = {}
+
+    def set(self, name: str, value: str) -> None:
+        self._saved.setdefault(name, os.environ.get(name))
+        os.environ[name] = value
+
+    def setdefault(self, name: str, value: str) -> None:
+        if name not in os.environ:
+            self.set(name, value)
+
+    def restore(self) -> None:
+        for name, value in self._saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        self._saved.clear()
+
+
+def resolve_region(env: EnvironPatch) -> str:
+    """The region of the standard AWS configuration, us-east-1 when there is none."""
+    region = boto3.session.Session().region_name
+    if region:
+        return region
+    logger.info("no AWS region configured: using %s", DEFAULT_REGION)
+    env.set("AWS_DEFAULT_REGION", DEFAULT_REGION)
+    return DEFAULT_REGION
+
+
+def ensure_credentials(env: EnvironPatch, embedder: str) -> None:
+    """Give moto dummy credentials when the default chain finds none at all.
+
+    Real credentials are left alone: Bedrock needs them, and moto accepts any.
+    """
+    if boto3.session.Session().get_credentials() is not None:
+        return
+    env.set("AWS_ACCESS_KEY_ID", _DUMMY_KEY)
+    env.set("AWS_SECRET_ACCESS_KEY", _DUMMY_KEY)
+    hint = (
+        " (Bedrock calls will fail: configure AWS credentials or AWS_PROFILE)"
+        if embedder == "bedrock"
+        else ""
+    )
+    logger.warning("no AWS credentials found: using dummy credentials for moto only%s", hint)
+
+
+def moto_endpoint_environ(endpoint_url: str) -> dict[str, str]:
+    """Endpoint variables that send the process's S3, SQS and DynamoDB clients to moto."""
+    return dict.fromkeys(MOTO_SERVICES.values(), endpoint_url)
+
+
+def check_redirected(endpoint_url: str, region: str) -> None:
+    """Refuse to run when default clients would still reach real AWS (for example
+    with ``AWS_IGNORE_CONFIGURED_ENDPOINT_URLS``): the handlers would then write
+    to an account's S3 and DynamoDB."""
+    session = boto3.session.Session(region_name=region)
+    for service, variable in MOTO_SERVICES.items():
+        actual = session.client(service).meta.endpoint_url
+        if actual.rstrip("/") != endpoint_url.rstrip("/"):
+            raise LocalModeError(
+                f"{service} clients resolve to {actual}, not the local moto server: "
+                f"{variable} is being ignored (unset AWS_IGNORE_CONFIGURED_ENDPOINT_URLS "
+                "and ignore_configured_endpoint_urls in your AWS config)"
+            )

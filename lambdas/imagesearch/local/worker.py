@@ -1,0 +1,249 @@
+"""The ingest worker: what Lambda's SQS event source mapping does, in one thread.
+
+Long-polls the ingest queue, hands each batch to the real ingest handler as an
+SQS event shaped like Lambda's, deletes the messages the handler did not list in
+``batchItemFailures`` and leaves the failed ones to reappear after the visibility
+timeout (moto's redrive policy parks them in the DLQ after five receives).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from imagesearch import resources as r
+from imagesearch.events import MalformedEvent, ObjectEvent, parse_message_body
+from imagesearch.local.lambda_runtime import FakeLambdaContext
+from imagesearch.local.moto_env import MAX_RECEIVE_COUNT, LocalResources
+from imagesearch.records import image_id_for_key, utc_now_iso
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[[dict[str, Any], Any], Any]
+
+BATCH_SIZE = 10
+WAIT_SECONDS = 1
+INGEST_FUNCTION_NAME = "imagesearch-local-ingest"
+
+
+def lambda_sqs_record(message: dict[str, Any], *, queue_arn: str, region: str) -> dict[str, Any]:
+    """One ``Records[]`` entry of the SQS event Lambda builds from a received message."""
+    return {
+        "messageId": message["MessageId"],
+        "receiptHandle": message["ReceiptHandle"],
+        "body": message["Body"],
+        "attributes": dict(message.get("Attributes") or {}),
+        "messageAttributes": {
+            name: _lambda_message_attribute(value)
+            for name, value in (message.get("MessageAttributes") or {}).items()
+        },
+        "md5OfBody": message.get("MD5OfBody", ""),
+        "eventSource": "aws:sqs",
+        "eventSourceARN": queue_arn,
+        "awsRegion": region,
+    }
+
+
+def _lambda_message_attribute(value: dict[str, Any]) -> dict[str, Any]:
+    # Lambda spells SQS message attributes in lower camel case, binary as base64.
+    binary = value.get("BinaryValue")
+    return {
+        "stringValue": value.get("StringValue"),
+        "binaryValue": base64.b64encode(binary).decode("ascii") if binary else None,
+        "stringListValues": [],
+        "binaryListValues": [],
+        "dataType": value.get("DataType", "String"),
+    }
+
+
+class IngestWorker:
+    def __init__(
+        self,
+        *,
+        handler: Handler,
+        sqs: Any,
+        dynamodb: Any,
+        resources: LocalResources,
+    ) -> None:
+        self._handler = handler
+        self._sqs = sqs
+        self._dynamodb = dynamodb
+        self._resources = resources
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ingest-worker", daemon=True)
+        self._lock = threading.Lock()
+        self._batches = 0
+        self._messages = 0
+        self._failures = 0
+        self._states: dict[str, str] = {}  # key -> indexed | rejected
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Finish the batch in hand (a receive waits at most a second), then return."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            return {
+                "batches": self._batches,
+                "messages": self._messages,
+                "failures": self._failures,
+            }
+
+    def status_counts(self) -> dict[str, int]:
+        """Images by status, as the worker saw each key last.
+
+        Exact in local mode, where the catalog starts empty and only ingest writes
+        it; counting the table instead costs moto ~0.5 s per 1,000 images, and the
+        page asks every few seconds.
+        """
+        with self._lock:
+            states = list(self._states.values())
+        return {status: states.count(status) for status in (r.STATUS_INDEXED, r.STATUS_REJECTED)}
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                response = self._sqs.receive_message(
+                    QueueUrl=self._resources.queue_url,
+                    MaxNumberOfMessages=BATCH_SIZE,
+                    WaitTimeSeconds=WAIT_SECONDS,
+                    AttributeNames=["All"],
+                    MessageAttributeNames=["All"],
+                )
+            except (BotoCoreError, ClientError) as error:
+                if self._stop.is_set():
+                    return  # moto is going away with us
+                logger.warning("could not poll the ingest queue: %s", error)
+                self._stop.wait(1.0)
+                continue
+            messages = response.get("Messages") or []
+            if not messages:
+                continue
+            try:
+                self.process_batch(messages)
+            except Exception:
+                # The worker must outlive one bad batch: unacknowledged messages
+                # come back after the visibility timeout.
+                logger.exception("processing a batch failed; its messages will be retried")
+
+    def process_batch(self, messages: list[dict[str, Any]]) -> set[str]:
+        """Invoke the handler on ``messages``; returns the ids of the failed ones."""
+        started = utc_now_iso()
+        event = {
+            "Records": [
+                lambda_sqs_record(
+                    message,
+                    queue_arn=self._resources.queue_arn,
+                    region=self._resources.region,
+                )
+                for message in messages
+            ]
+        }
+        context = FakeLambdaContext(INGEST_FUNCTION_NAME, region=self._resources.region)
+        all_ids = {message["MessageId"] for message in messages}
+        try:
+            response = self._handler(event, context)
+            failed = {
+                item["itemIdentifier"] for item in (response or {}).get("batchItemFailures", [])
+            }
+        except Exception:
+            # Like Lambda: an invocation error returns the whole batch to the queue.
+            logger.exception("the ingest handler failed; the batch will be retried")
+            failed = all_ids
+        done = [message for message in messages if message["MessageId"] not in failed]
+        self._delete(done)
+        with self._lock:
+            self._batches += 1
+            self._messages += len(messages)
+            self._failures += len(failed & all_ids)
+        self._report(done, [m for m in messages if m["MessageId"] in failed], started)
+        return failed & all_ids
+
+    def _delete(self, messages: list[dict[str, Any]]) -> None:
+        if not messages:
+            return
+        entries = [
+            {"Id": str(number), "ReceiptHandle": message["ReceiptHandle"]}
+            for number, message in enumerate(messages)
+        ]
+        try:
+            result = self._sqs.delete_message_batch(
+                QueueUrl=self._resources.queue_url, Entries=entries
+            )
+        except (BotoCoreError, ClientError) as error:
+            logger.warning("could not delete processed messages (they will rerun): %s", error)
+            return
+        for failure in result.get("Failed", []):
+            logger.warning("could not delete a processed message: %s", failure.get("Message"))
+
+    def _report(
+        self, done: list[dict[str, Any]], failed: list[dict[str, Any]], started: str
+    ) -> None:
+        """One line per file: the state the catalog now holds for its key."""
+        for key in _keys(done):
+            logger.info(self._outcome(key, started))
+        for message in failed:
+            receives = int((message.get("Attributes") or {}).get("ApproximateReceiveCount", "1"))
+            keys = _keys([message]) or ["(unreadable message)"]
+            for key in keys:
+                if receives >= MAX_RECEIVE_COUNT:
+                    logger.error(
+                        "failed %s %d times: the message goes to the dead-letter queue",
+                        key,
+                        receives,
+                    )
+                else:
+                    logger.warning(
+                        "failed %s (attempt %d of %d): will retry", key, receives, MAX_RECEIVE_COUNT
+                    )
+
+    def _outcome(self, key: str, started: str) -> str:
+        try:
+            item = self._dynamodb.get_item(
+                TableName=self._resources.table,
+                Key={r.ATTR_IMAGE_ID: {"S": image_id_for_key(key)}},
+                ConsistentRead=True,
+                ProjectionExpression="#s, reason, indexed_at",
+                ExpressionAttributeNames={"#s": r.ATTR_STATUS},
+            ).get("Item")
+        except (BotoCoreError, ClientError) as error:
+            return f"processed {key} (state unknown: {error})"
+        status = _string(item, r.ATTR_STATUS)
+        with self._lock:
+            if status in (r.STATUS_INDEXED, r.STATUS_REJECTED):
+                self._states[key] = status
+            else:
+                self._states.pop(key, None)
+        if status == r.STATUS_INDEXED:
+            fresh = (_string(item, "indexed_at") or "") >= started
+            return f"indexed {key}" if fresh else f"unchanged {key} (already indexed)"
+        if status == r.STATUS_REJECTED:
+            return f"rejected {key}: {_string(item, 'reason') or 'no reason given'}"
+        return f"removed {key}"
+
+
+def _keys(messages: list[dict[str, Any]]) -> list[str]:
+    """Object keys named by ``messages`` (none for test events), each once."""
+    keys: dict[str, None] = {}
+    for message in messages:
+        try:
+            events: list[ObjectEvent] = parse_message_body(message.get("Body", ""))
+        except MalformedEvent:
+            continue
+        keys.update(dict.fromkeys(event.key for event in events))
+    return list(keys)
+
+
+def _string(item: dict[str, Any] | None, name: str) -> str | None:
+    value = (item or {}).get(name) or {}
+    return value.get("S")
