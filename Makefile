@@ -15,6 +15,7 @@ CDK := node_modules/.bin/cdk
 STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 PYTEST_ARGS ?=
+CDK_ARGS ?=
 
 .PHONY: dev test lint synth bench local deploy browser clean
 
@@ -55,7 +56,7 @@ synth: dev
 	@ls cdk.out/*.template.json
 
 deploy: dev
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(CDK) deploy
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(CDK) deploy $(CDK_ARGS)
 
 bench: dev
 	$(PY) -m bench
