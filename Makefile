@@ -14,6 +14,7 @@ PIP := $(PY) -m pip
 CDK := node_modules/.bin/cdk
 STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
+CLIP_STAMP := $(VENV)/.clip-installed
 PYTEST_ARGS ?=
 CDK_ARGS ?=
 
@@ -26,6 +27,12 @@ $(STAMP): requirements.txt requirements-dev.txt lambdas/requirements.txt pyproje
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet -r requirements-dev.txt
 	$(PIP) install --quiet --no-deps -e .
+	touch $@
+
+# The optional local CLIP embedder (torch CPU build): installed for the test suite
+# so its real loading code is tested; users add it with `pip install -r requirements-clip.txt`.
+$(CLIP_STAMP): $(STAMP) requirements-clip.txt
+	$(PIP) install --quiet -r requirements-clip.txt
 	touch $@
 
 $(NODE_STAMP): package.json package-lock.json
@@ -42,7 +49,7 @@ browser:
 		|| echo "could not install chromium: the browser test will skip"; \
 	else echo "chromium missing and not root: the browser test will skip"; fi
 
-test: dev browser
+test: dev $(CLIP_STAMP) browser
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest $(PYTEST_ARGS)
 

@@ -19,10 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from imagesearch import images
-from imagesearch import resources as r
 from PIL import Image, ImageOps
 
+from imagesearch import images
+from imagesearch import resources as r
 from tests import imagefactory
 
 ROOT = Path(__file__).resolve().parent.parent

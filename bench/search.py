@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
 from imagesearch import resources as r
 from imagesearch.index.dynamodb import build_matrix_from_items
 from imagesearch.index.matrix import MatrixIndex

@@ -18,6 +18,7 @@ from typing import Any
 import jsii
 from aws_cdk import AssetHashType, BundlingOptions, ILocalBundling
 from aws_cdk import aws_lambda as lambda_
+
 from imagesearch import resources as r
 
 LAMBDAS_DIR = Path(__file__).resolve().parent.parent / "lambdas"

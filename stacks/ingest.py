@@ -10,8 +10,8 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_notifications as s3n
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
-from imagesearch import resources as r
 
+from imagesearch import resources as r
 from stacks.config import AppConfig
 from stacks.functions import LOG_LEVEL, LoggedFunction
 
@@ -23,7 +23,7 @@ MEMORY_MB = 1024
 TIMEOUT = Duration.seconds(120)
 BATCH_SIZE = 10
 MAX_BATCHING_WINDOW = Duration.seconds(5)
-MAX_RECEIVE_COUNT = 5
+MAX_RECEIVE_COUNT = r.INGEST_MAX_RECEIVE_COUNT
 DLQ_RETENTION = Duration.days(14)
 QUEUE_RETENTION = Duration.days(4)
 # AWS guidance for SQS event sources: visibility >= 6x the function timeout plus the

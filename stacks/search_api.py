@@ -11,8 +11,8 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
-from imagesearch import resources as r
 
+from imagesearch import resources as r
 from stacks.config import AppConfig
 from stacks.functions import LOG_LEVEL, LOG_RETENTION, LoggedFunction
 

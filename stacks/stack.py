@@ -13,8 +13,8 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from cdk_nag import NagPackSuppression, NagSuppressions
 from constructs import Construct
-from imagesearch import resources as r
 
+from imagesearch import resources as r
 from stacks.bundling import lambda_code
 from stacks.config import AppConfig
 from stacks.ingest import Ingest

@@ -19,7 +19,7 @@ from typing import Literal
 from imagesearch.embedders.base import Embedder
 from imagesearch.errors import ImageRejected, InvalidEmbeddingInput
 from imagesearch.events import ObjectEvent
-from imagesearch.images import make_thumbnail, prepare_image
+from imagesearch.images import make_thumbnail, prepare_with_thumbnail
 from imagesearch.ports import ObjectStore, ObjectTooLarge, StoredObject, VectorIndex
 from imagesearch.records import ImageRecord, image_id_for_key, ordering_token, utc_now_iso
 from imagesearch.resources import (
@@ -144,8 +144,7 @@ class IngestService:
             sequencer=token,
         )
         try:
-            prepared = prepare_image(obj.body)
-            thumbnail = make_thumbnail(obj.body)
+            prepared, thumbnail = prepare_with_thumbnail(obj.body)
         except ImageRejected as rejected:
             # Rejections by our own checks do not depend on the model.
             record = replace(record, model_id=None, dimension=None)

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import boto3
+from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from imagesearch.ports import ObjectInfo, ObjectTooLarge, StoredObject
@@ -23,7 +24,9 @@ def _iso(value: datetime | None) -> str | None:
 class S3ObjectStore:
     def __init__(self, bucket: str, *, client: Any | None = None) -> None:
         self.bucket = bucket
-        self._client = client or boto3.client("s3")
+        # SigV4 presigning: boto3's default still signs some regions' URLs with SigV2,
+        # which S3 refuses for buckets created since 2020.
+        self._client = client or boto3.client("s3", config=Config(signature_version="s3v4"))
 
     def get(self, key: str, *, max_bytes: int) -> StoredObject | None:
         try:

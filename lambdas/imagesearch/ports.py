@@ -8,6 +8,7 @@ filters that map onto metadata filters.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
@@ -62,7 +63,7 @@ class VectorIndex(Protocol):
         Raises ValueError for a malformed cursor."""
         ...
 
-    def query(self, vector: Vector, top_k: int, filters: QueryFilters) -> list[ScoredId]:
+    def query(self, vector: Vector, top_k: int, filters: QueryFilters) -> builtins.list[ScoredId]:
         """Exact cosine top-k among indexed images, best first."""
         ...
 

@@ -35,6 +35,8 @@ CAPTION_MODES: Final = ("none", "joint")
 # --- Object layout -----------------------------------------------------------
 
 THUMBNAIL_PREFIX: Final = "thumbnails/"
+# Receives of one ingest message before the queue parks it in the dead-letter queue.
+INGEST_MAX_RECEIVE_COUNT: Final = 5
 THUMBNAIL_LONG_SIDE: Final = 256
 
 # --- Environment variable names read by the handlers -------------------------
@@ -49,8 +51,10 @@ ENV_VECTOR_STORE: Final = "VECTOR_STORE"
 ENV_BEDROCK_CONNECT_TIMEOUT: Final = "BEDROCK_CONNECT_TIMEOUT_S"
 ENV_BEDROCK_READ_TIMEOUT: Final = "BEDROCK_READ_TIMEOUT_S"
 ENV_BEDROCK_MAX_ATTEMPTS: Final = "BEDROCK_MAX_ATTEMPTS"
+ENV_BEDROCK_RETRY_MODE: Final = "BEDROCK_RETRY_MODE"
 ENV_INDEX_REFRESH_SECONDS: Final = "INDEX_REFRESH_SECONDS"
 ENV_MAX_UPLOAD_BYTES: Final = "MAX_UPLOAD_BYTES"
+ENV_CLIP_MODEL: Final = "IMAGESEARCH_CLIP_MODEL"  # local mode only: path of CLIP weights
 
 # --- Images table -------------------------------------------------------------
 #

@@ -31,8 +31,11 @@ class CommonSettings(BaseModel):
     bedrock_connect_timeout: float = Field(default=3.0, gt=0)
     bedrock_read_timeout: float = Field(default=30.0, gt=0)
     bedrock_max_attempts: int = Field(default=4, ge=1, le=10)
+    # adaptive: the SDK also slows its own call rate after throttling (Bedrock quotas).
+    bedrock_retry_mode: Literal["adaptive", "standard"] = "adaptive"
     # Size cap on uploads: presigned PUTs sign it, ingest rejects larger objects unread.
     max_upload_bytes: int = Field(default=50 * 1024 * 1024, gt=0)
+    clip_model: str | None = None
 
     @field_validator("upload_prefix")
     @classmethod
@@ -61,9 +64,11 @@ _ENV_FIELDS = {
     "bedrock_connect_timeout": r.ENV_BEDROCK_CONNECT_TIMEOUT,
     "bedrock_read_timeout": r.ENV_BEDROCK_READ_TIMEOUT,
     "bedrock_max_attempts": r.ENV_BEDROCK_MAX_ATTEMPTS,
+    "bedrock_retry_mode": r.ENV_BEDROCK_RETRY_MODE,
     "caption_mode": r.ENV_CAPTION_MODE,
     "index_refresh_seconds": r.ENV_INDEX_REFRESH_SECONDS,
     "max_upload_bytes": r.ENV_MAX_UPLOAD_BYTES,
+    "clip_model": r.ENV_CLIP_MODEL,
 }
 
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import boto3
 import pytest
-from imagesearch.records import image_id_for_key
 
+from imagesearch.records import image_id_for_key
 from tests import imagefactory as images
 from tests.e2e.conftest import LocalProcess
 from tests.fakes.bedrock import FakeBedrock

@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 import requests
-from imagesearch.records import image_id_for_key
 
+from imagesearch.records import image_id_for_key
 from tests import imagefactory as images
 from tests.e2e.conftest import ROOT, LocalProcess
 from tests.fakes.bedrock import FakeBedrock

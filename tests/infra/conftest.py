@@ -63,9 +63,9 @@ def synthesize(outdir: Path, **context: Any) -> Synthesized:
     """Build the app exactly as app.py does, with extra context on top of cdk.json's."""
     import aws_cdk as cdk
     from aws_cdk.assertions import Annotations, Template
-    from imagesearch import resources as r
 
     from app import build_app
+    from imagesearch import resources as r
 
     app = cdk.App(context={**cdk_json_context(), **context}, outdir=str(outdir))
     build_app(app)

@@ -8,8 +8,8 @@ from email.parser import Parser
 from pathlib import Path
 
 import pytest
-from imagesearch import resources as r
 
+from imagesearch import resources as r
 from stacks import bundling
 from tests.infra.conftest import ROOT, synthesize
 

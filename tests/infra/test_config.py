@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from imagesearch import resources as r
 
+from imagesearch import resources as r
 from stacks.config import AppConfig, ConfigError
 from tests.infra.conftest import SKIP_BUNDLING, cdk_json_context, synthesize
 

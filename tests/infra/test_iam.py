@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from imagesearch import resources as r
 
+from imagesearch import resources as r
 from tests.infra.conftest import Synthesized
 
 XRAY = {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}

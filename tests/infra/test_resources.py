@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 from aws_cdk.assertions import Match
-from imagesearch import resources as r
 
+from imagesearch import resources as r
 from tests.infra.conftest import Synthesized
 
 

@@ -20,12 +20,12 @@ from urllib.parse import quote
 
 import numpy as np
 import pytest
+from moto import mock_aws
+
 from imagesearch import resources as r
 from imagesearch.embedders.base import Vector, unit_vector
 from imagesearch.index.dynamodb import DynamoDBVectorIndex
 from imagesearch.records import ImageRecord, image_id_for_key
-from moto import mock_aws
-
 from tests.fakes.bedrock import FakeBedrock
 from tests.support.aws import REGION, AwsResources, create_resources
 from tests.support.lambda_runtime import FakeLambdaContext

@@ -22,7 +22,7 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsResources]:
 
 
 @pytest.fixture
-def ingest_handler(aws: AwsResources, fake_bedrock):  # noqa: ANN001, ANN201
+def ingest_handler(aws: AwsResources, fake_bedrock):  # noqa: F811
     """The real ingest Lambda handler, built fresh from this test's environment."""
     from imagesearch.handlers import ingest
 

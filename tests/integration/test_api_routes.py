@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import pytest
 import requests
+
 from imagesearch import resources as r
 from imagesearch.embedders.base import unit_vector
-
 from tests import imagefactory
 from tests.fakes import bedrock as fake
 from tests.integration.api_fixtures import (

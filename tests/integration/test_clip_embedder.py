@@ -17,10 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
+
 from imagesearch.embedders.base import Embedder
 from imagesearch.embedders.clip import ClipEmbedder
 from imagesearch.errors import EmbedderConfigurationError, InvalidEmbeddingInput
-from PIL import Image
 
 HAVE_CLIP_EXTRA = all(
     importlib.util.find_spec(name) is not None

@@ -15,11 +15,12 @@ import boto3
 import numpy as np
 import pytest
 from botocore.exceptions import ClientError
+from moto import mock_aws
+
 from imagesearch.index.dynamodb import DynamoDBVectorIndex, StaleIndexError
 from imagesearch.ports import QueryFilters
 from imagesearch.records import ImageRecord, encode_vector, image_id_for_key
 from imagesearch.resources import TOMBSTONE_TTL_SECONDS, table_definition
-from moto import mock_aws
 
 TABLE = "images-index-test"
 MODEL = "amazon.titan-embed-image-v1"

@@ -25,6 +25,9 @@ import numpy as np
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
+from moto import mock_aws
+from PIL import Image
+
 from imagesearch.embedders import build_embedder, unit_vector
 from imagesearch.embedders.titan import TitanMultimodalEmbedder
 from imagesearch.errors import (
@@ -33,9 +36,6 @@ from imagesearch.errors import (
     TransientEmbeddingError,
 )
 from imagesearch.resources import SUPPORTED_MODELS
-from moto import mock_aws
-from PIL import Image
-
 from tests.fakes.bedrock import (
     ERROR_STATUS,
     MAX_TEXT_TOKENS,

@@ -54,6 +54,16 @@ class Ingested:
 @pytest.fixture(scope="module")
 def ingested() -> Iterator[Ingested]:
     with pytest.MonkeyPatch.context() as patch, mock_aws(), FakeBedrock() as fake:
+        # Module scope runs before the function-scoped autouse environment fixture.
+        for name, value in {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_REGION": "us-east-1",
+            "POWERTOOLS_TRACE_DISABLED": "true",
+        }.items():
+            patch.setenv(name, value)
+        patch.delenv("AWS_PROFILE", raising=False)
         patch.setenv("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", fake.endpoint_url)
         aws = create_resources()
         for name, value in aws.env(**{ENV_BEDROCK_READ_TIMEOUT: "10"}).items():

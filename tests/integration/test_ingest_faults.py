@@ -34,11 +34,14 @@ def test_200_uploads_with_throttling_and_timeouts_each_indexed_exactly_once(
     fake_bedrock.timeout_rate = 0.03
     fake_bedrock.timeout_seconds = 1.5
     monkeypatch.setenv("BEDROCK_READ_TIMEOUT_S", "0.5")
+    # Standard retries: adaptive mode's client-side rate limiter would only add sleeps
+    # here (minutes at a 30% throttle rate); the queue-level retry path is what is tested.
+    monkeypatch.setenv("BEDROCK_RETRY_MODE", "standard")
     # and a spy on the outcomes the real service produces
     outcomes: Counter[tuple[str, str]] = Counter()
     real_handle = IngestService.handle
 
-    def spy(self, event):  # noqa: ANN001, ANN202
+    def spy(self, event):
         outcome = real_handle(self, event)
         outcomes[(outcome.key, outcome.action)] += 1
         return outcome

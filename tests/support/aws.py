@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 import boto3
 
 from imagesearch import resources as r
+from imagesearch.local.moto_env import AwsClients, LocalNames
+from imagesearch.local.moto_env import create_resources as local_create_resources
 
 REGION = "us-east-1"
 
@@ -83,35 +84,27 @@ def create_resources(
     table: str = "images-test",
     upload_prefix: str = r.CONTEXT_DEFAULTS["uploadPrefix"],
 ) -> AwsResources:
-    """Bucket, table, queue + DLQ and the S3 -> SQS notification, inside an active moto mock."""
-    s3 = boto3.client("s3", region_name=REGION)
-    sqs = boto3.client("sqs", region_name=REGION)
-    dynamodb = boto3.client("dynamodb", region_name=REGION)
-    s3.create_bucket(Bucket=bucket)
-    dynamodb.create_table(**r.table_definition(table))
-    dlq_url = sqs.create_queue(QueueName=f"{table}-dlq")["QueueUrl"]
-    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])[
-        "Attributes"
-    ]["QueueArn"]
-    queue_url = sqs.create_queue(
-        QueueName=f"{table}-ingest",
-        Attributes={
-            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"})
-        },
-    )["QueueUrl"]
-    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
-        "Attributes"
-    ]["QueueArn"]
-    s3.put_bucket_notification_configuration(
-        Bucket=bucket,
-        NotificationConfiguration={
-            "QueueConfigurations": [
-                {
-                    "QueueArn": queue_arn,
-                    "Events": ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"],
-                    "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": upload_prefix}]}},
-                }
-            ]
-        },
+    """Bucket, table, queue + DLQ and the S3 -> SQS notification, inside an active moto
+    mock, created by the same code as local mode's (shapes from imagesearch.resources)."""
+    session = boto3.session.Session(region_name=REGION)
+    clients = AwsClients(
+        s3=session.client("s3"), sqs=session.client("sqs"), dynamodb=session.client("dynamodb")
     )
-    return AwsResources(s3, sqs, dynamodb, bucket, table, queue_url, dlq_url, upload_prefix)
+    names = LocalNames(
+        bucket=bucket,
+        table=table,
+        queue=f"{table}-ingest",
+        dead_letter_queue=f"{table}-dlq",
+        upload_prefix=upload_prefix,
+    )
+    created = local_create_resources(clients, names, region=REGION)
+    return AwsResources(
+        clients.s3,
+        clients.sqs,
+        clients.dynamodb,
+        bucket,
+        table,
+        created.queue_url,
+        created.dlq_url,
+        upload_prefix,
+    )

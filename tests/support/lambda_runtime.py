@@ -3,48 +3,23 @@ and the SQS event source poller (receive, invoke, delete successes, retry failur
 
 from __future__ import annotations
 
-import hashlib
-import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from imagesearch.local.lambda_runtime import FakeLambdaContext as LocalLambdaContext
+from imagesearch.local.worker import lambda_sqs_record
 
-@dataclass
-class FakeLambdaContext:
-    function_name: str = "imagesearch-test"
-    memory_limit_in_mb: int = 1024
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:imagesearch-test"
-    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    log_group_name: str = "/aws/lambda/imagesearch-test"
-    log_stream_name: str = "test"
 
-    def get_remaining_time_in_millis(self) -> int:
-        return 60_000
+def FakeLambdaContext() -> LocalLambdaContext:
+    return LocalLambdaContext(function_name="imagesearch-test")
 
 
 def sqs_event(messages: list[dict[str, Any]], queue_arn: str) -> dict[str, Any]:
-    """An SQS event exactly as the Lambda event source mapping builds it."""
+    """An SQS event exactly as the Lambda event source mapping (and local mode) builds it."""
     return {
         "Records": [
-            {
-                "messageId": message["MessageId"],
-                "receiptHandle": message["ReceiptHandle"],
-                "body": message["Body"],
-                "attributes": {
-                    "ApproximateReceiveCount": message.get("Attributes", {}).get(
-                        "ApproximateReceiveCount", "1"
-                    ),
-                    "SentTimestamp": message.get("Attributes", {}).get("SentTimestamp", "0"),
-                    "SenderId": "AIDAEXAMPLE",
-                    "ApproximateFirstReceiveTimestamp": "0",
-                },
-                "messageAttributes": {},
-                "md5OfBody": hashlib.md5(message["Body"].encode()).hexdigest(),  # noqa: S324
-                "eventSource": "aws:sqs",
-                "eventSourceARN": queue_arn,
-                "awsRegion": "us-east-1",
-            }
+            lambda_sqs_record(message, queue_arn=queue_arn, region="us-east-1")
             for message in messages
         ]
     }

@@ -11,12 +11,12 @@ from typing import Any
 import boto3
 import pytest
 from botocore.stub import Stubber
+
 from imagesearch import resources as r
 from imagesearch.cli.commands import build_search_body, normalise_prefix, plan_upload
 from imagesearch.cli.errors import CliError, UsageError
 from imagesearch.cli.main import run
 from imagesearch.events import parse_message_body
-
 from tests.unit.test_cli_http import Sent, fake_http
 
 LOCAL = "http://127.0.0.1:8000"

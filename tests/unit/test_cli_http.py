@@ -18,6 +18,9 @@ import requests
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
+from requests.adapters import BaseAdapter
+from requests.structures import CaseInsensitiveDict
+
 from imagesearch.cli.errors import ApiError, CliError
 from imagesearch.cli.http import (
     ApiClient,
@@ -26,8 +29,6 @@ from imagesearch.cli.http import (
     region_from_url,
 )
 from imagesearch.cli.main import run
-from requests.adapters import BaseAdapter
-from requests.structures import CaseInsensitiveDict
 
 LOCAL = "http://127.0.0.1:8000"
 DEPLOYED = "https://abc123.execute-api.eu-west-1.amazonaws.com/prod"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from imagesearch.cli.output import (
     human_size,
     record_text,

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from imagesearch.cli import commands
 from imagesearch.cli.main import build_parser, run
 

@@ -10,11 +10,11 @@ import pytest
 from botocore.credentials import Credentials
 from botocore.exceptions import NoRegionError, ProfileNotFound
 from botocore.stub import Stubber
+
 from imagesearch import resources as r
 from imagesearch.cli.errors import CliError, from_aws
 from imagesearch.cli.main import run
 from imagesearch.cli.target import Context, read_stack
-
 from tests.unit.test_cli_http import fake_http, verify_sigv4
 
 REGION = "eu-central-1"

@@ -7,10 +7,10 @@ import io
 import random
 
 import pytest
-from imagesearch import images
-from imagesearch.errors import ImageRejected
 from PIL import Image, ImageChops, ImageFile
 
+from imagesearch import images
+from imagesearch.errors import ImageRejected
 from tests import imagefactory as f
 from tests.imagefactory import BAD_INPUT_CASES, ImageCase
 

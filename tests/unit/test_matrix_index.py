@@ -8,6 +8,7 @@ import random
 
 import numpy as np
 import pytest
+
 from imagesearch.index.matrix import MatrixIndex
 from imagesearch.ports import MAX_TOP_K, QueryFilters, ScoredId
 

@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
+
 from imagesearch.api_models import (
     UPLOAD_CONTENT_TYPES,
     QueryPart,
@@ -28,8 +30,6 @@ from imagesearch.search import (
     UploadTooLarge,
     decode_base64_image,
 )
-from pydantic import ValidationError
-
 from tests import imagefactory
 
 DIM = 8

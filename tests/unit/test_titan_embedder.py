@@ -21,6 +21,8 @@ from botocore.exceptions import (
 )
 from botocore.response import StreamingBody
 from botocore.stub import Stubber
+from PIL import Image
+
 from imagesearch.embedders import Embedder, build_embedder, unit_vector
 from imagesearch.embedders.titan import TitanMultimodalEmbedder
 from imagesearch.errors import (
@@ -29,7 +31,6 @@ from imagesearch.errors import (
     TransientEmbeddingError,
 )
 from imagesearch.resources import CLIP_MODEL_ID, SUPPORTED_MODELS
-from PIL import Image
 
 MODEL = "amazon.titan-embed-image-v1"
 

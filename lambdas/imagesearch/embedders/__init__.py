@@ -19,6 +19,8 @@ def build_embedder(
     connect_timeout: float = 3.0,
     read_timeout: float = 30.0,
     max_attempts: int = 4,
+    retry_mode: str = "adaptive",
+    clip_model: str | None = None,
 ) -> Embedder:
     """The embedder for ``model_id`` producing ``dimension``-long vectors.
 
@@ -31,7 +33,8 @@ def build_embedder(
         # Imported lazily: CLIP pulls in torch, which the Lambda asset never ships.
         from imagesearch.embedders.clip import ClipEmbedder
 
-        embedder: Embedder = ClipEmbedder(model_id)
+        # clip_model: a local copy of the weights (offline machines, tests).
+        embedder: Embedder = ClipEmbedder(clip_model or model_id, model_id=model_id)
         if embedder.dimension != dimension:
             raise ValueError(
                 f"{model_id} produces {embedder.dimension}-dimensional vectors, not {dimension}"
@@ -46,6 +49,7 @@ def build_embedder(
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
             max_attempts=max_attempts,
+            retry_mode=retry_mode,
         )
     known = sorted([*SUPPORTED_MODELS, CLIP_MODEL_ID])
     raise ValueError(f"unknown embedding model {model_id!r}; known models: {known}")

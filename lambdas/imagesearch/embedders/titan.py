@@ -115,6 +115,7 @@ class TitanMultimodalEmbedder:
         connect_timeout: float = 3.0,
         read_timeout: float = 30.0,
         max_attempts: int = 4,
+        retry_mode: str = "adaptive",
     ) -> None:
         if not is_titan_model(model_id) or model_id not in SUPPORTED_MODELS:
             titan = sorted(m for m in SUPPORTED_MODELS if is_titan_model(m))
@@ -129,6 +130,8 @@ class TitanMultimodalEmbedder:
             raise ValueError("Bedrock timeouts must be positive")
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
+        if retry_mode not in ("adaptive", "standard"):
+            raise ValueError("retry_mode must be 'adaptive' or 'standard'")
         self._model_id = model_id
         self._dimension = int(dimension)
         self._client = client
@@ -138,7 +141,7 @@ class TitanMultimodalEmbedder:
         self._config = Config(
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
-            retries={"mode": "adaptive", "total_max_attempts": max_attempts},
+            retries={"mode": retry_mode, "total_max_attempts": max_attempts},
         )
 
     @property

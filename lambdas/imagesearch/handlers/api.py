@@ -165,6 +165,8 @@ class _LazyEmbedder:
                     connect_timeout=s.bedrock_connect_timeout,
                     read_timeout=s.bedrock_read_timeout,
                     max_attempts=s.bedrock_max_attempts,
+                    retry_mode=s.bedrock_retry_mode,
+                    clip_model=s.clip_model,
                 )
             except ValueError as error:  # unknown model or dimension: a deployment bug
                 raise EmbedderConfigurationError(str(error)) from error

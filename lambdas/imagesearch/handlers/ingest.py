@@ -53,6 +53,8 @@ def build_service(settings: IngestSettings) -> IngestService:
             connect_timeout=settings.bedrock_connect_timeout,
             read_timeout=settings.bedrock_read_timeout,
             max_attempts=settings.bedrock_max_attempts,
+            retry_mode=settings.bedrock_retry_mode,
+            clip_model=settings.clip_model,
         ),
         upload_prefix=settings.upload_prefix,
         caption_mode=settings.caption_mode,

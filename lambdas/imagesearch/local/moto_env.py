@@ -29,7 +29,7 @@ MOTO_SERVICES = {
     "dynamodb": "AWS_ENDPOINT_URL_DYNAMODB",
 }
 # SPEC section 3: a message goes to the DLQ after five receives.
-MAX_RECEIVE_COUNT = 5
+MAX_RECEIVE_COUNT = r.INGEST_MAX_RECEIVE_COUNT
 # Short, so a failed message is retried within seconds on a laptop (the stack uses
 # a multiple of the function timeout). One worker thread processes one batch at a
 # time, so a slow batch is never redelivered to a second consumer meanwhile.
