@@ -7,7 +7,6 @@ import <= 1 s. Run: ``python -m bench images``.
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import os
 import statistics
@@ -21,13 +20,12 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
+from bench import import_ms
 from imagesearch import images
-from imagesearch import resources as r
 from tests import imagefactory
 
 ROOT = Path(__file__).resolve().parent.parent
 HANDLER_MODULE = "imagesearch.handlers.ingest"
-FALLBACK_MODULE = "imagesearch.images"
 
 
 @dataclass
@@ -168,57 +166,14 @@ def bench_rss() -> None:
             )
 
 
-def _handler_env() -> dict[str, str]:
-    """What the function has in Lambda, so a handler that validates settings at
-    import time can be imported outside it."""
-    env = dict(os.environ)
-    env.update(
-        {
-            r.ENV_BUCKET: "bench-bucket",
-            r.ENV_TABLE: "bench-table",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_REGION": "us-east-1",
-            "AWS_ACCESS_KEY_ID": "bench",
-            "AWS_SECRET_ACCESS_KEY": "bench",
-            "POWERTOOLS_SERVICE_NAME": "imagesearch-bench",
-            "POWERTOOLS_TRACE_DISABLED": "true",
-        }
-    )
-    return env
-
-
-def import_module_to_measure() -> str:
-    """The ingest handler once it exists, else the image module."""
-    try:
-        found = importlib.util.find_spec(HANDLER_MODULE) is not None
-    except ModuleNotFoundError:
-        found = False
-    return HANDLER_MODULE if found else FALLBACK_MODULE
-
-
 def bench_import(runs: int = 5) -> None:
-    module = import_module_to_measure()
-    script = (
-        "import time; started = time.perf_counter(); "
-        f"import {module}; print(time.perf_counter() - started)"
-    )
-    samples = []
-    for _ in range(runs):
-        result = subprocess.run(
-            [sys.executable, "-c", script],
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-            env=_handler_env(),
-        )
-        if result.returncode != 0:
-            report(f"import {module}", "FAILED: " + result.stderr.strip().splitlines()[-1])
-            return
-        samples.append(float(result.stdout.split()[-1]) * 1000)
-    note = "" if module == HANDLER_MODULE else f" ({HANDLER_MODULE} does not exist yet)"
-    print(f"import time in a fresh interpreter, median of {runs}{note}")
+    samples = import_ms(HANDLER_MODULE, runs)
+    print(f"import time in a fresh interpreter, median of {runs}")
+    if isinstance(samples, str):
+        report(f"import {HANDLER_MODULE}", samples)
+        return
     report(
-        f"import {module}",
+        f"import {HANDLER_MODULE}",
         f"{statistics.median(samples):7.1f} ms  (max {max(samples):.1f})",
         "<= 1000 ms",
     )

@@ -9,26 +9,19 @@ matvec and >= 300x faster than the naive loop; cold build <= 2 s; handler import
 from __future__ import annotations
 
 import gc
-import importlib.util
 import math
-import os
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 
-from imagesearch import resources as r
+from bench import import_ms
 from imagesearch.index.dynamodb import build_matrix_from_items
 from imagesearch.index.matrix import MatrixIndex
 from imagesearch.ports import QueryFilters
 
-ROOT = Path(__file__).resolve().parent.parent
 HANDLER_MODULE = "imagesearch.handlers.api"
-FALLBACK_MODULE = "imagesearch.index.dynamodb"
 SIZES = (10_000, 100_000)
 DIMENSIONS = (1024, 256)
 FOLDERS = 10  # keys spread over 10 folders: a folder prefix keeps ~10 %
@@ -196,61 +189,17 @@ def bench_cold_build(count: int = 100_000, dimension: int = 1024, runs: int = 3)
     gc.collect()
 
 
-def _handler_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        {
-            r.ENV_BUCKET: "bench-bucket",
-            r.ENV_TABLE: "bench-table",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_REGION": "us-east-1",
-            "AWS_ACCESS_KEY_ID": "bench",
-            "AWS_SECRET_ACCESS_KEY": "bench",
-            "POWERTOOLS_SERVICE_NAME": "imagesearch-bench",
-            "POWERTOOLS_TRACE_DISABLED": "true",
-        }
-    )
-    return env
-
-
-def _import_ms(module: str, runs: int) -> list[float] | str:
-    script = (
-        "import time; started = time.perf_counter(); "
-        f"import {module}; print(time.perf_counter() - started)"
-    )
-    samples = []
-    for _ in range(runs):
-        result = subprocess.run(
-            [sys.executable, "-c", script],
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-            env=_handler_env(),
-        )
-        if result.returncode != 0:
-            return "FAILED: " + result.stderr.strip().splitlines()[-1]
-        samples.append(float(result.stdout.split()[-1]) * 1000)
-    return samples
-
-
 def bench_import(runs: int = 5) -> None:
-    try:
-        has_handler = importlib.util.find_spec(HANDLER_MODULE) is not None
-    except ModuleNotFoundError:
-        has_handler = False
-    modules = [HANDLER_MODULE, FALLBACK_MODULE] if has_handler else [FALLBACK_MODULE]
-    note = "" if has_handler else f" ({HANDLER_MODULE} does not exist yet)"
-    print(f"import time in a fresh interpreter, median of {runs}{note}")
-    for module in modules:
-        samples = _import_ms(module, runs)
-        if isinstance(samples, str):
-            report(f"import {module}", samples)
-            continue
-        report(
-            f"import {module}",
-            f"{statistics.median(samples):7.1f} ms  (max {max(samples):.1f})",
-            "<= 1000 ms" if module == modules[0] else "",
-        )
+    samples = import_ms(HANDLER_MODULE, runs)
+    print(f"import time in a fresh interpreter, median of {runs}")
+    if isinstance(samples, str):
+        report(f"import {HANDLER_MODULE}", samples)
+        return
+    report(
+        f"import {HANDLER_MODULE}",
+        f"{statistics.median(samples):7.1f} ms  (max {max(samples):.1f})",
+        "<= 1000 ms",
+    )
 
 
 def main() -> None:

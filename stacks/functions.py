@@ -14,10 +14,38 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
+from imagesearch import resources as r
+from stacks.config import AppConfig
+
 RUNTIME = lambda_.Runtime.PYTHON_3_13
 ARCHITECTURE = lambda_.Architecture.ARM_64
 LOG_RETENTION = logs.RetentionDays.ONE_MONTH
 LOG_LEVEL = "INFO"
+
+
+def runtime_environment(
+    config: AppConfig,
+    *,
+    bucket_name: str,
+    table_name: str,
+    service_name: str,
+    bedrock_timeouts: tuple[str, str, str],
+) -> dict[str, str]:
+    """Environment both functions share (names from imagesearch.resources)."""
+    connect, read, attempts = bedrock_timeouts
+    return {
+        r.ENV_BUCKET: bucket_name,
+        r.ENV_TABLE: table_name,
+        r.ENV_UPLOAD_PREFIX: config.upload_prefix,
+        r.ENV_MODEL_ID: config.model_id,
+        r.ENV_EMBEDDING_DIMENSION: str(config.embedding_dimension),
+        r.ENV_BEDROCK_CONNECT_TIMEOUT: connect,
+        r.ENV_BEDROCK_READ_TIMEOUT: read,
+        r.ENV_BEDROCK_MAX_ATTEMPTS: attempts,
+        "POWERTOOLS_SERVICE_NAME": service_name,
+        "POWERTOOLS_METRICS_NAMESPACE": r.METRICS_NAMESPACE,
+        "LOG_LEVEL": LOG_LEVEL,
+    }
 
 
 class LoggedFunction(Construct):

@@ -13,7 +13,7 @@ from constructs import Construct
 
 from imagesearch import resources as r
 from stacks.config import AppConfig
-from stacks.functions import LOG_LEVEL, LoggedFunction
+from stacks.functions import LoggedFunction, runtime_environment
 
 SERVICE_NAME = "imagesearch-ingest"
 MEMORY_MB = 1024
@@ -83,18 +83,18 @@ class Ingest(Construct):
             memory_mb=MEMORY_MB,
             timeout=TIMEOUT,
             environment={
-                r.ENV_BUCKET: bucket.bucket_name,
-                r.ENV_TABLE: table.table_name,
-                r.ENV_UPLOAD_PREFIX: config.upload_prefix,
-                r.ENV_MODEL_ID: config.model_id,
-                r.ENV_EMBEDDING_DIMENSION: str(config.embedding_dimension),
+                **runtime_environment(
+                    config,
+                    bucket_name=bucket.bucket_name,
+                    table_name=table.table_name,
+                    service_name=SERVICE_NAME,
+                    bedrock_timeouts=(
+                        BEDROCK_CONNECT_TIMEOUT_S,
+                        BEDROCK_READ_TIMEOUT_S,
+                        BEDROCK_MAX_ATTEMPTS,
+                    ),
+                ),
                 r.ENV_CAPTION_MODE: config.caption_mode,
-                r.ENV_BEDROCK_CONNECT_TIMEOUT: BEDROCK_CONNECT_TIMEOUT_S,
-                r.ENV_BEDROCK_READ_TIMEOUT: BEDROCK_READ_TIMEOUT_S,
-                r.ENV_BEDROCK_MAX_ATTEMPTS: BEDROCK_MAX_ATTEMPTS,
-                "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,
-                "POWERTOOLS_METRICS_NAMESPACE": r.METRICS_NAMESPACE,
-                "LOG_LEVEL": LOG_LEVEL,
             },
         )
         self.function = self.handler.function

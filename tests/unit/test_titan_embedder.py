@@ -395,8 +395,9 @@ def test_factory_loads_clip_lazily(monkeypatch: pytest.MonkeyPatch) -> None:
     import types
 
     class FakeClip:
-        def __init__(self, model_name_or_path: str) -> None:
-            self.model_id = model_name_or_path
+        def __init__(self, model_name_or_path: str, *, model_id: str | None = None) -> None:
+            self.path = model_name_or_path
+            self.model_id = model_id or model_name_or_path
             self.dimension = 512
 
         def embed(self, *, text: str | None = None, image: bytes | None = None) -> Any:
@@ -409,6 +410,9 @@ def test_factory_loads_clip_lazily(monkeypatch: pytest.MonkeyPatch) -> None:
     embedder = build_embedder(CLIP_MODEL_ID, 512)
     assert isinstance(embedder, FakeClip)
     assert embedder.model_id == CLIP_MODEL_ID
+    # A local copy of the weights keeps the model id of the hub model
+    local_copy = build_embedder(CLIP_MODEL_ID, 512, clip_model="/models/clip-ViT-B-32")
+    assert (local_copy.path, local_copy.model_id) == ("/models/clip-ViT-B-32", CLIP_MODEL_ID)
     with pytest.raises(ValueError, match="512-dimensional"):
         build_embedder(CLIP_MODEL_ID, 1024)
 

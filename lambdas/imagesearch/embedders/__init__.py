@@ -7,8 +7,16 @@ from typing import Any
 from imagesearch.embedders.base import Embedder, Vector, unit_vector
 from imagesearch.embedders.titan import TitanMultimodalEmbedder, is_titan_model
 from imagesearch.resources import CLIP_MODEL_ID, SUPPORTED_MODELS
+from imagesearch.settings import CommonSettings
 
-__all__ = ["Embedder", "TitanMultimodalEmbedder", "Vector", "build_embedder", "unit_vector"]
+__all__ = [
+    "Embedder",
+    "TitanMultimodalEmbedder",
+    "Vector",
+    "build_embedder",
+    "build_embedder_for",
+    "unit_vector",
+]
 
 
 def build_embedder(
@@ -53,3 +61,17 @@ def build_embedder(
         )
     known = sorted([*SUPPORTED_MODELS, CLIP_MODEL_ID])
     raise ValueError(f"unknown embedding model {model_id!r}; known models: {known}")
+
+
+def build_embedder_for(settings: CommonSettings, *, client: Any | None = None) -> Embedder:
+    """The embedder a handler's settings describe (model, dimension, timeouts, retries)."""
+    return build_embedder(
+        settings.model_id,
+        settings.dimension,
+        client=client,
+        connect_timeout=settings.bedrock_connect_timeout,
+        read_timeout=settings.bedrock_read_timeout,
+        max_attempts=settings.bedrock_max_attempts,
+        retry_mode=settings.bedrock_retry_mode,
+        clip_model=settings.clip_model,
+    )

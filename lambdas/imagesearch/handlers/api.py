@@ -154,20 +154,10 @@ class _LazyEmbedder:
 
     def embed(self, *, text: str | None = None, image: bytes | None = None) -> Vector:
         if self._embedder is None:
-            from imagesearch.embedders import build_embedder
+            from imagesearch.embedders import build_embedder_for
 
-            s = self._settings
             try:
-                self._embedder = build_embedder(
-                    s.model_id,
-                    s.dimension,
-                    client=self._client,
-                    connect_timeout=s.bedrock_connect_timeout,
-                    read_timeout=s.bedrock_read_timeout,
-                    max_attempts=s.bedrock_max_attempts,
-                    retry_mode=s.bedrock_retry_mode,
-                    clip_model=s.clip_model,
-                )
+                self._embedder = build_embedder_for(self._settings, client=self._client)
             except ValueError as error:  # unknown model or dimension: a deployment bug
                 raise EmbedderConfigurationError(str(error)) from error
         return self._embedder.embed(text=text, image=image)

@@ -20,7 +20,7 @@ from aws_lambda_powertools.utilities.batch import (
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from imagesearch.embedders import build_embedder
+from imagesearch.embedders import build_embedder_for
 from imagesearch.errors import EmbedderConfigurationError, TransientEmbeddingError
 from imagesearch.events import MalformedEvent, ObjectEvent, parse_message_body
 from imagesearch.index.dynamodb import DynamoDBVectorIndex
@@ -47,15 +47,7 @@ def build_service(settings: IngestSettings) -> IngestService:
     return IngestService(
         store=S3ObjectStore(settings.bucket),
         index=DynamoDBVectorIndex(settings.table, settings.dimension, settings.model_id),
-        embedder=build_embedder(
-            settings.model_id,
-            settings.dimension,
-            connect_timeout=settings.bedrock_connect_timeout,
-            read_timeout=settings.bedrock_read_timeout,
-            max_attempts=settings.bedrock_max_attempts,
-            retry_mode=settings.bedrock_retry_mode,
-            clip_model=settings.clip_model,
-        ),
+        embedder=build_embedder_for(settings),
         upload_prefix=settings.upload_prefix,
         caption_mode=settings.caption_mode,
         max_object_bytes=settings.max_upload_bytes,
