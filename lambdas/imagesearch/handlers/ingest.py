@@ -111,12 +111,13 @@ def handle_batch(event: dict[str, Any], context: Any, service: IngestService) ->
     # Partial responses even when every record failed: SQS retries just those,
     # and failures stay visible per message instead of as one invocation error.
     processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
-    return process_partial_response(
+    response = process_partial_response(
         event=event,
         record_handler=lambda record: process_record(record, service),
         processor=processor,
         context=context,
     )
+    return dict(response)
 
 
 @logger.inject_lambda_context
