@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -49,3 +50,22 @@ def import_ms(module: str, runs: int) -> list[float] | str:
             return "FAILED: " + result.stderr.strip().splitlines()[-1]
         samples.append(float(result.stdout.split()[-1]) * 1000)
     return samples
+
+
+def report(label: str, value: str, target: str = "", *, width: int = 52) -> None:
+    suffix = f"   (target {target})" if target else ""
+    print(f"  {label:<{width}} {value}{suffix}", flush=True)
+
+
+def bench_import(module: str, runs: int = 5) -> None:
+    """Print the median import time of a handler module (target <= 1 s)."""
+    samples = import_ms(module, runs)
+    print(f"import time in a fresh interpreter, median of {runs}")
+    if isinstance(samples, str):
+        report(f"import {module}", samples)
+        return
+    report(
+        f"import {module}",
+        f"{statistics.median(samples):7.1f} ms  (max {max(samples):.1f})",
+        "<= 1000 ms",
+    )

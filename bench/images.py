@@ -20,7 +20,7 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
-from bench import import_ms
+from bench import bench_import, report
 from imagesearch import images
 from tests import imagefactory
 
@@ -73,11 +73,6 @@ def naive_prepare(data: bytes) -> bytes:
     buffer = io.BytesIO()
     resized.save(buffer, format="JPEG", quality=images.MODEL_JPEG_QUALITY)
     return buffer.getvalue()
-
-
-def report(label: str, value: str, target: str = "") -> None:
-    suffix = f"   (target {target})" if target else ""
-    print(f"  {label:<52} {value}{suffix}", flush=True)
 
 
 def bench_24mp(runs: int = 11) -> None:
@@ -166,19 +161,6 @@ def bench_rss() -> None:
             )
 
 
-def bench_import(runs: int = 5) -> None:
-    samples = import_ms(HANDLER_MODULE, runs)
-    print(f"import time in a fresh interpreter, median of {runs}")
-    if isinstance(samples, str):
-        report(f"import {HANDLER_MODULE}", samples)
-        return
-    report(
-        f"import {HANDLER_MODULE}",
-        f"{statistics.median(samples):7.1f} ms  (max {max(samples):.1f})",
-        "<= 1000 ms",
-    )
-
-
 def main() -> None:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(
@@ -188,7 +170,7 @@ def main() -> None:
     bench_24mp()
     bench_pass_through()
     bench_rss()
-    bench_import()
+    bench_import(HANDLER_MODULE)
 
 
 if __name__ == "__main__":

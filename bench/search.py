@@ -13,10 +13,12 @@ import math
 import statistics
 import time
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 
-from bench import import_ms
+from bench import bench_import
+from bench import report as _report
 from imagesearch.index.dynamodb import build_matrix_from_items
 from imagesearch.index.matrix import MatrixIndex
 from imagesearch.ports import QueryFilters
@@ -31,9 +33,7 @@ WIDE_FILTER = QueryFilters(content_types=("image/jpeg",))
 NAIVE_SAMPLE = 2_000
 
 
-def report(label: str, value: str, target: str = "") -> None:
-    suffix = f"   (target {target})" if target else ""
-    print(f"  {label:<50} {value}{suffix}", flush=True)
+report = partial(_report, width=50)
 
 
 def dataset(count: int, dimension: int, seed: int = 0) -> tuple[list[str], list[str], list[str]]:
@@ -189,23 +189,10 @@ def bench_cold_build(count: int = 100_000, dimension: int = 1024, runs: int = 3)
     gc.collect()
 
 
-def bench_import(runs: int = 5) -> None:
-    samples = import_ms(HANDLER_MODULE, runs)
-    print(f"import time in a fresh interpreter, median of {runs}")
-    if isinstance(samples, str):
-        report(f"import {HANDLER_MODULE}", samples)
-        return
-    report(
-        f"import {HANDLER_MODULE}",
-        f"{statistics.median(samples):7.1f} ms  (max {max(samples):.1f})",
-        "<= 1000 ms",
-    )
-
-
 def main() -> None:
     bench_query()
     bench_cold_build()
-    bench_import()
+    bench_import(HANDLER_MODULE)
 
 
 if __name__ == "__main__":
