@@ -9,7 +9,7 @@ Pure pydantic: no AWS, numpy or Pillow imports here.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -35,16 +35,6 @@ DEFAULT_TOP_K = 10
 
 # The image types the ingest path accepts (SPEC section 5): JPEG and PNG go to the
 # model as they are, the others are converted.
-UPLOAD_CONTENT_TYPES = (
-    "image/jpeg",
-    "image/png",
-    "image/webp",
-    "image/gif",
-    "image/bmp",
-    "image/tiff",
-    "image/heic",
-    "image/heif",
-)
 UploadContentType = Literal[
     "image/jpeg",
     "image/png",
@@ -55,6 +45,7 @@ UploadContentType = Literal[
     "image/heic",
     "image/heif",
 ]
+UPLOAD_CONTENT_TYPES: tuple[str, ...] = get_args(UploadContentType)
 ListStatus = Literal["indexed", "rejected"]
 
 ImageId = Annotated[
