@@ -31,18 +31,6 @@ THROTTLING_RATE_LIMIT = 50  # requests per second, steady state, for the whole s
 THROTTLING_BURST_LIMIT = 100
 API_GATEWAY_PAYLOAD_LIMIT = "10 MB"  # hard API Gateway quota for request payloads
 
-# Routes of SPEC section 6: (path, method, IAM-authorised). No greedy proxy, so an
-# unknown route never reaches the function (API Gateway answers 403 itself).
-ROUTES: tuple[tuple[str, str, bool], ...] = (
-    ("/search", "POST", True),
-    ("/images", "GET", True),
-    ("/images/{image_id}", "GET", True),
-    ("/images/{image_id}", "DELETE", True),
-    ("/uploads", "POST", True),
-    ("/health", "GET", False),
-    ("/openapi.json", "GET", True),
-)
-
 _ERROR_MESSAGE = '{"message": $context.error.messageString}'
 # (id, response type, status code, body template, extra headers)
 GATEWAY_RESPONSES: tuple[tuple[str, apigw.ResponseType, str | None, str, dict[str, str]], ...] = (
@@ -186,7 +174,9 @@ class SearchApi(Construct):
 
         integration = apigw.LambdaIntegration(self.function, proxy=True, allow_test_invoke=False)
         self.methods: dict[tuple[str, str], apigw.Method] = {}
-        for path, http_method, iam_auth in ROUTES:
+        # No greedy proxy: an unknown route never reaches the function (API Gateway
+        # answers 403 itself).
+        for path, http_method, iam_auth in r.API_ROUTES:
             resource = self.api.root.resource_for_path(path)
             self.methods[(path, http_method)] = resource.add_method(
                 http_method,

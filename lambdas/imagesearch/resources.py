@@ -174,6 +174,19 @@ OUTPUT_DLQ_URL: Final = "DeadLetterQueueUrl"
 OUTPUT_MODEL_ID: Final = "ModelId"
 OUTPUT_DIMENSION: Final = "EmbeddingDimension"
 
+# --- Search API routes (SPEC section 6): (resource path, method, IAM-authorised) ----
+# The stack creates exactly these methods; local mode maps requests onto them.
+
+API_ROUTES: Final[tuple[tuple[str, str, bool], ...]] = (
+    ("/search", "POST", True),
+    ("/images", "GET", True),
+    ("/images/{image_id}", "GET", True),
+    ("/images/{image_id}", "DELETE", True),
+    ("/uploads", "POST", True),
+    ("/health", "GET", False),
+    ("/openapi.json", "GET", True),
+)
+
 # --- Lambda entry points (one asset, two handlers) -----------------------------
 
 INGEST_HANDLER: Final = "imagesearch.handlers.ingest.handler"

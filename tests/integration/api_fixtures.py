@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from moto import mock_aws
 from imagesearch import resources as r
 from imagesearch.embedders.base import Vector, unit_vector
 from imagesearch.index.dynamodb import DynamoDBVectorIndex
+from imagesearch.local.gateway import match_resource
 from imagesearch.records import ImageRecord, image_id_for_key
 from tests.fakes.bedrock import FakeBedrock
 from tests.support.aws import REGION, AwsResources, create_resources
@@ -35,16 +35,6 @@ API_ID = "a1b2c3d4e5"
 DOMAIN = f"{API_ID}.execute-api.us-east-1.amazonaws.com"
 MODEL_ID = r.CONTEXT_DEFAULTS["modelId"]
 DIMENSION = int(r.CONTEXT_DEFAULTS["embeddingDimension"])
-
-# API Gateway resources of the stack, in the order API Gateway matches them.
-_RESOURCES = (
-    ("/search", "/search", ()),
-    ("/images", "/images", ()),
-    ("/uploads", "/uploads", ()),
-    ("/health", "/health", ()),
-    ("/openapi.json", "/openapi.json", ()),
-    ("/images/{image_id}", r"/images/([^/]+)", ("image_id",)),
-)
 
 
 def rest_event(
@@ -58,13 +48,7 @@ def rest_event(
     base64_encoded: bool = False,
 ) -> dict[str, Any]:
     """An API Gateway REST (v1) Lambda proxy event, IAM-authenticated."""
-    resource, path_parameters = "/{proxy+}", {"proxy": path.lstrip("/")}
-    for name, pattern, params in _RESOURCES:
-        match = re.fullmatch(pattern, path)
-        if match:
-            resource = name
-            path_parameters = dict(zip(params, match.groups(), strict=True)) or None
-            break
+    resource, path_parameters = match_resource(path)
     # ``body`` is serialised (and base64-encoded when flagged); ``raw_body`` goes as given.
     text = raw_body
     if body is not None:

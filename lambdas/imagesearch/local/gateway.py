@@ -27,6 +27,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from imagesearch import resources as r
 from imagesearch.local.lambda_runtime import FakeLambdaContext
 
 logger = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ API_FUNCTION_NAME = "imagesearch-local-api"
 STAGE = "local"
 # The API's resources (SPEC section 6); anything else reaches the handler as a
 # greedy proxy resource so the handler's own router answers (404).
-RESOURCES = ("/search", "/images", "/images/{image_id}", "/uploads", "/health", "/openapi.json")
+RESOURCES = tuple(dict.fromkeys(path for path, _, _ in r.API_ROUTES))
 PROXY_RESOURCE = "/{proxy+}"
 WEB_ROOT = Path(__file__).resolve().parent / "web"
 _STATIC_TYPES = {
