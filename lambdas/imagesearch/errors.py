@@ -1,23 +1,131 @@
-"""Domain exceptions. Adapters translate SDK errors into these once; the ingest
-handler and the API map them to outcomes (retry, reject, HTTP status) in one place."""
+"""Domain exceptions, one taxonomy: every error the product raises on purpose
+subclasses ``ImageSearchError`` and carries its HTTP status (and ``Retry-After``
+where a retry helps). Adapters translate SDK errors into these once; the ingest
+handler maps them to outcomes (retry, reject) and the search API maps all of them
+to ``{"message": ...}`` in one exception handler (``handlers/api.py``)."""
 
 from __future__ import annotations
 
+import logging
+
+from imagesearch.resources import METRIC_CONFIGURATION_ERRORS
+
+# Seconds a client should wait before retrying a 429 or 503.
+RETRY_AFTER_SECONDS = 2
+
 
 class ImageSearchError(Exception):
-    """Base class of every domain error."""
+    """Base class of every domain error.
+
+    ``status`` is the HTTP answer, ``public_message`` what the caller is told (the
+    default: the exception's text), ``headers`` any extra response headers.
+    ``log_level``, ``log_message`` and ``metric`` say whether and how the API
+    records it (``log_level`` None: a caller's mistake, not worth a log line)."""
+
+    status: int = 500
+    retry_after: int | None = None
+    log_level: int | None = None
+    log_message: str = "request failed"
+    metric: str | None = None
+
+    @property
+    def public_message(self) -> str:
+        return str(self) or "internal error"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)} if self.retry_after else {}
+
+
+# --- the caller's request ----------------------------------------------------------
+
+
+class BadRequest(ImageSearchError):
+    """The request cannot be read: not JSON, not an object, undecodable (HTTP 400)."""
+
+    status = 400
+
+
+class MalformedBody(BadRequest):
+    """The body is not a JSON object (HTTP 400)."""
+
+
+class UnsupportedMediaType(BadRequest):
+    """A JSON route got a body of another media type (form, multipart, text)."""
+
+    def __init__(self) -> None:
+        super().__init__("request body must be JSON: send it with Content-Type: application/json")
+
+
+class InvalidRequest(ImageSearchError):
+    """Well-formed, but cannot be answered as asked (HTTP 422)."""
+
+    status = 422
+
+
+class InvalidCursor(InvalidRequest):
+    """A list cursor that this API did not hand out (HTTP 400)."""
+
+    status = 400
+
+
+class PayloadTooLarge(ImageSearchError):
+    """The request body or a declared upload is over its limit (HTTP 413)."""
+
+    status = 413
+
+
+class UploadTooLarge(PayloadTooLarge):
+    """The declared upload size is over the deployment's limit (HTTP 413)."""
+
+
+class NotFound(ImageSearchError):
+    """No such image (HTTP 404)."""
+
+    status = 404
+
+    @property
+    def public_message(self) -> str:
+        return str(self) or "not found"
+
+
+class RouteNotFound(NotFound):
+    """No route matches the path (HTTP 404)."""
+
+
+class MethodNotAllowed(ImageSearchError):
+    """The path exists, the method does not (HTTP 405 with ``Allow``)."""
+
+    status = 405
+
+    def __init__(self, message: str, allowed: list[str]) -> None:
+        super().__init__(message)
+        self.allowed = allowed
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Allow": ", ".join(self.allowed)}
 
 
 class ImageRejected(ImageSearchError):
     """The object is not an image we can index (corrupt, unsupported, too large...).
 
     Permanent: the ingest path records status ``rejected`` with ``reason``; the API
-    answers 400/422.
+    answers 400.
     """
+
+    status = 400
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+    @property
+    def public_message(self) -> str:
+        return f"image rejected: {self.reason}"
+
+
+# --- the embedding model ------------------------------------------------------------
 
 
 class EmbeddingError(ImageSearchError):
@@ -27,19 +135,80 @@ class EmbeddingError(ImageSearchError):
 class TransientEmbeddingError(EmbeddingError):
     """Throttling, timeouts, 5xx: retry later (ingest: message retried; API: 429/503)."""
 
+    retry_after = RETRY_AFTER_SECONDS
+    log_level = logging.WARNING
+
     def __init__(self, message: str, *, throttled: bool = False) -> None:
         super().__init__(message)
         self.throttled = throttled
+        self.status = 429 if throttled else 503
+        self.metric = "ThrottledSearches" if throttled else None
+        self.log_message = (
+            "embedding model throttled" if throttled else "embedding model unavailable"
+        )
+
+    @property
+    def public_message(self) -> str:
+        if self.throttled:
+            return "the embedding model is throttling requests; retry shortly"
+        return "the embedding model is temporarily unavailable; retry shortly"
 
 
 class InvalidEmbeddingInput(EmbeddingError):
     """The model refused this input (ValidationException): permanent, never retried."""
 
+    status = 400
+
+    @property
+    def public_message(self) -> str:
+        return f"the model refused the input: {self}"
+
 
 class EmbedderConfigurationError(EmbeddingError):
     """Access denied, unknown model, wrong region: an operator must act. Logged loudly,
-    retried through the queue, then DLQ + alarm."""
+    retried through the queue, then DLQ + alarm. The caller is told no more than
+    "model unavailable"."""
+
+    status = 503
+    log_level = logging.ERROR
+    log_message = "embedding model configuration error"
+    metric = METRIC_CONFIGURATION_ERRORS
+
+    @property
+    def public_message(self) -> str:
+        return "model unavailable"
 
 
-class NotFound(ImageSearchError):
-    """No such image."""
+# --- the index ----------------------------------------------------------------------
+
+
+class IndexUnavailable(ImageSearchError):
+    """The search index cannot answer now (refresh failing beyond the allowed
+    staleness): retry later (HTTP 503 with Retry-After)."""
+
+    status = 503
+    retry_after = RETRY_AFTER_SECONDS
+    log_level = logging.ERROR
+    log_message = "search index unavailable"
+
+    @property
+    def public_message(self) -> str:
+        return "the search index is temporarily unavailable; retry shortly"
+
+
+class HttpStatusError(ImageSearchError):
+    """An error the web framework raised with its own status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class InternalError(ImageSearchError):
+    """Our bug: logged with its traceback, answered as a bare 500."""
+
+    log_level = logging.ERROR
+
+    @property
+    def public_message(self) -> str:
+        return "internal error"

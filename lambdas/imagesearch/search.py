@@ -3,7 +3,7 @@
 Turns validated requests (``imagesearch.api_models``) into query vectors, runs them
 against the ``VectorIndex``, hydrates the hits with their records and presigned
 URLs, and manages images and uploads. HTTP lives in ``handlers/api.py``; this
-module raises domain errors (``imagesearch.errors`` and the ones below) instead.
+module raises domain errors (``imagesearch.errors``) instead.
 """
 
 from __future__ import annotations
@@ -31,25 +31,19 @@ from imagesearch.api_models import (
     UploadResponse,
 )
 from imagesearch.embedders.base import Embedder, Vector, unit_vector
-from imagesearch.errors import ImageRejected, ImageSearchError, NotFound
+from imagesearch.errors import (
+    ImageRejected,
+    InvalidCursor,
+    InvalidRequest,
+    NotFound,
+    UploadTooLarge,
+)
 from imagesearch.ports import ObjectStore, QueryFilters, ScoredId, VectorIndex
 from imagesearch.records import ImageRecord, is_valid_image_id
 from imagesearch.resources import STATUS_DELETED, STATUS_INDEXED, thumbnail_key
 
-
-class InvalidRequest(ImageSearchError):
-    """Well-formed, but cannot be answered as asked (HTTP 422)."""
-
-
-class InvalidCursor(InvalidRequest):
-    """A list cursor that this API did not hand out (HTTP 400)."""
-
-
-class UploadTooLarge(ImageSearchError):
-    """The declared upload size is over the deployment's limit (HTTP 413)."""
-
-
-# A sum of weighted unit vectors shorter than this has no usable direction.
+# A sum of weighted unit vectors (the largest weight scaled to 1) shorter than this
+# has no usable direction.
 _MIN_COMBINED_NORM = 1e-6
 _MAX_PARALLEL_EMBEDS = 4
 _DATA_URL = re.compile(r"^data:[^,]{0,100};base64,", re.IGNORECASE)
@@ -152,12 +146,17 @@ class SearchService:
             # Parts are independent model calls: run them side by side, not one by one.
             with ThreadPoolExecutor(max_workers=min(len(parts), _MAX_PARALLEL_EMBEDS)) as pool:
                 vectors = list(pool.map(self._part_vector, parts))
+        # Only the weights' ratios matter: dividing by the largest keeps every term
+        # within [-1, 1] in float64, so no finite weight (1e37, 1e308) can overflow.
+        weights = np.array([part.weight for part in parts], dtype=np.float64)
+        weights /= float(np.max(np.abs(weights)))
         combined = np.zeros(self.dimension, dtype=np.float64)
-        for part, vector in zip(parts, vectors, strict=True):
-            combined += part.weight * vector.astype(np.float64)
-        if float(np.linalg.norm(combined)) < _MIN_COMBINED_NORM:
+        for weight, vector in zip(weights, vectors, strict=True):
+            combined += weight * vector.astype(np.float64)
+        norm = float(np.linalg.norm(combined))
+        if not np.isfinite(norm) or norm < _MIN_COMBINED_NORM:
             raise InvalidRequest("the weights cancel out: the combined query vector is zero")
-        return unit_vector(combined)
+        return unit_vector(combined / norm)
 
     def _part_vector(self, part: QueryPart) -> Vector:
         return self._embed(part.text, part.image, part.image_id)

@@ -19,17 +19,17 @@ from imagesearch.api_models import (
     error_summary,
 )
 from imagesearch.embedders.base import Vector, unit_vector
-from imagesearch.errors import ImageRejected, NotFound
+from imagesearch.errors import (
+    ImageRejected,
+    InvalidCursor,
+    InvalidRequest,
+    NotFound,
+    UploadTooLarge,
+)
 from imagesearch.index.matrix import MatrixIndex
 from imagesearch.ports import Page, QueryFilters, ScoredId
 from imagesearch.records import ImageRecord, image_id_for_key
-from imagesearch.search import (
-    InvalidCursor,
-    InvalidRequest,
-    SearchService,
-    UploadTooLarge,
-    decode_base64_image,
-)
+from imagesearch.search import SearchService, decode_base64_image
 from tests import imagefactory
 
 DIM = 8

@@ -14,6 +14,7 @@ from __future__ import annotations
 import binascii
 import functools
 import json
+import logging
 import os
 import re
 import threading
@@ -55,41 +56,34 @@ from imagesearch.api_models import (
 )
 from imagesearch.embedders.base import Embedder, Vector
 from imagesearch.errors import (
+    BadRequest,
     EmbedderConfigurationError,
-    ImageRejected,
-    InvalidEmbeddingInput,
-    NotFound,
-    TransientEmbeddingError,
+    HttpStatusError,
+    ImageSearchError,
+    InternalError,
+    InvalidRequest,
+    MalformedBody,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    RouteNotFound,
+    UnsupportedMediaType,
 )
 from imagesearch.objectstore import S3ObjectStore
-from imagesearch.search import InvalidCursor, InvalidRequest, SearchService, UploadTooLarge
+from imagesearch.search import SearchService
 from imagesearch.settings import SearchSettings, load_settings
 
 # Lambda refuses synchronous payloads over 6 MB (the event envelope included), and
 # base64 in JSON grows an image by a third: anything near the limit is refused
 # here with advice, before it becomes an opaque gateway error.
 MAX_BODY_BYTES = 5 * 1024 * 1024
-RETRY_AFTER_SECONDS = 2
 MAX_CURSOR_CHARS = 4096
+# No field takes an integer of more than a few digits; Python refuses to convert
+# more than 4,300 (CVE-2020-10735) with a ValueError that is not a JSON error.
+MAX_INT_DIGITS = 100
 
 logger = Logger()
 tracer = Tracer()
 metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or r.METRICS_NAMESPACE)
-
-
-class MalformedBody(Exception):
-    """The body is not a JSON object (HTTP 400)."""
-
-
-class PayloadTooLarge(Exception):
-    """The body is over MAX_BODY_BYTES (HTTP 413)."""
-
-    def __init__(self, size: int) -> None:
-        super().__init__(
-            f"request body is {size} bytes; the limit is {MAX_BODY_BYTES} bytes because Lambda's"
-            " synchronous invocation payload limit is 6 MB. Upload the image instead"
-            " (POST /uploads, then PUT it to the returned URL) and search by its image_id."
-        )
 
 
 _JSON_TYPES = {
@@ -106,9 +100,13 @@ def parse_json_body(text: str) -> dict[str, Any]:
     """Body deserializer: size check first, then JSON that must be an object."""
     size = len(text) if text.isascii() else len(text.encode("utf-8"))
     if size > MAX_BODY_BYTES:
-        raise PayloadTooLarge(size)
+        raise PayloadTooLarge(
+            f"request body is {size} bytes; the limit is {MAX_BODY_BYTES} bytes because Lambda's"
+            " synchronous invocation payload limit is 6 MB. Upload the image instead"
+            " (POST /uploads, then PUT it to the returned URL) and search by its image_id."
+        )
     try:
-        value = json.loads(text, parse_constant=_reject_constant)
+        value = json.loads(text, parse_constant=_reject_constant, parse_int=_bounded_int)
     except json.JSONDecodeError as error:
         raise MalformedBody(
             f"malformed JSON: {error.msg} (line {error.lineno}, column {error.colno})"
@@ -125,7 +123,58 @@ def _reject_constant(name: str) -> Any:
     raise MalformedBody(f"malformed JSON: {name} is not valid JSON")
 
 
-app = APIGatewayRestResolver(
+def _bounded_int(digits: str) -> int:
+    if len(digits.lstrip("-")) > MAX_INT_DIGITS:
+        raise MalformedBody(
+            f"request body has an integer of {len(digits.lstrip('-'))} digits;"
+            f" at most {MAX_INT_DIGITS} are accepted"
+        )
+    return int(digits)
+
+
+_JSON_MEDIA_TYPE = "application/json"
+# Any value Powertools does not parse itself: it answers RequestUnsupportedContentType.
+_REFUSED_MEDIA_TYPE = "application/x-refused-not-json"
+
+
+def json_media_type_only(event: dict[str, Any]) -> dict[str, Any]:
+    """``event`` with its Content-Type made JSON-or-refused for the body parser.
+
+    Media types are case-insensitive (RFC 9110), so ``APPLICATION/JSON; charset=UTF-8``
+    is JSON. Everything else is refused on a route with a body, forms and multipart
+    included: Powertools would parse those (a cross-site form needs no CORS preflight)
+    and fail with a 500 on a multipart type without a boundary.
+    """
+    changed: dict[str, Any] = {}
+    for field_name in ("headers", "multiValueHeaders"):
+        headers = event.get(field_name)
+        if not headers:
+            continue
+        for name, value in headers.items():
+            if name.lower() != "content-type":
+                continue
+            values = value if isinstance(value, list) else [value]
+            media_types = {str(v).split(";", 1)[0].strip().lower() for v in values} - {""}
+            if not media_types:
+                continue  # no media type: read as JSON (a form always names its type)
+            canonical = (
+                _JSON_MEDIA_TYPE if media_types == {_JSON_MEDIA_TYPE} else _REFUSED_MEDIA_TYPE
+            )
+            rewritten = [canonical] if isinstance(value, list) else canonical
+            changed.setdefault(field_name, dict(headers))[name] = rewritten
+    return {**event, **changed} if changed else event
+
+
+class JsonApiResolver(APIGatewayRestResolver):
+    """Powertools' REST resolver, with Content-Type checked the way JSON routes need."""
+
+    def resolve(self, event: Any, context: Any) -> dict[str, Any]:
+        if isinstance(event, dict):
+            event = json_media_type_only(event)
+        return super().resolve(event, context)
+
+
+app = JsonApiResolver(
     enable_validation=True,
     json_body_deserializer=parse_json_body,
     # A response that fails its own model is our bug, not the caller's: 500.
@@ -237,7 +286,7 @@ _ERROR_TEXT = {
     413: "Request body or declared upload too large",
     422: "Request does not match the schema",
     429: "The embedding model is throttling: retry after Retry-After seconds",
-    503: "The embedding model is unavailable",
+    503: "The embedding model or the search index is unavailable: retry after Retry-After",
     500: "Internal error",
 }
 
@@ -251,7 +300,7 @@ def _responses(status: int, model: type, description: str, *errors: int) -> dict
             "description": _ERROR_TEXT[code],
             "content": {"application/json": {"model": ErrorResponse}},
         }
-        if code == 429:
+        if code in (429, 503):
             entry["headers"] = {
                 "Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}
             }
@@ -362,7 +411,7 @@ def create_upload(request: Annotated[UploadRequest, Body()], service: Service) -
     PATH_HEALTH,
     summary="Liveness and the number of indexed images (no auth)",
     tags=["health"],
-    responses=_responses(200, HealthResponse, "Healthy"),
+    responses=_responses(200, HealthResponse, "Healthy", 503),
 )
 def health(service: Service) -> HealthResponse:
     return service.health()
@@ -469,131 +518,69 @@ def _input_kinds(request: SearchRequest) -> list[str]:
 # --- Errors: the one place where exceptions become HTTP -------------------------------
 
 
-def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response[Any]:
-    return Response(
-        status_code=status,
-        content_type="application/json",
-        body={"message": message},
-        headers=headers or {},
-    )
-
-
 def _route_regex(rule: str) -> re.Pattern[str]:
     return re.compile("^" + re.sub(r"<\w+>", "[^/]+", rule) + "/*$")
 
 
-@app.not_found
-def _not_found(_: NotFoundError) -> Response[Any]:
+def _no_route() -> ImageSearchError:
     event = app.current_event
     path, method = event.path, event.http_method.upper()[:16]
     shown = path if len(path) <= 200 else path[:200] + "..."
     allowed = sorted({m for m, rule in _ROUTES if _route_regex(rule).match(path)})
     if allowed:
-        return _error(405, f"method {method} not allowed on {shown}", {"Allow": ", ".join(allowed)})
-    return _error(404, f"no route for {method} {shown}")
+        return MethodNotAllowed(f"method {method} not allowed on {shown}", allowed)
+    return RouteNotFound(f"no route for {method} {shown}")
 
 
-_NOT_JSON = "request body must be JSON: send it with Content-Type: application/json"
-
-
-@app.exception_handler(RequestValidationError)
-def _invalid_request(error: RequestValidationError) -> Response[Any]:
+def _invalid_request(error: RequestValidationError) -> ImageSearchError:
     errors = list(error.errors())
-    on_body = any(tuple(e.get("loc", ()))[:1] == ("body",) for e in errors)
-    if on_body:
-        content_type = (app.current_event.headers or {}).get("content-type", "")
-        if content_type and not content_type.lower().startswith("application/json"):
-            return _error(400, _NOT_JSON)
-        if any(tuple(e.get("loc", ())) == ("body",) and e.get("type") == "missing" for e in errors):
-            return _error(400, "request body must be a JSON object")
-    return _error(422, error_summary(errors))
+    if any(tuple(e.get("loc", ())) == ("body",) and e.get("type") == "missing" for e in errors):
+        return MalformedBody("request body must be a JSON object")
+    return InvalidRequest(error_summary(errors))
 
 
-@app.exception_handler(RequestUnsupportedContentType)
-def _unsupported_content_type(_: RequestUnsupportedContentType) -> Response[Any]:
-    return _error(400, _NOT_JSON)
-
-
-@app.exception_handler(MalformedBody)
-def _malformed(error: MalformedBody) -> Response[Any]:
-    return _error(400, str(error))
-
-
-@app.exception_handler([binascii.Error, UnicodeDecodeError])
-def _undecodable_body(_: Exception) -> Response[Any]:
-    # Raised while Powertools decodes a body flagged isBase64Encoded.
-    return _error(400, "request body is not valid base64-encoded UTF-8 JSON")
-
-
-@app.exception_handler(PayloadTooLarge)
-def _too_large(error: PayloadTooLarge) -> Response[Any]:
-    return _error(413, str(error))
-
-
-@app.exception_handler(UploadTooLarge)
-def _upload_too_large(error: UploadTooLarge) -> Response[Any]:
-    return _error(413, str(error))
-
-
-@app.exception_handler(NotFound)
-def _unknown_image(error: NotFound) -> Response[Any]:
-    return _error(404, str(error) or "not found")
-
-
-@app.exception_handler(ImageRejected)
-def _bad_image(error: ImageRejected) -> Response[Any]:
-    return _error(400, f"image rejected: {error.reason}")
-
-
-@app.exception_handler(InvalidEmbeddingInput)
-def _model_refused(error: InvalidEmbeddingInput) -> Response[Any]:
-    return _error(400, f"the model refused the input: {error}")
-
-
-@app.exception_handler(InvalidCursor)
-def _bad_cursor(error: InvalidCursor) -> Response[Any]:
-    return _error(400, str(error))
-
-
-@app.exception_handler(InvalidRequest)
-def _unanswerable(error: InvalidRequest) -> Response[Any]:
-    return _error(422, str(error))
-
-
-@app.exception_handler(TransientEmbeddingError)
-def _model_busy(error: TransientEmbeddingError) -> Response[Any]:
-    retry = {"Retry-After": str(RETRY_AFTER_SECONDS)}
-    if error.throttled:
-        metrics.add_metric(name="ThrottledSearches", unit=MetricUnit.Count, value=1)
-        logger.warning("embedding model throttled", extra={"error": str(error)})
-        return _error(429, "the embedding model is throttling requests; retry shortly", retry)
-    logger.warning("embedding model unavailable", extra={"error": str(error)})
-    return _error(503, "the embedding model is temporarily unavailable; retry shortly", retry)
-
-
-@app.exception_handler(EmbedderConfigurationError)
-def _model_misconfigured(error: EmbedderConfigurationError) -> Response[Any]:
-    # An operator must act (model access, region, IAM): loud in the logs, vague outside.
-    metrics.add_metric(name=r.METRIC_CONFIGURATION_ERRORS, unit=MetricUnit.Count, value=1)
-    logger.error("embedding model configuration error", extra={"error": str(error)})
-    return _error(503, "model unavailable")
-
-
-@app.exception_handler(ServiceError)
-def _service_error(error: ServiceError) -> Response[Any]:
-    return _error(int(error.status_code), str(error.msg))
-
-
-@app.exception_handler(ResponseValidationError)
-def _bad_response(error: ResponseValidationError) -> Response[Any]:
-    logger.error("response failed its model", extra={"errors": error_summary(error.errors())})
-    return _error(500, "internal error")
+def as_domain_error(error: Exception) -> ImageSearchError:
+    """Any exception as the domain error it stands for: ours as they are, Powertools'
+    own (no route, validation, content type) and body decoding translated, anything
+    else an InternalError."""
+    if isinstance(error, ImageSearchError):
+        return error
+    if isinstance(error, NotFoundError):
+        return _no_route()
+    if isinstance(error, RequestValidationError):
+        return _invalid_request(error)
+    if isinstance(error, RequestUnsupportedContentType):
+        return UnsupportedMediaType()
+    if isinstance(error, (binascii.Error, UnicodeDecodeError)):
+        # Raised while Powertools decodes a body flagged isBase64Encoded.
+        return BadRequest("request body is not valid base64-encoded UTF-8 JSON")
+    if isinstance(error, ServiceError):
+        return HttpStatusError(int(error.status_code), str(error.msg))
+    if isinstance(error, ResponseValidationError):
+        logger.error("response failed its model", extra={"errors": error_summary(error.errors())})
+        return InternalError()
+    logger.exception("unhandled error")
+    return InternalError()
 
 
 @app.exception_handler(Exception)
-def _unexpected(error: Exception) -> Response[Any]:
-    logger.exception("unhandled error")
-    return _error(500, "internal error")
+def _error_response(exception: Exception) -> Response[Any]:
+    """The one exception handler: every error becomes ``{"message": ...}`` with the
+    status (and headers) its domain error carries."""
+    error = as_domain_error(exception)
+    if error.metric:
+        metrics.add_metric(name=error.metric, unit=MetricUnit.Count, value=1)
+    if error.log_level is not None and not isinstance(error, InternalError):
+        # An operator may have to act (model access, region, IAM, a failing index):
+        # the details go to the log, the caller gets the public message only.
+        log = logger.error if error.log_level >= logging.ERROR else logger.warning
+        log(error.log_message, extra={"error": str(error), "status": error.status})
+    return Response(
+        status_code=error.status,
+        content_type="application/json",
+        body={"message": error.public_message},
+        headers=error.headers,
+    )
 
 
 # --- Entry point ------------------------------------------------------------------------

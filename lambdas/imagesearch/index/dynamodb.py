@@ -31,6 +31,7 @@ import numpy as np
 from botocore.exceptions import BotoCoreError, ClientError
 
 from imagesearch.embedders.base import Vector
+from imagesearch.errors import IndexUnavailable
 from imagesearch.index.matrix import MatrixIndex
 from imagesearch.ports import Page, QueryFilters, ScoredId
 from imagesearch.records import VECTOR_DTYPE, ImageRecord, decode_vector, encode_vector
@@ -68,7 +69,7 @@ _CURSOR_VERSION = 1
 _CONDITION_NEWER_OR_SAME = "attribute_not_exists(#id) OR #seq <= :seq"
 
 
-class StaleIndexError(RuntimeError):
+class StaleIndexError(IndexUnavailable):
     """The in-memory index could not be refreshed for longer than allowed."""
 
 

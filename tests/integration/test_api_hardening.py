@@ -1,0 +1,188 @@
+"""Issue 9, findings 3 to 12: inputs that used to yield a 500 (or too much), each
+reproduced through the real handler on moto and the fake Bedrock. Every answer is a
+4xx/503 with a JSON ``{"message": ...}``."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import pytest
+
+from tests.integration.api_fixtures import (  # noqa: F401  (fixtures)
+    Api,
+    _module_api,
+    shared_api_fixture,
+)
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+# --- Finding 4: JSON routes take JSON only, media types case-insensitive ---------------------
+
+MULTIPART_BODY = '--xyz\r\nContent-Disposition: form-data; name="text"\r\n\r\nred\r\n--xyz--\r\n'
+
+
+@pytest.mark.parametrize("path", ["/search", "/uploads"])
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "multipart/form-data",  # no boundary: Powertools raised "Missing boundary" (500)
+        "multipart/form-data; boundary=xyz",
+        "application/x-www-form-urlencoded",
+        "Application/X-WWW-Form-Urlencoded",
+        "text/plain",
+        "application/jsonx",
+        "application/json-patch+json",
+    ],
+)
+def test_non_json_bodies_are_refused_with_400(
+    shared_api: Api, path: str, content_type: str
+) -> None:
+    # Given a body that is not JSON by its media type (a cross-site form sends these
+    # without a CORS preflight)
+    body = MULTIPART_BODY if content_type.startswith("multipart") else "text=red&filename=a.jpg"
+    # When it is posted to a JSON route
+    response = shared_api.call("POST", path, raw_body=body, headers={"Content-Type": content_type})
+    # Then 400 with advice, never parsed, never a 500
+    assert response.status == 400, response.body
+    assert "Content-Type: application/json" in response.message
+    assert shared_api.bedrock.calls == 0
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["APPLICATION/JSON", "Application/Json; charset=UTF-8", "application/json;charset=utf-8"],
+)
+def test_json_media_type_is_case_insensitive(shared_api: Api, content_type: str) -> None:
+    response = shared_api.call(
+        "POST",
+        "/search",
+        raw_body=json.dumps({"text": "red shoe", "top_k": 1}),
+        headers={"Content-Type": content_type},
+    )
+    assert response.status == 200, response.body
+    assert response.body["count"] == 1
+
+
+def test_a_body_without_content_type_is_read_as_json(shared_api: Api) -> None:
+    # Not a form: browsers always label form bodies, so an unlabelled body is safe to read.
+    event_headers = {"Content-Type": ""}
+    response = shared_api.call(
+        "POST", "/search", raw_body=json.dumps({"text": "red shoe"}), headers=event_headers
+    )
+    assert response.status == 200, response.body
+
+
+def test_get_routes_ignore_the_content_type(shared_api: Api) -> None:
+    response = shared_api.call("GET", "/images", headers={"Content-Type": "multipart/form-data"})
+    assert response.status == 200, response.body
+
+
+# --- Finding 5: huge JSON integers ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("field", ["top_k", "min_score"])
+def test_a_4400_digit_integer_is_400(shared_api: Api, field: str) -> None:
+    # Python refuses to convert integers of more than 4,300 digits (a ValueError that
+    # is not a JSON error): it used to escape as a 500.
+    raw = json.dumps({"text": "red", field: 0}).replace("0}", "9" * 4400 + "}")
+    response = shared_api.call("POST", "/search", raw_body=raw)
+    assert response.status == 400, response.body
+    assert "4400 digits" in response.message
+
+
+def test_a_negative_huge_integer_in_a_query_part_is_400(shared_api: Api) -> None:
+    raw = '{"queries": [{"text": "red", "weight": -%s}]}' % ("1" * 5000)
+    response = shared_api.call("POST", "/search", raw_body=raw)
+    assert response.status == 400, response.body
+    assert "5000 digits" in response.message
+
+
+def test_a_long_float_is_still_a_number(shared_api: Api) -> None:
+    # Floats have no conversion limit: a 5,000-digit weight is just a large weight.
+    raw = '{"queries": [{"text": "red", "weight": %s.5}]}' % ("1" * 300)
+    response = shared_api.call("POST", "/search", raw_body=raw)
+    assert response.status == 200, response.body
+
+
+def test_a_huge_integer_query_parameter_is_422(shared_api: Api) -> None:
+    response = shared_api.get("/images", query={"limit": "9" * 4400})
+    assert response.status == 422, response.body
+    assert "limit" in response.message
+
+
+# --- Finding 7: a stale index is 503 ------------------------------------------------------------
+
+
+def test_a_stale_index_is_503_with_retry_after(
+    shared_api: Api, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from imagesearch.index.dynamodb import DynamoDBVectorIndex, StaleIndexError
+
+    # Given an index whose refreshes have failed for longer than the allowed staleness
+    def stale(*_: Any, **__: Any) -> Any:
+        raise StaleIndexError("search index not refreshed for 75 s: ThrottlingException")
+
+    monkeypatch.setattr(DynamoDBVectorIndex, "query", stale)
+    # When a search arrives
+    response = shared_api.post("/search", {"text": "red shoe"})
+    # Then 503 with Retry-After, as docs/decisions.md promises, and no internals leak
+    assert response.status == 503, response.body
+    assert response.message == "the search index is temporarily unavailable; retry shortly"
+    assert int(response.headers["retry-after"]) > 0
+    # And the operator sees why
+    assert any(
+        rec.levelname == "ERROR" and rec.getMessage() == "search index unavailable"
+        for rec in caplog.records
+    )
+
+
+# --- Finding 3: extreme weights -------------------------------------------------------------
+
+
+def _scores(api: Api, weights: list[float]) -> list[float]:
+    texts = ["red shoe", "blue bag", "green lamp"]
+    parts = [{"text": texts[n], "weight": w} for n, w in enumerate(weights)]
+    response = api.post("/search", {"queries": parts})
+    assert response.status == 200, response.body
+    return [hit["score"] for hit in response.body["results"]]
+
+
+@pytest.mark.parametrize(
+    ("extreme", "plain"),
+    [
+        ([1e37], [1.0]),  # float32 overflow: 500 before
+        ([2.2e36, -2.2e36 / 4], [1.0, -0.25]),
+        ([1e308, 1e308, 1e308], [1.0, 1.0, 1.0]),  # float64 overflow of the sum
+        ([-1.7e308, 1.7e308 / 2], [-2.0, 1.0]),
+        ([1e-300, 2e-300], [1.0, 2.0]),  # too short before, "cancel out" 422
+        ([5e-324], [1.0]),  # the smallest float
+    ],
+)
+def test_extreme_weights_act_as_their_ratios(
+    shared_api: Api, extreme: list[float], plain: list[float]
+) -> None:
+    # Only the ratio of the weights matters: any finite weights give the direction
+    # of the same ratios, with no overflow.
+    assert _scores(shared_api, extreme) == pytest.approx(_scores(shared_api, plain), abs=1e-5)
+
+
+def test_huge_weights_that_cancel_out_are_422(shared_api: Api) -> None:
+    response = shared_api.post(
+        "/search",
+        {"queries": [{"text": "red", "weight": 1e308}, {"text": "red", "weight": -1e308}]},
+    )
+    assert response.status == 422, response.body
+    assert "cancel out" in response.message
+
+
+@pytest.mark.parametrize("literal", ["1e400", "-1e999"])
+def test_a_weight_beyond_float_range_is_422(shared_api: Api, literal: str) -> None:
+    raw = '{"queries": [{"text": "red", "weight": ' + literal + "}]}"
+    response = shared_api.call("POST", "/search", raw_body=raw)
+    assert response.status == 422, response.body
+    assert "weight" in response.message
