@@ -7,6 +7,7 @@ message that names the key and what would be accepted.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,14 @@ MIN_INGEST_CONCURRENCY = 2
 MAX_INGEST_CONCURRENCY = 1000
 # S3 notification filter values and key prefixes are at most 1024 bytes.
 MAX_PREFIX_BYTES = 1024
+# API Gateway's default account-level quotas per region: stage limits above them never apply.
+MAX_API_RATE_LIMIT = 10_000
+MAX_API_BURST_LIMIT = 5_000
+MAX_NONCURRENT_VERSION_DAYS = 36_500
+# A browser origin: scheme, host and optional port, nothing else (no path, no wildcard).
+_ORIGIN = re.compile(
+    r"https?://[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:[0-9]{1,5})?"
+)
 
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
@@ -38,6 +47,10 @@ class AppConfig:
     ingest_max_concurrency: int = r.CONTEXT_DEFAULTS["ingestMaxConcurrency"]
     caption_mode: str = r.CONTEXT_DEFAULTS["captionMode"]
     retain_data: bool = r.CONTEXT_DEFAULTS["retainData"]
+    api_rate_limit: float = r.CONTEXT_DEFAULTS["apiRateLimit"]
+    api_burst_limit: int = r.CONTEXT_DEFAULTS["apiBurstLimit"]
+    cors_origins: tuple[str, ...] = tuple(r.CONTEXT_DEFAULTS["corsOrigins"])
+    noncurrent_version_days: int = r.CONTEXT_DEFAULTS["noncurrentVersionDays"]
 
     def __post_init__(self) -> None:
         _check_model(self.model_id, self.embedding_dimension)
@@ -53,6 +66,23 @@ class AppConfig:
             raise ConfigError(
                 f"captionMode must be one of {', '.join(r.CAPTION_MODES)}, "
                 f"got {self.caption_mode!r}"
+            )
+        if not 0 < self.api_rate_limit <= MAX_API_RATE_LIMIT:
+            raise ConfigError(
+                f"apiRateLimit must be above 0 and at most {MAX_API_RATE_LIMIT} requests per "
+                f"second (API Gateway's account quota), got {self.api_rate_limit}"
+            )
+        if not 1 <= self.api_burst_limit <= MAX_API_BURST_LIMIT:
+            raise ConfigError(
+                f"apiBurstLimit must be between 1 and {MAX_API_BURST_LIMIT} requests "
+                f"(API Gateway's account quota), got {self.api_burst_limit}"
+            )
+        for origin in self.cors_origins:
+            _check_origin(origin)
+        if not 1 <= self.noncurrent_version_days <= MAX_NONCURRENT_VERSION_DAYS:
+            raise ConfigError(
+                "noncurrentVersionDays must be between 1 and "
+                f"{MAX_NONCURRENT_VERSION_DAYS} days, got {self.noncurrent_version_days}"
             )
 
     @classmethod
@@ -75,6 +105,12 @@ class AppConfig:
             ingest_max_concurrency=_as_int("ingestMaxConcurrency", value("ingestMaxConcurrency")),
             caption_mode=_as_str("captionMode", value("captionMode")),
             retain_data=_as_bool("retainData", value("retainData")),
+            api_rate_limit=_as_number("apiRateLimit", value("apiRateLimit")),
+            api_burst_limit=_as_int("apiBurstLimit", value("apiBurstLimit")),
+            cors_origins=_as_origins("corsOrigins", value("corsOrigins")),
+            noncurrent_version_days=_as_int(
+                "noncurrentVersionDays", value("noncurrentVersionDays")
+            ),
         )
 
 
@@ -91,6 +127,47 @@ def _as_int(key: str, raw: Any) -> int:
     if isinstance(raw, str) and raw.strip().lstrip("+").isdigit():
         return int(raw.strip())
     raise ConfigError(f"{key} must be a whole number, got {raw!r}")
+
+
+def _as_number(key: str, raw: Any) -> float:
+    if isinstance(raw, int | float) and not isinstance(raw, bool):
+        number = float(raw)
+    elif isinstance(raw, str):
+        try:
+            number = float(raw.strip())
+        except ValueError:
+            raise ConfigError(f"{key} must be a number, got {raw!r}") from None
+    else:
+        raise ConfigError(f"{key} must be a number, got {raw!r}")
+    if number != number or number in (float("inf"), float("-inf")):  # NaN or infinite
+        raise ConfigError(f"{key} must be a finite number, got {raw!r}")
+    return number
+
+
+def _as_origins(key: str, raw: Any) -> tuple[str, ...]:
+    """A JSON list in cdk.json, a comma-separated string on the command line."""
+    if isinstance(raw, str):
+        items: list[Any] = [part.strip() for part in raw.split(",") if part.strip()]
+    elif isinstance(raw, list | tuple):
+        items = list(raw)
+    else:
+        raise ConfigError(f"{key} must be a list of origins or a comma-separated string")
+    if not all(isinstance(item, str) for item in items):
+        raise ConfigError(f"{key} must hold strings, got {raw!r}")
+    return tuple(dict.fromkeys(item.strip() for item in items))
+
+
+def _check_origin(origin: str) -> None:
+    if origin == "*" or "*" in origin:
+        raise ConfigError(
+            "corsOrigins must not contain '*': presigned uploads would be open to any "
+            "web page's scripts; list the origins of your pages (https://app.example.com)"
+        )
+    if not _ORIGIN.fullmatch(origin):
+        raise ConfigError(
+            f"corsOrigins entry {origin!r} is not an origin: use scheme://host[:port] in "
+            "lower case, with http or https and no path (https://app.example.com)"
+        )
 
 
 def _as_bool(key: str, raw: Any) -> bool:

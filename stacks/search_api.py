@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import Duration, RemovalPolicy, Stack
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_lambda as lambda_
@@ -27,20 +27,31 @@ BEDROCK_CONNECT_TIMEOUT_S = "2"
 BEDROCK_READ_TIMEOUT_S = "8"
 BEDROCK_MAX_ATTEMPTS = "2"
 STAGE_NAME = "v1"
-THROTTLING_RATE_LIMIT = 50  # requests per second, steady state, for the whole stage
-THROTTLING_BURST_LIMIT = 100
-API_GATEWAY_PAYLOAD_LIMIT = "10 MB"  # hard API Gateway quota for request payloads
+# API Gateway REST takes bodies up to 10 MB, but a synchronous Lambda invoke carries at
+# most 6 MB (6,291,456 bytes for the whole event): between the two, API Gateway accepts
+# the request and the invoke fails. 6 MB is the limit a client can really use.
+PAYLOAD_LIMIT = "6 MB"
+_UPLOAD_HINT = "upload images larger than that with POST /uploads"
 
 _ERROR_MESSAGE = '{"message": $context.error.messageString}'
-# (id, response type, status code, body template, extra headers)
+
+
+def _static(message: str) -> str:
+    return json.dumps({"message": message})
+
+
+# (id, response type, status code, body template, extra headers). Every response API
+# Gateway answers by itself is a JSON {"message"}, like the function's own errors.
 GATEWAY_RESPONSES: tuple[tuple[str, apigw.ResponseType, str | None, str, dict[str, str]], ...] = (
     ("AccessDenied", apigw.ResponseType.ACCESS_DENIED, "403", _ERROR_MESSAGE, {}),
     (
         "MissingAuthenticationToken",
         apigw.ResponseType.MISSING_AUTHENTICATION_TOKEN,
         "403",
-        '{"message": "Missing authentication token or unknown route: requests must be '
-        'SigV4-signed (execute-api) and use a route of the API"}',
+        _static(
+            "Missing authentication token or unknown route: requests must be "
+            "SigV4-signed (execute-api) and use a route of the API"
+        ),
         {},
     ),
     ("InvalidSignature", apigw.ResponseType.INVALID_SIGNATURE, "403", _ERROR_MESSAGE, {}),
@@ -49,26 +60,64 @@ GATEWAY_RESPONSES: tuple[tuple[str, apigw.ResponseType, str | None, str, dict[st
         "RequestTooLarge",
         apigw.ResponseType.REQUEST_TOO_LARGE,
         "413",
-        '{"message": "Request body too large: the API accepts at most '
-        f'{API_GATEWAY_PAYLOAD_LIMIT}; upload large images with POST /uploads"}}',
+        _static(f"Request body too large: the API accepts at most {PAYLOAD_LIMIT}; {_UPLOAD_HINT}"),
         {},
     ),
     (
         "Throttled",
         apigw.ResponseType.THROTTLED,
         "429",
-        '{"message": "Too many requests: slow down and retry"}',
+        _static("Too many requests: slow down and retry"),
         {"Retry-After": "'1'"},
     ),
     (
         "QuotaExceeded",
         apigw.ResponseType.QUOTA_EXCEEDED,
         "429",
-        '{"message": "Request quota exceeded"}',
+        _static("Request quota exceeded"),
         {"Retry-After": "'60'"},
     ),
+    # The search function could not be invoked. A request body between 6 and 10 MB
+    # passes API Gateway's own limit and fails here, so the message names the limit.
+    (
+        "IntegrationFailure",
+        apigw.ResponseType.INTEGRATION_FAILURE,
+        "502",
+        _static(
+            "The search function could not be invoked; request bodies over "
+            f"{PAYLOAD_LIMIT} never reach it: {_UPLOAD_HINT}"
+        ),
+        {},
+    ),
+    (
+        "IntegrationTimeout",
+        apigw.ResponseType.INTEGRATION_TIMEOUT,
+        "504",
+        _static("The search function did not answer in time; retry later"),
+        {"Retry-After": "'5'"},
+    ),
+    (
+        "ApiConfigurationError",
+        apigw.ResponseType.API_CONFIGURATION_ERROR,
+        "500",
+        _static(
+            "The API could not invoke the search function (request bodies over "
+            f"{PAYLOAD_LIMIT} never reach it: {_UPLOAD_HINT}); otherwise the "
+            "deployment needs attention"
+        ),
+        {},
+    ),
     ("Default4xx", apigw.ResponseType.DEFAULT_4_XX, None, _ERROR_MESSAGE, {}),
-    ("Default5xx", apigw.ResponseType.DEFAULT_5_XX, None, _ERROR_MESSAGE, {}),
+    (
+        "Default5xx",
+        apigw.ResponseType.DEFAULT_5_XX,
+        None,
+        _static(
+            "The API could not complete the request (request bodies over "
+            f"{PAYLOAD_LIMIT} never reach the search function: {_UPLOAD_HINT})"
+        ),
+        {},
+    ),
 )
 
 # JSON access log lines (one per request); no bodies, no query strings.
@@ -138,9 +187,14 @@ class SearchApi(Construct):
             retention=LOG_RETENTION,
             removal_policy=RemovalPolicy.DESTROY,
         )
+        # Named after the stack: API Gateway's metrics (and the 5XX alarm) are keyed by
+        # the API's name, and CDK's default name "RestApi" is shared by every API
+        # deployed with it in the account.
+        self.api_name = Stack.of(self).stack_name
         self.api = apigw.RestApi(
             self,
             "RestApi",
+            rest_api_name=self.api_name,
             description="Serverless multimodal image search (SigV4 / IAM auth)",
             endpoint_types=[apigw.EndpointType.REGIONAL],
             # API Gateway writes access and execution logs through the account-wide
@@ -150,8 +204,9 @@ class SearchApi(Construct):
             cloud_watch_role_removal_policy=RemovalPolicy.RETAIN,
             deploy_options=apigw.StageOptions(
                 stage_name=STAGE_NAME,
-                throttling_rate_limit=THROTTLING_RATE_LIMIT,
-                throttling_burst_limit=THROTTLING_BURST_LIMIT,
+                # Cost guard: every request may cost a Bedrock call and Lambda time.
+                throttling_rate_limit=config.api_rate_limit,
+                throttling_burst_limit=config.api_burst_limit,
                 access_log_destination=apigw.LogGroupLogDestination(self.access_log_group),
                 access_log_format=apigw.AccessLogFormat.custom(json.dumps(ACCESS_LOG_FORMAT)),
                 tracing_enabled=True,

@@ -45,7 +45,7 @@ class ImageSearchStack(Stack):
         self.config = config
         code = code or lambda_code()
 
-        self.storage = Storage(self, "Storage", retain_data=config.retain_data)
+        self.storage = Storage(self, "Storage", config=config)
         bucket, table = self.storage.bucket, self.storage.table
         self.ingest = Ingest(self, "Ingest", config=config, code=code, bucket=bucket, table=table)
         self.search = SearchApi(
@@ -99,12 +99,15 @@ class ImageSearchStack(Stack):
         )
         # Without ListBucket, S3 answers 403 AccessDenied (not 404 NoSuchKey) for a key
         # that no longer exists, and a deleted-then-notified object would look like a
-        # permissions problem instead of an ordinary race.
+        # permissions problem instead of an ordinary race. Listing is limited to the
+        # upload prefix; where S3 still answers 403, the object store asks a listing of
+        # the key itself (decisions.md, entry 3).
         grant(
             iam.PolicyStatement(
-                sid="ListBucketFor404",
+                sid="ListUploadsFor404",
                 actions=["s3:ListBucket"],
                 resources=[self.storage.bucket.bucket_arn],
+                conditions={"StringLike": {"s3:prefix": [f"{self.config.upload_prefix}*"]}},
             )
         )
         # HeadObject (authorized by s3:GetObject): a retried message re-creates a thumbnail

@@ -1,5 +1,6 @@
-"""Storage component: the images bucket (drop folder + thumbnails), its access-log
-bucket, and the images table built from ``resources.table_definition``."""
+"""Storage component: the images bucket (drop folder + thumbnails; versioned, with
+lifecycle rules from ``resources.images_bucket_lifecycle_rules``), its access-log bucket,
+and the images table built from ``resources.table_definition``."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from imagesearch import resources as r
+from stacks.config import AppConfig
 
 _ATTRIBUTE_TYPES = {
     "S": dynamodb.AttributeType.STRING,
@@ -29,12 +31,14 @@ CORS_MAX_AGE_SECONDS = 3000
 
 
 class Storage(Construct):
-    """Images bucket and table; ``retain_data`` decides whether they survive a destroy."""
+    """Images bucket and table; ``retainData`` decides whether they survive a destroy,
+    ``noncurrentVersionDays`` how long overwritten and deleted images stay recoverable,
+    ``corsOrigins`` which web pages may use presigned URLs from a browser."""
 
-    def __init__(self, scope: Construct, construct_id: str, *, retain_data: bool) -> None:
+    def __init__(self, scope: Construct, construct_id: str, *, config: AppConfig) -> None:
         super().__init__(scope, construct_id)
-        removal = RemovalPolicy.RETAIN if retain_data else RemovalPolicy.DESTROY
-        auto_delete = not retain_data
+        removal = RemovalPolicy.RETAIN if config.retain_data else RemovalPolicy.DESTROY
+        auto_delete = not config.retain_data
 
         self.access_logs_bucket = s3.Bucket(
             self,
@@ -59,27 +63,51 @@ class Storage(Construct):
             object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
             server_access_logs_bucket=self.access_logs_bucket,
             server_access_logs_prefix=ACCESS_LOGS_PREFIX,
-            cors=[
-                s3.CorsRule(
-                    # Presigned URLs carry their own authorization, so any origin may use them.
-                    allowed_origins=["*"],
-                    allowed_methods=[
-                        s3.HttpMethods.GET,
-                        s3.HttpMethods.HEAD,
-                        s3.HttpMethods.PUT,
-                    ],
-                    allowed_headers=["*"],
-                    exposed_headers=["ETag"],
-                    max_age=CORS_MAX_AGE_SECONDS,
-                )
-            ],
+            # A presigned URL in a page's script is usable by that page only when its
+            # origin is listed: no CORS rule at all unless corsOrigins names some.
+            cors=_cors_rules(config.cors_origins),
+            # DELETE /images/{id} and overwrites keep the old version for a while.
+            versioned=True,
             lifecycle_rules=[
-                s3.LifecycleRule(abort_incomplete_multipart_upload_after=Duration.days(7))
+                _lifecycle_rule(rule)
+                for rule in r.images_bucket_lifecycle_rules(config.noncurrent_version_days)
             ],
             removal_policy=removal,
             auto_delete_objects=auto_delete,
         )
         self.table = images_table(self, "ImagesTable", removal=removal)
+
+
+def _cors_rules(origins: tuple[str, ...]) -> list[s3.CorsRule] | None:
+    if not origins:
+        return None
+    return [
+        s3.CorsRule(
+            allowed_origins=list(origins),
+            allowed_methods=[s3.HttpMethods.GET, s3.HttpMethods.HEAD, s3.HttpMethods.PUT],
+            # Whatever POST /uploads asks the browser to send; the signature binds them.
+            allowed_headers=["*"],
+            exposed_headers=["ETag"],
+            max_age=CORS_MAX_AGE_SECONDS,
+        )
+    ]
+
+
+def _lifecycle_rule(rule: dict[str, Any]) -> s3.LifecycleRule:
+    """A CDK rule from the shared S3 API shape (whole bucket, enabled)."""
+    known = {"ID", "Status", "Filter", "AbortIncompleteMultipartUpload"}
+    known |= {"NoncurrentVersionExpiration", "Expiration"}
+    if set(rule) - known or rule["Status"] != "Enabled" or rule["Filter"] != {"Prefix": ""}:
+        raise ValueError(f"unsupported lifecycle rule {rule}")
+    abort = rule.get("AbortIncompleteMultipartUpload", {}).get("DaysAfterInitiation")
+    noncurrent = rule.get("NoncurrentVersionExpiration", {}).get("NoncurrentDays")
+    marker = rule.get("Expiration", {}).get("ExpiredObjectDeleteMarker")
+    return s3.LifecycleRule(
+        id=rule["ID"],
+        abort_incomplete_multipart_upload_after=Duration.days(abort) if abort else None,
+        noncurrent_version_expiration=Duration.days(noncurrent) if noncurrent else None,
+        expired_object_delete_marker=marker,
+    )
 
 
 def images_table(scope: Construct, construct_id: str, *, removal: RemovalPolicy) -> dynamodb.Table:

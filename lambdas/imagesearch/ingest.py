@@ -93,11 +93,12 @@ class IngestService:
             if existing is not None and existing.sequencer and existing.sequencer > token:
                 return IngestOutcome("stale", event.key, image_id, "a newer event was applied")
 
-        if event.kind == "removed":
-            if self._store.head(event.key) is not None:
-                # Uploaded again since this delete: its own created event indexes it.
-                return IngestOutcome("stale", event.key, image_id, "object exists again")
+        if event.kind == "removed" and self._store.head(event.key) is None:
             return self._delete(event.key, image_id, token)
+        # A removal whose key still exists: uploaded again since, or (versioned bucket)
+        # a noncurrent version was deleted, or the current one, so that an older version
+        # is current again. Reading the object as it is now covers all three: same
+        # ETag as indexed -> unchanged, another one -> indexed anew.
         return self._create(event, image_id, token, existing)
 
     def _create(

@@ -13,6 +13,7 @@ from botocore.exceptions import ClientError
 from imagesearch.ports import ObjectInfo, ObjectTooLarge, StoredObject
 
 _MISSING = ("NoSuchKey", "404", "NotFound")
+_DENIED = ("AccessDenied", "403", "Forbidden")
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -32,7 +33,7 @@ class S3ObjectStore:
         try:
             response = self._client.get_object(Bucket=self.bucket, Key=key)
         except ClientError as error:
-            if error.response["Error"]["Code"] in _MISSING:
+            if self._is_missing(error, key):
                 return None
             raise
         size = int(response["ContentLength"])
@@ -55,7 +56,7 @@ class S3ObjectStore:
         try:
             response = self._client.head_object(Bucket=self.bucket, Key=key)
         except ClientError as error:
-            if error.response["Error"]["Code"] in _MISSING:
+            if self._is_missing(error, key):
                 return None
             raise
         return ObjectInfo(
@@ -64,6 +65,28 @@ class S3ObjectStore:
             size=int(response["ContentLength"]),
             last_modified=_iso(response.get("LastModified")),
         )
+
+    def _is_missing(self, error: ClientError, key: str) -> bool:
+        """404, or a 403 for a key a listing of that very key does not show.
+
+        S3 answers 404 for a missing key only to callers allowed to list the bucket,
+        and whether a ListBucket grant limited by an ``s3:prefix`` condition counts
+        for that is not documented. A listing with ``Prefix=key`` is within such a
+        grant, so it settles the question; a key that is listed (or a listing that is
+        refused too) leaves the 403 a real permissions error.
+        """
+        code = error.response.get("Error", {}).get("Code")
+        if code in _MISSING:
+            return True
+        if code not in _DENIED:
+            return False
+        try:
+            listed = self._client.list_objects_v2(Bucket=self.bucket, Prefix=key, MaxKeys=1)
+        except ClientError:
+            return False
+        # Keys are listed in order and a key sorts before every longer key it prefixes.
+        first = next(iter(listed.get("Contents") or []), None)
+        return first is None or first.get("Key") != key
 
     def put(self, key: str, body: bytes, *, content_type: str) -> None:
         self._client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type)

@@ -20,6 +20,13 @@ CONTEXT_DEFAULTS: Final[dict[str, Any]] = {
     "ingestMaxConcurrency": 5,
     "captionMode": "none",
     "retainData": True,
+    # API Gateway stage throttling (requests per second, steady and burst): a cost guard.
+    "apiRateLimit": 50,
+    "apiBurstLimit": 100,
+    # Browser origins allowed to call the bucket (presigned PUT/GET); none by default.
+    "corsOrigins": [],
+    # Overwritten and deleted images stay recoverable this many days (bucket versioning).
+    "noncurrentVersionDays": 30,
 }
 
 # Models we have an adapter for, with the output dimensions each supports.
@@ -156,6 +163,39 @@ def table_definition(table_name: str) -> dict[str, Any]:
             },
         ],
     }
+
+
+# --- Images bucket: versioned, so overwrites and deletes can be undone -------------
+
+ABORT_INCOMPLETE_UPLOADS_DAYS: Final = 7
+
+
+def images_bucket_lifecycle_rules(noncurrent_days: int) -> list[dict[str, Any]]:
+    """`put_bucket_lifecycle_configuration` rules of the images bucket.
+
+    The stack builds its lifecycle rules from these and local mode puts them on its
+    moto bucket, so both keep old versions equally long.
+    """
+    return [
+        {
+            "ID": "AbortIncompleteUploads",
+            "Status": "Enabled",
+            "Filter": {"Prefix": ""},
+            "AbortIncompleteMultipartUpload": {
+                "DaysAfterInitiation": ABORT_INCOMPLETE_UPLOADS_DAYS
+            },
+        },
+        {
+            # A delete only hides the object behind a delete marker; the old versions
+            # (overwritten or deleted images) go after ``noncurrent_days``, and a marker
+            # left with no versions behind it is removed.
+            "ID": "ExpireOldVersions",
+            "Status": "Enabled",
+            "Filter": {"Prefix": ""},
+            "NoncurrentVersionExpiration": {"NoncurrentDays": noncurrent_days},
+            "Expiration": {"ExpiredObjectDeleteMarker": True},
+        },
+    ]
 
 
 def thumbnail_key(image_id: str) -> str:

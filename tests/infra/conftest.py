@@ -25,11 +25,15 @@ CLI_STYLE_CONTEXT = {
     "ingestMaxConcurrency": "7",
     "uploadPrefix": "drop/photos/",
     "captionMode": "joint",
+    "apiRateLimit": "12.5",
+    "apiBurstLimit": "25",
+    "corsOrigins": "https://photos.example.com, http://localhost:5173",
+    "noncurrentVersionDays": "7",
 }
 
 
 def cdk_json_context() -> dict[str, Any]:
-    """The context of cdk.json (the 7 SPEC keys and the feature flags)."""
+    """The context of cdk.json (the SPEC keys and the feature flags)."""
     context: dict[str, Any] = json.loads((ROOT / "cdk.json").read_text())["context"]
     return context
 

@@ -30,6 +30,10 @@ def test_defaults_when_context_is_empty() -> None:
         ingest_max_concurrency=5,
         caption_mode="none",
         retain_data=True,
+        api_rate_limit=50,
+        api_burst_limit=100,
+        cors_origins=(),
+        noncurrent_version_days=30,
     )
 
 
@@ -113,11 +117,59 @@ def test_config_is_frozen() -> None:
         ({"captionMode": "separate"}, "captionMode must be one of none, joint"),
         ({"retainData": "maybe"}, "retainData must be true or false, got 'maybe'"),
         ({"modelId": 42}, "modelId must be a string"),
+        ({"apiRateLimit": "0"}, "apiRateLimit must be above 0 and at most 10000"),
+        ({"apiRateLimit": 20000}, "apiRateLimit must be above 0 and at most 10000"),
+        ({"apiRateLimit": "fast"}, "apiRateLimit must be a number, got 'fast'"),
+        ({"apiRateLimit": "nan"}, "apiRateLimit must be a finite number"),
+        ({"apiRateLimit": True}, "apiRateLimit must be a number"),
+        ({"apiBurstLimit": "0"}, "apiBurstLimit must be between 1 and 5000"),
+        ({"apiBurstLimit": 5001}, "apiBurstLimit must be between 1 and 5000"),
+        ({"apiBurstLimit": "2.5"}, "apiBurstLimit must be a whole number"),
+        ({"corsOrigins": "*"}, "corsOrigins must not contain '*'"),
+        ({"corsOrigins": ["https://*.example.com"]}, "corsOrigins must not contain '*'"),
+        ({"corsOrigins": "https://a.example.com/app"}, "'https://a.example.com/app' is not an"),
+        ({"corsOrigins": "a.example.com"}, "'a.example.com' is not an origin"),
+        ({"corsOrigins": "ftp://a.example.com"}, "'ftp://a.example.com' is not an origin"),
+        ({"corsOrigins": "https://A.example.com"}, "is not an origin: use scheme://host"),
+        ({"corsOrigins": 5}, "corsOrigins must be a list of origins"),
+        ({"corsOrigins": [5]}, "corsOrigins must hold strings"),
+        ({"noncurrentVersionDays": "0"}, "noncurrentVersionDays must be between 1 and 36500"),
+        ({"noncurrentVersionDays": "a month"}, "noncurrentVersionDays must be a whole number"),
     ],
 )
 def test_invalid_context_raises_a_clear_error(context: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)):
         AppConfig.from_context(context)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("", ()),
+        ([], ()),
+        ("https://a.example.com", ("https://a.example.com",)),
+        (
+            " https://a.example.com , http://localhost:8000,https://a.example.com",
+            ("https://a.example.com", "http://localhost:8000"),
+        ),
+        (
+            ["https://a.example.com", "http://127.0.0.1:5173"],
+            ("https://a.example.com", "http://127.0.0.1:5173"),
+        ),
+    ],
+)
+def test_cors_origins_from_json_lists_and_command_line_strings(
+    raw: Any, expected: tuple[str, ...]
+) -> None:
+    assert AppConfig.from_context({"corsOrigins": raw}).cors_origins == expected
+
+
+def test_throttling_and_versioning_from_the_command_line() -> None:
+    config = AppConfig.from_context(
+        {"apiRateLimit": "0.5", "apiBurstLimit": "3", "noncurrentVersionDays": "90"}
+    )
+    assert (config.api_rate_limit, config.api_burst_limit) == (0.5, 3)
+    assert config.noncurrent_version_days == 90
 
 
 @pytest.mark.parametrize("prefix", ["uploads/", "thumbs/", "a/b/c/", "thumbnail/", "photos 2024/"])

@@ -37,11 +37,19 @@ def role_grants(app: Synthesized, role_id: str) -> set[tuple[str, str]]:
     for policy in attached:
         for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
             assert statement["Effect"] == "Allow"
-            assert "Condition" not in statement and "NotAction" not in statement
+            assert "NotAction" not in statement and "NotResource" not in statement
+            condition = statement.get("Condition")
             for action in _as_list(statement["Action"]):
                 for resource in _as_list(statement["Resource"]):
-                    grants.add((action, _key(resource)))
+                    grants.add((action, _key(When(resource, condition) if condition else resource)))
     return grants
+
+
+class When(dict[str, Any]):
+    """A resource granted only under a condition (how ``role_grants`` reports it)."""
+
+    def __init__(self, resource: Any, condition: dict[str, Any]) -> None:
+        super().__init__(resource=resource, condition=condition)
 
 
 def expand(*entries: tuple[set[str] | str, list[Any]]) -> set[tuple[str, str]]:
@@ -106,7 +114,11 @@ def test_ingest_role_grants_exactly(any_app: Synthesized) -> None:
         ),
         # GetObject on thumbnails: HeadObject before re-creating a missing thumbnail.
         ("s3:GetObject", [arns.objects(arns.prefix), arns.objects(r.THUMBNAIL_PREFIX)]),
-        ("s3:ListBucket", [arns.bucket]),
+        # Listing only under the upload prefix (S3's 404 for a missing upload).
+        (
+            "s3:ListBucket",
+            [When(arns.bucket, {"StringLike": {"s3:prefix": [f"{arns.prefix}*"]}})],
+        ),
         ({"s3:PutObject", "s3:DeleteObject"}, [arns.objects(r.THUMBNAIL_PREFIX)]),
         ("bedrock:InvokeModel", [arns.model]),
         ({"dynamodb:GetItem", "dynamodb:PutItem"}, [arns.table]),
@@ -139,6 +151,8 @@ def test_upload_prefix_from_context_is_what_the_roles_get(cli_app: Synthesized) 
     grants = role_grants(cli_app, cli_app.logical_id(cli_app.stack.ingest.handler.role))
     assert ("s3:GetObject", _key(arns.objects("drop/photos/"))) in grants
     assert ("s3:GetObject", _key(arns.objects("uploads/"))) not in grants
+    listing = When(arns.bucket, {"StringLike": {"s3:prefix": ["drop/photos/*"]}})
+    assert ("s3:ListBucket", _key(listing)) in grants
 
 
 def test_functions_run_under_their_own_roles(default_app: Synthesized) -> None:

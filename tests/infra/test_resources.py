@@ -66,10 +66,8 @@ def test_images_bucket_is_private_encrypted_tls_only_and_logged(default_app: Syn
     assert bucket["LoggingConfiguration"]["DestinationBucketName"] == {
         "Ref": default_app.logical_id(storage.access_logs_bucket)
     }
-    cors = bucket["CorsConfiguration"]["CorsRules"]
-    assert len(cors) == 1
-    assert set(cors[0]["AllowedMethods"]) == {"GET", "HEAD", "PUT"}
-    assert "ETag" in cors[0]["ExposedHeaders"]
+    # No corsOrigins by default: no browser page may use presigned URLs cross-origin.
+    assert "CorsConfiguration" not in bucket
 
     policy = next(
         p["Properties"]["PolicyDocument"]["Statement"]
@@ -86,6 +84,44 @@ def test_images_bucket_is_private_encrypted_tls_only_and_logged(default_app: Syn
     } in policy
     # The images bucket policy grants nothing to anyone (access is through roles).
     assert [s for s in policy if s["Effect"] == "Allow"] == []
+
+
+def test_cors_origins_from_context_are_the_only_ones_allowed(cli_app: Synthesized) -> None:
+    bucket = resource_of(cli_app, cli_app.stack.storage.bucket)["Properties"]
+
+    (rule,) = bucket["CorsConfiguration"]["CorsRules"]
+    assert rule["AllowedOrigins"] == ["https://photos.example.com", "http://localhost:5173"]
+    assert set(rule["AllowedMethods"]) == {"GET", "HEAD", "PUT"}
+    assert "ETag" in rule["ExposedHeaders"]
+
+
+def _lifecycle_from_api_rules(noncurrent_days: int) -> list[dict[str, Any]]:
+    """The shared S3 API rules as CloudFormation writes them."""
+    rendered = []
+    for rule in r.images_bucket_lifecycle_rules(noncurrent_days):
+        cfn: dict[str, Any] = {"Id": rule["ID"], "Status": rule["Status"]}
+        if "AbortIncompleteMultipartUpload" in rule:
+            cfn["AbortIncompleteMultipartUpload"] = rule["AbortIncompleteMultipartUpload"]
+        if "NoncurrentVersionExpiration" in rule:
+            cfn["NoncurrentVersionExpiration"] = rule["NoncurrentVersionExpiration"]
+        if "Expiration" in rule:
+            cfn["ExpiredObjectDeleteMarker"] = rule["Expiration"]["ExpiredObjectDeleteMarker"]
+        rendered.append(cfn)
+    return rendered
+
+
+@pytest.mark.parametrize(("app_name", "days"), [("default", 30), ("cli", 7)])
+def test_images_bucket_is_versioned_and_old_versions_expire(
+    request: pytest.FixtureRequest, app_name: str, days: int
+) -> None:
+    app: Synthesized = request.getfixturevalue(f"{app_name}_app")
+    bucket = resource_of(app, app.stack.storage.bucket)["Properties"]
+
+    # Overwrites and DELETE /images/{id} keep the previous version for `days` days.
+    assert bucket["VersioningConfiguration"] == {"Status": "Enabled"}
+    rules = bucket["LifecycleConfiguration"]["Rules"]
+    assert rules == _lifecycle_from_api_rules(days)
+    assert {"NoncurrentDays": days} in [rule.get("NoncurrentVersionExpiration") for rule in rules]
 
 
 def test_access_log_bucket_is_private_and_expires_logs(default_app: Synthesized) -> None:
@@ -344,7 +380,9 @@ def test_api_stage(default_app: Synthesized) -> None:
     (settings,) = stage["MethodSettings"]
     assert settings["HttpMethod"] == "*" and settings["ResourcePath"] == "/*"
     assert settings["MetricsEnabled"] is True
-    assert settings["ThrottlingRateLimit"] > 0 and settings["ThrottlingBurstLimit"] > 0
+    # Throttling comes from context (apiRateLimit / apiBurstLimit), defaults in cdk.json.
+    assert settings["ThrottlingRateLimit"] == r.CONTEXT_DEFAULTS["apiRateLimit"] == 50
+    assert settings["ThrottlingBurstLimit"] == r.CONTEXT_DEFAULTS["apiBurstLimit"] == 100
     assert settings["DataTraceEnabled"] is False
     fields = json.loads(stage["AccessLogSetting"]["Format"])
     assert fields["requestId"] == "$context.requestId"
@@ -352,6 +390,23 @@ def test_api_stage(default_app: Synthesized) -> None:
     assert access_log_group in json.dumps(stage["AccessLogSetting"]["DestinationArn"])
     rest_api = one(default_app, "AWS::ApiGateway::RestApi")["Properties"]
     assert rest_api["EndpointConfiguration"] == {"Types": ["REGIONAL"]}
+
+
+def test_stage_throttling_from_the_command_line(cli_app: Synthesized) -> None:
+    stage = one(cli_app, "AWS::ApiGateway::Stage")["Properties"]
+    (settings,) = stage["MethodSettings"]
+    assert (settings["ThrottlingRateLimit"], settings["ThrottlingBurstLimit"]) == (12.5, 25)
+
+
+def test_api_is_named_after_the_stack_and_the_5xx_alarm_watches_that_name(
+    any_app: Synthesized,
+) -> None:
+    rest_api = one(any_app, "AWS::ApiGateway::RestApi")["Properties"]
+    alarm = _alarms(any_app)["Api5xxErrors"]
+
+    # Not CDK's default "RestApi", which every API made the same way in the account shares.
+    assert rest_api["Name"] == any_app.stack.stack_name == r.DEFAULT_STACK_NAME
+    assert alarm["Dimensions"] == [{"Name": "ApiName", "Value": rest_api["Name"]}]
 
 
 def test_gateway_responses_are_json_messages(default_app: Synthesized) -> None:
@@ -367,6 +422,9 @@ def test_gateway_responses_are_json_messages(default_app: Synthesized) -> None:
         "REQUEST_TOO_LARGE": "413",
         "THROTTLED": "429",
         "QUOTA_EXCEEDED": "429",
+        "INTEGRATION_FAILURE": "502",
+        "INTEGRATION_TIMEOUT": "504",
+        "API_CONFIGURATION_ERROR": "500",
         "DEFAULT_4XX": None,
         "DEFAULT_5XX": None,
     }
@@ -374,6 +432,7 @@ def test_gateway_responses_are_json_messages(default_app: Synthesized) -> None:
     for response_type, status in expected_status.items():
         response = responses[response_type]
         assert response.get("StatusCode") == status
+        assert set(response["ResponseTemplates"]) == {"application/json"}
         template = response["ResponseTemplates"]["application/json"]
         assert template.startswith('{"message": ')
         # Static messages are valid JSON as they stand; the others use the quoted
@@ -382,7 +441,18 @@ def test_gateway_responses_are_json_messages(default_app: Synthesized) -> None:
             assert isinstance(json.loads(template)["message"], str)
         else:
             assert template == '{"message": $context.error.messageString}'
-    assert "10 MB" in responses["REQUEST_TOO_LARGE"]["ResponseTemplates"]["application/json"]
+
+    def message(response_type: str) -> str:
+        text: str = json.loads(responses[response_type]["ResponseTemplates"]["application/json"])[
+            "message"
+        ]
+        return text
+
+    # The limit a client can really use is Lambda's 6 MB, not API Gateway's 10 MB:
+    # bodies in between fail at the invoke, and that failure says so too.
+    for response_type in ("REQUEST_TOO_LARGE", "INTEGRATION_FAILURE", "DEFAULT_5XX"):
+        assert "6 MB" in message(response_type) and "10 MB" not in message(response_type)
+        assert "POST /uploads" in message(response_type)
     assert responses["THROTTLED"]["ResponseParameters"] == {
         "gatewayresponse.header.Retry-After": "'1'"
     }

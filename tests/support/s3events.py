@@ -15,9 +15,16 @@ def s3_event_body(
     event_time: str = "2026-11-22T10:00:00.000Z",
     etag: str | None = None,
     size: int | None = None,
+    version_id: str | None = None,
+    event_name: str | None = None,
 ) -> str:
-    event_name = {"created": "ObjectCreated:Put", "removed": "ObjectRemoved:Delete"}[kind]
+    """``version_id`` as a versioned bucket sends it; ``event_name`` overrides the
+    kind's default (e.g. ``ObjectRemoved:DeleteMarkerCreated``)."""
+    default = {"created": "ObjectCreated:Put", "removed": "ObjectRemoved:Delete"}[kind]
+    event_name = event_name or default
     obj: dict[str, object] = {"key": quote_plus(key, safe="/")}
+    if version_id is not None:
+        obj["versionId"] = version_id
     if sequencer is not None:
         obj["sequencer"] = sequencer
     if etag is not None:

@@ -49,6 +49,7 @@ class LocalNames:
     queue: str = "imagesearch-local-ingest"
     dead_letter_queue: str = "imagesearch-local-ingest-dlq"
     upload_prefix: str = r.CONTEXT_DEFAULTS["uploadPrefix"]
+    noncurrent_version_days: int = r.CONTEXT_DEFAULTS["noncurrentVersionDays"]
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,18 @@ def create_resources(clients: AwsClients, names: LocalNames, *, region: str) -> 
     if region != "us-east-1":
         bucket_args["CreateBucketConfiguration"] = {"LocationConstraint": region}
     clients.s3.create_bucket(**bucket_args)
+    # Versioned with the stack's lifecycle rules: deletes leave delete markers and
+    # ingest sees the same ObjectRemoved:DeleteMarkerCreated events as in AWS.
+    notify_delete_markers()
+    clients.s3.put_bucket_versioning(
+        Bucket=names.bucket, VersioningConfiguration={"Status": "Enabled"}
+    )
+    clients.s3.put_bucket_lifecycle_configuration(
+        Bucket=names.bucket,
+        LifecycleConfiguration={
+            "Rules": r.images_bucket_lifecycle_rules(names.noncurrent_version_days)
+        },
+    )
 
     clients.dynamodb.create_table(**r.table_definition(names.table))
     clients.dynamodb.update_time_to_live(
@@ -141,6 +154,36 @@ def create_resources(clients: AwsClients, names: LocalNames, *, region: str) -> 
         dlq_url=dlq_url,
         upload_prefix=names.upload_prefix,
     )
+
+
+def notify_delete_markers() -> None:
+    """Make moto announce delete markers as S3 does.
+
+    In a versioned bucket a plain DeleteObject adds a delete marker and S3 sends
+    ``ObjectRemoved:DeleteMarkerCreated``; moto (5.2) adds the marker silently, so
+    nothing would ever leave the index. Wraps moto's (in-process) S3 backend once.
+    """
+    from moto.s3 import models, notifications
+
+    original = models.S3Backend._set_delete_marker
+    if getattr(original, "_sends_notification", False):
+        return
+
+    def set_delete_marker(self: Any, bucket_name: str, key_name: str) -> Any:
+        bucket = self.get_bucket(bucket_name)
+        current = bucket.keys.get(key_name)
+        marker = original(self, bucket_name, key_name)
+        if isinstance(current, models.FakeKey):
+            notifications.send_event(
+                self.account_id,
+                notifications.S3NotificationEvent.OBJECT_REMOVED_DELETE_MARKER_CREATED_EVENT,
+                bucket,
+                current,
+            )
+        return marker
+
+    set_delete_marker._sends_notification = True  # type: ignore[attr-defined]
+    models.S3Backend._set_delete_marker = set_delete_marker  # type: ignore[method-assign]
 
 
 def _queue_arn(sqs: Any, queue_url: str) -> str:
