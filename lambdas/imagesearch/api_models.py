@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -23,6 +24,7 @@ from pydantic_core import PydanticCustomError
 
 from imagesearch.ports import MAX_TOP_K
 from imagesearch.records import IMAGE_ID_PATTERN
+from imagesearch.resources import MAX_KEY_BYTES
 
 MAX_TEXT_CHARS = 1000
 MAX_QUERY_PARTS = 10
@@ -74,6 +76,7 @@ ContentTypeFilter = Annotated[
     str,
     StringConstraints(pattern=r"^[A-Za-z0-9.+-]+/[A-Za-z0-9.+-]+$", max_length=100),
 ]
+
 Weight = Annotated[
     float,
     Field(allow_inf_nan=False, description="Non-zero; negative weights steer away"),
@@ -89,6 +92,31 @@ def _check_text(value: str | None) -> str | None:
     if value is not None and not value.strip():
         raise _invalid("text must not be blank")
     return value
+
+
+def utf8_size(value: str, what: str) -> int:
+    """Bytes of ``value`` in UTF-8, as S3 and DynamoDB count their limits; a lone
+    surrogate (``"\\ud800"`` in JSON) cannot be encoded at all and is refused."""
+    try:
+        return len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise _invalid(f"{what} must be valid Unicode (no lone surrogates)") from None
+
+
+def _fits_a_key(value: str) -> str:
+    size = utf8_size(value, "prefix")
+    if size > MAX_KEY_BYTES:
+        raise _invalid(
+            f"prefix is {size} bytes in UTF-8; object keys are at most {MAX_KEY_BYTES} bytes"
+        )
+    return value
+
+
+KeyPrefix = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=MAX_PREFIX_CHARS),
+    AfterValidator(_fits_a_key),
+]
 
 
 class _Request(BaseModel):
@@ -132,14 +160,12 @@ class SearchRequest(_Request):
     )
     top_k: Annotated[int, Field(ge=1, le=MAX_TOP_K)] = DEFAULT_TOP_K
     min_score: Annotated[float, Field(ge=-1.0, le=1.0, allow_inf_nan=False)] | None = None
-    prefix: Annotated[str, StringConstraints(min_length=1, max_length=MAX_PREFIX_CHARS)] | None = (
-        Field(
-            default=None,
-            description=(
-                "Only keys starting with this prefix; a prefix outside the upload prefix is"
-                " taken relative to it ('shoes/' means 'uploads/shoes/')"
-            ),
-        )
+    prefix: KeyPrefix | None = Field(
+        default=None,
+        description=(
+            "Only keys starting with this prefix; a prefix outside the upload prefix is"
+            " taken relative to it ('shoes/' means 'uploads/shoes/')"
+        ),
     )
     content_type: (
         Annotated[list[ContentTypeFilter], Field(min_length=1, max_length=MAX_CONTENT_TYPE_FILTERS)]

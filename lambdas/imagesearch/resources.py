@@ -42,6 +42,8 @@ CAPTION_MODES: Final = ("none", "joint")
 # --- Object layout -----------------------------------------------------------
 
 THUMBNAIL_PREFIX: Final = "thumbnails/"
+# S3's limit on an object key, in UTF-8 bytes; also the limit of a DynamoDB sort key.
+MAX_KEY_BYTES: Final = 1024
 # Receives of one ingest message before the queue parks it in the dead-letter queue.
 INGEST_MAX_RECEIVE_COUNT: Final = 5
 THUMBNAIL_LONG_SIDE: Final = 256

@@ -40,7 +40,7 @@ from imagesearch.errors import (
 )
 from imagesearch.ports import ObjectStore, QueryFilters, ScoredId, VectorIndex
 from imagesearch.records import ImageRecord, is_valid_image_id
-from imagesearch.resources import STATUS_DELETED, STATUS_INDEXED, thumbnail_key
+from imagesearch.resources import MAX_KEY_BYTES, STATUS_DELETED, STATUS_INDEXED, thumbnail_key
 
 # A sum of weighted unit vectors (the largest weight scaled to 1) shorter than this
 # has no usable direction.
@@ -106,7 +106,7 @@ class SearchService:
 
     def search(self, request: SearchRequest) -> SearchResponse:
         started = time.perf_counter()
-        vector = self.query_vector(request)
+        # Filters first: a bad one must not cost a model call.
         filters = QueryFilters(
             prefix=self.key_prefix(request.prefix),
             content_types=(
@@ -118,6 +118,7 @@ class SearchService:
             # "More like this" answers with other images, not the query image itself.
             exclude_ids=tuple(self._query_image_ids(request)),
         )
+        vector = self.query_vector(request)
         hits: Sequence[ScoredId] = self._index.query(vector, request.top_k, filters)
         records = self._index.get_many([hit.image_id for hit in hits]) if hits else {}
         results = []
@@ -200,9 +201,16 @@ class SearchService:
         below the upload prefix is taken relative to it (``shoes/``)."""
         if prefix is None:
             return None
-        if prefix.startswith(self.upload_prefix) or self.upload_prefix.startswith(prefix):
-            return prefix
-        return self.upload_prefix + prefix
+        if not (prefix.startswith(self.upload_prefix) or self.upload_prefix.startswith(prefix)):
+            prefix = self.upload_prefix + prefix
+        # DynamoDB refuses a key condition longer than a key (a ValidationException).
+        size = len(prefix.encode("utf-8"))
+        if size > MAX_KEY_BYTES:
+            raise InvalidRequest(
+                f"prefix {prefix[:40]!r}... is {size} bytes in UTF-8 with the upload prefix;"
+                f" object keys are at most {MAX_KEY_BYTES} bytes"
+            )
+        return prefix
 
     def _result(self, record: ImageRecord, score: float) -> SearchResult:
         return SearchResult(

@@ -158,9 +158,13 @@ CASES = [
     ),
     Case("uppercase-image_id", 422, "image_id", body={"image_id": UNKNOWN_ID.upper()}),
     Case("unknown-image", 404, "no image with id", method="GET", path=f"/images/{UNKNOWN_ID}"),
-    Case("traversal-get", 422, "image_id", method="GET", path="/images/..%2F..%2Fetc%2Fpasswd"),
-    Case("traversal-delete", 422, "image_id", method="DELETE", path="/images/..%2Fsecret"),
-    Case("short-id-get", 422, "image_id", method="GET", path="/images/abc"),
+    # SPEC section 6: any id that names no image, well-formed or not, is 404 (finding 12)
+    Case("traversal-get", 404, "no image with id", method="GET", path="/images/..%2F..%2Fetc"),
+    Case("traversal-delete", 404, "no image with id", method="DELETE", path="/images/..%2Fsecret"),
+    Case("short-id-get", 404, "no image with id", method="GET", path="/images/abc"),
+    Case("short-id-delete", 404, "no image with id", method="DELETE", path="/images/abc"),
+    Case("uppercase-id-get", 404, "no image with id", method="GET", path="/images/" + "A" * 32),
+    Case("unicode-id-get", 404, "no image with id", method="GET", path="/images/%C3%A9t%C3%A9"),
     # Missing and conflicting inputs
     Case(
         "no-input", 422, "give at least one of text, image, image_id or queries", body={"top_k": 5}

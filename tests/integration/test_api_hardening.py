@@ -186,3 +186,95 @@ def test_a_weight_beyond_float_range_is_422(shared_api: Api, literal: str) -> No
     response = shared_api.call("POST", "/search", raw_body=raw)
     assert response.status == 422, response.body
     assert "weight" in response.message
+
+
+# --- Findings 6 and 8: cursors and prefixes are checked before DynamoDB sees them --------------
+
+
+def cursor_of(payload: Any) -> str:
+    raw = (
+        payload
+        if isinstance(payload, bytes)
+        else json.dumps(payload, ensure_ascii=False).encode("utf-8", "surrogatepass")
+    )
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def start_key(key: str, image_id: str = "0" * 32, status: str = "indexed") -> dict[str, Any]:
+    return {"status": {"S": status}, "key": {"S": key}, "image_id": {"S": image_id}}
+
+
+def forged(at: dict[str, Any], prefix: str = "", status: str | None = "indexed") -> str:
+    return cursor_of({"v": 1, "prefix": prefix, "status": status, "at": at})
+
+
+def test_a_cursor_of_nested_brackets_is_400(shared_api: Api) -> None:
+    # json.loads raised RecursionError on 1,500 '[': a 500 before
+    response = shared_api.get("/images", query={"cursor": cursor_of(b"[" * 1500)})
+    assert response.status == 400, response.body
+    assert "cursor is not valid" in response.message
+
+
+@pytest.mark.parametrize(
+    ("name", "cursor", "query"),
+    [
+        # DynamoDB limits a sort key to 1,024 bytes: ValidationException (a 500) in AWS,
+        # while moto answered 200.
+        ("key-1025-ascii", forged({"indexed": start_key("uploads/" + "a" * 1017)}), {}),
+        ("key-2048-bytes", forged({"indexed": start_key("uploads/" + "é" * 1020)}), {}),
+        ("key-lone-surrogate", forged({"indexed": start_key("uploads/\ud800")}), {}),
+        ("bad-image-id", forged({"indexed": start_key("uploads/a.jpg", image_id="x" * 5000)}), {}),
+        (
+            "rejected-partition",
+            forged({"rejected": start_key("uploads/" + "é" * 600, status="rejected")}, status=None),
+            {},
+        ),
+    ],
+)
+def test_forged_cursor_keys_are_checked_before_dynamodb(
+    shared_api: Api, name: str, cursor: str, query: dict[str, str]
+) -> None:
+    status = {"status": "indexed"} if "rejected" not in name else {}
+    response = shared_api.get("/images", query={"cursor": cursor, **status, **query})
+    assert response.status == 400, (name, response.body)
+    assert "cursor is not valid" in response.message
+
+
+def test_a_forged_cursor_of_the_largest_real_key_is_accepted(shared_api: Api) -> None:
+    # 1,024 bytes is a real S3 key: a cursor pointing there is a valid (empty) page.
+    key = "uploads/" + "z" * (1024 - len("uploads/"))  # after every seeded key
+    response = shared_api.get(
+        "/images", query={"cursor": forged({"indexed": start_key(key)}), "status": "indexed"}
+    )
+    assert response.status == 200, response.body
+    assert response.body == {"items": [], "cursor": None}
+
+
+@pytest.mark.parametrize(
+    ("prefix", "message"),
+    [
+        ("é" * 1024, "2048 bytes in UTF-8"),  # within 1,024 characters, 2,048 bytes
+        ("a" * 1020, "1028 bytes in UTF-8 with the upload prefix"),  # + "uploads/"
+    ],
+)
+def test_prefixes_longer_than_a_key_are_422(shared_api: Api, prefix: str, message: str) -> None:
+    listing = shared_api.get("/images", query={"prefix": prefix})
+    search = shared_api.post("/search", {"text": "red shoe", "prefix": prefix})
+    for response in (listing, search):
+        assert response.status == 422, response.body
+        assert message in response.message
+    assert shared_api.bedrock.calls == 0
+
+
+def test_a_prefix_with_a_lone_surrogate_is_422(shared_api: Api) -> None:
+    raw = '{"text": "red shoe", "prefix": "shoes/\\ud800"}'
+    response = shared_api.call("POST", "/search", raw_body=raw)
+    assert response.status == 422, response.body
+    assert "prefix" in response.message
+
+
+def test_a_prefix_of_exactly_a_key_is_fine(shared_api: Api) -> None:
+    prefix = "uploads/" + "é" * 508  # 8 + 1016 = 1024 bytes
+    response = shared_api.get("/images", query={"prefix": prefix})
+    assert response.status == 200, response.body
+    assert response.body["items"] == []

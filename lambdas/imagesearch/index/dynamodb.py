@@ -34,7 +34,13 @@ from imagesearch.embedders.base import Vector
 from imagesearch.errors import IndexUnavailable
 from imagesearch.index.matrix import MatrixIndex
 from imagesearch.ports import Page, QueryFilters, ScoredId
-from imagesearch.records import VECTOR_DTYPE, ImageRecord, decode_vector, encode_vector
+from imagesearch.records import (
+    VECTOR_DTYPE,
+    ImageRecord,
+    decode_vector,
+    encode_vector,
+    is_valid_image_id,
+)
 from imagesearch.resources import (
     ATTR_CHANGE_DAY,
     ATTR_CHANGED_AT,
@@ -46,6 +52,7 @@ from imagesearch.resources import (
     ATTR_VECTOR,
     INDEX_BY_CHANGE,
     INDEX_BY_STATUS,
+    MAX_KEY_BYTES,
     RECORD_FIELDS,
     STATUS_DELETED,
     STATUS_INDEXED,
@@ -157,7 +164,11 @@ def build_matrix_from_items(items: Iterable[Mapping[str, Any]], dimension: int) 
 
 
 def _encode_cursor(payload: dict[str, Any]) -> str:
-    raw = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode("utf-8")
+    # Not ASCII-escaped: "\ud83d\ude00" is 12 characters for an emoji's 4 bytes, and a
+    # cursor of two 1,024-byte keys and a prefix must stay under _MAX_CURSOR_CHARS.
+    raw = json.dumps(payload, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode(
+        "utf-8"
+    )
     return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
 
 
@@ -167,8 +178,9 @@ def _decode_cursor(cursor: str) -> dict[str, Any]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         payload = json.loads(raw.decode("utf-8"))
-    except (binascii.Error, UnicodeDecodeError, ValueError) as error:
-        raise ValueError("malformed cursor: not a cursor returned by this API") from error
+    except (binascii.Error, UnicodeDecodeError, ValueError, RecursionError):
+        # RecursionError: a forged cursor of nested brackets ('[[[[...').
+        raise ValueError("malformed cursor: not a cursor returned by this API") from None
     if not isinstance(payload, dict):
         raise ValueError("malformed cursor: not a cursor returned by this API")
     return payload
@@ -177,6 +189,13 @@ def _decode_cursor(cursor: str) -> dict[str, Any]:
 def _status_key(item: Mapping[str, Mapping[str, Any]]) -> Item:
     """The position of ``item`` in the ``by_status`` index (an ExclusiveStartKey)."""
     return {name: {"S": item[name]["S"]} for name in (ATTR_STATUS, ATTR_KEY, ATTR_IMAGE_ID)}
+
+
+def _fits_a_key(text: str) -> bool:
+    try:  # lone surrogates ('\ud800' in JSON) cannot be sent at all
+        return len(text.encode("utf-8")) <= MAX_KEY_BYTES
+    except UnicodeEncodeError:
+        return False
 
 
 def _valid_start_key(value: Any, status: str, prefix: str) -> bool:
@@ -192,7 +211,14 @@ def _valid_start_key(value: Any, status: str, prefix: str) -> bool:
             and attribute["S"]
         ):
             return False
-    return value[ATTR_STATUS]["S"] == status and value[ATTR_KEY]["S"].startswith(prefix)
+    # Checked here, not by DynamoDB: a key over its size limits is a ValidationException
+    # there (a 500), and no key this API hands out is longer than an S3 key.
+    return (
+        value[ATTR_STATUS]["S"] == status
+        and value[ATTR_KEY]["S"].startswith(prefix)
+        and _fits_a_key(value[ATTR_KEY]["S"])
+        and is_valid_image_id(value[ATTR_IMAGE_ID]["S"])
+    )
 
 
 # --- the adapter ---------------------------------------------------------------
