@@ -4,7 +4,10 @@
 #   make lint    ruff + mypy
 #   make synth   cdk synth -> cdk.out/*.template.json (no Docker, no AWS account)
 #   make bench   print benchmark figures
-#   make local   the whole product on this machine (SPEC section 8)
+#   make local   the whole product on this machine (SPEC section 8); installs only
+#                requirements-local.txt. Passes through PORT, DROPBOX, EMBEDDER,
+#                VECTOR_STORE, MODEL_ID, EMBEDDING_DIMENSION, STATE_DIR; more options
+#                in LOCAL_ARGS, e.g. make local LOCAL_ARGS="--host 0.0.0.0"
 #   make deploy  cdk deploy (needs AWS credentials, Bedrock model access, cdk bootstrap)
 
 PYTHON ?= python3
@@ -13,26 +16,42 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 CDK := node_modules/.bin/cdk
 STAMP := $(VENV)/.installed
+LOCAL_STAMP := $(VENV)/.local-installed
 NODE_STAMP := node_modules/.installed
 CLIP_STAMP := $(VENV)/.clip-installed
 PYTEST_ARGS ?=
 CDK_ARGS ?=
+LOCAL_ARGS ?=
+# SPEC section 8: `make local` hands these to `imagesearch local`, from the environment
+# or the make command line (`make local EMBEDDER=clip`); unset ones stay unset.
+LOCAL_ENV := PORT DROPBOX EMBEDDER VECTOR_STORE MODEL_ID EMBEDDING_DIMENSION STATE_DIR
+$(foreach v,$(LOCAL_ENV),$(if $(filter undefined,$(origin $(v))),,$(eval export $(v))))
 
 .PHONY: dev test lint synth bench local deploy browser clean
 
 dev: $(STAMP) $(NODE_STAMP)
 
-$(STAMP): requirements.txt requirements-dev.txt lambdas/requirements.txt pyproject.toml
+# Local mode's set: the runtime package, moto for three services, the CLI. pip shows
+# its progress (a first run downloads ~100 MB of wheels).
+$(LOCAL_STAMP): requirements-local.txt lambdas/requirements.txt pyproject.toml
+	@echo "== setting up $(VENV) for local mode (requirements-local.txt)"
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --progress-bar on -r requirements-local.txt
+	$(PIP) install --no-deps -e .
+	touch $@
+
+# Everything else on top: CDK, linters, test tools.
+$(STAMP): $(LOCAL_STAMP) requirements.txt requirements-dev.txt
+	@echo "== installing the development set (requirements-dev.txt)"
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet -r requirements-dev.txt
-	$(PIP) install --quiet --no-deps -e .
 	touch $@
 
 # The optional local CLIP embedder (torch CPU build): installed for the test suite
 # so its real loading code is tested; users add it with `pip install -r requirements-clip.txt`.
-$(CLIP_STAMP): $(STAMP) requirements-clip.txt
-	$(PIP) install --quiet -r requirements-clip.txt
+$(CLIP_STAMP): $(LOCAL_STAMP) requirements-clip.txt
+	@echo "== installing the optional CLIP embedder (requirements-clip.txt, ~1 GB)"
+	$(PIP) install --progress-bar on -r requirements-clip.txt
 	touch $@
 
 $(NODE_STAMP): package.json package-lock.json
@@ -68,8 +87,10 @@ deploy: dev
 bench: dev
 	$(PY) -m bench
 
-local: dev
-	$(VENV)/bin/imagesearch local
+# EMBEDDER=clip adds the optional CLIP extra first.
+local: $(LOCAL_STAMP) $(if $(filter clip,$(EMBEDDER)),$(CLIP_STAMP))
+	@echo "== starting local mode (Ctrl-C stops it)"
+	$(VENV)/bin/imagesearch local $(LOCAL_ARGS)
 
 clean:
 	rm -rf $(VENV) node_modules cdk.out .build .pytest_cache

@@ -25,6 +25,7 @@ from imagesearch.cli.errors import ApiError, CliError
 from imagesearch.cli.http import (
     ApiClient,
     SigV4Signer,
+    is_local_url,
     is_loopback_url,
     region_from_url,
 )
@@ -149,6 +150,23 @@ def verify_sigv4(sent: Sent, credentials: Credentials, region: str) -> None:
 )
 def test_loopback_urls_are_local_mode(url: str, loopback: bool) -> None:
     assert is_loopback_url(url) is loopback
+
+
+@pytest.mark.parametrize(
+    ("url", "local"),
+    [
+        ("http://127.0.0.1:8000", True),
+        ("http://192.168.1.20:8000", True),  # local mode served with --host 0.0.0.0
+        ("http://10.0.0.5:8000", True),
+        ("http://[fe80::1]:8000", True),
+        ("http://laptop.local:8000", True),
+        (DEPLOYED, False),
+        ("https://search.example.com", False),
+        ("http://8.8.8.8:8000", False),
+    ],
+)
+def test_local_mode_urls_on_the_network_go_unsigned(url: str, local: bool) -> None:
+    assert is_local_url(url) is local
 
 
 def test_region_is_read_from_an_execute_api_host() -> None:

@@ -54,14 +54,29 @@ def test_upload_backfill_get_delete_arguments() -> None:
 
 def test_local_defaults_and_environment() -> None:
     defaults = parse(["local"])
-    from_env = parse(["local"], {"PORT": "9123", "DROPBOX": "/data/in"})
+    from_env = parse(
+        ["local"], {"PORT": "9123", "DROPBOX": "/data/in", "EMBEDDER": "clip", "HOST": "laptop"}
+    )
     explicit = parse(
-        ["local", "--port", "7000", "--dropbox", "d", "--embedder", "clip"], {"PORT": "9123"}
+        ["local", "--port", "7000", "--dropbox", "d", "--embedder", "bedrock", "--host", "0.0.0.0"],
+        {"PORT": "9123", "EMBEDDER": "clip"},
     )
 
     assert (defaults.port, defaults.dropbox, defaults.embedder) == (8000, "./dropbox", "bedrock")
-    assert (from_env.port, from_env.dropbox) == (9123, "/data/in")
-    assert (explicit.port, explicit.dropbox, explicit.embedder) == (7000, "d", "clip")
+    assert defaults.host == "127.0.0.1"
+    # HOST is the shell's machine name, never a listen address: --host is a flag only.
+    assert (from_env.port, from_env.dropbox, from_env.embedder, from_env.host) == (
+        9123,
+        "/data/in",
+        "clip",
+        "127.0.0.1",
+    )
+    assert (explicit.port, explicit.dropbox, explicit.embedder, explicit.host) == (
+        7000,
+        "d",
+        "bedrock",
+        "0.0.0.0",
+    )
 
 
 @pytest.mark.parametrize(
@@ -75,6 +90,7 @@ def test_local_defaults_and_environment() -> None:
         (["upload"], {}, "the following arguments are required: PATH"),
         (["get"], {}, "the following arguments are required: ID"),
         (["local", "--embedder", "gpt"], {}, "invalid choice: 'gpt'"),
+        (["local"], {"EMBEDDER": "gpt"}, "invalid choice: 'gpt' (choose from bedrock, clip)"),
         (["local"], {"PORT": "eighty"}, "not a port number: 'eighty'"),
         (["local", "--port", "70000"], {}, "not a port number: 70000"),
     ],
@@ -137,8 +153,8 @@ def test_local_calls_local_mode_run_with_the_contract_arguments(
     calls: list[dict[str, Any]] = []
     fake = types.ModuleType("imagesearch.local")
 
-    def fake_run(port: int, dropbox: Path, embedder: str) -> int:
-        calls.append({"port": port, "dropbox": dropbox, "embedder": embedder})
+    def fake_run(**options: Any) -> int:
+        calls.append(options)
         return 3
 
     fake.run = fake_run  # type: ignore[attr-defined]
@@ -147,7 +163,13 @@ def test_local_calls_local_mode_run_with_the_contract_arguments(
     code = run(["local", "--port", "8123", "--dropbox", "/tmp/drop"], environ={})
 
     assert code == 3
-    assert calls == [{"port": 8123, "dropbox": Path("/tmp/drop"), "embedder": "bedrock"}]
+    assert len(calls) == 1
+    assert {name: calls[0][name] for name in ("port", "dropbox", "embedder", "host")} == {
+        "port": 8123,
+        "dropbox": Path("/tmp/drop"),
+        "embedder": "bedrock",
+        "host": "127.0.0.1",
+    }
 
 
 def test_local_clip_without_the_extra_says_how_to_install_it(
@@ -183,7 +205,8 @@ def test_local_mode_missing_dependency_is_a_clear_error(monkeypatch: pytest.Monk
 
     assert code == 1
     assert err.getvalue() == (
-        "imagesearch: error: local mode needs moto: install the dev dependencies with make dev\n"
+        "imagesearch: error: local mode needs moto: install its dependencies with make local"
+        " (or pip install -r requirements-local.txt)\n"
     )
 
 

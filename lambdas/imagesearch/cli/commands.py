@@ -469,7 +469,15 @@ def cmd_local(args: Any) -> int:
     except ModuleNotFoundError as error:
         if error.name and not error.name.startswith("imagesearch"):
             raise CliError(
-                f"local mode needs {error.name}: install the dev dependencies with make dev"
+                f"local mode needs {error.name}: install its dependencies with make local"
+                " (or pip install -r requirements-local.txt)"
             ) from error
         raise
-    return int(run(port=args.port, dropbox=Path(args.dropbox), embedder=args.embedder))
+    return int(
+        run(
+            port=args.port,
+            dropbox=Path(args.dropbox),
+            embedder=args.embedder,
+            host=args.host,
+        )
+    )

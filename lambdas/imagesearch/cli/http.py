@@ -1,11 +1,13 @@
 """HTTP client of the search API: JSON in and out, SigV4 for deployed stacks.
 
-Requests to a loopback URL (local mode) go unsigned; everything else is signed for
-``execute-api`` with the credentials of the boto3 session (the standard chain).
+Requests to local mode (a loopback, private-network or ``.local`` URL) go unsigned;
+everything else is signed for ``execute-api`` with the credentials of the boto3 session
+(the standard chain).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from typing import Any
@@ -25,6 +27,22 @@ def is_loopback_url(url: str) -> bool:
     """True for local mode's ``http://127.0.0.1:PORT`` and the like."""
     host = (urlsplit(url).hostname or "").lower()
     return host in _LOOPBACK_NAMES or host.startswith("127.") or host.endswith(".localhost")
+
+
+def is_local_url(url: str) -> bool:
+    """Local mode, on this machine or served to the network with ``--host``: loopback,
+    a private or link-local IP address, or an mDNS ``.local`` name. Such URLs go
+    unsigned; a deployed API is never reached at one of them."""
+    if is_loopback_url(url):
+        return True
+    host = (urlsplit(url).hostname or "").lower()
+    if host.endswith(".local"):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.is_private or address.is_link_local
 
 
 def region_from_url(url: str) -> str | None:

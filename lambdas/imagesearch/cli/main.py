@@ -24,6 +24,8 @@ ENV_URL = "IMAGESEARCH_URL"
 ENV_DEBUG = "IMAGESEARCH_DEBUG"
 DEFAULT_PORT = 8000
 DEFAULT_DROPBOX = "./dropbox"
+DEFAULT_HOST = "127.0.0.1"
+EMBEDDER_CHOICES = ("bedrock", "clip")
 MAX_TOP_K = 100  # the API's limit (SPEC section 6)
 
 
@@ -62,6 +64,14 @@ def _port(value: str) -> int:
     if not 0 < number < 65536:
         raise argparse.ArgumentTypeError(f"not a port number: {value}")
     return number
+
+
+def _embedder(value: str) -> str:
+    if value not in EMBEDDER_CHOICES:
+        raise argparse.ArgumentTypeError(
+            f"invalid choice: {value!r} (choose from {', '.join(EMBEDDER_CHOICES)})"
+        )
+    return value
 
 
 def _target_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
@@ -146,7 +156,21 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         metavar="DIR",
         help=f"drop folder mirrored into the bucket (default {DEFAULT_DROPBOX}, env DROPBOX)",
     )
-    local.add_argument("--embedder", choices=("bedrock", "clip"), default="bedrock")
+    local.add_argument(
+        "--embedder",
+        type=_embedder,
+        default=env.get("EMBEDDER") or "bedrock",
+        metavar="{bedrock,clip}",
+        help="bedrock (default: Titan through your AWS configuration) or clip (local model,"
+        " optional extra); env EMBEDDER",
+    )
+    # Flag only: shells set HOST to the machine's name.
+    local.add_argument(
+        "--host",
+        default=DEFAULT_HOST,
+        help=f"address to listen on (default {DEFAULT_HOST}); 0.0.0.0 serves other devices"
+        " on your network, with no auth",
+    )
     return parser
 
 

@@ -27,7 +27,7 @@ from imagesearch.cli.http import (
     ApiClient,
     SigV4Signer,
     check_url,
-    is_loopback_url,
+    is_local_url,
     region_from_url,
 )
 
@@ -133,7 +133,7 @@ class Context:
 
     @property
     def is_local(self) -> bool:
-        return self.url is not None and is_loopback_url(self.url)
+        return self.url is not None and is_local_url(self.url)
 
     @property
     def http(self) -> requests.Session:

@@ -42,6 +42,8 @@ from imagesearch.local.worker import IngestWorker
 logger = logging.getLogger("imagesearch.local")
 
 EMBEDDERS = ("bedrock", "clip")
+LOOPBACK = "127.0.0.1"
+_WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})  # noqa: S104  (names, not binds)
 # sentence-transformers' clip-ViT-B-32 produces 512-dimensional vectors.
 CLIP_DIMENSION = 512
 # Handlers log JSON for CloudWatch; in a terminal only their errors are worth
@@ -94,7 +96,8 @@ class LocalMode:
         self.names = names or LocalNames()
         self._poll_seconds = poll_seconds
         self._env = EnvironPatch()
-        self._moto = MotoServer(host)
+        # moto stays on loopback whatever --host says: only this process talks to it.
+        self._moto = MotoServer(LOOPBACK)
         self._server: GatewayServer | None = None
         self._worker: IngestWorker | None = None
         self._mirror: DropboxMirror | None = None
@@ -105,9 +108,17 @@ class LocalMode:
 
     @property
     def url(self) -> str:
+        """Where this machine reaches the page and API (loopback for a wildcard --host)."""
         if self._server is None:
             raise RuntimeError("local mode is not running")
+        if self.host in _WILDCARD_HOSTS:
+            return f"http://{LOOPBACK}:{self._server.port}"
         return self._server.url
+
+    @property
+    def exposed(self) -> bool:
+        """Listening beyond loopback: other devices can reach it (no auth)."""
+        return not (self.host == "localhost" or self.host.startswith("127.") or self.host == "::1")
 
     def __enter__(self) -> LocalMode:
         return self.start()
@@ -237,17 +248,41 @@ class LocalMode:
         )
         if self.embedder == "clip":
             via = "local CLIP (sentence-transformers)"
-        return "\n".join(
-            [
-                f"imagesearch local: {self.url}  (web page and search API, no auth)",
-                f"  drop folder {self.dropbox} -> s3://{self.resources.bucket}/"
-                f"{self.resources.upload_prefix}",
-                f"  embeddings: {self.model_id} ({self.dimension} dimensions) via {via}",
-                f"  moto (S3, SQS, DynamoDB, in memory: gone on exit): "
-                f"{self.resources.endpoint_url}",
-                "  press Ctrl-C to stop",
-            ]
-        )
+        lines = [
+            f"imagesearch local: {self.url}  (web page and search API, no auth)",
+            f"  drop folder {self.dropbox} -> s3://{self.resources.bucket}/"
+            f"{self.resources.upload_prefix}",
+            f"  embeddings: {self.model_id} ({self.dimension} dimensions) via {via}",
+            f"  moto (S3, SQS, DynamoDB, in memory: gone on exit): {self.resources.endpoint_url}",
+        ]
+        if self.exposed:
+            lines.append(
+                f"  WARNING: listening on {self.host}: anyone who can reach this machine can"
+                " search, upload and delete images (local mode has no auth)"
+            )
+            lan = lan_address() if self.host in _WILDCARD_HOSTS else self.host
+            if lan:
+                port = self._server.port if self._server is not None else self.port
+                lines.append(f"  from other devices: http://{lan}:{port}")
+        lines += [
+            "  for the CLI in another terminal, paste:",
+            f"    export IMAGESEARCH_URL={self.url}",
+            "  press Ctrl-C to stop",
+        ]
+        return "\n".join(lines)
+
+
+def lan_address() -> str | None:
+    """This machine's address on its default route (no packet is sent), for the banner."""
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect(("192.0.2.1", 9))  # TEST-NET-1: connect() on UDP only picks a route
+            address: str = probe.getsockname()[0]
+    except OSError:
+        return None
+    return None if address.startswith("127.") else address
 
 
 def _cold_handlers() -> tuple[Any, Any]:
@@ -327,14 +362,14 @@ def configure_output() -> None:
     logging.getLogger("imagesearch.local").setLevel(logging.INFO)
 
 
-def run(port: int, dropbox: Path, embedder: str) -> int:
+def run(port: int, dropbox: Path, embedder: str, host: str = LOOPBACK) -> int:
     """``imagesearch local``: run until Ctrl-C or SIGTERM; the process exit code."""
     configure_output()
     stdout = sys.stdout
     sys.stdout = cast(TextIO, _WithoutEmbeddedMetrics(stdout))
     stop = threading.Event()
     previous = _install_signal_handlers(stop)
-    mode = LocalMode(port=port, dropbox=dropbox, embedder=embedder)
+    mode = LocalMode(port=port, dropbox=dropbox, embedder=embedder, host=host)
     try:
         try:
             mode.start()

@@ -335,6 +335,10 @@ class GatewayServer:
         host, port = self._server.server_address[:2]
         return f"http://{host!s}:{port}"
 
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
     def start(self, gateway: Gateway) -> None:
         self._handler_class.gateway = gateway
         self._thread.start()
