@@ -256,8 +256,11 @@ def test_upload_gets_a_presigned_put_and_sends_the_bytes_with_its_headers(tmp_pa
 
     # Then each file got a grant for prefix + relative name, then one PUT of its bytes
     assert code == 0
-    grants = [s for s in transport.sent if s.path == "/uploads"]
-    puts = [s for s in transport.sent if s.method == "PUT"]
+    # (uploads run in parallel: compared in name order)
+    grants = sorted(
+        (s for s in transport.sent if s.path == "/uploads"), key=lambda s: s.json()["filename"]
+    )
+    puts = sorted((s for s in transport.sent if s.method == "PUT"), key=lambda s: s.url)
     assert [g.json() for g in grants] == [
         {"filename": "cat/deep/blue.png", "content_type": "image/png", "size": 8},
         {"filename": "cat/red.jpg", "content_type": "image/jpeg", "size": 8},
@@ -482,10 +485,10 @@ def count_params(status: str, **extra: Any) -> dict[str, Any]:
     }
 
 
-def stub_status(db: Stubber, sqs: Stubber, *, other_model: int) -> None:
+def stub_status(db: Stubber, sqs: Stubber, *, other_model: int, dead_letters: int = 0) -> None:
     db.add_response("query", {"Count": 7, "ScannedCount": 7}, count_params("indexed"))
     db.add_response("query", {"Count": 2, "ScannedCount": 2}, count_params("rejected"))
-    for waiting, in_flight in ((4, 1), (0, 0)):
+    for waiting, in_flight in ((4, 1), (dead_letters, 0)):
         sqs.add_response(
             "get_queue_attributes",
             {

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn, TextIO
 
+from imagesearch import __version__
 from imagesearch import resources as r
 from imagesearch.cli import commands
 from imagesearch.cli.errors import CliError, UsageError, from_aws
@@ -74,6 +75,41 @@ def _embedder(value: str) -> str:
     return value
 
 
+def _weighted(default_weight: float, *, negative: bool = False) -> Any:
+    """``TEXT`` or ``TEXT:WEIGHT`` -> (text, weight); a colon not followed by a number
+    is part of the text. ``negative``: the weight's size counts, it always steers away."""
+
+    def parse(value: str) -> tuple[str, float]:
+        text, weight = value, default_weight
+        head, sep, tail = value.rpartition(":")
+        if sep:
+            try:
+                weight = float(tail)
+            except ValueError:
+                weight = default_weight  # "label: red": the colon is part of the text
+            else:
+                text = head
+        if not text.strip():
+            raise argparse.ArgumentTypeError(f"no text in {value!r}")
+        if weight != weight or weight in (float("inf"), float("-inf")) or weight == 0:
+            raise argparse.ArgumentTypeError(f"the weight must be a non-zero number: {value!r}")
+        return text, -abs(weight) if negative else weight
+
+    return parse
+
+
+def _jobs(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
+    if not 1 <= number <= commands.MAX_UPLOAD_JOBS:
+        raise argparse.ArgumentTypeError(
+            f"must be between 1 and {commands.MAX_UPLOAD_JOBS}, not {number}"
+        )
+    return number
+
+
 def _target_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     """Global options, accepted before and after the subcommand (``suppress``: the
     subcommand's copy only sets a value when given, so it never hides the global one)."""
@@ -94,6 +130,21 @@ def _target_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     )
     group.add_argument("--region", default=default(None), help="AWS region of the stack")
     group.add_argument("--profile", default=default(None), help="AWS profile (else AWS_PROFILE)")
+    shown = parser.add_argument_group("output")
+    shown.add_argument(
+        "--output",
+        "-o",
+        choices=commands.OUTPUT_FORMATS,
+        default=default(None),
+        help="json (the API's answer, for scripts), table or text (default: each command's"
+        " readable form)",
+    )
+    shown.add_argument(
+        "--json",
+        action="store_true",
+        default=default(False),
+        help="same as --output json",
+    )
 
 
 def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
@@ -104,6 +155,7 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         epilog=f"Without --url (or {ENV_URL}) the deployed stack is used: its outputs give the"
         " API URL and resources, and API requests are signed with your AWS credentials.",
     )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     _target_options(parser, suppress=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
@@ -120,11 +172,41 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
     search.add_argument("--top-k", type=_top_k, default=10, metavar="N", help="results (1-100)")
     search.add_argument("--min-score", type=_score, metavar="S", help="cosine score cut-off")
     search.add_argument("--prefix", metavar="P", help="only keys starting with P")
-    search.add_argument("--json", action="store_true", help="print the API response as JSON")
+    search.add_argument(
+        "--not",
+        dest="negative",
+        action="append",
+        type=_weighted(commands.NOT_WEIGHT, negative=True),
+        default=[],
+        metavar="TEXT[:W]",
+        help=f"steer away from TEXT (weight -{commands.NOT_WEIGHT} unless given; repeatable)",
+    )
+    search.add_argument(
+        "--also",
+        action="append",
+        type=_weighted(1.0),
+        default=[],
+        metavar="TEXT[:W]",
+        help="add TEXT with weight W (default 1; negative steers away; repeatable),"
+        ' e.g. --also "sunset:0.5"',
+    )
 
     upload = command("upload", "upload image files or directories (recursively)")
     upload.add_argument("paths", nargs="+", metavar="PATH", help="image files or directories")
     upload.add_argument("--prefix", default="", metavar="P", help="folder below the upload prefix")
+    upload.add_argument(
+        "--jobs",
+        "-j",
+        type=_jobs,
+        default=commands.UPLOAD_JOBS,
+        metavar="N",
+        help=f"parallel uploads (default {commands.UPLOAD_JOBS})",
+    )
+    upload.add_argument(
+        "--dryrun",
+        action="store_true",
+        help="show what would be uploaded and skipped, upload nothing",
+    )
 
     backfill = command("backfill", "enqueue every stored image for ingest, as if just uploaded")
     backfill.add_argument(
@@ -133,15 +215,28 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         help="re-embed records made with another model or dimension (after a model change)",
     )
 
-    status = command("status", "counts, queue depths and the latest rejections")
-    status.add_argument("--json", action="store_true", help="print the report as JSON")
+    command("status", "counts, queue depths, the latest rejections and failures, dead letters")
+
+    redrive = command(
+        "redrive", "send the dead-letter queue's messages back to the ingest queue (after a fix)"
+    )
+    redrive.add_argument(
+        "--dryrun", action="store_true", help="list what would be sent back, move nothing"
+    )
 
     get = command("get", "show one image record")
     get.add_argument("image_id", metavar="ID")
-    get.add_argument("--json", action="store_true", help="print the record as JSON")
 
     delete = command("delete", "delete one image (the S3 object; the index follows)")
     delete.add_argument("image_id", metavar="ID")
+
+    completion = sub.add_parser(
+        "completion",
+        help="print a shell completion script",
+        description='Print a completion script: eval "$(imagesearch completion bash)" in'
+        ' ~/.bashrc, or imagesearch completion zsh > "${fpath[1]}/_imagesearch"',
+    )
+    completion.add_argument("shell", choices=("bash", "zsh"))
 
     local = command("local", "run the whole product on this machine (SPEC section 8)")
     local.add_argument(
@@ -159,8 +254,8 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
     local.add_argument(
         "--embedder",
         type=_embedder,
+        choices=EMBEDDER_CHOICES,
         default=env.get("EMBEDDER") or "bedrock",
-        metavar="{bedrock,clip}",
         help="bedrock (default: Titan through your AWS configuration) or clip (local model,"
         " optional extra); env EMBEDDER",
     )
@@ -177,7 +272,7 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
 def dispatch(args: argparse.Namespace, ctx: Context, out: TextIO, err: TextIO) -> int:
     name = args.command
     if name == "search":
-        return commands.cmd_search(args, ctx, out)
+        return commands.cmd_search(args, ctx, out, err)
     if name == "get":
         return commands.cmd_get(args, ctx, out)
     if name == "delete":
@@ -188,6 +283,8 @@ def dispatch(args: argparse.Namespace, ctx: Context, out: TextIO, err: TextIO) -
         return commands.cmd_backfill(args, ctx, out, err)
     if name == "status":
         return commands.cmd_status(args, ctx, out)
+    if name == "redrive":
+        return commands.cmd_redrive(args, ctx, out, err)
     raise UsageError(f"unknown command {name!r}")  # argparse already refused it
 
 
@@ -212,6 +309,11 @@ def run(
     try:
         if args.command == "local":
             return commands.cmd_local(args)
+        if args.command == "completion":
+            from imagesearch.cli.completion import completion_script
+
+            out.write(completion_script(build_parser({}), args.shell))
+            return 0
         ctx = Context(
             url=args.url or env.get(ENV_URL) or None,
             stack_name=args.stack,

@@ -69,6 +69,43 @@ def results_table(response: Mapping[str, Any], *, width: int = 120) -> str:
     return "\n".join([*lines, footer])
 
 
+def results_lines(response: Mapping[str, Any]) -> str:
+    """Search results for scripts: ``score<TAB>image_id<TAB>key`` per line, best first."""
+    results: Sequence[Mapping[str, Any]] = response.get("results") or []
+    return "\n".join(
+        f"{float(item.get('score', 0.0)):.4f}\t{item.get('image_id', '')}\t{item.get('key', '')}"
+        for item in results
+    )
+
+
+def upload_table(report: Mapping[str, Any]) -> str:
+    """``upload --output table``: one row per file with what happened to it."""
+    rows = [("uploaded", item["path"], item["key"]) for item in report.get("uploaded") or []]
+    if report.get("dryrun"):
+        rows = [("would upload", path, key) for _, path, key in rows]
+    rows += [("unchanged", item["path"], item["key"]) for item in report.get("unchanged") or []]
+    rows += [("skipped", item["path"], item["reason"]) for item in report.get("skipped") or []]
+    rows += [("failed", item["path"], item["reason"]) for item in report.get("failed") or []]
+    header = ("RESULT", "FILE", "KEY OR REASON")
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(2)]
+    return "\n".join(
+        f"{row[0]:<{widths[0]}}  {row[1]!s:<{widths[1]}}  {row[2]}".rstrip()
+        for row in [header, *rows]
+    )
+
+
+def dead_letters_text(letters: Sequence[Mapping[str, Any]], *, header: str) -> str:
+    """Dead-letter messages with the keys they name and the recorded cause."""
+    if not letters:
+        return "the dead-letter queue is empty"
+    lines = [header]
+    for letter in letters:
+        keys = ", ".join(letter.get("keys") or []) or "(no object key)"
+        when = letter.get("sent_at") or "-"
+        lines.append(f"  {when}  {keys}  {letter.get('cause') or 'cause unknown'}")
+    return "\n".join(lines)
+
+
 _RECORD_ORDER = (
     "image_id",
     "key",
@@ -130,6 +167,12 @@ def status_text(report: Mapping[str, Any]) -> str:
             reason = str(item.get("reason") or "no reason recorded")
             # The reason is what the user acts on: never shortened.
             lines.append(f"  {when}  {key}  {reason}")
+    letters = report.get("dead_letters") or []
+    if letters:
+        lines.append("")
+        lines.append(
+            dead_letters_text(letters, header="dead letters (the cause is the catalog's):")
+        )
     hints = report.get("hints") or []
     if hints:
         lines.append("")
