@@ -405,6 +405,7 @@ async function browseStep() {
   view.loading = true;
   view.seenCount = stats ? stats.indexed : null;
   moreButton.hidden = true;
+  if (!view.items.length) statusLine.textContent = "Loading images…";
   try {
     let added = 0;
     for (let pages = 0; pages < 10 && added === 0; pages += 1) {
@@ -619,6 +620,7 @@ async function refreshStats() {
   }
   renderStats();
   if (reconnected) {
+    if (!uploadPrefix) await loadResources();
     run(); // whatever was asked while the server was away
   } else if (!view.loading && view.seenCount !== stats.indexed) {
     onCountsChanged();
@@ -1026,13 +1028,17 @@ document.addEventListener("drop", (event) => {
   if (file) useImage(file, "dropped image");
 });
 
-async function start() {
+async function loadResources() {
   try {
     const resources = await api("GET", "local/resources");
     uploadPrefix = resources.upload_prefix || "";
   } catch (_) {
-    uploadPrefix = ""; // not local mode: full keys
+    uploadPrefix = ""; // not local mode (or not answering yet): full keys
   }
+}
+
+async function start() {
+  await loadResources();
   const id = queryFromUrl();
   syncDetail(id); // a shared link to one image
   replaceUrl();
