@@ -202,6 +202,10 @@ def _check_prefix(prefix: str) -> None:
         problem = "must not start with '/' (S3 keys have no leading slash)"
     elif "//" in prefix:
         problem = "must not contain '//'"
+    elif any(segment in (".", "..") for segment in prefix.split("/")):
+        # S3 keeps './' literally while clients and file systems normalise it away: the
+        # keys written would not be the keys the grants and the ingest filter expect.
+        problem = "must not contain '.' or '..' segments"
     elif any(c in prefix for c in "*?$"):
         # IAM resource ARNs are built from the prefix: '*' and '?' are IAM wildcards and
         # '${' starts a policy variable, so any of them would widen the grants.

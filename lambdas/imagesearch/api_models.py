@@ -200,27 +200,34 @@ class UploadRequest(_Request):
         Field(description="Path below the upload prefix, e.g. 'shoes/red.jpg'")
     )
     content_type: UploadContentType
-    size: Annotated[int, Field(ge=1)] | None = Field(
-        default=None,
+    size: Annotated[int, Field(ge=1)] = Field(
         description=(
-            "Exact size in bytes. When given, Content-Length is signed into the URL and S3"
-            " refuses any other size; it must not exceed the deployment's upload limit."
+            "Exact size in bytes (required): Content-Length is signed into the URL, so S3"
+            " refuses a body of any other size. At most the deployment's upload limit."
         ),
     )
 
     @field_validator("filename")
     @classmethod
     def _safe_filename(cls, value: str) -> str:
+        # The signed key must be the key clients end up writing: anything a client,
+        # shell or file system would normalise ('./', '/./', '..', '//') is refused.
         if value.startswith("/"):
             raise _invalid("filename must be relative (no leading '/')")
-        if ".." in value:
-            raise _invalid("filename must not contain '..'")
         if "\\" in value:
             raise _invalid("filename must use '/' as separator, not '\\'")
         if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
             raise _invalid("filename must not contain control characters")
-        if value.endswith("/") or "//" in value:
+        segments = value.split("/")
+        if any(segment in (".", "..") for segment in segments):
+            raise _invalid("filename must not contain '.' or '..' path segments")
+        if "" in segments:
             raise _invalid("filename must not have empty path segments")
+        size = utf8_size(value, "filename")
+        if size > MAX_KEY_BYTES:
+            raise _invalid(
+                f"filename is {size} bytes in UTF-8; S3 keys are at most {MAX_KEY_BYTES} bytes"
+            )
         return value
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 import boto3
 from botocore.config import Config
@@ -105,21 +106,38 @@ class S3ObjectStore:
                     last_modified=_iso(item.get("LastModified")),
                 )
 
-    def presign_get(self, key: str, *, expires_in: int = 900) -> str:
+    def presign_get(
+        self, key: str, *, expires_in: int = 900, content_type: str, attachment: bool = False
+    ) -> str:
+        params: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Key": key,
+            # Signed response overrides: S3 answers with these headers, not the object's
+            # metadata (which the uploader chose: an SVG or HTML must not render here).
+            "ResponseContentType": content_type,
+        }
+        if attachment:
+            name = key.rsplit("/", 1)[-1]
+            params["ResponseContentDisposition"] = (
+                f"attachment; filename*=UTF-8''{quote(name, safe='')}"
+            )
         url: str = self._client.generate_presigned_url(
-            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires_in
+            "get_object", Params=params, ExpiresIn=expires_in
         )
         return url
 
     def presign_put(
-        self, key: str, *, content_type: str, content_length: int | None, expires_in: int = 900
+        self, key: str, *, content_type: str, content_length: int, expires_in: int = 900
     ) -> tuple[str, dict[str, str]]:
-        params: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "ContentType": content_type}
-        headers = {"Content-Type": content_type}
-        if content_length is not None:
-            # Signed, so S3 refuses a body of any other length.
-            params["ContentLength"] = content_length
-            headers["Content-Length"] = str(content_length)
+        # Both signed: S3 refuses another type or a body of any other length, so an
+        # upload is bounded by the size the API accepted.
+        params: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Key": key,
+            "ContentType": content_type,
+            "ContentLength": content_length,
+        }
+        headers = {"Content-Type": content_type, "Content-Length": str(content_length)}
         url: str = self._client.generate_presigned_url(
             "put_object", Params=params, ExpiresIn=expires_in
         )

@@ -114,10 +114,15 @@ class ObjectStore(Protocol):
 
     def list_keys(self, prefix: str) -> Iterator[ObjectInfo]: ...
 
-    def presign_get(self, key: str, *, expires_in: int = 900) -> str: ...
+    def presign_get(
+        self, key: str, *, expires_in: int = 900, content_type: str, attachment: bool = False
+    ) -> str:
+        """A GET URL whose response says ``content_type`` (whatever the object's own
+        metadata claims) and, with ``attachment``, makes a browser download, not render."""
+        ...
 
     def presign_put(
-        self, key: str, *, content_type: str, content_length: int | None, expires_in: int = 900
+        self, key: str, *, content_type: str, content_length: int, expires_in: int = 900
     ) -> tuple[str, dict[str, str]]:
-        """URL and the headers the client must send with its PUT."""
+        """URL and the headers the client must send with its PUT (both signed)."""
         ...

@@ -19,6 +19,7 @@ from typing import Protocol
 import numpy as np
 
 from imagesearch.api_models import (
+    UPLOAD_CONTENT_TYPES,
     DeleteAccepted,
     HealthResponse,
     ImageOut,
@@ -46,6 +47,8 @@ from imagesearch.resources import MAX_KEY_BYTES, STATUS_DELETED, STATUS_INDEXED,
 # has no usable direction.
 _MIN_COMBINED_NORM = 1e-6
 _MAX_PARALLEL_EMBEDS = 4
+# What a download of something we do not vouch for is labelled.
+_OPAQUE = "application/octet-stream"
 _DATA_URL = re.compile(r"^data:[^,]{0,100};base64,", re.IGNORECASE)
 
 
@@ -217,10 +220,8 @@ class SearchService:
             image_id=record.image_id,
             key=record.key,
             score=round(float(score), 6),
-            url=self._store.presign_get(record.key, expires_in=self.url_ttl),
-            thumbnail_url=self._store.presign_get(
-                thumbnail_key(record.image_id), expires_in=self.url_ttl
-            ),
+            url=self._original_url(record),
+            thumbnail_url=self._thumbnail_url(record),
             content_type=record.content_type,
             width=record.width,
             height=record.height,
@@ -259,30 +260,42 @@ class SearchService:
 
     def _image_out(self, record: ImageRecord) -> ImageOut:
         fields = record.public_fields()
-        thumbnail = (
-            self._store.presign_get(thumbnail_key(record.image_id), expires_in=self.url_ttl)
-            if record.status == STATUS_INDEXED
-            else None
+        thumbnail = self._thumbnail_url(record) if record.status == STATUS_INDEXED else None
+        return ImageOut(**fields, url=self._original_url(record), thumbnail_url=thumbnail)
+
+    def _original_url(self, record: ImageRecord) -> str:
+        """Only an indexed image, whose type our decoder found, is served inline, as
+        that type; anything else (a rejected SVG with a script, an HTML file, an image
+        whose stored Content-Type lies) downloads as opaque bytes."""
+        if record.status == STATUS_INDEXED and record.content_type in UPLOAD_CONTENT_TYPES:
+            return self._store.presign_get(
+                record.key, expires_in=self.url_ttl, content_type=record.content_type
+            )
+        return self._store.presign_get(
+            record.key, expires_in=self.url_ttl, content_type=_OPAQUE, attachment=True
         )
-        return ImageOut(
-            **fields,
-            url=self._store.presign_get(record.key, expires_in=self.url_ttl),
-            thumbnail_url=thumbnail,
+
+    def _thumbnail_url(self, record: ImageRecord) -> str:
+        # Thumbnails are JPEGs we wrote ourselves.
+        return self._store.presign_get(
+            thumbnail_key(record.image_id), expires_in=self.url_ttl, content_type="image/jpeg"
         )
 
     # --- uploads and health -------------------------------------------------------
 
     def create_upload(self, request: UploadRequest) -> UploadResponse:
-        if (
-            request.size is not None
-            and self.max_upload_bytes is not None
-            and request.size > self.max_upload_bytes
-        ):
+        if self.max_upload_bytes is not None and request.size > self.max_upload_bytes:
             raise UploadTooLarge(
                 f"size is {request.size} bytes; uploads are limited to"
                 f" {self.max_upload_bytes} bytes"
             )
         key = self.upload_prefix + request.filename
+        key_bytes = len(key.encode("utf-8"))
+        if key_bytes > MAX_KEY_BYTES:
+            raise InvalidRequest(
+                f"filename makes a key of {key_bytes} bytes in UTF-8 ({key[:40]!r}...);"
+                f" S3 keys are at most {MAX_KEY_BYTES} bytes"
+            )
         url, headers = self._store.presign_put(
             key,
             content_type=request.content_type,

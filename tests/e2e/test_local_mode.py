@@ -173,9 +173,11 @@ def test_every_api_route_answers_on_the_port(
 
 
 def test_upload_through_a_presigned_url_then_delete(local_mode: LocalProcess) -> None:
-    # Given a presigned upload from the API
+    # Given a presigned upload from the API, bounded to the declared size
+    data = images.png(50, 50, ORANGE)
     response = local_mode.post(
-        "/uploads", json={"filename": "uploaded orange.png", "content_type": "image/png"}
+        "/uploads",
+        json={"filename": "uploaded orange.png", "content_type": "image/png", "size": len(data)},
     )
     assert response.status_code == 200, response.text
     upload = response.json()
@@ -184,7 +186,7 @@ def test_upload_through_a_presigned_url_then_delete(local_mode: LocalProcess) ->
     # When the client PUTs the image there, it is indexed like a dropped file
     put = requests.put(
         upload["url"],
-        data=images.png(50, 50, ORANGE),
+        data=data,
         headers=upload["headers"],
         timeout=30,
     )

@@ -105,6 +105,13 @@ def test_config_is_frozen() -> None:
         ({"uploadPrefix": "uploads"}, "uploadPrefix 'uploads' must end with '/'"),
         ({"uploadPrefix": "/uploads/"}, "uploadPrefix '/uploads/' must not start with '/'"),
         ({"uploadPrefix": "a//b/"}, "must not contain '//'"),
+        (
+            {"uploadPrefix": "uploads/../"},
+            "uploadPrefix 'uploads/../' must not contain '.' or '..'",
+        ),
+        ({"uploadPrefix": "./"}, "uploadPrefix './' must not contain '.' or '..' segments"),
+        ({"uploadPrefix": "a/./b/"}, "must not contain '.' or '..' segments"),
+        ({"uploadPrefix": "../"}, "must not contain '.' or '..' segments"),
         ({"uploadPrefix": "up*/"}, "must not contain '*', '?' or '$'"),
         ({"uploadPrefix": "${aws:username}/"}, "must not contain '*', '?' or '$'"),
         ({"uploadPrefix": "thumbnails/"}, "must not overlap the thumbnail prefix 'thumbnails/'"),
@@ -172,7 +179,9 @@ def test_throttling_and_versioning_from_the_command_line() -> None:
     assert config.noncurrent_version_days == 90
 
 
-@pytest.mark.parametrize("prefix", ["uploads/", "thumbs/", "a/b/c/", "thumbnail/", "photos 2024/"])
+@pytest.mark.parametrize(
+    "prefix", ["uploads/", "thumbs/", "a/b/c/", "thumbnail/", "photos 2024/", "v1.2/", ".cache/"]
+)
 def test_valid_prefixes(prefix: str) -> None:
     assert AppConfig.from_context({"uploadPrefix": prefix}).upload_prefix == prefix
 

@@ -287,9 +287,9 @@ CASES = [
     Case(
         "upload-traversal",
         422,
-        "filename must not contain '..'",
+        "filename must not contain '.' or '..' path segments",
         path="/uploads",
-        body={"filename": "../../etc/x.jpg", "content_type": "image/jpeg"},
+        body={"filename": "../../etc/x.jpg", "content_type": "image/jpeg", "size": 10},
     ),
     Case(
         "upload-absolute",

@@ -388,10 +388,15 @@ def test_delete_unknown_image_is_404(api: Api) -> None:
 
 def test_upload_url_puts_the_object_into_the_prefix(api: Api) -> None:
     data = imagefactory.jpeg(64, 64, RED)
-    response = api.post("/uploads", {"filename": "new/shoe.jpg", "content_type": "image/jpeg"})
+    response = api.post(
+        "/uploads", {"filename": "new/shoe.jpg", "content_type": "image/jpeg", "size": len(data)}
+    )
     assert response.status == 200, response.body
     assert response.body["key"] == "uploads/new/shoe.jpg"
-    assert response.body["headers"] == {"Content-Type": "image/jpeg"}
+    assert response.body["headers"] == {
+        "Content-Type": "image/jpeg",
+        "Content-Length": str(len(data)),
+    }
     assert key_of_url(response.body["url"]) == "uploads/new/shoe.jpg"
     put = requests.put(
         response.body["url"], data=data, headers=response.body["headers"], timeout=10

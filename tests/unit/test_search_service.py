@@ -126,20 +126,24 @@ class FakeStore:
     def __init__(self) -> None:
         self.deleted: list[str] = []
         self.put_requests: list[dict[str, Any]] = []
+        self.served: dict[str, tuple[str, bool]] = {}  # key -> (content type, attachment)
 
-    def presign_get(self, key: str, *, expires_in: int = 900) -> str:
+    def presign_get(
+        self, key: str, *, expires_in: int = 900, content_type: str, attachment: bool = False
+    ) -> str:
+        self.served[key] = (content_type, attachment)
         return f"https://bucket.test/{key}?X-Amz-Expires={expires_in}"
 
     def presign_put(
-        self, key: str, *, content_type: str, content_length: int | None, expires_in: int = 900
+        self, key: str, *, content_type: str, content_length: int, expires_in: int = 900
     ) -> tuple[str, dict[str, str]]:
         self.put_requests.append(
             {"key": key, "content_type": content_type, "content_length": content_length}
         )
-        headers = {"Content-Type": content_type}
-        if content_length is not None:
-            headers["Content-Length"] = str(content_length)
-        return f"https://bucket.test/{key}?put", headers
+        return f"https://bucket.test/{key}?put", {
+            "Content-Type": content_type,
+            "Content-Length": str(content_length),
+        }
 
     def delete(self, key: str) -> None:
         self.deleted.append(key)
@@ -238,7 +242,12 @@ def test_search_request_defaults_and_accepted_shapes() -> None:
 @pytest.mark.parametrize(
     ("filename", "expected"),
     [
-        ("../../etc/passwd", "must not contain '..'"),
+        ("../../etc/passwd", "must not contain '.' or '..' path segments"),
+        ("./x.jpg", "'.' or '..' path segments"),
+        ("a/./b.jpg", "'.' or '..' path segments"),
+        (".", "'.' or '..' path segments"),
+        ("a/..", "'.' or '..' path segments"),
+        ("\U0001f600" * 257 + ".jpg", "1032 bytes in UTF-8; S3 keys are at most 1024 bytes"),
         ("/abs.jpg", "no leading '/'"),
         ("a\x00b.jpg", "control characters"),
         ("line\nbreak.jpg", "control characters"),
@@ -254,11 +263,20 @@ def test_upload_request_rejects_unsafe_filenames(filename: str, expected: str) -
     assert expected in error_summary(caught.value.errors())
 
 
+@pytest.mark.parametrize("filename", ["a..b.jpg", "..hidden.jpg", "x./y.jpg", ".x/.y.jpg"])
+def test_upload_request_accepts_dots_inside_names(filename: str) -> None:
+    request = {"filename": filename, "content_type": "image/jpeg", "size": 1}
+    assert UploadRequest.model_validate(request).filename == filename
+
+
 def test_upload_request_content_type_and_size_rules() -> None:
     with pytest.raises(ValidationError, match="image/jpeg"):
         UploadRequest.model_validate({"filename": "a.pdf", "content_type": "application/pdf"})
     with pytest.raises(ValidationError):
         UploadRequest.model_validate({"filename": "a.jpg", "content_type": "image/jpeg", "size": 0})
+    # Unbounded uploads are gone: the size is required and signed (issue 9 finding 9)
+    with pytest.raises(ValidationError, match="size"):
+        UploadRequest.model_validate({"filename": "a.jpg", "content_type": "image/jpeg"})
     ok = UploadRequest.model_validate(
         {"filename": "shoes/red shoe.jpg", "content_type": "image/heic", "size": 10}
     )
@@ -498,6 +516,33 @@ def test_create_upload_presigns_into_the_prefix(service: SearchService, store: F
     assert store.put_requests == [
         {"key": "uploads/shoes/new.jpg", "content_type": "image/jpeg", "content_length": 999}
     ]
+
+
+def test_create_upload_refuses_keys_over_s3s_limit(service: SearchService) -> None:
+    def upload(name: str) -> str:
+        request = UploadRequest(filename=name, content_type="image/jpeg", size=1)
+        return service.create_upload(request).key
+
+    # 1,020 bytes pass the request model; with "uploads/" the key would be 1,028
+    with pytest.raises(InvalidRequest, match="key of 1028 bytes in UTF-8"):
+        upload("€" * 338 + "ab.jpg")
+    with pytest.raises(InvalidRequest, match="key of 1025 bytes"):
+        upload("€" * 337 + "ab.jpg")
+    assert len(upload("€" * 337 + "a.jpg").encode()) == 1024
+
+
+def test_only_indexed_images_are_served_inline_as_their_type(
+    service: SearchService, store: FakeStore
+) -> None:
+    # Given an indexed JPEG and a rejected object whose metadata claimed an image
+    service.get_image(image_id_for_key("uploads/shoes/red.jpg"))
+    service.get_image(image_id_for_key("uploads/bags/broken.jpg"))
+    # Then the JPEG is served inline as image/jpeg, its thumbnail too...
+    assert store.served["uploads/shoes/red.jpg"] == ("image/jpeg", False)
+    red_id = image_id_for_key("uploads/shoes/red.jpg")
+    assert store.served[f"thumbnails/{red_id}.jpg"] == ("image/jpeg", False)
+    # ...and the rejected object downloads as opaque bytes
+    assert store.served["uploads/bags/broken.jpg"] == ("application/octet-stream", True)
 
 
 def test_create_upload_refuses_sizes_over_the_limit(service: SearchService) -> None:
