@@ -420,6 +420,7 @@ async function browseStep() {
       if (!view.more) break;
     }
     renderSummary();
+    catchUpHeader();
   } catch (error) {
     if (generation !== view.generation) return;
     showError(error);
@@ -451,10 +452,19 @@ async function refreshBrowse() {
     view.more = Boolean(cursor);
     renderItems(items);
     renderSummary();
+    catchUpHeader();
   } catch (error) {
     if (generation === view.generation) showError(error);
   } finally {
     if (generation === view.generation) view.loading = false;
+  }
+}
+
+// The list was read after the last count: when it holds more than the header says,
+// ask for the counts now rather than show "All 46" under "44 indexed" until the next poll.
+function catchUpHeader() {
+  if (stats && !query.folder && !query.type && view.items.length > stats.indexed) {
+    setTimeout(refreshStats, 0);
   }
 }
 
@@ -482,11 +492,16 @@ function renderSummary() {
       ? `${plural(shown, "image")}${filterLabel()}${view.more ? ", scroll for more" : ""}`
       : `No indexed images${filterLabel()}.`;
   } else if (shown) {
-    // Both numbers come from the same place as the header's count.
-    const total = stats ? Math.max(stats.indexed, shown) : null;
-    text = !view.more ? `All ${plural(shown, "image")}`
-      : total === null ? `${plural(shown, "image")}, scroll for more`
-        : `${shown} of ${plural(total, "image")}`;
+    // The total is the header's count, rendered together with it: never "All 46"
+    // under "49 indexed" (the three new ones are on their way to the list).
+    const total = stats ? stats.indexed : null;
+    if (total === null) {
+      text = `${plural(shown, "image")}${view.more ? ", scroll for more" : ""}`;
+    } else if (!view.more && shown >= total) {
+      text = `All ${plural(shown, "image")}`;
+    } else {
+      text = `${shown} of ${plural(Math.max(total, shown), "image")}`;
+    }
   } else if (stats && stats.indexed) {
     text = "Loading…"; // indexed meanwhile: the next refresh shows them
   } else if (stats && stats.pending) {
@@ -495,7 +510,9 @@ function renderSummary() {
     text = "Nothing indexed yet: drop images into " +
       `${stats && stats.dropbox ? stats.dropbox : "the drop folder"}.`;
   }
-  statusLine.textContent = view.notice ? `${view.notice} ${text}` : text;
+  const line = view.notice ? `${view.notice} ${text}` : text;
+  // Unchanged text is not rewritten: screen readers would announce it every poll.
+  if (statusLine.textContent !== line) statusLine.textContent = line;
   moreButton.hidden = !view.more;
   moreButton.textContent = view.mode === "search" ? "Show more results" : "Show more images";
   // The observer only reports changes: if the button is still in sight, read on.
@@ -643,6 +660,7 @@ function renderStats() {
   $("stat-failed").textContent = stats.failed || 0;
   $("stat-failed-button").hidden = !stats.failed;
   $("model").textContent = stats.model;
+  if (view.mode === "browse" && !view.loading) renderSummary(); // same numbers as the header
   const progress = $("progress");
   if (!stats.pending) {
     batchBase = null;
