@@ -30,7 +30,7 @@ STAGE_NAME = "v1"
 # API Gateway REST takes bodies up to 10 MB, but a synchronous Lambda invoke carries at
 # most 6 MB (6,291,456 bytes for the whole event): between the two, API Gateway accepts
 # the request and the invoke fails. 6 MB is the limit a client can really use.
-PAYLOAD_LIMIT = "6 MB"
+PAYLOAD_LIMIT = r.API_PAYLOAD_LIMIT_TEXT
 _UPLOAD_HINT = "upload images larger than that with POST /uploads"
 
 _ERROR_MESSAGE = '{"message": $context.error.messageString}'

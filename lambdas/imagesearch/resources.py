@@ -229,6 +229,11 @@ API_ROUTES: Final[tuple[tuple[str, str, bool], ...]] = (
     ("/openapi.json", "GET", True),
 )
 
+# What a synchronous Lambda invoke carries (the whole proxy event): API Gateway takes
+# bodies up to 10 MB, but larger ones than this never reach the search function.
+API_PAYLOAD_LIMIT_BYTES: Final = 6 * 1024 * 1024
+API_PAYLOAD_LIMIT_TEXT: Final = "6 MB"
+
 # --- Lambda entry points (one asset, two handlers) -----------------------------
 
 INGEST_HANDLER: Final = "imagesearch.handlers.ingest.handler"

@@ -229,6 +229,17 @@ def test_upload_through_a_presigned_url_then_delete(local_mode: LocalProcess) ->
             ),
             413,
         ),
+        # Between Lambda's 6 MB and API Gateway's 10 MB: refused as well, not a 5xx.
+        (
+            lambda p: p.post(
+                "/search",
+                data=b"x" * (7 * 1024 * 1024),
+                headers={"Content-Type": "application/json"},
+            ),
+            413,
+        ),
+        # DNS rebinding: a hostile name resolved to 127.0.0.1 gets nothing.
+        (lambda p: p.get("/health", headers={"Host": "rebound.attacker.example"}), 421),
     ],
 )
 def test_errors_are_json_messages(
@@ -240,6 +251,76 @@ def test_errors_are_json_messages(
     assert response.status_code == status, response.text
     assert response.headers["Content-Type"].startswith("application/json")
     assert isinstance(response.json()["message"], str) and response.json()["message"]
+
+
+def test_the_size_limit_named_is_the_one_that_applies(local_mode: LocalProcess) -> None:
+    response = local_mode.post(
+        "/search", data=b"x" * (7 * 1024 * 1024), headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 413
+    assert "6 MB" in response.json()["message"] and "POST /uploads" in response.json()["message"]
+
+
+def test_openapi_describes_where_the_routes_are(local_mode: LocalProcess) -> None:
+    document = local_mode.get("/openapi.json").json()
+
+    (server,) = document["servers"]
+    # The routes answer at the root of the server it names (not under /local).
+    assert not server["url"].rstrip("/").endswith("/local")
+    base = server["url"].rstrip("/")
+    if not base.startswith("http"):
+        base = local_mode.url + base
+    assert requests.get(base + "/health", timeout=30).status_code == 200
+
+
+_CROSS_SITE_FORMS = [
+    ("application/x-www-form-urlencoded", b"filename=a.jpg&content_type=image%2Fjpeg&size=5"),
+    (
+        "multipart/form-data; boundary=b0undary",
+        b'--b0undary\r\nContent-Disposition: form-data; name="filename"\r\n\r\na.jpg\r\n'
+        b"--b0undary--\r\n",
+    ),
+    # enctype=text/plain can smuggle a JSON-looking body past a careless server.
+    ("text/plain", b'{"filename": "a.jpg", "content_type": "image/jpeg", "size": 5, "x": "="}'),
+]
+
+
+@pytest.mark.parametrize(("content_type", "body"), _CROSS_SITE_FORMS)
+@pytest.mark.parametrize("path", ["/uploads", "/search"])
+def test_cross_site_form_posts_are_refused(
+    local_mode: LocalProcess, content_type: str, body: bytes, path: str
+) -> None:
+    # Given what a browser sends when another site's form posts to local mode
+    from_a_form = {"Content-Type": content_type, "Origin": "https://attacker.example"}
+
+    # Then the request is refused before the handler, as JSON
+    refused = local_mode.post(path, data=body, headers=from_a_form)
+    assert refused.status_code == 403, refused.text
+    assert "cross-origin" in refused.json()["message"]
+
+    # And without the Origin header (a non-browser client) the handler still takes
+    # JSON only: form and multipart bodies are a 4xx, never a result or a 5xx
+    no_origin = local_mode.post(path, data=body, headers={"Content-Type": content_type})
+    assert 400 <= no_origin.status_code < 500, no_origin.text
+    assert isinstance(no_origin.json()["message"], str)
+
+
+def test_json_media_types_are_case_insensitive_through_the_gateway(
+    local_mode: LocalProcess, collection: dict[str, dict[str, Any]]
+) -> None:
+    response = local_mode.post(
+        "/search",
+        data=json.dumps({"text": "red", "top_k": 1}),
+        headers={"Content-Type": "APPLICATION/JSON; charset=UTF-8"},
+    )
+    assert response.status_code == 200, response.text
+
+
+def test_the_pages_own_origin_may_post(local_mode: LocalProcess) -> None:
+    response = local_mode.post(
+        "/search", json={"text": "red", "top_k": 1}, headers={"Origin": local_mode.url}
+    )
+    assert response.status_code == 200, response.text
 
 
 def test_a_changed_file_is_reindexed(local_mode: LocalProcess) -> None:

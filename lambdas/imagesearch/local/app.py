@@ -22,7 +22,7 @@ from types import FrameType, TracebackType
 from typing import Any, TextIO, cast
 
 from imagesearch import resources as r
-from imagesearch.local.gateway import Gateway, GatewayServer
+from imagesearch.local.gateway import Gateway, GatewayServer, allowed_hosts
 from imagesearch.local.mirror import POLL_SECONDS, DropboxMirror
 from imagesearch.local.moto_env import (
     AwsClients,
@@ -188,6 +188,7 @@ class LocalMode:
             api_handler,
             local_routes={"/local/resources": self.resources.public, "/local/stats": self.stats},
             region=region,
+            hosts=allowed_hosts(self.host),
         )
         self._worker.start()
         self._mirror.start()

@@ -5,6 +5,11 @@ template, path and query parameters with their multi-value forms, headers, body,
 ``isBase64Encoded``) and the real API handler's response becomes the HTTP
 response. No auth (the deployed API uses IAM). Besides the API routes it serves
 the web page at ``/`` and two local-only routes under ``/local/``.
+
+Without auth, the browser is the threat: a request whose ``Host`` is not one this
+server answers to is refused (DNS rebinding: a hostile name resolved to 127.0.0.1),
+and so is any state-changing request another web origin sends (a cross-site form
+needs no CORS preflight). Loopback hosts only, unless ``--host`` says otherwise.
 """
 
 from __future__ import annotations
@@ -34,8 +39,14 @@ logger = logging.getLogger(__name__)
 
 Handler = Callable[[dict[str, Any], Any], Any]
 
-# API Gateway's payload limit: larger requests never reach the function.
-MAX_BODY_BYTES = 10 * 1024 * 1024
+# Larger bodies never reach the deployed function (Lambda's synchronous payload limit;
+# API Gateway's own 10 MB lets them through to a failed invoke): refused up front.
+MAX_BODY_BYTES = r.API_PAYLOAD_LIMIT_BYTES
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+# Listening on every interface: whatever name the machine is reached by is its own.
+WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})  # noqa: S104
+# Methods a page of another origin can send without a CORS preflight change state here.
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 API_FUNCTION_NAME = "imagesearch-local-api"
 STAGE = "local"
 # The API's resources (SPEC section 6); anything else reaches the handler as a
@@ -115,7 +126,9 @@ def proxy_event(
             "httpMethod": method,
             "extendedRequestId": request_id,
             "requestTime": now.strftime("%d/%b/%Y:%H:%M:%S +0000"),
-            "path": f"/{STAGE}{path}",
+            # The routes are at the root here (no stage in the URL), as behind a custom
+            # domain: the handler builds the OpenAPI server URL from this.
+            "path": path,
             "accountId": "123456789012",
             "protocol": "HTTP/1.1",
             "stage": STAGE,
@@ -180,6 +193,29 @@ def response_parts(response: Any) -> tuple[int, list[tuple[str, str]], bytes]:
     return response["statusCode"], headers, data
 
 
+def allowed_hosts(listen_host: str) -> frozenset[str] | None:
+    """Host names requests may address: loopback names, plus the ``--host`` address
+    when it is another one; None (any) when listening on every interface."""
+    host = listen_host.strip().strip("[]").lower()
+    if host in WILDCARD_HOSTS:
+        return None
+    return LOOPBACK_HOSTS | {host}
+
+
+def host_name(value: str) -> str:
+    """The host part of a Host header or URL authority: no port, no brackets, lower case."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        return value[1:].split("]", 1)[0]
+    if value.count(":") == 1:
+        return value.split(":", 1)[0]
+    return value
+
+
+def _header(headers: list[tuple[str, str]], name: str) -> str | None:
+    return next((value for key, value in headers if key.lower() == name), None)
+
+
 def _json_parts(status: int, message: str) -> tuple[int, list[tuple[str, str]], bytes]:
     body = json.dumps({"message": message}).encode()
     return int(status), [("Content-Type", "application/json")], body
@@ -194,10 +230,12 @@ class Gateway:
         *,
         local_routes: Mapping[str, Callable[[], dict[str, Any]]],
         region: str,
+        hosts: frozenset[str] | None = LOOPBACK_HOSTS,
     ) -> None:
         self._api_handler = api_handler
         self._local_routes = local_routes
         self._region = region
+        self._hosts = hosts  # None: any Host header (listening on every interface)
         # One warm Lambda instance handles one request at a time; the handler's
         # in-memory index and caches are written with that assumption.
         self._invoke_lock = threading.Lock()
@@ -209,6 +247,9 @@ class Gateway:
     def handle(
         self, method: str, target: str, headers: list[tuple[str, str]], body: bytes, source_ip: str
     ) -> tuple[int, list[tuple[str, str]], bytes]:
+        refused = self._refusal(method, headers)
+        if refused is not None:
+            return refused
         path = urlsplit(target).path
         if method in ("GET", "HEAD") and path in self._static:
             return self._static_file(self._static[path])
@@ -229,6 +270,32 @@ class Gateway:
             logger.exception("the API handler failed on %s %s", method, path)
             return _json_parts(HTTPStatus.BAD_GATEWAY, "Internal server error")
         return response_parts(response)
+
+    def _refusal(
+        self, method: str, headers: list[tuple[str, str]]
+    ) -> tuple[int, list[tuple[str, str]], bytes] | None:
+        host = _header(headers, "host")
+        if host is not None and self._hosts is not None and host_name(host) not in self._hosts:
+            # 421: this server does not answer for that name (DNS rebinding).
+            return _json_parts(
+                HTTPStatus.MISDIRECTED_REQUEST,
+                f"host {host[:100]!r} is not served here: use http://127.0.0.1 or "
+                "localhost (or start local mode with --host)",
+            )
+        origin = _header(headers, "origin")
+        # Browsers send Origin with every cross-site POST/DELETE: only this server's
+        # own page may change anything (a form elsewhere needs no preflight).
+        if (
+            method not in _SAFE_METHODS
+            and origin is not None
+            and (host is None or origin.rstrip("/").lower() != f"http://{host.lower()}")
+        ):
+            return _json_parts(
+                HTTPStatus.FORBIDDEN,
+                f"cross-origin {method} refused: local mode accepts changes only "
+                "from its own page (or from clients that send no Origin)",
+            )
+        return None
 
     def _local(self, path: str) -> tuple[int, list[tuple[str, str]], bytes]:
         try:
@@ -274,7 +341,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self._send(
                 *_json_parts(
                     HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                    f"request body is {length} bytes; the limit is {MAX_BODY_BYTES} bytes",
+                    f"request body is {length} bytes: the API accepts at most "
+                    f"{r.API_PAYLOAD_LIMIT_TEXT} ({MAX_BODY_BYTES} bytes); upload images "
+                    "larger than that with POST /uploads",
                 )
             )
             self.close_connection = True
