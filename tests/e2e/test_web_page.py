@@ -377,6 +377,61 @@ def test_browse_counts_and_scrolls_through_everything(
     assert page.locator("#results img[loading=lazy]").count() == total
 
 
+def test_thousands_of_images_scroll_with_lazy_thumbnails(
+    new_page: PageFactory, indexed: LocalProcess
+) -> None:
+    """5,000 images behind the list API (routed in the browser): pages are read as the
+    user scrolls, never all at once, and each thumbnail is fetched at most once."""
+    total = 5000
+    thumbnails: list[str] = []
+    pages: list[int] = []
+    png = images.png(8, 8, images.BLUE)
+
+    def stats(route: Any) -> None:
+        payload = route.fetch().json()
+        payload["images"] = {"indexed": total, "rejected": 0}
+        route.fulfill(json=payload)
+
+    def listing(route: Any) -> None:
+        params = parse_qs(urlsplit(route.request.url).query)
+        start = int(params.get("cursor", ["0"])[0])
+        pages.append(start)
+        end = min(total, start + int(params["limit"][0]))
+        items = [
+            {
+                "image_id": f"{n:032x}",
+                "key": f"uploads/many/{n:05d}.jpg",
+                "status": "indexed",
+                "content_type": "image/jpeg",
+                "url": f"{indexed.url}/thumbs/{n}.png",
+                "thumbnail_url": f"{indexed.url}/thumbs/{n}.png",
+            }
+            for n in range(start, end)
+        ]
+        route.fulfill(json={"items": items, "cursor": str(end) if end < total else None})
+
+    def thumbnail(route: Any) -> None:
+        thumbnails.append(route.request.url)
+        route.fulfill(body=png, content_type="image/png")
+
+    page = new_page("about:blank")
+    page.route("**/local/stats", stats)
+    page.route(re.compile(r"/images\?status=indexed"), listing)
+    page.route(re.compile(r"/thumbs/"), thumbnail)
+    page.goto(indexed.url + "/")
+    _wait_status(page, f"48 of {total} images")
+
+    while page.locator("#results .result").count() < 480:
+        page.mouse.wheel(0, 30_000)
+        page.wait_for_timeout(100)
+    status = _wait_status(page, f" of {total} images")
+    tiles = page.locator("#results .result").count()
+    assert int(status.split()[0]) == tiles < total
+    assert len(pages) == len(set(pages)) == tiles // 48  # one request per page, in order
+    assert len(thumbnails) == len(set(thumbnails)) <= tiles
+    assert page.locator("#results img[loading=lazy]").count() == tiles
+
+
 def test_names_are_relative_to_the_upload_prefix_and_whole_on_hover(
     page: Any, indexed: LocalProcess
 ) -> None:

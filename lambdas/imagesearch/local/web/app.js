@@ -639,7 +639,7 @@ async function refreshStats() {
   if (reconnected) {
     if (!uploadPrefix) await loadResources();
     run(); // whatever was asked while the server was away
-  } else if (!view.loading && view.seenCount !== stats.indexed) {
+  } else if (view.generation && !view.loading && view.seenCount !== stats.indexed) {
     onCountsChanged();
   }
 }
