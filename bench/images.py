@@ -1,8 +1,9 @@
 """Image pipeline figures: 24 MP JPEG preparation against a naive baseline, pass-through
-of a compliant JPEG, thumbnails, peak RSS for a 29 MB PNG and the ingest handler's
-import time. Targets (SPEC section 5 work item): 24 MP <= 200 ms median and >= 2x
-the naive baseline; pass-through <= 5 ms; 29 MB PNG peak RSS <= 400 MB; handler
-import <= 1 s. Run: ``python -m bench images``.
+of a compliant JPEG, thumbnails, peak RSS for a 29 MB PNG, peak RSS and time of the
+worst input of each format (issue 9) and the ingest handler's import time. Targets
+(SPEC section 5 work item): 24 MP <= 200 ms median and >= 2x the naive baseline;
+pass-through <= 5 ms; 29 MB PNG peak RSS <= 400 MB; worst cases below the ingest
+function's memory; handler import <= 1 s. Run: ``python -m bench images``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
-from bench import bench_import, report
+from bench import bench_import, handler_env, report
 from imagesearch import images
 from tests import imagefactory
 
@@ -161,6 +162,60 @@ def bench_rss() -> None:
             )
 
 
+_WORST_CASE_SCRIPT = """
+import resource, sys, time
+import imagesearch.handlers.ingest  # the ingest function's runtime
+from imagesearch import images
+from imagesearch.errors import ImageRejected
+baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+data = open(sys.argv[1], "rb").read()
+started = time.perf_counter()
+try:
+    images.prepare_with_thumbnail(data)
+    outcome = "indexed"
+except ImageRejected:
+    outcome = "rejected"
+elapsed = time.perf_counter() - started
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(baseline, peak, elapsed, outcome)
+"""
+
+
+_CHILD = (sys.executable, "-c", _LAUNCHER, sys.executable, "-c")
+
+
+def bench_worst_cases() -> None:
+    """Issue 9: the input of each format that takes the most memory to decode (the
+    largest within the decode budget and pixel cap, and two over it that must be turned
+    away from the header), through prepare_with_thumbnail in a fresh interpreter."""
+    from stacks.ingest import MEMORY_MB  # the ingest function's memory
+
+    print(
+        f"worst cases: decode budget {images.MAX_DECODE_BYTES / 2**20:.0f} MiB, "
+        f"fresh subprocess each, handler runtime imported first"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        for case in imagefactory.MEMORY_WORST_CASES:
+            path = Path(tmp) / case.id
+            path.write_bytes(case.factory())
+            out = subprocess.run(
+                [*_CHILD, _WORST_CASE_SCRIPT, str(path)],
+                capture_output=True,
+                text=True,
+                check=True,
+                cwd=ROOT,
+                env=handler_env(),
+            ).stdout.split()
+            baseline_mb, peak_mb = int(out[0]) / 1024, int(out[1]) / 1024
+            report(
+                f"worst case {case.id}: {case.description}, {path.stat().st_size:,} B",
+                f"peak RSS {peak_mb:6.0f} MB, {float(out[2]) * 1000:6.0f} ms, {out[3]}"
+                f" (after imports {baseline_mb:.0f} MB)",
+                f"< {MEMORY_MB} MB",
+                width=78,
+            )
+
+
 def main() -> None:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(
@@ -170,6 +225,7 @@ def main() -> None:
     bench_24mp()
     bench_pass_through()
     bench_rss()
+    bench_worst_cases()
     bench_import(HANDLER_MODULE)
 
 

@@ -435,3 +435,187 @@ BAD_INPUT_CASES: list[ImageCase] = [
     _indexed("heic", "phone.heic", heic, "image/heic", (400, 300)),
     _indexed("exif-rotated-jpeg", "rotated.jpg", exif_rotated_jpeg, "image/jpeg", (400, 300)),
 ]
+
+
+# --- Worst cases for memory (one per format; issue 9) --------------------------------
+#
+# Flat content, so that each is a few KB to a few MB on disk while decoding to the
+# largest buffer its format allows within the limits: the point is the decoder's
+# memory, not the pixels. Builders stream or patch headers where they can, so the
+# cheap ones never hold the full image in the test process.
+
+
+def _zlib_of_repeats(block: bytes, times: int, tail: bytes) -> bytes:
+    """zlib stream of ``block * times + tail`` without compressing it all: a deflate
+    segment ending in a full flush references nothing before it, so one compressed
+    copy of ``block`` can be repeated (what makes these builders take milliseconds)."""
+    segment = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zlib.Z_RLE)
+    repeated = segment.compress(block) + segment.flush(zlib.Z_FULL_FLUSH)
+    last = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zlib.Z_RLE)
+    end = last.compress(tail) + last.flush()
+    checksum = 1
+    for _ in range(times):
+        checksum = zlib.adler32(block, checksum)
+    checksum = zlib.adler32(tail, checksum)
+    return b"\x78\xda" + repeated * times + end + struct.pack(">I", checksum)
+
+
+def _zeros_of_rows(row_bytes: int, height: int) -> bytes:
+    rows_per_block = max(1, 4_000_000 // row_bytes)
+    block = b"\x00" * (row_bytes * rows_per_block)
+    return _zlib_of_repeats(
+        block, height // rows_per_block, b"\x00" * (row_bytes * (height % rows_per_block))
+    )
+
+
+def flat_png(width: int, height: int, *, color_type: int = 6, bit_depth: int = 8) -> bytes:
+    """A PNG of zeros (colour type 6 = RGBA) of any size, built in milliseconds."""
+    channels = {0: 1, 2: 3, 4: 2, 6: 4}[color_type]
+    idat = _zeros_of_rows(1 + width * channels * bit_depth // 8, height)  # filter byte + row
+    header = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", idat)
+        + _png_chunk(b"IEND", b"")
+    )
+
+
+def flat_webp(width: int, height: int) -> bytes:
+    """A lossless RGBA WebP of one colour at any size up to 16383 x 16383, in 38 bytes.
+
+    A one-colour image codes every pixel with zero-length Huffman codes, so the
+    bitstream of a small one decodes as a large one once the VP8L header says so."""
+    data = bytearray(encode(Image.new("RGBA", (16, 16), (10, 20, 30, 128)), "WEBP", lossless=True))
+    header = data.index(b"VP8L") + 8
+    assert data[header] == 0x2F
+    bits = int.from_bytes(data[header + 1 : header + 5], "little")
+    bits = (bits & ~((1 << 28) - 1)) | (width - 1) | ((height - 1) << 14)
+    data[header + 1 : header + 5] = bits.to_bytes(4, "little")
+    return bytes(data)
+
+
+def flat_tiff_one_strip(width: int, height: int) -> bytes:
+    """A deflated 16-bit RGBA TIFF of zeros stored as ONE strip: libtiff decodes the
+    whole strip (8 bytes a pixel) into a buffer next to Pillow's image."""
+    strip = _zeros_of_rows(width * 8, height)
+    count = 12
+    bits_offset = 8 + 2 + count * 12 + 4
+    data_offset = bits_offset + 8
+
+    def entry(tag: int, kind: int, value: int, number: int = 1) -> bytes:
+        if kind == 3 and number == 1:  # SHORT, inline
+            return struct.pack("<HHIHH", tag, kind, number, value, 0)
+        return struct.pack("<HHII", tag, kind, number, value)
+
+    entries = [
+        entry(256, 4, width),  # ImageWidth
+        entry(257, 4, height),  # ImageLength
+        entry(258, 3, bits_offset, 4),  # BitsPerSample: 16,16,16,16 (stored after the IFD)
+        entry(259, 3, 8),  # Compression: deflate
+        entry(262, 3, 2),  # Photometric: RGB
+        entry(273, 4, data_offset),  # StripOffsets
+        entry(277, 3, 4),  # SamplesPerPixel
+        entry(278, 4, height),  # RowsPerStrip: all of them
+        entry(279, 4, len(strip)),  # StripByteCounts
+        entry(284, 3, 1),  # PlanarConfiguration: chunky
+        entry(338, 3, 2),  # ExtraSamples: unassociated alpha
+        entry(339, 3, 1),  # SampleFormat: unsigned
+    ]
+    assert len(entries) == count
+    return (
+        b"II*\x00"
+        + struct.pack("<IH", 8, count)
+        + b"".join(entries)
+        + b"\x00\x00\x00\x00"
+        + struct.pack("<4H", 16, 16, 16, 16)
+        + strip
+    )
+
+
+def flat_gif(width: int, height: int) -> bytes:
+    """A palette GIF with a transparent colour: 1 byte a pixel decoded, four once
+    converted to RGBA (which must therefore happen a strip at a time)."""
+    image = Image.new("P", (width, height), 0)
+    image.putpalette([0, 0, 0, *RED] + [0, 0, 0] * 254)
+    return encode(image, "GIF", transparency=0)
+
+
+def progressive_jpeg(width: int, height: int, *, mode: str = "CMYK") -> bytes:
+    """A progressive 4:4:4 JPEG: libjpeg keeps every DCT coefficient of the full image
+    (2 bytes a sample, whatever the draft scale) until the last scan."""
+    image = Image.new(mode, (width, height), (10, 20, 30, 40)[: len(mode)])
+    return encode(image, "JPEG", progressive=True, quality=90, subsampling=0)
+
+
+def flat_heic(width: int, height: int) -> bytes:
+    """An 8-bit HEIC in 512-px grid tiles, as phones write them (fastest x265 preset)."""
+    return encode(
+        Image.new("RGB", (width, height), (10, 20, 30)),
+        "HEIF",
+        quality=10,
+        tile_size=512,
+        enc_params={"preset": "ultrafast", "tune": "fastdecode"},
+    )
+
+
+@dataclass(frozen=True)
+class WorstCase:
+    """The input of a format that takes the most memory to decode: the largest that
+    the decode budget accepts (``outcome`` "indexed"), or one over it that must be
+    turned away from its header (``outcome`` "rejected", issue 9's reproductions)."""
+
+    id: str
+    description: str
+    factory: Callable[[], bytes]
+    outcome: Outcome
+    expensive: bool = False  # builds in seconds and hundreds of MB: build in a subprocess
+
+
+# Sizes put the accepted ones just under images.MAX_DECODE_BYTES (512 MiB):
+# PNG 4 B/px storage; WebP 16 B/px; TIFF 4 B/px + an 8 B/px strip; JPEG 8 B/px of
+# coefficients + the draft-scaled output; HEIC 8.5 B/px. The memory tests check that.
+MEMORY_WORST_CASES: list[WorstCase] = [
+    WorstCase("png", "8900x8900 RGBA PNG (79 MP)", lambda: flat_png(8900, 8900), "indexed"),
+    WorstCase(
+        "webp", "16383x2040 lossless RGBA WebP (33 MP)", lambda: flat_webp(16383, 2040), "indexed"
+    ),
+    WorstCase(
+        "webp-over-budget",
+        "16383x4880 lossless RGBA WebP (80 MP)",
+        lambda: flat_webp(16383, 4880),
+        "rejected",
+    ),
+    WorstCase(
+        "gif",
+        "8900x8900 palette GIF with transparency (79 MP)",
+        lambda: flat_gif(8900, 8900),
+        "indexed",
+    ),
+    WorstCase(
+        "tiff",
+        "6600x6600 16-bit RGBA TIFF in one strip (44 MP)",
+        lambda: flat_tiff_one_strip(6600, 6600),
+        "indexed",
+    ),
+    WorstCase(
+        "tiff-over-budget",
+        "8900x8900 16-bit RGBA TIFF in one strip (79 MP)",
+        lambda: flat_tiff_one_strip(8900, 8900),
+        "rejected",
+    ),
+    WorstCase(
+        "jpeg",
+        "7600x7600 progressive CMYK 4:4:4 JPEG (58 MP)",
+        lambda: progressive_jpeg(7600, 7600),
+        "indexed",
+        expensive=True,
+    ),
+    WorstCase(
+        "heic",
+        "8064x6048 8-bit HEIC in 512-px tiles (49 MP, a 48 MP phone photo)",
+        lambda: flat_heic(8064, 6048),
+        "indexed",
+        expensive=True,
+    ),
+]

@@ -20,10 +20,14 @@ service calls both (``prepare_with_thumbnail`` does both from one open).
 from __future__ import annotations
 
 import io
+import itertools
+import math
 import os
 import struct
+import threading
 import warnings
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -37,10 +41,12 @@ from imagesearch.resources import THUMBNAIL_LONG_SIDE
 
 __all__ = [
     "ACCEPTED_FORMATS",
+    "MAX_DECODE_BYTES",
     "MAX_MODEL_BYTES",
     "MAX_PIXELS",
     "MAX_SIDE",
     "PreparedImage",
+    "estimate_decode_bytes",
     "make_thumbnail",
     "prepare_image",
     "prepare_with_thumbnail",
@@ -53,6 +59,12 @@ MAX_MODEL_BYTES: Final = 5_000_000
 # warning threshold (~89.5 MP), so our clearer message normally comes first; it
 # still covers 48-61 MP phone and camera photos.
 MAX_PIXELS: Final = 80_000_000
+# Memory one decode may take, estimated from the header before any pixel is decoded
+# (format, mode, bit depth, JPEG scans, TIFF strips: see ``estimate_decode_bytes``).
+# Pixels alone say little: 80 MP is 80 MB as a GIF and 1.3 GB as a lossless WebP.
+# 512 MiB keeps a decode plus the runtime inside the 1024 MB ingest function and
+# passes 61 MP camera JPEGs, 80 MP RGBA PNGs and 48 MP HEICs (docs/decisions.md).
+MAX_DECODE_BYTES: Final = 512 * 1024 * 1024
 
 MODEL_JPEG_QUALITY: Final = 90
 _FALLBACK_QUALITIES: Final = (80, 70, 60, 50, 40)
@@ -128,20 +140,27 @@ def prepare_image(
     max_side: int = MAX_SIDE,
     max_bytes: int = MAX_MODEL_BYTES,
     max_pixels: int = MAX_PIXELS,
+    max_decode_bytes: int = MAX_DECODE_BYTES,
 ) -> PreparedImage:
     """Validate ``data`` and return the bytes to embed. Compliant JPEG/PNG are only
     header-parsed (pair with ``make_thumbnail``, which decodes). Raises ImageRejected."""
-    with _open(data, max_pixels) as source:
+    with _open(data, max_pixels, max_decode_bytes) as source:
         prepared, _ = _prepare(source, data, max_side, max_bytes)
         return prepared
 
 
-def make_thumbnail(data: bytes, long_side: int = THUMBNAIL_LONG_SIDE) -> bytes:
+def make_thumbnail(
+    data: bytes,
+    long_side: int = THUMBNAIL_LONG_SIDE,
+    *,
+    max_pixels: int = MAX_PIXELS,
+    max_decode_bytes: int = MAX_DECODE_BYTES,
+) -> bytes:
     """JPEG thumbnail with ``long_side`` pixels on its long side (never upscaled),
     EXIF orientation applied. Decodes the whole image: raises ImageRejected for
     corrupt or truncated data."""
     _check_long_side(long_side)
-    with _open(data, MAX_PIXELS) as source:
+    with _open(data, max_pixels, max_decode_bytes) as source:
         thumbnail = _render(source, long_side, draft_gap=2, resample=THUMBNAIL_RESAMPLE)
         return _encode_thumbnail(source, thumbnail)
 
@@ -153,11 +172,12 @@ def prepare_with_thumbnail(
     max_side: int = MAX_SIDE,
     max_bytes: int = MAX_MODEL_BYTES,
     max_pixels: int = MAX_PIXELS,
+    max_decode_bytes: int = MAX_DECODE_BYTES,
 ) -> tuple[PreparedImage, bytes]:
     """``prepare_image`` and ``make_thumbnail`` from one open and at most one decode:
     a converted image's thumbnail is cut from the already downscaled model image."""
     _check_long_side(long_side)
-    with _open(data, max_pixels) as source:
+    with _open(data, max_pixels, max_decode_bytes) as source:
         prepared, model_image = _prepare(source, data, max_side, max_bytes)
         if model_image is None:  # passed through: decode now, at thumbnail scale
             thumbnail = _render(source, long_side, draft_gap=2, resample=THUMBNAIL_RESAMPLE)
@@ -165,6 +185,17 @@ def prepare_with_thumbnail(
             target = _fit(model_image.size, long_side)
             thumbnail = _resize(model_image, target, THUMBNAIL_RESAMPLE)
         return prepared, _encode_thumbnail(source, thumbnail)
+
+
+def estimate_decode_bytes(data: bytes, box: int = MAX_SIDE) -> int:
+    """Bytes of memory that decoding ``data`` for a ``box`` x ``box`` result takes
+    at its peak, from the header alone (what the decode budget is checked against).
+    Raises ImageRejected for what cannot be opened."""
+    with _open(data, max_pixels=math.inf, max_decode_bytes=math.inf) as source:
+        target = _fit(source.image.size, box)
+        if target != source.image.size and source.pillow_format in _DRAFTABLE:
+            source.image.draft(None, target)
+        return _decode_cost(source)
 
 
 # --- Opening and classifying ---------------------------------------------------
@@ -178,12 +209,16 @@ class _Source:
     content_type: str
     original_mode: str
     icc_profile: bytes | None
+    data: bytes = field(repr=False)
+    original_size: tuple[int, int]  # before JPEG draft scaling
+    max_decode_bytes: float
 
 
 @contextmanager
-def _open(data: bytes, max_pixels: int) -> Iterator[_Source]:
+def _open(data: bytes, max_pixels: float, max_decode_bytes: float) -> Iterator[_Source]:
     """Open ``data`` (header only) as one of the accepted formats, enforce the pixel
-    limit, and turn every decoding failure inside the block into ImageRejected."""
+    limit, and turn every decoding failure inside the block into ImageRejected. The
+    decode budget is enforced where a decode happens (``_render``), at its scale."""
     if not data:
         raise ImageRejected("empty file (0 bytes)")
     sniffed = _sniff(data)
@@ -217,6 +252,9 @@ def _open(data: bytes, max_pixels: int) -> Iterator[_Source]:
                 content_type=content_type,
                 original_mode=image.mode,
                 icc_profile=image.info.get("icc_profile") or None,
+                data=data,
+                original_size=image.size,
+                max_decode_bytes=max_decode_bytes,
             )
 
 
@@ -432,6 +470,153 @@ def _orientation(image: Image.Image) -> int:
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
+# --- Decode budget ---------------------------------------------------------------
+
+# Bytes per pixel of Pillow's storage: 1 for 1/L/P, 2 for I;16*, 4 for everything
+# else (RGB is stored as RGBX, LA and PA in four bytes too).
+_ONE_BYTE_MODES: Final = frozenset({"1", "L", "P"})
+# Measured peaks of the decoders beyond Pillow's own storage (docs/decisions.md):
+# libwebp's animation decoder (used for every WebP) keeps two RGBA canvases and
+# hands the frame over as a copy: 16 bytes per pixel in all. libheif keeps YCbCr
+# planes and an interleaved copy next to Pillow's image: 7.3 (RGB) / 8.3 (RGBA)
+# bytes per pixel measured at 8 bits, 8.0 / 12.2 at 10 bits; these carry ~15 % margin.
+_WEBP_BYTES_PER_PIXEL: Final = 16.0
+_HEIF_BYTES_PER_PIXEL: Final = {  # (has alpha, more than 8 bits)
+    (False, False): 8.5,
+    (True, False): 9.5,
+    (False, True): 9.5,
+    (True, True): 14.0,
+}
+_JPEG_SOS: Final = b"\xff\xda"
+_JPEG_EOI: Final = b"\xff\xd9"
+_TIFF_TILE_WIDTH, _TIFF_TILE_LENGTH, _TIFF_ROWS_PER_STRIP = 322, 323, 278
+_TIFF_BITS_PER_SAMPLE, _TIFF_SAMPLES_PER_PIXEL, _TIFF_PLANAR_CONFIG = 258, 277, 284
+
+
+def _storage_bytes(mode: str, size: tuple[int, int]) -> int:
+    per_pixel = 1 if mode in _ONE_BYTE_MODES else 2 if mode.startswith("I;16") else 4
+    return size[0] * size[1] * per_pixel
+
+
+def _decode_cost(source: _Source) -> int:
+    """Peak bytes the decoder of ``source`` needs at its current (draft) scale."""
+    image = source.image
+    pixels = image.width * image.height
+    storage = _storage_bytes(image.mode, image.size)
+    fmt = source.pillow_format
+    if fmt == "WEBP":
+        return math.ceil(pixels * _WEBP_BYTES_PER_PIXEL)
+    if fmt == "HEIF":
+        alpha = image.mode in ("RGBA", "LA", "RGBa")
+        deep = int(image.info.get("bit_depth") or 8) > 8
+        return math.ceil(pixels * _HEIF_BYTES_PER_PIXEL[(alpha, deep)])
+    if fmt in _DRAFTABLE:
+        return storage + _jpeg_coefficient_bytes(source)
+    if fmt == "TIFF":
+        return storage + _tiff_chunk_bytes(image)
+    return storage  # PNG, GIF, BMP decode row by row straight into the image
+
+
+def _jpeg_coefficient_bytes(source: _Source) -> int:
+    """Progressive and other multi-scan JPEGs keep every DCT coefficient of the full
+    image (2 bytes per sample, whatever the draft scale) until the last scan."""
+    data = source.data
+    first_scan = _jpeg_first_scan(data)
+    if first_scan < 0:
+        return 0
+    end = data.find(_JPEG_EOI, first_scan)
+    scans = data.count(_JPEG_SOS, first_scan, end if end >= 0 else len(data))
+    if scans <= 1 and not source.image.info.get("progressive"):
+        return 0  # one interleaved scan: decoded a row of blocks at a time
+    layers = getattr(source.image, "layer", None) or [(0, 1, 1, 0)] * len(source.original_mode)
+    h_max = max(layer[1] for layer in layers) or 1
+    v_max = max(layer[2] for layer in layers) or 1
+    width, height = source.original_size
+    total = 0
+    for _, h, v, _ in layers:
+        blocks_x = math.ceil(math.ceil(width * h / h_max) / 8)
+        blocks_y = math.ceil(math.ceil(height * v / v_max) / 8)
+        total += blocks_x * blocks_y * 64 * 2
+    return total
+
+
+def _jpeg_first_scan(data: bytes) -> int:
+    """Offset of the main image's first SOS marker, walking the marker segments (so
+    an EXIF thumbnail inside APP1 is skipped); -1 when there is none."""
+    pos = 2
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            return -1
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker == _JPEG_SOS[1]:
+            return pos
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # no length field
+            pos += 2
+            continue
+        pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+    return -1
+
+
+def _tiff_chunk_bytes(image: Image.Image) -> int:
+    """libtiff decodes one strip or tile at a time into a buffer of its raw size; one
+    strip may be the whole image (RowsPerStrip = height) at 16 bits per sample."""
+    tags = getattr(image, "tag_v2", {})
+    bits = tags.get(_TIFF_BITS_PER_SAMPLE, (8,))
+    bits_per_sample = max(bits) if isinstance(bits, tuple) and bits else int(bits or 8)
+    samples = int(tags.get(_TIFF_SAMPLES_PER_PIXEL, 1) or 1)
+    if tags.get(_TIFF_PLANAR_CONFIG, 1) == 2:
+        samples = 1  # planar: one plane per strip
+    width, height = image.size
+    if _TIFF_TILE_WIDTH in tags and _TIFF_TILE_LENGTH in tags:
+        chunk_pixels = int(tags[_TIFF_TILE_WIDTH]) * int(tags[_TIFF_TILE_LENGTH])
+    else:
+        rows = int(tags.get(_TIFF_ROWS_PER_STRIP, height) or height)
+        chunk_pixels = width * min(max(rows, 1), height)
+    return math.ceil(chunk_pixels * samples * bits_per_sample / 8)
+
+
+class _DecodeBudget:
+    """Bytes of decodes in progress in this process. Decodes wait while the sum would
+    exceed the capacity; one decode alone always runs (the per-image check bounds it).
+    The search path decodes several query images from threads: they queue here."""
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._in_use = 0
+        self._ready = threading.Condition()
+
+    @contextmanager
+    def reserve(self, cost: int) -> Iterator[None]:
+        with self._ready:
+            while self._in_use and self._in_use + cost > self._capacity:
+                self._ready.wait()
+            self._in_use += cost
+        try:
+            yield
+        finally:
+            with self._ready:
+                self._in_use -= cost
+                self._ready.notify_all()
+
+
+_DECODES: Final = _DecodeBudget(MAX_DECODE_BYTES)
+
+
+def _check_decode_budget(source: _Source) -> int:
+    cost = _decode_cost(source)
+    if cost > source.max_decode_bytes:
+        width, height = source.original_size
+        raise ImageRejected(
+            f"too large to decode: a {width}x{height} {source.label} ({source.original_mode}) "
+            f"needs about {cost / 2**20:.0f} MiB of memory to decode, the limit is "
+            f"{source.max_decode_bytes / 2**20:.0f} MiB"
+        )
+    return cost
+
+
 # --- Decoding, normalising, resizing -------------------------------------------
 
 
@@ -440,17 +625,21 @@ def _render(
 ) -> Image.Image:
     """Decode the (first frame of the) image into an upright 8-bit L or RGB image
     that fits in ``box`` x ``box``. JPEGs are DCT-scaled while decoding to no less
-    than ``draft_gap`` times the target, then resampled with ``resample``."""
+    than ``draft_gap`` times the target, then resampled with ``resample``. The only
+    full-size buffer is the decoded image itself: mode conversion, flattening and the
+    integer pre-reduction run strip by strip, and the resize band by band."""
     image = source.image
     target = _fit(image.size, box)
     if target != image.size and source.pillow_format in _DRAFTABLE:
         image.draft(None, (target[0] * draft_gap, target[1] * draft_gap))
-    image.load()
-    orientation = _orientation(image)
-    rendered = _resize(_normalise_mode(image), target, resample)
+    cost = _check_decode_budget(source)
+    with _DECODES.reserve(cost):
+        image.load()
+        orientation = _orientation(image)
+        rendered = _downscale(image, target, resample)
     if orientation in _TRANSPOSE:
         rendered = rendered.transpose(_TRANSPOSE[orientation])
-    return _flatten(rendered)
+    return rendered
 
 
 def _fit(size: tuple[int, int], box: int) -> tuple[int, int]:
@@ -465,39 +654,164 @@ def _fit(size: tuple[int, int], box: int) -> tuple[int, int]:
     )
 
 
+# Integer box-reduce first when shrinking by more than twice this factor (Pillow's
+# ``reducing_gap``): cheap, and the resampling filter then reads few pixels. 2.0 is
+# the gap Pillow documents as "nearly indistinguishable" from a plain resize.
+_REDUCING_GAP: Final = 2.0
+# Rows of the full-size image converted at once (mode, transparency): ~16 MB each.
+_STRIP_BYTES: Final = 16 * 1024 * 1024
+_BANDED_RESIZE_PIXELS: Final = 1_000_000
+_FILTER_SUPPORT: Final = {
+    Image.Resampling.NEAREST: 0.5,
+    Image.Resampling.BOX: 0.5,
+    Image.Resampling.BILINEAR: 1.0,
+    Image.Resampling.HAMMING: 1.0,
+    Image.Resampling.BICUBIC: 2.0,
+    Image.Resampling.LANCZOS: 3.0,
+}
+
+_Normaliser = Callable[[Image.Image], Image.Image]
+
+
 def _resize(image: Image.Image, target: tuple[int, int], resample: Image.Resampling) -> Image.Image:
+    """Resize an image that is already small and in a final mode (L or RGB)."""
     if image.size == target:
         return image
-    if target[0] * target[1] >= _BANDED_RESIZE_PIXELS and target[1] >= 2 and _cpus() > 1:
-        return _resize_in_bands(image, target, resample)
-    # reducing_gap: integer box-reduce first when shrinking a lot (fast), then resample.
-    return image.resize(target, resample, reducing_gap=3.0)
+    return image.resize(target, resample, reducing_gap=_REDUCING_GAP)
 
 
-_BANDED_RESIZE_PIXELS: Final = 1_000_000
+def _downscale(
+    image: Image.Image, target: tuple[int, int], resample: Image.Resampling
+) -> Image.Image:
+    """``image`` (any mode, loaded) as 8-bit L or RGB of ``target`` size, transparency
+    flattened on white, without a full-size copy. Flattening commutes with resampling
+    (both are linear in premultiplied colour), so flattening first is what Pillow's
+    premultiplied resize followed by a flatten gives, and everything after is L/RGB."""
+    normalise = _normaliser(image)
+    factor_x = int(image.width / target[0] / _REDUCING_GAP) or 1
+    factor_y = int(image.height / target[1] / _REDUCING_GAP) or 1
+    box = (0.0, 0.0, float(image.width), float(image.height))
+    if factor_x > 1 or factor_y > 1:
+        image = _reduce_in_strips(image, (factor_x, factor_y), normalise)
+        box = (0.0, 0.0, box[2] / factor_x, box[3] / factor_y)
+        normalise = None
+    if image.size == target and box == (0.0, 0.0, image.width, image.height):
+        return image if normalise is None else _in_strips(image, normalise)
+    return _resize_in_bands(image, target, resample, box, normalise)
+
+
+def _strips(height: int, rows: int) -> list[tuple[int, int]]:
+    return [(top, min(height, top + rows)) for top in range(0, height, rows)]
+
+
+def _assemble(
+    fn: Callable[[tuple[int, int]], Image.Image],
+    items: list[tuple[int, int]],
+    size: tuple[int, int],
+    tops: list[int],
+) -> Image.Image:
+    """Paste ``fn(item)`` at row ``top`` for each item, in order, into one image of
+    ``size``. Pillow releases the GIL while converting and resampling: on two cores,
+    two pieces are computed at once (and only about two are held at a time)."""
+    result: Image.Image | None = None
+
+    def paste(piece: Image.Image, top: int) -> None:
+        nonlocal result
+        if result is None:
+            result = Image.new(piece.mode, size)
+        result.paste(piece, (0, top))
+
+    if len(items) == 1 or _cpus() == 1:
+        for item, top in zip(items, tops, strict=True):
+            paste(fn(item), top)
+    else:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            queue = iter(items)
+            ahead = deque(pool.submit(fn, item) for item in itertools.islice(queue, 2))
+            for top in tops:
+                piece = ahead.popleft().result()
+                following = next(queue, None)
+                if following is not None:
+                    ahead.append(pool.submit(fn, following))
+                paste(piece, top)
+    assert result is not None
+    return result
+
+
+def _reduce_in_strips(
+    image: Image.Image, factor: tuple[int, int], normalise: _Normaliser | None
+) -> Image.Image:
+    """``normalise(image).reduce(factor)``, converting one strip of rows at a time."""
+    if normalise is None:
+        return image.reduce(factor)  # L/RGB: read in place, the result is small
+    factor_x, factor_y = factor
+    rows = max(factor_y, _STRIP_BYTES // (image.width * 4) // factor_y * factor_y)
+    strips = _strips(image.height, rows)
+    return _assemble(
+        lambda rows: normalise(image.crop((0, rows[0], image.width, rows[1]))).reduce(factor),
+        strips,
+        (-(-image.width // factor_x), -(-image.height // factor_y)),
+        [top // factor_y for top, _ in strips],
+    )
+
+
+def _in_strips(image: Image.Image, normalise: _Normaliser) -> Image.Image:
+    """``normalise(image)`` one strip at a time (an image already within the box)."""
+    strips = _strips(image.height, max(1, _STRIP_BYTES // (image.width * 4)))
+    return _assemble(
+        lambda rows: normalise(image.crop((0, rows[0], image.width, rows[1]))),
+        strips,
+        image.size,
+        [top for top, _ in strips],
+    )
 
 
 def _resize_in_bands(
-    image: Image.Image, target: tuple[int, int], resample: Image.Resampling
+    image: Image.Image,
+    target: tuple[int, int],
+    resample: Image.Resampling,
+    box: tuple[float, float, float, float] | None = None,
+    normalise: _Normaliser | None = None,
 ) -> Image.Image:
-    """Resize the top and bottom halves on two cores (Pillow releases the GIL while
-    resampling). Each band maps its rows to the same source coordinates as a
-    one-piece resize, and the filter reads across the band edge, so there is no seam."""
+    """Resize ``normalise(image)``'s ``box`` to ``target`` band by band. A band of
+    output rows maps to the same source coordinates as in a one-piece resize and its
+    filter reads across the band edges, so there is no seam. Without ``normalise``
+    each band reads the source in place; with it, each band converts only a crop of
+    the rows it reads (plus the filter's reach). Two bands run on two cores."""
+    if box is None:
+        box = (0.0, 0.0, float(image.width), float(image.height))
+    left, top, right, bottom = box
     width, height = target
-    top_rows = height // 2
-    split = image.height * top_rows / height
-    image.load()  # both threads then only read the pixels
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        top = pool.submit(
-            image.resize, (width, top_rows), resample, (0, 0, image.width, split), 3.0
+    scale = (bottom - top) / height
+    reach = _FILTER_SUPPORT.get(resample, 3.0) * max(scale, 1.0) + 2
+    bands = 1
+    if normalise is not None:
+        bands = math.ceil(image.width * (bottom - top) * 4 / _STRIP_BYTES)
+    if width * height >= _BANDED_RESIZE_PIXELS and _cpus() > 1:
+        bands = max(bands, 2)
+    bands = max(1, min(bands, height))
+    edges = [height * i // bands for i in range(bands + 1)]
+
+    def band(rows: tuple[int, int]) -> Image.Image:
+        first, last = rows
+        source_top, source_bottom = top + first * scale, top + last * scale
+        if normalise is None:
+            return image.resize(
+                (width, last - first), resample, (left, source_top, right, source_bottom)
+            )
+        crop_top = max(0, math.floor(source_top - reach))
+        crop_bottom = min(image.height, math.ceil(source_bottom + reach))
+        piece = normalise(image.crop((0, crop_top, image.width, crop_bottom)))
+        return piece.resize(
+            (width, last - first),
+            resample,
+            (left, source_top - crop_top, right, source_bottom - crop_top),
         )
-        bottom = image.resize(
-            (width, height - top_rows), resample, (0, split, image.width, image.height), 3.0
-        )
-        result = Image.new(bottom.mode, target)
-        result.paste(top.result(), (0, 0))
-    result.paste(bottom, (0, top_rows))
-    return result
+
+    rows = list(itertools.pairwise(edges))
+    if len(rows) == 1:
+        return band(rows[0])
+    return _assemble(band, rows, target, edges[:-1])
 
 
 def _cpus() -> int:
@@ -507,47 +821,48 @@ def _cpus() -> int:
         return os.cpu_count() or 1
 
 
-def _normalise_mode(image: Image.Image) -> Image.Image:
-    """One of L, RGB, LA, RGBA: modes Lanczos resampling handles (alpha premultiplied)."""
+def _normaliser(image: Image.Image) -> _Normaliser | None:
+    """A function taking a piece of ``image`` to 8-bit L or RGB with transparency
+    flattened on white; None when the image is L or RGB already."""
     mode = image.mode
     transparent = "transparency" in image.info
-    if mode in ("L", "RGB"):
-        if not transparent:
-            return image
-        return image.convert("LA" if mode == "L" else "RGBA")
-    if mode in ("LA", "RGBA"):
-        return image
-    if mode in ("P", "PA"):
-        return image.convert("RGBA" if transparent or mode == "PA" else "RGB")
-    if mode == "1":
-        return image.convert("L")
+    if mode in ("L", "RGB") and not transparent:
+        return None
     if mode.startswith("I;16"):
         # Full 16-bit range to 8 bits (convert("L") alone would clip at 255).
-        return image.convert("I").point(lambda v: v / 257).convert("L")
+        return lambda piece: piece.convert("I").point(lambda v: v / 257).convert("L")
     if mode in ("I", "F"):
         return _stretch_to_l(image)
-    if mode == "La":
-        return image.convert("LA")
-    if mode == "RGBa":
-        return image.convert("RGBA")
-    return image.convert("RGB")  # CMYK, YCbCr, LAB, HSV, RGBX...
+    if mode in ("L", "RGB"):  # with a transparent colour
+        target = "LA" if mode == "L" else "RGBA"
+    elif mode in ("P", "PA"):
+        target = "RGBA" if transparent or mode == "PA" else "RGB"
+    elif mode == "1":
+        target = "L"
+    elif mode in ("LA", "La"):
+        target = "LA"
+    elif mode in ("RGBA", "RGBa"):
+        target = "RGBA"
+    else:
+        target = "RGB"  # CMYK, YCbCr, LAB, HSV, RGBX...
+    return lambda piece: _flatten(piece if piece.mode == target else piece.convert(target))
 
 
-def _stretch_to_l(image: Image.Image) -> Image.Image:
+def _stretch_to_l(image: Image.Image) -> _Normaliser:
     """32-bit int or float pixels have no fixed range. Floats within 0..1 are the
     usual normalised convention (x 255); values already within 0..255 are kept;
-    anything else is mapped min..max onto 0..255."""
+    anything else is mapped min..max onto 0..255. The range is the whole image's."""
     extrema = image.getextrema()  # one band: (min, max)
     low, high = float(extrema[0]), float(extrema[1])  # type: ignore[arg-type]
     if image.mode == "F" and low >= 0 and high <= 1:
-        return image.point(lambda v: v * 255.0).convert("L")
+        return lambda piece: piece.point(lambda v: v * 255.0).convert("L")
     if low >= 0 and high <= 255:
-        return image.convert("L")
+        return lambda piece: piece.convert("L")
     if high == low:  # constant, outside 0..255
-        return Image.new("L", image.size, 255 if high > 0 else 0)
+        return lambda piece: Image.new("L", piece.size, 255 if high > 0 else 0)
     scale = 255.0 / (high - low)
     offset = -low * scale
-    return image.point(lambda v: v * scale + offset).convert("L")
+    return lambda piece: piece.point(lambda v: v * scale + offset).convert("L")
 
 
 def _flatten(image: Image.Image) -> Image.Image:

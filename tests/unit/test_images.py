@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import io
 import random
+import threading
 
 import pytest
-from PIL import Image, ImageChops, ImageFile
+from PIL import Image, ImageChops, ImageFile, WebPImagePlugin
 
 from imagesearch import images
 from imagesearch.errors import ImageRejected
@@ -482,3 +483,135 @@ def test_prepared_image_repr_has_no_image_bytes() -> None:
     prepared = images.prepare_image(f.compliant_png())
     assert "model_bytes" not in repr(prepared)
     assert "image/png" in repr(prepared)
+
+
+# --- Decode budget (issue 9: no small file can exhaust a function) -------------------
+
+
+def _no_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(self: Image.Image) -> None:
+        raise AssertionError("decoded an image over the decode budget")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", refuse)
+    monkeypatch.setattr(WebPImagePlugin.WebPImageFile, "load", refuse)
+
+
+@pytest.mark.parametrize(
+    ("factory", "found"),
+    [
+        (lambda: f.flat_webp(16383, 4880), "16383x4880 WebP (RGBA) needs about 1220 MiB"),
+        (lambda: f.flat_tiff_one_strip(8900, 8900), "8900x8900 TIFF (RGBA) needs about 906 MiB"),
+    ],
+    ids=["webp-3-kb-80-mp", "tiff-one-strip-16-bit"],
+)
+def test_decode_budget_is_checked_before_decoding(
+    factory, found: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a small file under the pixel limit whose decoder would need over 512 MiB
+    data = factory()
+    assert len(data) < 1_000_000
+    _no_decoding(monkeypatch)
+    # When it is prepared, Then it is rejected from its header, saying why
+    for prepare in (images.prepare_with_thumbnail, images.make_thumbnail, ingest):
+        with pytest.raises(ImageRejected) as rejected:
+            prepare(data)
+        assert "too large to decode" in rejected.value.reason
+        assert found in rejected.value.reason
+        assert "the limit is 512 MiB" in rejected.value.reason
+
+
+def test_decode_budget_counts_bytes_not_pixels() -> None:
+    # Given two images of the same 4 MP: a palette GIF (1 byte a pixel) and an RGBA PNG (4)
+    budget = 8 * 1024 * 1024
+    gif, rgba = f.flat_gif(2000, 2000), f.flat_png(2000, 2000)
+    # Then the GIF fits an 8 MiB budget and the PNG does not
+    images.prepare_with_thumbnail(gif, max_decode_bytes=budget)
+    with pytest.raises(ImageRejected, match=r"2000x2000 PNG \(RGBA\) needs about 15 MiB"):
+        images.prepare_with_thumbnail(rgba, max_decode_bytes=budget)
+    # And the budget is a parameter like the other limits
+    images.prepare_with_thumbnail(rgba, max_decode_bytes=16 * 1024 * 1024)
+
+
+def test_jpeg_estimate_counts_draft_scaling_and_progressive_coefficients() -> None:
+    # Given a 24 MP baseline JPEG: decoded DCT-scaled by 2 for the model (3000x2000)
+    assert images.estimate_decode_bytes(f.jpeg_24mp()) == 3000 * 2000 * 4
+    # And a progressive one: every coefficient of the full image is held (2 bytes/sample)
+    progressive = f.progressive_jpeg(800, 600)
+    assert images.estimate_decode_bytes(progressive) == 800 * 600 * 4 + 800 * 600 * 4 * 2
+    baseline = f.encode(Image.new("CMYK", (800, 600)), "JPEG", subsampling=0)
+    assert images.estimate_decode_bytes(baseline) == 800 * 600 * 4
+    budget = 3 * 1024 * 1024
+    images.prepare_image(baseline, max_decode_bytes=budget)
+    with pytest.raises(ImageRejected, match="too large to decode"):
+        images.prepare_image(progressive, max_decode_bytes=budget)
+
+
+def _reference(image: Image.Image, target: tuple[int, int], mode: str) -> Image.Image:
+    """The one-piece pipeline: whole-image conversion, flatten, one resize."""
+    if mode == "I;16":
+        whole = image.convert("I").point(lambda v: v / 257).convert("L")
+    else:
+        whole = image.convert(mode)
+    if whole.mode in ("RGBA", "LA"):
+        background = Image.new(whole.mode[:-1], whole.size, (255,) * (len(whole.mode) - 1))
+        background.paste(whole.convert(whole.mode[:-1]), (0, 0), whole.getchannel("A"))
+        whole = background
+    return whole.resize(target, images.MODEL_RESAMPLE, reducing_gap=images._REDUCING_GAP)
+
+
+@pytest.mark.parametrize(
+    ("mode", "target"),
+    [
+        ("RGBA", (300, 200)),  # reduced in strips, then resized in bands
+        ("RGBA", (700, 466)),  # no reduction: resized in bands from converted crops
+        ("P", (300, 200)),
+        ("LA", (500, 333)),
+        ("CMYK", (640, 427)),
+        ("I;16", (300, 200)),
+    ],
+)
+def test_strip_and_band_pipeline_matches_a_whole_image_conversion(
+    mode: str, target: tuple[int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given pieces of a few rows only (many strips and bands, each edge a chance for a seam)
+    monkeypatch.setattr(images, "_STRIP_BYTES", 60_000)
+    photo = f.photo_image(1200, 800, seed=5)
+    alpha = Image.linear_gradient("L").resize(photo.size)
+    source = photo.convert("RGBA")
+    source.putalpha(alpha)
+    if mode == "P":
+        source = photo.convert("P", palette=Image.Palette.ADAPTIVE)
+        source.info["transparency"] = 0
+    elif mode == "I;16":
+        source = Image.linear_gradient("L").resize(photo.size).convert("I").point(lambda v: v * 257)
+        source = source.convert("I;16")
+    elif mode != "RGBA":
+        source = source.convert(mode)
+    # When downscaled without a full-size copy
+    result = images._downscale(source, target, images.MODEL_RESAMPLE)
+    # Then it is the picture of a whole-image conversion and one resize, with no seam
+    expected = _reference(source, target, {"P": "RGBA", "CMYK": "RGB"}.get(mode, mode))
+    assert result.mode == expected.mode and result.size == expected.size == target
+    difference = ImageChops.difference(result, expected)
+    bands = difference.getextrema()
+    highs = [bands[1]] if isinstance(bands[0], int) else [high for _, high in bands]
+    assert max(highs) <= 3
+
+
+def test_decode_budget_lets_small_decodes_share_and_queues_big_ones() -> None:
+    budget = images._DecodeBudget(100)
+    entered = threading.Event()
+
+    def big() -> None:
+        with budget.reserve(60):
+            entered.set()
+
+    with budget.reserve(10), budget.reserve(20):  # small ones share the budget
+        with budget.reserve(50):
+            worker = threading.Thread(target=big)
+            worker.start()
+            assert not entered.wait(0.2)  # 80 in use: 60 more would exceed 100
+        assert entered.wait(10)  # 30 in use: it runs
+    worker.join()
+    with budget.reserve(500):  # one decode alone always runs (its own check bounds it)
+        pass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import threading
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -560,3 +561,33 @@ def test_health_counts_indexed_images(service: SearchService) -> None:
         MODEL,
         DIM,
     )
+
+
+def test_query_images_are_decoded_one_at_a_time_within_the_budget(
+    service: SearchService, embedder: FakeEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a decode budget smaller than one decode, and a probe on the decoding step
+    from imagesearch import images
+
+    monkeypatch.setattr(images, "_DECODES", images._DecodeBudget(1))
+    active, most = [0], [0]
+    lock = threading.Lock()
+    downscale = images._downscale
+
+    def probe(*args: Any, **kwargs: Any) -> Any:
+        with lock:
+            active[0] += 1
+            most[0] = max(most[0], active[0])
+        try:
+            return downscale(*args, **kwargs)
+        finally:
+            with lock:
+                active[0] -= 1
+
+    monkeypatch.setattr(images, "_downscale", probe)
+    # When one request carries ten query images (embedded from several threads)
+    parts = [QueryPart(image=b64(imagefactory.webp(640, 480)), weight=1.0) for _ in range(10)]
+    service.search(SearchRequest(queries=parts))
+    # Then all ten reach the model, and no two were ever decoded at the same time
+    assert len(embedder.calls) == 10
+    assert most[0] == 1
