@@ -654,6 +654,53 @@ def test_slash_focuses_search_and_escape_clears(page: Any, indexed: LocalProcess
     assert page.locator("#results .result[data-score]").count() == 0  # browsing again
 
 
+def test_results_open_and_close_from_the_keyboard(page: Any, indexed: LocalProcess) -> None:
+    _search(page, "red")
+    link = page.locator(f'#results .result[data-key="{indexed.key_for(RED)}"] a.open')
+    link.focus()
+    page.keyboard.press("Enter")
+    page.locator("#detail").wait_for(state="visible")
+    assert page.evaluate("document.getElementById('detail').contains(document.activeElement)")
+
+    page.keyboard.press("Escape")
+    page.locator("#detail").wait_for(state="hidden")
+    # Focus goes back to the result the user came from
+    assert page.evaluate("document.activeElement.closest('.result')?.dataset.key") == (
+        indexed.key_for(RED)
+    )
+    # And the back button closes a detail view opened by mouse, keeping the search
+    link.click()
+    page.locator("#detail").wait_for(state="visible")
+    page.go_back()
+    page.locator("#detail").wait_for(state="hidden")
+    assert _query_params(page)["q"] == ["red"]
+
+
+def test_search_results_offer_an_update_when_new_images_arrive(
+    page: Any, indexed: LocalProcess
+) -> None:
+    _search(page, "yellow")
+    page.wait_for_selector("#results .result[data-score]")
+    assert page.locator("#stale").is_hidden()
+
+    # When a matching image is indexed after the search
+    name = "late/yellow.png"
+    indexed.drop(name, images.png(50, 50, images.YELLOW))
+    indexed.wait_indexed(name)
+
+    # Then the results stay put but offer an update, which brings it in
+    stale = page.locator("#stale")
+    stale.wait_for(state="visible")
+    assert "new image" in stale.inner_text()
+    assert indexed.key_for(name) not in _keys(page)
+    stale.click()
+    page.wait_for_function(
+        "key => document.querySelector('#results .result').dataset.key === key",
+        arg=indexed.key_for(name),
+    )
+    assert stale.is_hidden()
+
+
 def test_dark_mode_follows_the_system_setting(new_page: PageFactory, indexed: LocalProcess) -> None:
     def background(scheme: str) -> tuple[int, ...]:
         page = new_page(indexed.url + "/", color_scheme=scheme)
