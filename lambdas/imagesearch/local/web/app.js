@@ -173,7 +173,7 @@ function tileFor(item) {
     img.addEventListener("error", () => refreshThumbnail(img, item.image_id), { once: true });
     img.src = item.thumbnail_url || item.url || "";
     const key = tile.querySelector(".key");
-    key.textContent = name;
+    breakAfterSlashes(key, name);
     key.title = item.key;
     const more = tile.querySelector("button.more");
     more.setAttribute("aria-label", `More like ${name}`);
@@ -198,6 +198,19 @@ function detailHref(imageId) {
   const params = new URLSearchParams(location.search);
   params.set("id", imageId);
   return `?${params}`;
+}
+
+// Long names wrap after a folder rather than inside a word (<wbr> adds no text).
+function breakAfterSlashes(element, text) {
+  const parts = text.split("/");
+  element.replaceChildren();
+  parts.forEach((part, index) => {
+    if (index < parts.length - 1) {
+      element.append(`${part}/`, document.createElement("wbr"));
+    } else {
+      element.append(part);
+    }
+  });
 }
 
 async function refreshThumbnail(img, imageId) {
