@@ -613,7 +613,7 @@ function showQueryImage() {
 
 // --- Ingest counts, progress, rejected and failed files ---------------------------------
 
-let batchBase = null; // images processed when the current ingest batch began
+let batchSize = null; // most files waiting at once in the current ingest batch
 
 async function refreshStats() {
   let next;
@@ -666,7 +666,6 @@ function goOffline(error) {
 }
 
 function renderStats() {
-  const processed = stats.indexed + (stats.rejected || 0) + (stats.failed || 0);
   $("stat-indexed").textContent = stats.indexed;
   $("stat-rejected").textContent = stats.rejected === null ? "–" : stats.rejected;
   $("stat-queued").textContent = stats.pending;
@@ -676,17 +675,17 @@ function renderStats() {
   if (view.mode === "browse" && !view.loading) renderSummary(); // same numbers as the header
   const progress = $("progress");
   if (!stats.pending) {
-    batchBase = null;
+    batchSize = null;
     progress.hidden = true;
     return;
   }
-  if (batchBase === null || batchBase > processed) batchBase = processed;
-  const done = processed - batchBase;
-  const total = done + stats.pending;
-  $("progress-bar").max = total;
+  // Measured by the work left, so removals (which lower the counts) move it too.
+  batchSize = Math.max(batchSize || 0, stats.pending);
+  const done = batchSize - stats.pending;
+  $("progress-bar").max = batchSize;
   $("progress-bar").value = done;
   $("progress-label").textContent =
-    `Indexing: ${done} of ${total} processed, ${stats.pending} to go`;
+    `Indexing: ${done} of ${batchSize} files processed, ${stats.pending} to go`;
   progress.hidden = false;
 }
 
