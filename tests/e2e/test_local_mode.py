@@ -367,6 +367,40 @@ def test_removed_files_leave_the_results(local_mode: LocalProcess) -> None:
     )
 
 
+def test_deleting_a_dropped_image_through_the_api_moves_its_file_aside(
+    local_mode: LocalProcess,
+) -> None:
+    # Given a dropped, indexed image
+    name = "api deleted/violet.jpg"
+    local_mode.drop(name, images.jpeg(48, 48, PURPLE))
+    local_mode.wait_status(name, "indexed")
+
+    # When it is deleted through the API
+    assert local_mode.delete(f"/images/{local_mode.image_id_for(name)}").status_code == 202
+
+    # Then it leaves the index and its file moves to .deleted/ (kept, not re-uploaded)
+    local_mode.wait_gone(name)
+    trash = local_mode.dropbox / ".deleted" / name
+    local_mode.wait_until(trash.exists, message="the file to move to .deleted/")
+    assert not (local_mode.dropbox / name).exists()
+    assert local_mode.get(f"/images/{local_mode.image_id_for(name)}").status_code == 404
+
+
+def test_files_the_bucket_cannot_take_are_listed_as_refused(local_mode: LocalProcess) -> None:
+    local_mode.drop("new\nline.jpg", images.jpeg(16, 16, images.RED))
+
+    refused = local_mode.wait_until(
+        lambda: [
+            item
+            for item in local_mode.get("/local/stats").json()["dropbox"]["refusals"]
+            if item["path"] == "new\nline.jpg"
+        ],
+        message="the refusal in /local/stats",
+    )
+    assert "control character" in refused[0]["reason"]
+    assert local_mode.log().count("not mirrored: 'new\\nline.jpg'") == 1
+
+
 def test_local_routes_describe_the_resources_and_counts(
     local_mode: LocalProcess, collection: dict[str, dict[str, Any]]
 ) -> None:

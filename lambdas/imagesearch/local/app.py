@@ -38,6 +38,7 @@ from imagesearch.local.moto_env import (
     resolve_region,
 )
 from imagesearch.local.worker import IngestWorker
+from imagesearch.settings import IngestSettings, load_settings
 
 logger = logging.getLogger("imagesearch.local")
 
@@ -181,6 +182,8 @@ class LocalMode:
             s3=self._clients.s3,
             bucket=self.resources.bucket,
             upload_prefix=self.resources.upload_prefix,
+            # The deployment's limit (what presigned uploads and ingest enforce).
+            max_bytes=load_settings(IngestSettings).max_upload_bytes,
             poll_seconds=self._poll_seconds,
             backlog=self._backlog,
         )
