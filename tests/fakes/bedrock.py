@@ -199,7 +199,9 @@ def _unit(values: np.ndarray) -> np.ndarray:
 
 def _text_features(text: str) -> np.ndarray:
     features = np.zeros(_FEATURES)
-    tokens = re.findall(r"[a-z]+", text.lower())
+    # Without a latin word ("0", "日本") the whole text is the token: like Titan, the fake
+    # never answers a non-blank text with a zero vector.
+    tokens = re.findall(r"[a-z]+", text.lower()) or [text]
     for token in tokens:
         colour = COLOR_WORDS.get(token)
         if colour is not None:
