@@ -421,9 +421,12 @@ def test_thousands_of_images_scroll_with_lazy_thumbnails(
     page.goto(indexed.url + "/")
     _wait_status(page, f"48 of {total} images")
 
-    while page.locator("#results .result").count() < 480:
+    for _ in range(200):  # bounded: a page that stops loading fails below, not hangs
+        if page.locator("#results .result").count() >= 480:
+            break
         page.mouse.wheel(0, 30_000)
         page.wait_for_timeout(100)
+    assert page.locator("#results .result").count() >= 480
     status = _wait_status(page, f" of {total} images")
     tiles = page.locator("#results .result").count()
     assert int(status.split()[0]) == tiles < total
