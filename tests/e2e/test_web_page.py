@@ -555,6 +555,22 @@ def test_rejected_files_are_listed_with_their_reason(page: Any, indexed: LocalPr
     assert entry.locator(".reason").inner_text()
 
 
+def test_files_the_bucket_refused_are_listed_with_their_reason(
+    page: Any, indexed: LocalProcess
+) -> None:
+    # Given a file whose name no S3 key may hold (a control character)
+    indexed.drop("bad\nname.jpg", images.jpeg(16, 16, images.RED))
+
+    # Then the header counts it, and the list names it (escaped) with the reason
+    button = page.locator("#stat-refused-button")
+    button.wait_for(state="visible")
+    button.click()
+    entry = page.locator("#problems-list li", has_text="bad\\nname.jpg")
+    entry.wait_for()
+    assert "control character" in entry.locator(".reason").inner_text()
+    assert page.inner_text("#problems-title").endswith("not uploaded")
+
+
 # --- The detail view ---------------------------------------------------------------------
 
 

@@ -628,6 +628,8 @@ async function refreshStats() {
       failed: typeof counts.failed === "number" ? counts.failed : null,
       pending,
       dropbox: local.dropbox ? local.dropbox.path : null,
+      refusals: local.dropbox && Array.isArray(local.dropbox.refusals) ? local.dropbox.refusals : [],
+      refused: local.dropbox && typeof local.dropbox.refused === "number" ? local.dropbox.refused : 0,
       model: `${local.model_id} · ${local.dimension}-d`,
     };
   } catch (error) {
@@ -636,7 +638,7 @@ async function refreshStats() {
       // Not local mode: the health route still has the count.
       const health = await api("GET", "health");
       next = { indexed: health.images, rejected: null, failed: null, pending: 0, dropbox: null,
-        model: `${health.model_id} · ${health.dimension}-d` };
+        model: `${health.model_id} · ${health.dimension}-d`, refusals: [], refused: 0 };
     } catch (healthError) {
       return goOffline(healthError);
     }
@@ -671,6 +673,8 @@ function renderStats() {
   $("stat-queued").textContent = stats.pending;
   $("stat-failed").textContent = stats.failed || 0;
   $("stat-failed-button").hidden = !stats.failed;
+  $("stat-refused").textContent = stats.refused;
+  $("stat-refused-button").hidden = !stats.refused;
   $("model").textContent = stats.model;
   if (view.mode === "browse" && !view.loading) renderSummary(); // same numbers as the header
   const progress = $("progress");
@@ -707,9 +711,22 @@ function onCountsChanged() {
 
 let problemsShown = null;
 
+function refusalItems() {
+  // Names the bucket refused may hold control characters: show them escaped.
+  return (stats ? stats.refusals : []).map((refusal) => ({
+    key: JSON.stringify(String(refusal.path)).slice(1, -1),
+    reason: refusal.reason,
+    local: true,
+  }));
+}
+
 async function toggleProblems(status) {
   const section = $("problems");
-  const buttons = { rejected: $("stat-rejected-button"), failed: $("stat-failed-button") };
+  const buttons = {
+    rejected: $("stat-rejected-button"),
+    failed: $("stat-failed-button"),
+    refused: $("stat-refused-button"),
+  };
   if (!section.hidden && problemsShown === status) {
     section.hidden = true;
     problemsShown = null;
@@ -717,17 +734,22 @@ async function toggleProblems(status) {
     return;
   }
   try {
-    const page = await api("GET", `images?status=${status}&limit=100`);
+    // Refusals are the drop folder's (files never uploaded); the rest are the catalog's.
+    const page = status === "refused"
+      ? { items: refusalItems(), cursor: stats && stats.refused > stats.refusals.length ? "more" : null }
+      : await api("GET", `images?status=${status}&limit=100`);
     const list = $("problems-list");
     list.replaceChildren();
-    $("problems-title").textContent = status === "failed"
-      ? "Failed files (retried when the cause is fixed)"
-      : "Rejected files";
+    $("problems-title").textContent = {
+      failed: "Failed files (retried when the cause is fixed)",
+      rejected: "Rejected files",
+      refused: "Files in the drop folder that were not uploaded",
+    }[status];
     for (const item of page.items) {
       const entry = document.createElement("li");
       entry.dataset.key = item.key;
       const key = document.createElement("code");
-      key.textContent = relativeName(item.key);
+      key.textContent = item.local ? item.key : relativeName(item.key);
       key.title = item.key;
       const reason = document.createElement("span");
       reason.className = "reason";
@@ -738,7 +760,7 @@ async function toggleProblems(status) {
     if (!page.items.length) list.textContent = `No ${status} files.`;
     if (page.cursor) {
       const note = document.createElement("li");
-      note.textContent = "… and more (the first 100 are shown)";
+      note.textContent = `… and more (the first ${page.items.length} are shown)`;
       list.appendChild(note);
     }
     section.hidden = false;
@@ -967,6 +989,7 @@ $("clear-image").addEventListener("click", () => {
 });
 $("stat-rejected-button").addEventListener("click", () => toggleProblems("rejected"));
 $("stat-failed-button").addEventListener("click", () => toggleProblems("failed"));
+$("stat-refused-button").addEventListener("click", () => toggleProblems("refused"));
 $("home").addEventListener("click", (event) => {
   event.preventDefault();
   clearQuery();
