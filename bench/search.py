@@ -19,7 +19,7 @@ import numpy as np
 
 from bench import bench_import
 from bench import report as _report
-from imagesearch.index.dynamodb import build_matrix_from_items
+from imagesearch.index.embedded import build_matrix_from_items
 from imagesearch.index.matrix import MatrixIndex
 from imagesearch.ports import QueryFilters
 

@@ -39,6 +39,7 @@ def runtime_environment(
         r.ENV_UPLOAD_PREFIX: config.upload_prefix,
         r.ENV_MODEL_ID: config.model_id,
         r.ENV_EMBEDDING_DIMENSION: str(config.embedding_dimension),
+        r.ENV_VECTOR_STORE: config.vector_store,
         r.ENV_BEDROCK_CONNECT_TIMEOUT: connect,
         r.ENV_BEDROCK_READ_TIMEOUT: read,
         r.ENV_BEDROCK_MAX_ATTEMPTS: attempts,

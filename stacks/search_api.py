@@ -176,7 +176,6 @@ class SearchApi(Construct):
                         BEDROCK_MAX_ATTEMPTS,
                     ),
                 ),
-                r.ENV_VECTOR_STORE: config.vector_store,
             },
         )
         self.function = self.handler.function

@@ -20,7 +20,7 @@ from imagesearch.embedders.base import Embedder
 from imagesearch.errors import ImageRejected, InvalidEmbeddingInput
 from imagesearch.events import ObjectEvent
 from imagesearch.images import make_thumbnail, prepare_with_thumbnail
-from imagesearch.ports import ObjectStore, ObjectTooLarge, StoredObject, VectorIndex
+from imagesearch.ports import Catalog, ObjectStore, ObjectTooLarge, StoredObject, VectorSync
 from imagesearch.records import ImageRecord, image_id_for_key, ordering_token, utc_now_iso
 from imagesearch.resources import (
     STATUS_DELETED,
@@ -63,14 +63,17 @@ class IngestService:
         self,
         *,
         store: ObjectStore,
-        index: VectorIndex,
+        catalog: Catalog,
+        vectors: VectorSync,
         embedder: Embedder,
         upload_prefix: str,
         caption_mode: str = "none",
         max_object_bytes: int = 50 * 1024 * 1024,
     ) -> None:
         self._store = store
-        self._index = index
+        self._catalog = catalog
+        # The vector index follows each catalog write through this (ports.VectorSync).
+        self._vectors = vectors
         self._embedder = embedder
         self._upload_prefix = upload_prefix
         self._joint_caption = caption_mode == "joint"
@@ -84,7 +87,7 @@ class IngestService:
         if event.key.endswith("/"):
             return IngestOutcome("ignored", event.key, image_id, "folder placeholder")
 
-        existing = self._index.get(image_id)
+        existing = self._catalog.get(image_id)
         if event.backfill:
             # A backfill carries no sequencer: it re-asserts the stored state's token.
             token = existing.sequencer if existing and existing.sequencer else _BACKFILL_FLOOR_TOKEN
@@ -124,6 +127,8 @@ class IngestService:
             )
             # Rejected by our own checks (no model involved): unchanged whatever the model.
             if same_model or (existing.status == STATUS_REJECTED and existing.model_id is None):
+                # A retried message may find the record written but not what follows it.
+                self._vectors.written(image_id)
                 self._ensure_thumbnail(existing, obj)
                 return IngestOutcome("unchanged", key, image_id)
             if event.backfill and not event.force:
@@ -167,8 +172,9 @@ class IngestService:
             return self._reject(record, token, f"the model refused the image: {refused}")
 
         record = replace(record, vector=vector, indexed_at=utc_now_iso())
-        if not self._index.upsert(record):
+        if not self._catalog.put(record):
             return IngestOutcome("stale", key, image_id, "a newer event was applied")
+        self._vectors.written(image_id)
         # Written after the record so that only the winning version writes it; a
         # failure here retries the message, which then finds the record unchanged
         # and restores the thumbnail without another model call.
@@ -184,14 +190,16 @@ class IngestService:
             sequencer=token,
             indexed_at=utc_now_iso(),
         )
-        if not self._index.upsert(record):
+        if not self._catalog.put(record):
             return IngestOutcome("stale", record.key, record.image_id, "a newer event was applied")
+        self._vectors.written(record.image_id)
         self._store.delete(thumbnail_key(record.image_id))
         return IngestOutcome("rejected", record.key, record.image_id, reason)
 
     def _delete(self, key: str, image_id: str, token: str) -> IngestOutcome:
-        if not self._index.delete(image_id, key=key, sequencer=token):
+        if not self._catalog.delete(image_id, key=key, sequencer=token):
             return IngestOutcome("stale", key, image_id, "a newer event was applied")
+        self._vectors.written(image_id)
         self._store.delete(thumbnail_key(image_id))
         return IngestOutcome("deleted", key, image_id)
 

@@ -1,16 +1,19 @@
 """Ports of the domain: the small interfaces the ingest and search services talk to.
 
-Adapters (DynamoDB + in-memory index, S3, Bedrock) live beside them; tests pass
-moto-backed adapters or in-memory fakes. S3 Vectors (the planned scale tier) fits
-``VectorIndex`` without changing callers: ``query`` caps ``top_k`` at 100 and takes
-filters that map onto metadata filters.
+- ``Catalog``: the image records and their vectors (source of truth; DynamoDB).
+- ``VectorIndex``: vectors searchable with filters, derived from the catalog (in-memory
+  "embedded" tier, or Amazon S3 Vectors). ``query`` caps ``top_k`` at 100 (the S3
+  Vectors limit) and takes filters that map onto metadata filters.
+- ``VectorSync``: how ingest makes the vector index follow a catalog write.
+- ``ObjectStore``: the images bucket.
+
+Adapters live beside them; tests pass moto-backed adapters or the in-memory fakes.
 """
 
 from __future__ import annotations
 
-import builtins
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from imagesearch.embedders.base import Vector
@@ -41,35 +44,87 @@ class Page:
     cursor: str | None
 
 
-class VectorIndex(Protocol):
-    """Catalog of image records and the vectors of the indexed ones."""
+@dataclass(frozen=True)
+class VectorEntry:
+    """One vector of the index and the fields its filters need."""
 
-    def upsert(self, record: ImageRecord) -> bool:
-        """Store ``record`` (with ``record.vector`` when indexed) unless a newer state
-        for its key is already stored (``record.sequencer`` orders them). Returns
-        False when the write was skipped as stale."""
+    image_id: str
+    key: str
+    content_type: str | None
+    vector: Vector = field(repr=False)
+
+
+class Catalog(Protocol):
+    """The image records: the source of truth for status, metadata, ordering tokens and
+    each indexed image's vector (any vector index can be rebuilt from it)."""
+
+    def put(self, record: ImageRecord) -> bool:
+        """Store ``record`` (with ``record.vector`` when indexed) unless a newer state for
+        its key is stored (``record.sequencer`` orders them). False when skipped as stale."""
         ...
 
     def delete(self, image_id: str, *, key: str, sequencer: str) -> bool:
-        """Remove the image unless a newer state is stored. Returns False when stale."""
+        """Record the image as deleted unless a newer state is stored. False when stale."""
         ...
 
-    def get(self, image_id: str, *, with_vector: bool = False) -> ImageRecord | None: ...
+    def get(
+        self, image_id: str, *, with_vector: bool = False, include_deleted: bool = False
+    ) -> ImageRecord | None:
+        """The record, read consistently; deleted images are None unless ``include_deleted``."""
+        ...
+
+    def get_many(self, image_ids: Sequence[str]) -> dict[str, ImageRecord]:
+        """Records (without vectors) of the ids that exist; missing and deleted are left out."""
+        ...
 
     def list(
         self, *, prefix: str | None, status: str | None, limit: int, cursor: str | None
     ) -> Page:
-        """Records (without vectors, never tombstones), ordered, paged by an opaque cursor.
-        Raises ValueError for a malformed cursor."""
+        """Records (without vectors, never deleted ones), ordered by key, paged by an
+        opaque cursor. Raises ValueError for a malformed cursor."""
         ...
 
-    def query(self, vector: Vector, top_k: int, filters: QueryFilters) -> builtins.list[ScoredId]:
-        """Exact cosine top-k among indexed images, best first."""
+    def counts(self) -> dict[str, int]:
+        """Number of records per listable status."""
+        ...
+
+    def indexed_vectors(self, *, model_id: str, dimension: int) -> Iterator[VectorEntry]:
+        """Every indexed image's vector of this model and dimension (rebuilding an index)."""
+        ...
+
+
+class VectorIndex(Protocol):
+    """Vectors of the indexed images, searchable with filters. Derived from the catalog."""
+
+    @property
+    def dimension(self) -> int: ...
+
+    def upsert(self, entries: Sequence[VectorEntry]) -> None:
+        """Insert or replace vectors (by image id)."""
+        ...
+
+    def delete(self, image_ids: Sequence[str]) -> None:
+        """Remove vectors; unknown ids are ignored."""
+        ...
+
+    def query(self, vector: Vector, top_k: int, filters: QueryFilters) -> list[ScoredId]:
+        """Cosine top-k (1 <= top_k <= MAX_TOP_K), best first, ties by id. Raises ValueError
+        for a vector of another dimension."""
+        ...
+
+    def get_vectors(self, image_ids: Sequence[str]) -> dict[str, Vector]:
+        """Stored unit vectors of the ids the index holds."""
         ...
 
     def count(self) -> int:
-        """Number of indexed images."""
+        """Number of vectors held."""
         ...
+
+
+class VectorSync(Protocol):
+    """Makes the vector index agree with the catalog after a catalog write (ingest)."""
+
+    def written(self, image_id: str) -> None: ...
 
 
 @dataclass(frozen=True)

@@ -95,6 +95,7 @@ class ImageRecord:
     reason: str | None = None
     caption: str | None = None
     sequencer: str | None = None
+    revision: str | None = None  # changes with every catalog write
     vector: Vector | None = field(default=None, repr=False)
 
     def public_fields(self) -> dict[str, Any]:

@@ -79,6 +79,7 @@ ATTR_SEQUENCER: Final = "sequencer"
 ATTR_CHANGED_AT: Final = "changed_at"  # N, epoch milliseconds of the last write
 ATTR_CHANGE_DAY: Final = "change_day"  # S, UTC day of changed_at (GSI partition)
 ATTR_EXPIRES_AT: Final = "expires_at"  # N, epoch seconds (TTL, tombstones only)
+ATTR_REVISION: Final = "revision"  # S, random per write (readers detect any rewrite)
 
 STATUS_INDEXED: Final = "indexed"
 STATUS_REJECTED: Final = "rejected"

@@ -1,9 +1,9 @@
 """Search service: the domain behind the search API (SPEC section 6).
 
 Turns validated requests (``imagesearch.api_models``) into query vectors, runs them
-against the ``VectorIndex``, hydrates the hits with their records and presigned
-URLs, and manages images and uploads. HTTP lives in ``handlers/api.py``; this
-module raises domain errors (``imagesearch.errors``) instead.
+against the ``VectorIndex``, hydrates the hits with their ``Catalog`` records (one
+batched read) and presigned URLs, and manages images and uploads. HTTP lives in
+``handlers/api.py``; this module raises domain errors (``imagesearch.errors``) instead.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import re
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Protocol
 
 import numpy as np
 
@@ -39,7 +38,7 @@ from imagesearch.errors import (
     NotFound,
     UploadTooLarge,
 )
-from imagesearch.ports import ObjectStore, QueryFilters, ScoredId, VectorIndex
+from imagesearch.ports import Catalog, ObjectStore, QueryFilters, ScoredId, VectorIndex
 from imagesearch.records import ImageRecord, is_valid_image_id
 from imagesearch.resources import MAX_KEY_BYTES, STATUS_DELETED, STATUS_INDEXED, thumbnail_key
 
@@ -69,24 +68,14 @@ def decode_base64_image(value: str) -> bytes:
     return data
 
 
-class SearchIndex(VectorIndex, Protocol):
-    """The index port plus the two reads the search path needs."""
-
-    def get_many(self, image_ids: Sequence[str]) -> dict[str, ImageRecord]:
-        """Records (without vectors) of the ids that exist; missing ids are left out."""
-        ...
-
-    def vector_of(self, image_id: str) -> Vector | None:
-        """The stored vector of an indexed image, or None."""
-        ...
-
-
 class SearchService:
-    """Search, images and uploads on top of the index, embedder and object store ports."""
+    """Search, images and uploads on top of the catalog, vector index, embedder and
+    object store ports."""
 
     def __init__(
         self,
-        index: SearchIndex,
+        catalog: Catalog,
+        index: VectorIndex,
         embedder: Embedder,
         store: ObjectStore,
         *,
@@ -96,6 +85,7 @@ class SearchService:
         url_ttl: int = 900,
         max_upload_bytes: int | None = None,
     ) -> None:
+        self._catalog = catalog
         self._index = index
         self._embedder = embedder
         self._store = store
@@ -123,7 +113,7 @@ class SearchService:
         )
         vector = self.query_vector(request)
         hits: Sequence[ScoredId] = self._index.query(vector, request.top_k, filters)
-        records = self._index.get_many([hit.image_id for hit in hits]) if hits else {}
+        records = self._catalog.get_many([hit.image_id for hit in hits]) if hits else {}
         results = []
         for hit in hits:
             record = records.get(hit.image_id)
@@ -173,10 +163,23 @@ class SearchService:
         return self._checked(vector)
 
     def _stored_vector(self, image_id: str) -> Vector:
-        vector = self._index.vector_of(image_id)
+        """From the index, else from the catalog (it may be newer than the index)."""
+        vector = self._index.get_vectors([image_id]).get(image_id)
         if vector is None:
-            raise NotFound(f"image {image_id} is not indexed")
-        return self._checked(vector)
+            record = self._catalog.get(image_id, with_vector=True)
+            if (
+                record is None
+                or record.status != STATUS_INDEXED
+                or record.vector is None
+                or record.model_id != self.model_id
+                or record.dimension != self.dimension
+            ):
+                raise NotFound(f"image {image_id} is not indexed")
+            vector = record.vector
+        try:
+            return self._checked(vector)
+        except ValueError:  # zero or non-finite stored vector
+            raise NotFound(f"image {image_id} has no usable vector") from None
 
     def _checked(self, vector: Vector) -> Vector:
         if vector.shape != (self.dimension,):
@@ -239,7 +242,7 @@ class SearchService:
         self, *, prefix: str | None, status: str | None, limit: int, cursor: str | None
     ) -> ImagePage:
         try:
-            page = self._index.list(
+            page = self._catalog.list(
                 prefix=self.key_prefix(prefix), status=status, limit=limit, cursor=cursor
             )
         except ValueError as error:
@@ -253,7 +256,7 @@ class SearchService:
         return DeleteAccepted(image_id=record.image_id, key=record.key)
 
     def _record(self, image_id: str) -> ImageRecord:
-        record = self._index.get(image_id) if is_valid_image_id(image_id) else None
+        record = self._catalog.get(image_id) if is_valid_image_id(image_id) else None
         if record is None or record.status == STATUS_DELETED:
             raise NotFound(f"no image with id {image_id}")
         return record

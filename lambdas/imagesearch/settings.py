@@ -28,6 +28,7 @@ class CommonSettings(BaseModel):
     upload_prefix: str = r.CONTEXT_DEFAULTS["uploadPrefix"]
     model_id: str = r.CONTEXT_DEFAULTS["modelId"]
     dimension: int = r.CONTEXT_DEFAULTS["embeddingDimension"]
+    vector_store: Literal["dynamodb", "s3vectors"] = r.CONTEXT_DEFAULTS["vectorStore"]
     bedrock_connect_timeout: float = Field(default=3.0, gt=0)
     bedrock_read_timeout: float = Field(default=30.0, gt=0)
     bedrock_max_attempts: int = Field(default=4, ge=1, le=10)
@@ -61,6 +62,7 @@ _ENV_FIELDS = {
     "upload_prefix": r.ENV_UPLOAD_PREFIX,
     "model_id": r.ENV_MODEL_ID,
     "dimension": r.ENV_EMBEDDING_DIMENSION,
+    "vector_store": r.ENV_VECTOR_STORE,
     "bedrock_connect_timeout": r.ENV_BEDROCK_CONNECT_TIMEOUT,
     "bedrock_read_timeout": r.ENV_BEDROCK_READ_TIMEOUT,
     "bedrock_max_attempts": r.ENV_BEDROCK_MAX_ATTEMPTS,

@@ -22,8 +22,8 @@ import pytest
 from moto import mock_aws
 
 from imagesearch import resources as r
+from imagesearch.catalog.dynamodb import DynamoDBCatalog
 from imagesearch.embedders.base import Vector, unit_vector
-from imagesearch.index.dynamodb import DynamoDBVectorIndex
 from imagesearch.local.gateway import match_resource
 from imagesearch.records import ImageRecord, image_id_for_key
 from tests.fakes.bedrock import FakeBedrock
@@ -140,7 +140,7 @@ class Api:
 
     aws: AwsResources
     bedrock: Any
-    index: DynamoDBVectorIndex
+    catalog: DynamoDBCatalog
     _sequence: int = 0
 
     def call(self, method: str, path: str, **kwargs: Any) -> ApiResponse:
@@ -171,7 +171,7 @@ class Api:
         body: bytes = b"original",
         **fields: Any,
     ) -> ImageRecord:
-        """Object in S3 and record through the real ``DynamoDBVectorIndex.upsert``."""
+        """Object in S3 and record through the real ``DynamoDBCatalog.put``."""
         key = self.aws.upload_prefix + name
         self.aws.s3.put_object(Bucket=self.aws.bucket, Key=key, Body=body)
         self._sequence += 1
@@ -192,7 +192,7 @@ class Api:
             vector=None if vector is None else unit_vector(vector),
             **fields,
         )
-        assert self.index.upsert(record)
+        assert self.catalog.put(record)
         return record
 
 
@@ -242,8 +242,8 @@ def api_fixture(
     # A second attempt keeps the 429/503 tests fast (botocore backs off between tries).
     monkeypatch.setenv(r.ENV_BEDROCK_MAX_ATTEMPTS, "2")
     api_module.configure(None)
-    index = DynamoDBVectorIndex(aws.table, DIMENSION, MODEL_ID, refresh_interval=0)
-    yield Api(aws=aws, bedrock=fake_bedrock, index=index)
+    catalog = DynamoDBCatalog(aws.table)
+    yield Api(aws=aws, bedrock=fake_bedrock, catalog=catalog)
     api_module.configure(None)
 
 
@@ -260,8 +260,7 @@ def _module_api() -> Iterator[Api]:
             patch.setenv(name, value)
         patch.setenv("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", bedrock.endpoint_url)
         api_module.configure(None)
-        index = DynamoDBVectorIndex(aws.table, DIMENSION, MODEL_ID, refresh_interval=0)
-        shared = Api(aws=aws, bedrock=bedrock, index=index)
+        shared = Api(aws=aws, bedrock=bedrock, catalog=DynamoDBCatalog(aws.table))
         from tests.fakes import bedrock as fake
 
         shared.seed("shoes/red.jpg", text_vector(fake, "red shoe"))

@@ -121,13 +121,13 @@ def test_a_huge_integer_query_parameter_is_422(shared_api: Api) -> None:
 def test_a_stale_index_is_503_with_retry_after(
     shared_api: Api, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from imagesearch.index.dynamodb import DynamoDBVectorIndex, StaleIndexError
+    from imagesearch.index.embedded import EmbeddedIndex, StaleIndexError
 
     # Given an index whose refreshes have failed for longer than the allowed staleness
     def stale(*_: Any, **__: Any) -> Any:
         raise StaleIndexError("search index not refreshed for 75 s: ThrottlingException")
 
-    monkeypatch.setattr(DynamoDBVectorIndex, "query", stale)
+    monkeypatch.setattr(EmbeddedIndex, "query", stale)
     # When a search arrives
     response = shared_api.post("/search", {"text": "red shoe"})
     # Then 503 with Retry-After, as docs/decisions.md promises, and no internals leak

@@ -1,7 +1,7 @@
 """Every route and status of the search API, end to end: API Gateway REST proxy events
 into the real handler, moto in-process (S3, DynamoDB) and the fake Bedrock over HTTP.
 
-Records are seeded through the real ``DynamoDBVectorIndex.upsert`` with vectors built
+Records are seeded through the real ``DynamoDBCatalog.put`` with vectors built
 from ``fake_titan_embedding``, so the expected ranking and scores are known exactly.
 """
 
@@ -189,7 +189,7 @@ def test_weighted_queries_with_a_negative_weight_move_results(api: Api) -> None:
     # And the scores are those of the renormalised weighted sum of the unit vectors
     query = blend((1.0, shoe), (-0.8, blue))
     for hit in steered.body["results"]:
-        stored = api.index.get(hit["image_id"], with_vector=True)
+        stored = api.catalog.get(hit["image_id"], with_vector=True)
         assert stored is not None and stored.vector is not None
         assert hit["score"] == pytest.approx(float(query @ unit_vector(stored.vector)), abs=1e-5)
     assert api.bedrock.calls == 1 + 2
@@ -375,7 +375,7 @@ def test_delete_removes_the_object_and_answers_202(api: Api) -> None:
     assert response.body == {"image_id": record.image_id, "key": record.key, "status": "deleting"}
     assert not api.aws.object_exists(record.key)
     # The record goes when the ingest path handles the S3 event, not here
-    assert api.index.get(record.image_id) is not None
+    assert api.catalog.get(record.image_id) is not None
 
 
 def test_delete_unknown_image_is_404(api: Api) -> None:

@@ -15,7 +15,7 @@ import pytest
 from moto import mock_aws
 
 from imagesearch.images import prepare_image
-from imagesearch.records import decode_vector, image_id_for_key
+from imagesearch.records import image_id_for_key
 from imagesearch.resources import ENV_BEDROCK_READ_TIMEOUT, thumbnail_key
 from tests.fakes.bedrock import FakeBedrock, fake_titan_embedding
 from tests.imagefactory import BAD_INPUT_CASES, ImageCase, compliant_jpeg
@@ -81,7 +81,7 @@ def ingested() -> Iterator[Ingested]:
 def test_every_message_succeeded_and_nothing_reached_the_dlq(ingested: Ingested) -> None:
     assert ingested.stats.failures == 0
     assert ingested.aws.queue_depth(ingested.aws.dlq_url) == 0
-    keys = {item["key"]["S"] for item in ingested.aws.all_items()}
+    keys = {item.key for item in ingested.aws.records()}
     assert keys == {ingested.aws.upload_prefix + case.key for case in CASES}
 
 
@@ -93,26 +93,24 @@ def test_table_has_at_least_twenty_distinct_inputs() -> None:
 def test_outcome(ingested: Ingested, case: ImageCase) -> None:
     aws = ingested.aws
     key = aws.upload_prefix + case.key
-    item = aws.item(key)
+    item = aws.record(key)
     assert item is not None, f"no record for {key}"
-    assert item["key"]["S"] == key
-    assert item["status"]["S"] == case.outcome
+    assert item.key == key
+    assert item.status == case.outcome
     thumb_exists = aws.object_exists(thumbnail_key(image_id_for_key(key)))
     if case.outcome == "rejected":
         assert case.reason is not None
-        assert case.reason.lower() in item["reason"]["S"].lower()
-        assert "vector" not in item
+        assert case.reason.lower() in item.reason.lower()
+        assert item.vector is None
         assert not thumb_exists
         return
-    assert "reason" not in item
-    assert item["content_type"]["S"] == case.content_type
-    assert (int(item["width"]["N"]), int(item["height"]["N"])) == (case.width, case.height)
-    assert item["model_id"]["S"] == "amazon.titan-embed-image-v1"
-    assert int(item["dimension"]["N"]) == 1024
+    assert item.reason is None
+    assert item.content_type == case.content_type
+    assert (item.width, item.height) == (case.width, case.height)
+    assert item.model_id == "amazon.titan-embed-image-v1"
+    assert item.dimension == 1024
     assert thumb_exists
     # The stored vector is the model's embedding of exactly what the pipeline prepared
     prepared = prepare_image(case.data())
     expected = np.asarray(fake_titan_embedding(None, prepared.model_bytes, 1024), np.float32)
-    np.testing.assert_allclose(
-        decode_vector(item["vector"]["B"]), expected / np.linalg.norm(expected), atol=1e-6
-    )
+    np.testing.assert_allclose(item.vector, expected / np.linalg.norm(expected), atol=1e-6)

@@ -10,7 +10,6 @@ import pytest
 from PIL import Image
 
 from imagesearch.ingest import IngestService
-from imagesearch.records import decode_vector
 from tests.fakes.bedrock import fake_titan_embedding
 from tests.support.lambda_runtime import drain_queue
 
@@ -58,16 +57,14 @@ def test_200_uploads_with_throttling_and_timeouts_each_indexed_exactly_once(
     # Then failures happened and were retried through the queue...
     assert stats.failures > 0
     # ...every image is indexed exactly once, with its own vector, and nothing is lost
-    items = [i for i in aws.all_items() if i["key"]["S"].startswith("uploads/batch/")]
-    assert sorted(i["key"]["S"] for i in items) == sorted(images)
-    assert {i["status"]["S"] for i in items} == {"indexed"}
+    items = [i for i in aws.records() if i.key.startswith("uploads/batch/")]
+    assert sorted(i.key for i in items) == sorted(images)
+    assert {i.status for i in items} == {"indexed"}
     for item in items:
-        expected = np.asarray(
-            fake_titan_embedding(None, images[item["key"]["S"]], 1024), np.float32
-        )
-        np.testing.assert_allclose(
-            decode_vector(item["vector"]["B"]), expected / np.linalg.norm(expected), atol=1e-6
-        )
+        expected = np.asarray(fake_titan_embedding(None, images[item.key], 1024), np.float32)
+        stored = aws.record(item.key)
+        assert stored is not None and stored.vector is not None
+        np.testing.assert_allclose(stored.vector, expected / np.linalg.norm(expected), atol=1e-6)
     indexed = Counter(
         key for (key, action), n in outcomes.items() if action == "indexed" for _ in range(n)
     )

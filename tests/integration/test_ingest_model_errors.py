@@ -24,10 +24,10 @@ def test_validation_exception_is_a_permanent_rejection_with_the_models_message(
     fake_bedrock.fail_next(1, "ValidationException")
     key = aws.upload("refused.jpg", small_jpeg())
     stats = drain_queue(aws.sqs, aws.queue_url, ingest_handler)
-    item = aws.item(key)
+    item = aws.record(key)
     assert stats.failures == 0  # not retried
-    assert item["status"]["S"] == "rejected"
-    assert "the model refused the image" in item["reason"]["S"]
+    assert item.status == "rejected"
+    assert "the model refused the image" in item.reason
     assert fake_bedrock.calls == 1
 
 
@@ -40,7 +40,7 @@ def test_transient_errors_are_retried_through_the_queue(aws, ingest_handler, fak
     key = aws.upload("later.jpg", small_jpeg())
     stats = drain_queue(aws.sqs, aws.queue_url, ingest_handler)
     assert stats.failures >= 1
-    assert aws.item(key)["status"]["S"] == "indexed"
+    assert aws.record(key).status == "indexed"
     assert aws.queue_depth(aws.dlq_url) == 0
 
 
@@ -53,7 +53,7 @@ def test_access_denied_retries_then_parks_the_message_in_the_dlq(
     # Never a silent drop and never a rejection: the image is fine, the setup is not
     assert stats.failures == 5
     assert aws.queue_depth(aws.dlq_url) == 1
-    assert aws.item(key) is None
+    assert aws.record(key) is None
     # said loudly, with the fix, and counted for the alarm
     errors = [r for r in caplog.records if r.levelname == "ERROR"]
     assert any(r.getMessage() == "embedding model misconfigured" for r in errors)
@@ -70,16 +70,16 @@ def test_objects_over_the_size_cap_are_rejected_unread(
     monkeypatch.setenv(ENV_MAX_UPLOAD_BYTES, "1000")
     key = aws.upload("large.jpg", small_jpeg() + b"\0" * 2000)
     drain_queue(aws.sqs, aws.queue_url, ingest_handler)
-    item = aws.item(key)
-    assert item["status"]["S"] == "rejected"
-    assert "the limit is 1000 bytes" in item["reason"]["S"]
+    item = aws.record(key)
+    assert item.status == "rejected"
+    assert "the limit is 1000 bytes" in item.reason
     assert fake_bedrock.calls == 0
 
 
 def test_caption_metadata_is_stored(aws, ingest_handler, fake_bedrock):
     key = aws.upload("captioned.jpg", small_jpeg(), Metadata={"caption": "a red suede sneaker"})
     drain_queue(aws.sqs, aws.queue_url, ingest_handler)
-    assert aws.item(key)["caption"]["S"] == "a red suede sneaker"
+    assert aws.record(key).caption == "a red suede sneaker"
     # captionMode none: the image alone is embedded
     assert [(call.has_text, call.has_image) for call in fake_bedrock.call_log] == [(False, True)]
 
@@ -90,5 +90,5 @@ def test_joint_caption_mode_embeds_caption_with_image(
     monkeypatch.setenv(ENV_CAPTION_MODE, "joint")
     key = aws.upload("joint.jpg", small_jpeg(), Metadata={"caption": "a red suede sneaker"})
     drain_queue(aws.sqs, aws.queue_url, ingest_handler)
-    assert aws.item(key)["status"]["S"] == "indexed"
+    assert aws.record(key).status == "indexed"
     assert [(call.has_text, call.has_image) for call in fake_bedrock.call_log] == [(True, True)]

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imagesearch.records import decode_vector, image_id_for_key
+from imagesearch.records import image_id_for_key
 from imagesearch.resources import thumbnail_key
 from tests.fakes.bedrock import fake_titan_embedding
 from tests.support.lambda_runtime import FakeLambdaContext, sqs_event
@@ -49,9 +49,9 @@ def deliver(aws, ingest_handler):
 
 
 def stored_vector(aws, key: str) -> np.ndarray:
-    item = aws.item(key)
-    assert item is not None and item["status"]["S"] == "indexed"
-    return decode_vector(item["vector"]["B"])
+    item = aws.record(key)
+    assert item is not None and item.status == "indexed"
+    return item.vector
 
 
 def test_older_event_delivered_after_newer_never_overwrites(aws, deliver, fake_bedrock):
@@ -73,7 +73,7 @@ def test_older_event_delivered_after_newer_never_overwrites(aws, deliver, fake_b
     )
     # Then the record holds v2 with v2's sequencer, and the stale event cost no model call
     np.testing.assert_allclose(stored_vector(aws, key), expected_vector(BLUE), atol=1e-6)
-    assert aws.item(key)["sequencer"]["S"].endswith("0055AED6DCD9028C0B")
+    assert aws.record(key).sequencer.endswith("0055AED6DCD9028C0B")
     assert fake_bedrock.calls == 1
 
 
@@ -82,7 +82,7 @@ def test_sequencers_of_different_lengths_compare_as_numbers(aws, deliver, fake_b
     key = aws.upload("a.jpg", GREEN)
     deliver(s3_event_body("created", aws.bucket, key, sequencer="0100"))
     deliver(s3_event_body("removed", aws.bucket, key, sequencer="FF"))
-    assert aws.item(key)["status"]["S"] == "indexed"
+    assert aws.record(key).status == "indexed"
 
 
 def test_duplicate_delivery_indexes_once(aws, deliver, fake_bedrock):
@@ -92,7 +92,7 @@ def test_duplicate_delivery_indexes_once(aws, deliver, fake_bedrock):
     assert deliver(body, body)["batchItemFailures"] == []
     assert deliver(body)["batchItemFailures"] == []
     # Then one record, one model call, one thumbnail
-    assert len([i for i in aws.all_items() if i["key"]["S"] == key]) == 1
+    assert len([i for i in aws.records() if i.key == key]) == 1
     assert fake_bedrock.calls == 1
     assert aws.object_exists(thumbnail_key(image_id_for_key(key)))
 
@@ -100,13 +100,13 @@ def test_duplicate_delivery_indexes_once(aws, deliver, fake_bedrock):
 def test_overwrite_re_embeds(aws, deliver, fake_bedrock):
     key = aws.upload("photo.jpg", RED)
     deliver(s3_event_body("created", aws.bucket, key, sequencer="0001"))
-    first = aws.item(key)
+    first = aws.record(key)
     # When the object is overwritten with other content
     aws.upload("photo.jpg", BLUE)
     deliver(s3_event_body("created", aws.bucket, key, sequencer="0002"))
     # Then the record has the new etag and the new content's vector
-    second = aws.item(key)
-    assert second["etag"]["S"] != first["etag"]["S"]
+    second = aws.record(key)
+    assert second.etag != first.etag
     np.testing.assert_allclose(stored_vector(aws, key), expected_vector(BLUE), atol=1e-6)
     assert fake_bedrock.calls == 2
 
@@ -118,11 +118,10 @@ def test_delete_removes_vector_record_and_thumbnail(aws, deliver):
     assert aws.object_exists(thumb)
     aws.s3.delete_object(Bucket=aws.bucket, Key=key)
     deliver(s3_event_body("removed", aws.bucket, key, sequencer="0002"))
-    item = aws.item(key)
+    item = aws.record(key)
     # A tombstone (so warm search instances see the removal) without the vector, expiring
-    assert item["status"]["S"] == "deleted"
-    assert "vector" not in item
-    assert int(item["expires_at"]["N"]) > 0
+    assert item.status == "deleted"
+    assert item.vector is None
     assert not aws.object_exists(thumb)
 
 
@@ -132,7 +131,7 @@ def test_stale_create_after_delete_stays_deleted(aws, deliver, fake_bedrock):
     # The delete (newer) arrives before the create (older)
     deliver(s3_event_body("removed", aws.bucket, key, sequencer="0002"))
     deliver(s3_event_body("created", aws.bucket, key, sequencer="0001"))
-    assert aws.item(key)["status"]["S"] == "deleted"
+    assert aws.record(key).status == "deleted"
     assert fake_bedrock.calls == 0
 
 
@@ -141,7 +140,7 @@ def test_delete_event_for_a_key_uploaded_again_is_ignored(aws, deliver):
     key = aws.upload("again.jpg", RED)
     deliver(s3_event_body("created", aws.bucket, key, sequencer="0003"))
     deliver(s3_event_body("removed", aws.bucket, key, sequencer="0002"))
-    assert aws.item(key)["status"]["S"] == "indexed"
+    assert aws.record(key).status == "indexed"
 
 
 def test_create_event_for_an_object_already_deleted_records_the_delete(aws, deliver, fake_bedrock):
@@ -150,7 +149,7 @@ def test_create_event_for_an_object_already_deleted_records_the_delete(aws, deli
     aws.s3.delete_object(Bucket=aws.bucket, Key=key)
     # A re-delivered create for a key that no longer exists: S3 is the truth
     deliver(s3_event_body("created", aws.bucket, key, sequencer="0001"))
-    assert aws.item(key)["status"]["S"] == "deleted"
+    assert aws.record(key).status == "deleted"
 
 
 def test_reupload_after_delete_is_indexed_again(aws, deliver):
@@ -177,13 +176,14 @@ def test_moto_notifications_without_sequencer_end_in_the_right_state(
     stats = drain_queue(aws.sqs, aws.queue_url, ingest_handler)
     assert stats.failures == 0
     np.testing.assert_allclose(stored_vector(aws, key), expected_vector(BLUE), atol=1e-6)
-    assert aws.item(other)["status"]["S"] == "deleted"
+    assert aws.record(other).status == "deleted"
 
 
 def test_s3_test_event_is_acknowledged(aws, deliver, fake_bedrock):
     response = deliver('{"Service":"Amazon S3","Event":"s3:TestEvent","Bucket":"b"}')
     assert response["batchItemFailures"] == []
-    assert aws.all_items() == []
+    assert aws.records() == []
+    assert aws.catalog.counts() == {"indexed": 0, "rejected": 0}
     assert fake_bedrock.calls == 0
 
 

@@ -46,7 +46,7 @@ def test_a_delete_sends_delete_marker_created_and_the_image_leaves_the_index(
     # Given an indexed image in the versioned bucket (through the bucket's own events)
     key, _ = _put(aws, "marked.jpg", RED)
     assert drain_queue(aws.sqs, aws.queue_url, ingest_handler).failures == 0
-    assert aws.item(key)["status"]["S"] == "indexed"
+    assert aws.record(key).status == "indexed"
 
     # When it is deleted the ordinary way (a delete marker; the data stays as a version)
     aws.s3.delete_object(Bucket=aws.bucket, Key=key)
@@ -55,7 +55,7 @@ def test_a_delete_sends_delete_marker_created_and_the_image_leaves_the_index(
     message = aws.sqs.receive_message(QueueUrl=aws.queue_url, VisibilityTimeout=0)["Messages"][0]
     assert json.loads(message["Body"])["Records"][0]["eventName"] == DELETE_MARKER
     assert drain_queue(aws.sqs, aws.queue_url, ingest_handler).failures == 0
-    assert aws.item(key)["status"]["S"] == "deleted"
+    assert aws.record(key).status == "deleted"
     # and the original is still recoverable from its version
     versions = aws.s3.list_object_versions(Bucket=aws.bucket, Prefix=key)
     assert len(versions["Versions"]) == 1 and len(versions["DeleteMarkers"]) == 1
@@ -84,8 +84,8 @@ def test_versioned_events_out_of_order_end_in_the_newest_state(aws, deliver, fak
         assert deliver(body)["batchItemFailures"] == []
 
     # Then the key is deleted and the stale creates cost no model call
-    assert aws.item(key)["status"]["S"] == "deleted"
-    assert aws.item(key)["sequencer"]["S"].endswith("0060A3")
+    assert aws.record(key).status == "deleted"
+    assert aws.record(key).sequencer.endswith("0060A3")
     assert fake_bedrock.calls == 0
 
 
@@ -103,22 +103,22 @@ def test_removing_the_current_version_brings_the_previous_one_back(aws, deliver)
     # Then the index holds v1 again, not the removed version and not a delete
     np.testing.assert_allclose(stored_vector(aws, key), expected_vector(RED), atol=1e-6)
     head = aws.s3.head_object(Bucket=aws.bucket, Key=key)
-    assert aws.item(key)["etag"]["S"] == head["ETag"].strip('"')
+    assert aws.record(key).etag == head["ETag"].strip('"')
 
 
 def test_removing_an_old_version_leaves_the_current_one_alone(aws, deliver, fake_bedrock) -> None:
     key, v1 = _put(aws, "history.jpg", RED)
     _, v2 = _put(aws, "history.jpg", BLUE)
     deliver(s3_event_body("created", aws.bucket, key, sequencer="0080C2", version_id=v2))
-    before = aws.item(key)
+    before = aws.record(key)
 
     # When the noncurrent v1 is removed for good
     aws.s3.delete_object(Bucket=aws.bucket, Key=key, VersionId=v1)
     deliver(s3_event_body("removed", aws.bucket, key, sequencer="0080C3", version_id=v1))
 
     # Then v2 stays indexed, unchanged, without another model call
-    after = aws.item(key)
-    assert after["status"]["S"] == "indexed"
+    after = aws.record(key)
+    assert after.status == "indexed"
     assert after["etag"] == before["etag"]
     assert fake_bedrock.calls == 1
     assert aws.object_exists(r.thumbnail_key(image_id_for_key(key)))

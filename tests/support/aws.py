@@ -8,8 +8,10 @@ from typing import Any
 import boto3
 
 from imagesearch import resources as r
+from imagesearch.catalog.dynamodb import DynamoDBCatalog
 from imagesearch.local.moto_env import AwsClients, LocalNames
 from imagesearch.local.moto_env import create_resources as local_create_resources
+from imagesearch.records import ImageRecord, image_id_for_key
 
 REGION = "us-east-1"
 
@@ -47,23 +49,24 @@ class AwsResources:
         self.s3.put_object(Bucket=self.bucket, Key=key, Body=body, **extra)
         return key
 
-    def item(self, key: str) -> dict[str, Any] | None:
-        from imagesearch.records import image_id_for_key
+    @property
+    def catalog(self) -> DynamoDBCatalog:
+        return DynamoDBCatalog(self.table, client=self.dynamodb)
 
-        response = self.dynamodb.get_item(
-            TableName=self.table, Key={"image_id": {"S": image_id_for_key(key)}}
-        )
-        return response.get("Item")
+    def record(self, key: str) -> ImageRecord | None:
+        """The catalog's record of ``key`` with its vector, tombstones included."""
+        return self.catalog.get(image_id_for_key(key), with_vector=True, include_deleted=True)
 
-    def all_items(self) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = []
-        kwargs: dict[str, Any] = {"TableName": self.table}
+    def records(self) -> list[ImageRecord]:
+        """Every listed record (indexed and rejected), through the catalog's listing."""
+        found: list[ImageRecord] = []
+        cursor = None
         while True:
-            page = self.dynamodb.scan(**kwargs)
-            items.extend(page["Items"])
-            if "LastEvaluatedKey" not in page:
-                return items
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+            page = self.catalog.list(prefix=None, status=None, limit=1000, cursor=cursor)
+            found.extend(page.items)
+            if page.cursor is None:
+                return found
+            cursor = page.cursor
 
     def queue_depth(self, url: str) -> int:
         attributes = self.sqs.get_queue_attributes(

@@ -504,12 +504,14 @@ def stub_status(db: Stubber, sqs: Stubber, *, other_model: int, dead_letters: in
             "Items": [
                 {
                     "image_id": {"S": "1" * 32},
+                    "status": {"S": "rejected"},
                     "key": {"S": "uploads/old.txt"},
                     "reason": {"S": "not an image"},
                     "indexed_at": {"S": "2026-01-01T00:00:00.000Z"},
                 },
                 {
                     "image_id": {"S": "2" * 32},
+                    "status": {"S": "rejected"},
                     "key": {"S": "uploads/huge.tif"},
                     "reason": {"S": "image has 300000000 pixels"},
                     "indexed_at": {"S": "2026-02-01T00:00:00.000Z"},

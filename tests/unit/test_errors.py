@@ -78,7 +78,7 @@ def test_every_error_in_the_module_subclasses_the_one_base() -> None:
 
 
 def test_the_stale_index_error_is_an_index_unavailable() -> None:
-    from imagesearch.index.dynamodb import StaleIndexError
+    from imagesearch.index.embedded import StaleIndexError
 
     assert issubclass(StaleIndexError, IndexUnavailable)
     assert StaleIndexError("x").status == 503

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import threading
-from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -27,11 +26,11 @@ from imagesearch.errors import (
     NotFound,
     UploadTooLarge,
 )
-from imagesearch.index.matrix import MatrixIndex
-from imagesearch.ports import Page, QueryFilters, ScoredId
+from imagesearch.ports import QueryFilters, VectorEntry
 from imagesearch.records import ImageRecord, image_id_for_key
 from imagesearch.search import SearchService, decode_base64_image
 from tests import imagefactory
+from tests.fakes.catalog import InMemoryCatalog, InMemoryVectorIndex
 
 DIM = 8
 PREFIX = "uploads/"
@@ -65,62 +64,44 @@ class FakeEmbedder:
 
 
 class FakeIndex:
-    """Records in a dict, vectors in the real MatrixIndex."""
+    """The in-memory catalog and vector index the service reads, seeded together."""
 
     def __init__(self) -> None:
-        self.records: dict[str, ImageRecord] = {}
-        self.matrix = MatrixIndex(DIM)
-        self.queries: list[tuple[int, QueryFilters]] = []
-        self.list_calls: list[dict[str, Any]] = []
+        self.catalog = InMemoryCatalog()
+        self.vectors = InMemoryVectorIndex(DIM)
 
-    def add(self, key: str, vector: Vector | None, **fields: Any) -> ImageRecord:
+    @property
+    def records(self) -> dict[str, ImageRecord]:
+        return self.catalog.records
+
+    @property
+    def queries(self) -> list[tuple[int, QueryFilters]]:
+        return self.vectors.queries
+
+    @property
+    def list_calls(self) -> list[dict[str, Any]]:
+        return self.catalog.list_calls
+
+    def add(
+        self, key: str, vector: Vector | None, *, in_index: bool = True, **fields: Any
+    ) -> ImageRecord:
         image_id = image_id_for_key(key)
         status = fields.pop("status", "indexed")
         record = ImageRecord(
-            image_id=image_id, key=key, status=status, content_type="image/jpeg", **fields
+            image_id=image_id,
+            key=key,
+            status=status,
+            content_type="image/jpeg",
+            model_id=fields.pop("model_id", MODEL),
+            dimension=DIM if vector is not None else None,
+            sequencer="S1",
+            vector=vector,
+            **fields,
         )
-        self.records[image_id] = record
-        if vector is not None:
-            self.matrix.upsert(image_id, key, record.content_type, vector)
+        assert self.catalog.put(record)
+        if vector is not None and in_index:
+            self.vectors.upsert([VectorEntry(image_id, key, record.content_type, vector)])
         return record
-
-    def upsert(self, record: ImageRecord) -> bool:  # pragma: no cover - port completeness
-        raise NotImplementedError
-
-    def delete(self, image_id: str, *, key: str, sequencer: str) -> bool:  # pragma: no cover
-        raise NotImplementedError
-
-    def get(self, image_id: str, *, with_vector: bool = False) -> ImageRecord | None:
-        return self.records.get(image_id)
-
-    def get_many(self, image_ids: Sequence[str]) -> dict[str, ImageRecord]:
-        return {i: self.records[i] for i in image_ids if i in self.records}
-
-    def vector_of(self, image_id: str) -> Vector | None:
-        return self.matrix.vector(image_id)
-
-    def list(
-        self, *, prefix: str | None, status: str | None, limit: int, cursor: str | None
-    ) -> Page:
-        self.list_calls.append({"prefix": prefix, "status": status, "limit": limit})
-        if cursor is not None and cursor != "next":
-            raise ValueError("malformed cursor")
-        items = sorted(
-            (
-                r
-                for r in self.records.values()
-                if (not prefix or r.key.startswith(prefix)) and (not status or r.status == status)
-            ),
-            key=lambda r: r.key,
-        )
-        return Page(items=items[:limit], cursor="next" if len(items) > limit else None)
-
-    def query(self, vector: Vector, top_k: int, filters: QueryFilters) -> list[ScoredId]:
-        self.queries.append((top_k, filters))
-        return self.matrix.query(vector, top_k, filters)
-
-    def count(self) -> int:
-        return len(self.matrix)
 
 
 class FakeStore:
@@ -173,7 +154,8 @@ def store() -> FakeStore:
 @pytest.fixture
 def service(index: FakeIndex, embedder: FakeEmbedder, store: FakeStore) -> SearchService:
     return SearchService(
-        index,
+        index.catalog,
+        index.vectors,
         embedder,
         store,
         upload_prefix=PREFIX,
@@ -380,6 +362,22 @@ def test_more_like_this_uses_the_stored_vector_and_skips_itself(
     assert index.queries[-1][1].exclude_ids == (source,)
 
 
+def test_more_like_this_reads_a_vector_newer_than_the_index_from_the_catalog(
+    service: SearchService, index: FakeIndex, embedder: FakeEmbedder
+) -> None:
+    # Given an image the catalog holds but the index has not caught up with yet
+    late = index.add("uploads/bags/late.jpg", axis(1, 0, 0.2), in_index=False)
+    response = service.search(SearchRequest(image_id=late.image_id, top_k=1))
+    assert embedder.calls == []
+    assert [r.key for r in response.results] == ["uploads/bags/green.jpg"]
+    # And a vector of another model or a rejected record is not "indexed"
+    other = index.add("uploads/bags/other.jpg", axis(2), in_index=False, model_id="other")
+    with pytest.raises(NotFound):
+        service.search(SearchRequest(image_id=other.image_id))
+    with pytest.raises(NotFound):
+        service.search(SearchRequest(image_id=image_id_for_key("uploads/bags/broken.jpg")))
+
+
 def test_unknown_image_id_is_not_found(service: SearchService) -> None:
     with pytest.raises(NotFound):
         service.search(SearchRequest(image_id="f" * 32))
@@ -500,7 +498,7 @@ def test_delete_removes_the_original_only(service: SearchService, store: FakeSto
 def test_list_images_pages_and_maps_bad_cursors(service: SearchService, index: FakeIndex) -> None:
     page = service.list_images(prefix="shoes/", status=None, limit=1, cursor=None)
     assert [i.key for i in page.items] == ["uploads/shoes/blue.jpg"]
-    assert page.cursor == "next"
+    assert page.cursor is not None
     assert index.list_calls[-1] == {"prefix": "uploads/shoes/", "status": None, "limit": 1}
     rejected = service.list_images(prefix=None, status="rejected", limit=10, cursor=None)
     assert [(i.key, i.thumbnail_url) for i in rejected.items] == [("uploads/bags/broken.jpg", None)]

@@ -586,57 +586,6 @@ def cmd_backfill(args: Any, ctx: Context, out: TextIO, err: TextIO) -> int:
 # --- status -------------------------------------------------------------------------
 
 
-def _query_count(dynamodb: Any, table: str, status: str, **extra: Any) -> int:
-    names = {"#s": r.ATTR_STATUS, **extra.pop("names", {})}
-    values = {":s": {"S": status}, **extra.pop("values", {})}
-    total = 0
-    for page in dynamodb.get_paginator("query").paginate(
-        TableName=table,
-        IndexName=r.INDEX_BY_STATUS,
-        KeyConditionExpression="#s = :s",
-        ExpressionAttributeNames=names,
-        ExpressionAttributeValues=values,
-        Select="COUNT",
-        **extra,
-    ):
-        total += int(page["Count"])
-    return total
-
-
-def count_other_model(dynamodb: Any, table: str, model_id: str, dimension: int) -> int:
-    """Indexed records embedded with another model or dimension (``backfill --force``)."""
-    return _query_count(
-        dynamodb,
-        table,
-        r.STATUS_INDEXED,
-        FilterExpression="#m <> :m OR #d <> :d",
-        names={"#m": "model_id", "#d": "dimension"},
-        values={":m": {"S": model_id}, ":d": {"N": str(dimension)}},
-    )
-
-
-def latest_rejections(dynamodb: Any, table: str, limit: int = LATEST_REJECTIONS) -> list[dict]:
-    items: list[dict[str, str]] = []
-    for page in dynamodb.get_paginator("query").paginate(
-        TableName=table,
-        IndexName=r.INDEX_BY_STATUS,
-        KeyConditionExpression="#s = :s",
-        ProjectionExpression="#id, #k, #r, #t",
-        ExpressionAttributeNames={
-            "#s": r.ATTR_STATUS,
-            "#id": r.ATTR_IMAGE_ID,
-            "#k": r.ATTR_KEY,
-            "#r": "reason",
-            "#t": "indexed_at",
-        },
-        ExpressionAttributeValues={":s": {"S": r.STATUS_REJECTED}},
-    ):
-        for item in page.get("Items") or []:
-            items.append({name: value.get("S", "") for name, value in item.items()})
-    items.sort(key=lambda item: item.get("indexed_at", ""), reverse=True)
-    return items[:limit]
-
-
 def queue_depth(sqs: Any, queue_url: str) -> dict[str, int]:
     attributes = sqs.get_queue_attributes(
         QueueUrl=queue_url,
@@ -649,26 +598,34 @@ def queue_depth(sqs: Any, queue_url: str) -> dict[str, int]:
 
 
 def status_report(ctx: Context) -> dict[str, Any]:
+    from imagesearch.catalog.dynamodb import DynamoDBCatalog
+
     backend = ctx.backend()
-    dynamodb, sqs = ctx.client("dynamodb"), ctx.client("sqs")
+    catalog = DynamoDBCatalog(backend.table, client=ctx.client("dynamodb"))
+    sqs = ctx.client("sqs")
     report: dict[str, Any] = {
         "target": ctx.url if ctx.is_local else f"stack {ctx.stack_name} ({backend.region})",
         "model_id": backend.model_id,
         "dimension": backend.dimension,
-        "images": {
-            status: _query_count(dynamodb, backend.table, status)
-            for status in (r.STATUS_INDEXED, r.STATUS_REJECTED)
-        },
+        "images": catalog.counts(),
         "queues": {
             "ingest": queue_depth(sqs, backend.queue_url),
             "dead_letter": queue_depth(sqs, backend.dlq_url),
         },
-        "latest_rejections": latest_rejections(dynamodb, backend.table),
+        "latest_rejections": [
+            {
+                "image_id": record.image_id,
+                "key": record.key,
+                "reason": record.reason or "",
+                "indexed_at": record.indexed_at or "",
+            }
+            for record in catalog.recent(r.STATUS_REJECTED, LATEST_REJECTIONS)
+        ],
         "other_model": None,
     }
     hints: list[str] = []
     if backend.model_id and backend.dimension:
-        other = count_other_model(dynamodb, backend.table, backend.model_id, backend.dimension)
+        other = catalog.count_other_model(backend.model_id, backend.dimension)
         report["other_model"] = other
         if other:
             hints.append(

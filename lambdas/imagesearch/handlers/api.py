@@ -54,10 +54,8 @@ from imagesearch.api_models import (
     UploadResponse,
     error_summary,
 )
-from imagesearch.embedders.base import Embedder, Vector
 from imagesearch.errors import (
     BadRequest,
-    EmbedderConfigurationError,
     HttpStatusError,
     ImageSearchError,
     InternalError,
@@ -68,7 +66,6 @@ from imagesearch.errors import (
     RouteNotFound,
     UnsupportedMediaType,
 )
-from imagesearch.objectstore import S3ObjectStore
 from imagesearch.search import SearchService
 from imagesearch.settings import SearchSettings, load_settings
 
@@ -185,75 +182,14 @@ app = JsonApiResolver(
 # --- Dependencies -----------------------------------------------------------------
 
 
-class _LazyEmbedder:
-    """Builds the Bedrock client on the first embed: routes that never embed (health,
-    images, uploads, "more like this") do not pay for it at cold start."""
-
-    def __init__(self, settings: SearchSettings, client: Any | None = None) -> None:
-        self._settings = settings
-        self._client = client
-        self._embedder: Embedder | None = None
-
-    @property
-    def model_id(self) -> str:
-        return self._settings.model_id
-
-    @property
-    def dimension(self) -> int:
-        return self._settings.dimension
-
-    def embed(self, *, text: str | None = None, image: bytes | None = None) -> Vector:
-        if self._embedder is None:
-            from imagesearch.embedders import build_embedder_for
-
-            try:
-                self._embedder = build_embedder_for(self._settings, client=self._client)
-            except ValueError as error:  # unknown model or dimension: a deployment bug
-                raise EmbedderConfigurationError(str(error)) from error
-        return self._embedder.embed(text=text, image=image)
-
-
-def build_service(
-    settings: SearchSettings,
-    *,
-    s3_client: Any | None = None,
-    dynamodb_client: Any | None = None,
-    bedrock_client: Any | None = None,
-) -> SearchService:
-    """The service wired to S3, DynamoDB and Bedrock as ``settings`` say."""
-    from imagesearch.index.dynamodb import DynamoDBVectorIndex
-
-    if s3_client is None:
-        import boto3
-        from botocore.config import Config
-
-        # SigV4 presigned URLs: S3 refuses SigV2 on buckets created since mid-2020 and
-        # on KMS-encrypted objects, and botocore may still presign with SigV2.
-        s3_client = boto3.client("s3", config=Config(signature_version="s3v4"))
-
-    return SearchService(
-        DynamoDBVectorIndex(
-            settings.table,
-            settings.dimension,
-            settings.model_id,
-            client=dynamodb_client,
-            refresh_interval=settings.index_refresh_seconds,
-        ),
-        _LazyEmbedder(settings, bedrock_client),
-        S3ObjectStore(settings.bucket, client=s3_client),
-        upload_prefix=settings.upload_prefix,
-        model_id=settings.model_id,
-        dimension=settings.dimension,
-        max_upload_bytes=settings.max_upload_bytes,
-    )
-
-
 _service_lock = threading.Lock()
 
 
 @functools.cache
 def _default_service() -> SearchService:
-    return build_service(load_settings(SearchSettings))
+    from imagesearch.composition import build_search_service
+
+    return build_search_service(load_settings(SearchSettings))
 
 
 def get_service() -> SearchService:

@@ -20,12 +20,10 @@ from aws_lambda_powertools.utilities.batch import (
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from imagesearch.embedders import build_embedder_for
+from imagesearch.composition import build_ingest_service
 from imagesearch.errors import EmbedderConfigurationError, TransientEmbeddingError
 from imagesearch.events import MalformedEvent, ObjectEvent, parse_message_body
-from imagesearch.index.dynamodb import DynamoDBVectorIndex
 from imagesearch.ingest import IngestOutcome, IngestService
-from imagesearch.objectstore import S3ObjectStore
 from imagesearch.resources import METRIC_CONFIGURATION_ERRORS, METRICS_NAMESPACE
 from imagesearch.settings import IngestSettings, load_settings
 
@@ -43,21 +41,10 @@ _OUTCOME_METRICS = {
 }
 
 
-def build_service(settings: IngestSettings) -> IngestService:
-    return IngestService(
-        store=S3ObjectStore(settings.bucket),
-        index=DynamoDBVectorIndex(settings.table, settings.dimension, settings.model_id),
-        embedder=build_embedder_for(settings),
-        upload_prefix=settings.upload_prefix,
-        caption_mode=settings.caption_mode,
-        max_object_bytes=settings.max_upload_bytes,
-    )
-
-
 @lru_cache(maxsize=1)
 def default_service() -> IngestService:
     """Built once per container from the function's environment."""
-    return build_service(load_settings(IngestSettings))
+    return build_ingest_service(load_settings(IngestSettings))
 
 
 def process_record(record: SQSRecord, service: IngestService) -> list[IngestOutcome]:

@@ -22,6 +22,7 @@ from types import FrameType, TracebackType
 from typing import Any, TextIO, cast
 
 from imagesearch import resources as r
+from imagesearch.catalog.dynamodb import DynamoDBCatalog
 from imagesearch.local.gateway import Gateway, GatewayServer, allowed_hosts
 from imagesearch.local.mirror import POLL_SECONDS, DropboxMirror
 from imagesearch.local.moto_env import (
@@ -174,7 +175,7 @@ class LocalMode:
         self._worker = IngestWorker(
             handler=ingest_handler,
             sqs=self._clients.sqs,
-            dynamodb=self._clients.dynamodb,
+            catalog=DynamoDBCatalog(self.resources.table, client=self._clients.dynamodb),
             resources=self.resources,
         )
         self._mirror = DropboxMirror(

@@ -20,6 +20,7 @@ from imagesearch import resources as r
 from imagesearch.events import MalformedEvent, ObjectEvent, parse_message_body
 from imagesearch.local.lambda_runtime import FakeLambdaContext
 from imagesearch.local.moto_env import MAX_RECEIVE_COUNT, LocalResources
+from imagesearch.ports import Catalog
 from imagesearch.records import image_id_for_key, utc_now_iso
 
 logger = logging.getLogger(__name__)
@@ -67,12 +68,12 @@ class IngestWorker:
         *,
         handler: Handler,
         sqs: Any,
-        dynamodb: Any,
+        catalog: Catalog,
         resources: LocalResources,
     ) -> None:
         self._handler = handler
         self._sqs = sqs
-        self._dynamodb = dynamodb
+        self._catalog = catalog
         self._resources = resources
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="ingest-worker", daemon=True)
@@ -209,26 +210,20 @@ class IngestWorker:
 
     def _outcome(self, key: str, started: str) -> str:
         try:
-            item = self._dynamodb.get_item(
-                TableName=self._resources.table,
-                Key={r.ATTR_IMAGE_ID: {"S": image_id_for_key(key)}},
-                ConsistentRead=True,
-                ProjectionExpression="#s, reason, indexed_at",
-                ExpressionAttributeNames={"#s": r.ATTR_STATUS},
-            ).get("Item")
+            record = self._catalog.get(image_id_for_key(key))
         except (BotoCoreError, ClientError) as error:
             return f"processed {key} (state unknown: {error})"
-        status = _string(item, r.ATTR_STATUS)
+        status = record.status if record is not None else None
         with self._lock:
             if status in (r.STATUS_INDEXED, r.STATUS_REJECTED):
                 self._states[key] = status
             else:
                 self._states.pop(key, None)
-        if status == r.STATUS_INDEXED:
-            fresh = (_string(item, "indexed_at") or "") >= started
+        if record is not None and status == r.STATUS_INDEXED:
+            fresh = (record.indexed_at or "") >= started
             return f"indexed {key}" if fresh else f"unchanged {key} (already indexed)"
-        if status == r.STATUS_REJECTED:
-            return f"rejected {key}: {_string(item, 'reason') or 'no reason given'}"
+        if record is not None and status == r.STATUS_REJECTED:
+            return f"rejected {key}: {record.reason or 'no reason given'}"
         return f"removed {key}"
 
 
@@ -242,8 +237,3 @@ def _keys(messages: list[dict[str, Any]]) -> list[str]:
             continue
         keys.update(dict.fromkeys(event.key for event in events))
     return list(keys)
-
-
-def _string(item: dict[str, Any] | None, name: str) -> str | None:
-    value = (item or {}).get(name) or {}
-    return value.get("S")

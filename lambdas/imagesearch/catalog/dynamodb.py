@@ -1,11 +1,14 @@
-"""The default ``VectorIndex``: records and float32 vectors in the DynamoDB images
-table, exact search over an in-memory ``MatrixIndex``.
+"""The ``Catalog`` adapter: the DynamoDB images table.
+
+One item per object key: the record (status, reason, metadata, ordering token) and, for
+indexed images, the vector as raw little-endian float32 bytes (the source of truth from
+which any vector index is rebuilt without model calls).
 
 Writes are conditional PutItems ordered by the S3 sequencer token (deletes write a
 tombstone with a TTL, so an older create cannot resurrect the image and warm search
-instances see the removal). A search instance loads every indexed vector with a
-parallel Scan on cold start, then applies what changed since its watermark from the
-``by_change`` GSI before answering, at most every ``refresh_interval`` seconds.
+instances see the removal in the change log). Besides the record reads and the
+listing, the embedded index reads its cold load (parallel Scan) and its incremental
+refresh (the ``by_change`` GSI) through this adapter.
 
 Only the low-level client is used (GetItem, PutItem, Scan, Query, BatchGetItem: the
 IAM policies grant exactly these); the boto3 resource layer is slow on binary
@@ -22,18 +25,15 @@ import json
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
-from imagesearch.embedders.base import Vector
-from imagesearch.errors import IndexUnavailable
-from imagesearch.index.matrix import MatrixIndex
-from imagesearch.ports import Page, QueryFilters, ScoredId
+from imagesearch.ports import Page, VectorEntry
 from imagesearch.records import (
     VECTOR_DTYPE,
     ImageRecord,
@@ -47,6 +47,7 @@ from imagesearch.resources import (
     ATTR_EXPIRES_AT,
     ATTR_IMAGE_ID,
     ATTR_KEY,
+    ATTR_REVISION,
     ATTR_SEQUENCER,
     ATTR_STATUS,
     ATTR_VECTOR,
@@ -73,11 +74,10 @@ _BATCH_GET_SIZE = 100
 _BATCH_GET_ATTEMPTS = 8
 _MAX_CURSOR_CHARS = 8192
 _CURSOR_VERSION = 1
+_WRITABLE_STATUSES = (STATUS_INDEXED, STATUS_REJECTED)
 _CONDITION_NEWER_OR_SAME = "attribute_not_exists(#id) OR #seq <= :seq"
-
-
-class StaleIndexError(IndexUnavailable):
-    """The in-memory index could not be refreshed for longer than allowed."""
+# What a record read returns: the public fields plus the ordering bookkeeping.
+_RECORD_ATTRIBUTES = (*RECORD_FIELDS, ATTR_SEQUENCER, ATTR_REVISION)
 
 
 # --- item <-> record ---------------------------------------------------------
@@ -105,7 +105,7 @@ def _record_item(record: ImageRecord) -> Item:
 
 def _item_record(item: Mapping[str, Mapping[str, Any]], *, with_vector: bool) -> ImageRecord:
     values: dict[str, Any] = {}
-    for name in (*RECORD_FIELDS, ATTR_SEQUENCER):
+    for name in _RECORD_ATTRIBUTES:
         attribute = item.get(name)
         if attribute is None:
             continue
@@ -113,51 +113,6 @@ def _item_record(item: Mapping[str, Mapping[str, Any]], *, with_vector: bool) ->
     if with_vector and ATTR_VECTOR in item:
         values["vector"] = decode_vector(bytes(item[ATTR_VECTOR]["B"])).copy()
     return ImageRecord(**values)
-
-
-def build_matrix_from_items(items: Iterable[Mapping[str, Any]], dimension: int) -> MatrixIndex:
-    """A ``MatrixIndex`` from low-level DynamoDB items (``image_id``, ``key``,
-    ``content_type``, ``vector`` as ``{"B": bytes}``).
-
-    Vector bytes are copied whole into the matrix (no per-float Python); items whose
-    vector is missing, of another length, or of zero norm are skipped (and counted
-    in the log, never printed).
-    """
-    expected = dimension * VECTOR_DTYPE.itemsize
-    ids: list[str] = []
-    keys: list[str] = []
-    content_types: list[str | None] = []
-    blobs: list[bytes] = []
-    skipped = 0
-    for item in items:
-        blob = item.get(ATTR_VECTOR, {}).get("B")
-        if blob is None or len(blob) != expected:
-            skipped += 1
-            continue
-        content_type = item.get("content_type")
-        ids.append(item[ATTR_IMAGE_ID]["S"])
-        keys.append(item[ATTR_KEY]["S"])
-        content_types.append(None if content_type is None else content_type["S"])
-        blobs.append(blob)
-    count = len(blobs)
-    buffer = np.empty((MatrixIndex.capacity_for(count), dimension), dtype=np.float32)
-    # One memcpy per vector straight into the matrix: unlike b"".join + np.frombuffer,
-    # no 400 MB transient at 100k x 1024, and fresh memory is touched once, not twice
-    # (page faults dominate a cold start).
-    target = buffer.data.cast("B")
-    for row, blob in enumerate(blobs):
-        target[row * expected : (row + 1) * expected] = blob
-    target.release()
-    blobs.clear()
-    if np.dtype(np.float32) != VECTOR_DTYPE:  # big-endian host: stored bytes are little-endian
-        buffer[:count].byteswap(inplace=True)
-    index, dropped = MatrixIndex.from_buffer(
-        ids, keys, content_types, buffer, count, drop_invalid=True
-    )
-    skipped += len(dropped)
-    if skipped:
-        logger.warning("skipped %d records with a missing or unusable vector", skipped)
-    return index
 
 
 # --- cursors -------------------------------------------------------------------
@@ -224,76 +179,47 @@ def _valid_start_key(value: Any, status: str, prefix: str) -> bool:
 # --- the adapter ---------------------------------------------------------------
 
 
-class DynamoDBVectorIndex:
-    """``VectorIndex`` on the DynamoDB images table plus an in-memory exact index.
+class DynamoDBCatalog:
+    """``Catalog`` on the DynamoDB images table.
 
     (``builtins.list`` in annotations below: the ``list`` method shadows the type.)
-
-    Thread-safe: one lock guards loading, refreshing and reading the in-memory index
-    (local mode serves requests from several threads).
     """
 
     def __init__(
         self,
         table_name: str,
-        dimension: int,
-        model_id: str,
         *,
         client: DynamoDBClient | None = None,
-        refresh_interval: float = 1.0,
         clock: Callable[[], float] = time.time,
-        scan_segments: int = 4,
-        refresh_overlap: float = 30.0,
-        max_staleness: float = 60.0,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        if dimension < 1:
-            raise ValueError("dimension must be positive")
-        if scan_segments < 1:
-            raise ValueError("scan_segments must be at least 1")
         self._table = table_name
-        self._dimension = dimension
-        self._model_id = model_id
         self._client = client
-        self._refresh_interval = refresh_interval
         self._clock = clock
-        self._scan_segments = scan_segments
-        # GSIs are eventually consistent and writers' clocks differ: each refresh
-        # re-reads this much before the watermark (re-applying a change is harmless).
-        self._overlap = refresh_overlap
-        # A failed refresh serves the previous state for at most this long, then raises.
-        self._max_staleness = max_staleness
         self._sleep = sleep
-        self._lock = threading.RLock()
-        self._matrix: MatrixIndex | None = None
-        self._watermark = 0.0  # start time (epoch s) of the last successful load/refresh
-        self._attempted = 0.0  # start time of the last load/refresh attempt
+        self._client_lock = threading.Lock()
+
+    @property
+    def table_name(self) -> str:
+        return self._table
 
     @property
     def client(self) -> DynamoDBClient:
         if self._client is None:
-            with self._lock:
+            with self._client_lock:
                 if self._client is None:
                     import boto3  # deferred: keeps the handler's cold import fast
 
                     self._client = boto3.client("dynamodb")
         return self._client
 
-    @property
-    def model_id(self) -> str:
-        return self._model_id
-
-    @property
-    def dimension(self) -> int:
-        return self._dimension
-
     # -- writes -----------------------------------------------------------------
 
-    def upsert(self, record: ImageRecord) -> bool:
+    def put(self, record: ImageRecord) -> bool:
         """PutItem of the whole record unless a newer state is stored (False then).
         Equal ordering tokens are allowed, so a retried event can finish its write."""
-        if record.status not in _LISTABLE_STATUSES:
-            raise ValueError(f"cannot upsert a record with status {record.status!r}")
+        if record.status not in _WRITABLE_STATUSES:
+            raise ValueError(f"cannot put a record with status {record.status!r}")
         if not record.sequencer:
             raise ValueError("record.sequencer is required to order writes")
         if not record.image_id or not record.key:
@@ -329,6 +255,9 @@ class DynamoDBVectorIndex:
         return {
             ATTR_CHANGED_AT: {"N": str(changed_ms)},
             ATTR_CHANGE_DAY: {"S": _day_of(changed_ms)},
+            # Unique per write: tells a reader whether the record changed since it last
+            # looked, even when a retry or backfill rewrote it under the same token.
+            ATTR_REVISION: {"S": uuid.uuid4().hex},
         }
 
     def _conditional_put(self, item: Item, sequencer: str) -> bool:
@@ -348,9 +277,11 @@ class DynamoDBVectorIndex:
 
     # -- record reads -----------------------------------------------------------
 
-    def get(self, image_id: str, *, with_vector: bool = False) -> ImageRecord | None:
-        """The record (tombstones are None), read consistently."""
-        names = [*RECORD_FIELDS, ATTR_SEQUENCER, *([ATTR_VECTOR] if with_vector else [])]
+    def get(
+        self, image_id: str, *, with_vector: bool = False, include_deleted: bool = False
+    ) -> ImageRecord | None:
+        """The record, read consistently (tombstones are None unless ``include_deleted``)."""
+        names = [*_RECORD_ATTRIBUTES, *([ATTR_VECTOR] if with_vector else [])]
         projection, attribute_names = _projection(names)
         response = self.client.get_item(
             TableName=self._table,
@@ -360,7 +291,9 @@ class DynamoDBVectorIndex:
             ExpressionAttributeNames=attribute_names,
         )
         item = response.get("Item")
-        if not item or item.get(ATTR_STATUS, {}).get("S") == STATUS_DELETED:
+        if not item:
+            return None
+        if item.get(ATTR_STATUS, {}).get("S") == STATUS_DELETED and not include_deleted:
             return None
         return _item_record(item, with_vector=with_vector)
 
@@ -368,7 +301,7 @@ class DynamoDBVectorIndex:
         """Records (without vectors) by id via BatchGetItem; missing ids and tombstones
         are left out."""
         wanted = list(dict.fromkeys(image_ids))
-        projection, attribute_names = _projection([*RECORD_FIELDS, ATTR_SEQUENCER])
+        projection, attribute_names = _projection(list(_RECORD_ATTRIBUTES))
         found: dict[str, ImageRecord] = {}
         for start in range(0, len(wanted), _BATCH_GET_SIZE):
             keys = [{ATTR_IMAGE_ID: {"S": i}} for i in wanted[start : start + _BATCH_GET_SIZE]]
@@ -502,90 +435,76 @@ class DynamoDBVectorIndex:
                 return items, False
         return items, True
 
-    # -- vector search ----------------------------------------------------------
+    # -- counts and reads for index loading -----------------------------------
 
-    def query(self, vector: Vector, top_k: int, filters: QueryFilters) -> builtins.list[ScoredId]:
-        """Exact cosine top-k over the in-memory index, refreshed first when due."""
-        with self._lock:
-            return self._fresh_matrix().query(vector, top_k, filters)
+    def counts(self) -> dict[str, int]:
+        """Records per listable status (COUNT queries on ``by_status``: no item data)."""
+        return {status: self._count(status) for status in _LISTABLE_STATUSES}
 
-    def count(self) -> int:
-        """Indexed vectors in memory (after a refresh when one is due)."""
-        with self._lock:
-            return len(self._fresh_matrix())
-
-    def vector_of(self, image_id: str) -> Vector | None:
-        """The stored unit vector of an indexed image ("more like this"): from memory,
-        else read from the table (it may be newer than the last refresh)."""
-        with self._lock:
-            vector = self._fresh_matrix().vector(image_id)
-        if vector is not None:
-            return vector
-        record = self.get(image_id, with_vector=True)
-        if (
-            record is None
-            or record.status != STATUS_INDEXED
-            or record.vector is None
-            or record.model_id != self._model_id
-            or record.vector.size != self._dimension
-        ):
-            return None
-        norm = float(np.linalg.norm(record.vector))
-        if not np.isfinite(norm) or norm == 0.0:
-            return None
-        return record.vector / np.float32(norm)
-
-    def refresh(self) -> None:
-        """Load (first call) or refresh the in-memory index now."""
-        with self._lock:
-            if self._matrix is None:
-                self._load()
-            else:
-                self._refresh(self._clock())
-
-    def _fresh_matrix(self) -> MatrixIndex:
-        if self._matrix is None:
-            self._load()
-        else:
-            now = self._clock()
-            if now - self._attempted >= self._refresh_interval:
-                try:
-                    self._refresh(now)
-                except (ClientError, BotoCoreError) as error:
-                    staleness = now - self._watermark
-                    if staleness > self._max_staleness:
-                        raise StaleIndexError(
-                            f"search index not refreshed for {staleness:.0f} s: {error}"
-                        ) from error
-                    logger.warning(
-                        "index refresh failed; serving the state of %.1f s ago",
-                        staleness,
-                        exc_info=True,
-                    )
-        assert self._matrix is not None
-        return self._matrix
-
-    def _load(self) -> None:
-        started = self._clock()
-        self._attempted = started
-        client = self.client  # resolved here: the scan threads must not take the lock
-        segments = self._scan_segments
-        if segments == 1:
-            parts = [list(self._scan_segment(client, 0, 1))]
-        else:
-            with ThreadPoolExecutor(max_workers=segments) as pool:
-                parts = list(
-                    pool.map(
-                        lambda s: list(self._scan_segment(client, s, segments)), range(segments)
-                    )
-                )
-        self._matrix = build_matrix_from_items(_drain(parts), self._dimension)
-        self._watermark = started
-        logger.info(
-            "loaded %d vectors in %.0f ms", len(self._matrix), (self._clock() - started) * 1000
+    def count_other_model(self, model_id: str, dimension: int) -> int:
+        """Indexed records embedded with another model or dimension."""
+        return self._count(
+            STATUS_INDEXED,
+            FilterExpression="#m <> :m OR #d <> :d",
+            names={"#m": "model_id", "#d": "dimension"},
+            values={":m": {"S": model_id}, ":d": {"N": str(dimension)}},
         )
 
-    def _scan_segment(self, client: DynamoDBClient, segment: int, total: int) -> Iterator[Item]:
+    def _count(self, status: str, **extra: Any) -> int:
+        names = {"#s": ATTR_STATUS, **extra.pop("names", {})}
+        values = {":s": {"S": status}, **extra.pop("values", {})}
+        total = 0
+        for page in self.client.get_paginator("query").paginate(
+            TableName=self._table,
+            IndexName=INDEX_BY_STATUS,
+            KeyConditionExpression="#s = :s",
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
+            Select="COUNT",
+            **extra,
+        ):
+            total += int(page["Count"])
+        return total
+
+    def recent(self, status: str, limit: int) -> builtins.list[ImageRecord]:
+        """The ``limit`` records of ``status`` written last (by ``indexed_at``)."""
+        if status not in _LISTABLE_STATUSES:
+            raise ValueError(f"status must be one of {', '.join(_LISTABLE_STATUSES)}")
+        latest: builtins.list[tuple[str, ImageRecord]] = []
+        for page in self.client.get_paginator("query").paginate(
+            TableName=self._table,
+            IndexName=INDEX_BY_STATUS,
+            KeyConditionExpression="#s = :s",
+            ExpressionAttributeNames={"#s": ATTR_STATUS},
+            ExpressionAttributeValues={":s": {"S": status}},
+        ):
+            for item in page.get("Items") or []:
+                record = _item_record(item, with_vector=False)
+                latest.append((record.indexed_at or "", record))
+            latest = heapq.nlargest(limit, latest, key=lambda pair: pair[0])
+        return [record for _, record in latest]
+
+    def indexed_vectors(self, *, model_id: str, dimension: int) -> Iterator[VectorEntry]:
+        """Every indexed vector of ``model_id`` at ``dimension`` (reindex, rebuilds)."""
+        expected = dimension * VECTOR_DTYPE.itemsize
+        for item in self.scan_vector_items(model_id=model_id, dimension=dimension):
+            blob = item.get(ATTR_VECTOR, {}).get("B")
+            if blob is None or len(blob) != expected:
+                continue
+            content_type = item.get("content_type")
+            yield VectorEntry(
+                image_id=item[ATTR_IMAGE_ID]["S"],
+                key=item[ATTR_KEY]["S"],
+                content_type=None if content_type is None else content_type["S"],
+                vector=decode_vector(bytes(blob)),
+            )
+
+    def scan_vector_items(
+        self, *, model_id: str, dimension: int, segment: int = 0, total_segments: int = 1
+    ) -> Iterator[Item]:
+        """Raw items (id, key, content type, vector bytes) of the indexed records of one
+        model and dimension, one Scan segment of ``total_segments``. Raw, so that a bulk
+        loader copies vector bytes straight into its matrix."""
         request: dict[str, Any] = {
             "TableName": self._table,
             "FilterExpression": "#status = :indexed AND #model = :model AND #dim = :dim",
@@ -601,74 +520,40 @@ class DynamoDBVectorIndex:
             },
             "ExpressionAttributeValues": {
                 ":indexed": {"S": STATUS_INDEXED},
-                ":model": {"S": self._model_id},
-                ":dim": {"N": str(self._dimension)},
+                ":model": {"S": model_id},
+                ":dim": {"N": str(dimension)},
             },
         }
-        if total > 1:
+        if total_segments > 1:
             request["Segment"] = segment
-            request["TotalSegments"] = total
+            request["TotalSegments"] = total_segments
         while True:
-            response = client.scan(**request)
+            response = self.client.scan(**request)
             yield from response.get("Items", [])
             last = response.get("LastEvaluatedKey")
             if last is None:
                 return
             request["ExclusiveStartKey"] = last
 
-    def _refresh(self, now: float) -> None:
-        self._attempted = now
-        assert self._matrix is not None
-        if now - self._watermark > TOMBSTONE_TTL_SECONDS / 2:
-            # Tombstones may have expired since: only a full load is correct.
-            self._load()
-            return
-        since_ms = int((self._watermark - self._overlap) * 1000)
-        until_ms = int((now + self._overlap) * 1000)
-        # Days ascending, changed_at ascending within a day: oldest first, so when an
-        # item changes while we read, its newest state is applied last.
-        changes = [
-            item for day in _days(since_ms, until_ms) for item in self._changes_on(day, since_ms)
-        ]
-        for item in changes:
-            self._apply(self._matrix, item)
-        self._watermark = now
-
-    def _changes_on(self, day: str, since_ms: int) -> Iterator[Item]:
-        request: dict[str, Any] = {
-            "TableName": self._table,
-            "IndexName": INDEX_BY_CHANGE,
-            "KeyConditionExpression": "#day = :day AND #changed >= :since",
-            "ExpressionAttributeNames": {"#day": ATTR_CHANGE_DAY, "#changed": ATTR_CHANGED_AT},
-            "ExpressionAttributeValues": {":day": {"S": day}, ":since": {"N": str(since_ms)}},
-        }
-        while True:
-            response = self.client.query(**request)
-            yield from response.get("Items", [])
-            last = response.get("LastEvaluatedKey")
-            if last is None:
-                return
-            request["ExclusiveStartKey"] = last
-
-    def _apply(self, matrix: MatrixIndex, item: Item) -> None:
-        image_id = item[ATTR_IMAGE_ID]["S"]
-        blob = item.get(ATTR_VECTOR, {}).get("B")
-        searchable = (
-            item.get(ATTR_STATUS, {}).get("S") == STATUS_INDEXED
-            and item.get("model_id", {}).get("S") == self._model_id
-            and item.get("dimension", {}).get("N") == str(self._dimension)
-            and blob is not None
-            and len(blob) == self._dimension * VECTOR_DTYPE.itemsize
-        )
-        if searchable:
-            assert blob is not None
-            content_type = item.get("content_type", {}).get("S")
-            try:
-                matrix.upsert(image_id, item[ATTR_KEY]["S"], content_type, decode_vector(blob))
-                return
-            except ValueError:
-                logger.warning("skipped a record with an unusable vector")
-        matrix.remove(image_id)
+    def changes(self, since_ms: int, until_ms: int) -> Iterator[Item]:
+        """Raw change-log items (``by_change``) written from ``since_ms`` on, oldest first
+        (days ascending, ``changed_at`` ascending within a day), so that when an item
+        changes while this is read, its newest state comes last."""
+        for day in _days(since_ms, until_ms):
+            request: dict[str, Any] = {
+                "TableName": self._table,
+                "IndexName": INDEX_BY_CHANGE,
+                "KeyConditionExpression": "#day = :day AND #changed >= :since",
+                "ExpressionAttributeNames": {"#day": ATTR_CHANGE_DAY, "#changed": ATTR_CHANGED_AT},
+                "ExpressionAttributeValues": {":day": {"S": day}, ":since": {"N": str(since_ms)}},
+            }
+            while True:
+                response = self.client.query(**request)
+                yield from response.get("Items", [])
+                last = response.get("LastEvaluatedKey")
+                if last is None:
+                    break
+                request["ExclusiveStartKey"] = last
 
 
 def _projection(names: Iterable[str]) -> tuple[str, dict[str, str]]:
@@ -676,16 +561,6 @@ def _projection(names: Iterable[str]) -> tuple[str, dict[str, str]]:
     are reserved words)."""
     aliases = {f"#p{n}": name for n, name in enumerate(names)}
     return ", ".join(aliases), aliases
-
-
-def _drain(parts: list[list[Item]]) -> Iterator[Item]:
-    """Yield every item, letting go of each one as it is consumed (a 100k x 1024
-    cold load holds 400 MB of vector bytes in these items)."""
-    while parts:
-        part = parts.pop()
-        part.reverse()
-        while part:
-            yield part.pop()
 
 
 def _days(since_ms: int, until_ms: int) -> Iterator[str]:

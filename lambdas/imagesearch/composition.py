@@ -1,0 +1,157 @@
+"""The composition root: the one place that turns settings and clients into services.
+
+The Lambda handlers, local mode, the CLI and the tests build their catalog, vector
+index, embedder, object store and services here, so a choice such as the vector store
+is made once. Clients are injectable (tests pass moto clients, stubs or fakes); those
+not given are built lazily from the standard AWS configuration, so a route that never
+needs a client never pays for it at cold start.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from imagesearch.embedders.base import Vector
+from imagesearch.errors import EmbedderConfigurationError
+from imagesearch.settings import CommonSettings, IngestSettings, SearchSettings, SettingsError
+
+if TYPE_CHECKING:  # the runtime imports are deferred to keep cold starts short
+    from imagesearch.catalog.dynamodb import DynamoDBCatalog
+    from imagesearch.embedders.base import Embedder
+    from imagesearch.ingest import IngestService
+    from imagesearch.objectstore import S3ObjectStore
+    from imagesearch.ports import VectorIndex, VectorSync
+    from imagesearch.search import SearchService
+
+
+@dataclass
+class Clients:
+    """boto3 clients to use instead of default ones (None: built on first use)."""
+
+    s3: Any | None = None
+    dynamodb: Any | None = None
+    bedrock: Any | None = None
+    s3vectors: Any | None = None
+
+
+def s3_client() -> Any:
+    import boto3
+    from botocore.config import Config
+
+    # SigV4 presigned URLs: S3 refuses SigV2 on buckets created since mid-2020 and on
+    # KMS-encrypted objects, and botocore may still presign with SigV2.
+    return boto3.client("s3", config=Config(signature_version="s3v4"))
+
+
+def build_catalog(settings: CommonSettings, clients: Clients | None = None) -> DynamoDBCatalog:
+    from imagesearch.catalog.dynamodb import DynamoDBCatalog
+
+    return DynamoDBCatalog(settings.table, client=(clients or Clients()).dynamodb)
+
+
+def build_object_store(settings: CommonSettings, clients: Clients | None = None) -> S3ObjectStore:
+    from imagesearch.objectstore import S3ObjectStore
+
+    client = (clients or Clients()).s3
+    return S3ObjectStore(settings.bucket, client=client if client is not None else s3_client())
+
+
+def build_vector_index(
+    settings: CommonSettings, catalog: DynamoDBCatalog, clients: Clients | None = None
+) -> VectorIndex:
+    """The vector index of the configured store (``vectorStore``)."""
+    if settings.vector_store == "dynamodb":
+        from imagesearch.index.embedded import EmbeddedIndex
+
+        refresh = settings.index_refresh_seconds if isinstance(settings, SearchSettings) else 1.0
+        return EmbeddedIndex(
+            catalog,
+            model_id=settings.model_id,
+            dimension=settings.dimension,
+            refresh_interval=refresh,
+        )
+    raise SettingsError(f"vector store {settings.vector_store!r} is not available")
+
+
+def build_vector_sync(
+    settings: CommonSettings, catalog: DynamoDBCatalog, clients: Clients | None = None
+) -> VectorSync:
+    """How ingest makes the configured vector index follow the catalog."""
+    from imagesearch.index.sync import FollowsCatalog, ReadAfterWriteSync
+
+    if settings.vector_store == "dynamodb":
+        return FollowsCatalog()
+    return ReadAfterWriteSync(
+        catalog,
+        build_vector_index(settings, catalog, clients),
+        model_id=settings.model_id,
+        dimension=settings.dimension,
+    )
+
+
+def build_embedder(settings: CommonSettings, clients: Clients | None = None) -> Embedder:
+    from imagesearch.embedders import build_embedder_for
+
+    return build_embedder_for(settings, client=(clients or Clients()).bedrock)
+
+
+class LazyEmbedder:
+    """Builds the embedder on the first embed: routes that never embed (health, images,
+    uploads, "more like this") do not pay for the Bedrock client at cold start."""
+
+    def __init__(self, settings: CommonSettings, clients: Clients | None = None) -> None:
+        self._settings = settings
+        self._clients = clients
+        self._embedder: Embedder | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def model_id(self) -> str:
+        return self._settings.model_id
+
+    @property
+    def dimension(self) -> int:
+        return self._settings.dimension
+
+    def embed(self, *, text: str | None = None, image: bytes | None = None) -> Vector:
+        if self._embedder is None:
+            with self._lock:
+                if self._embedder is None:
+                    try:
+                        self._embedder = build_embedder(self._settings, self._clients)
+                    except ValueError as error:  # unknown model or dimension: a deployment bug
+                        raise EmbedderConfigurationError(str(error)) from error
+        return self._embedder.embed(text=text, image=image)
+
+
+def build_ingest_service(settings: IngestSettings, clients: Clients | None = None) -> IngestService:
+    from imagesearch.ingest import IngestService
+
+    catalog = build_catalog(settings, clients)
+    return IngestService(
+        store=build_object_store(settings, clients),
+        catalog=catalog,
+        vectors=build_vector_sync(settings, catalog, clients),
+        embedder=build_embedder(settings, clients),
+        upload_prefix=settings.upload_prefix,
+        caption_mode=settings.caption_mode,
+        max_object_bytes=settings.max_upload_bytes,
+    )
+
+
+def build_search_service(settings: SearchSettings, clients: Clients | None = None) -> SearchService:
+    from imagesearch.search import SearchService
+
+    catalog = build_catalog(settings, clients)
+    return SearchService(
+        catalog,
+        build_vector_index(settings, catalog, clients),
+        LazyEmbedder(settings, clients),
+        build_object_store(settings, clients),
+        upload_prefix=settings.upload_prefix,
+        model_id=settings.model_id,
+        dimension=settings.dimension,
+        max_upload_bytes=settings.max_upload_bytes,
+    )
