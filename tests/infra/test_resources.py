@@ -247,6 +247,7 @@ def _expected_environment(app: Synthesized, kind: str) -> dict[str, Any]:
         r.ENV_UPLOAD_PREFIX: config.upload_prefix,
         r.ENV_MODEL_ID: config.model_id,
         r.ENV_EMBEDDING_DIMENSION: str(config.embedding_dimension),
+        r.ENV_VECTOR_STORE: config.vector_store,
         "POWERTOOLS_METRICS_NAMESPACE": r.METRICS_NAMESPACE,
         "LOG_LEVEL": "INFO",
         r.ENV_BEDROCK_CONNECT_TIMEOUT: Match.any_value(),
@@ -261,7 +262,6 @@ def _expected_environment(app: Synthesized, kind: str) -> dict[str, Any]:
         }
     return {
         **common,
-        r.ENV_VECTOR_STORE: config.vector_store,
         "POWERTOOLS_SERVICE_NAME": "imagesearch-api",
     }
 
