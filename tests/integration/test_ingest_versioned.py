@@ -119,6 +119,6 @@ def test_removing_an_old_version_leaves_the_current_one_alone(aws, deliver, fake
     # Then v2 stays indexed, unchanged, without another model call
     after = aws.record(key)
     assert after.status == "indexed"
-    assert after["etag"] == before["etag"]
+    assert after.etag == before.etag
     assert fake_bedrock.calls == 1
     assert aws.object_exists(r.thumbnail_key(image_id_for_key(key)))
