@@ -19,7 +19,9 @@ STAMP := $(VENV)/.installed
 LOCAL_STAMP := $(VENV)/.local-installed
 NODE_STAMP := node_modules/.installed
 CLIP_STAMP := $(VENV)/.clip-installed
-PYTEST_ARGS ?=
+# Two workers (the machines have 2 cores); a test file stays on one worker, so its
+# module-scoped local mode and moto fixtures start once.
+PYTEST_ARGS ?= -n 2 --dist loadfile
 CDK_ARGS ?=
 LOCAL_ARGS ?=
 # SPEC section 8: `make local` hands these to `imagesearch local`, from the environment
