@@ -13,7 +13,13 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-PIP := $(PY) -m pip
+# pip for the venv: its own once it has one; before that this Python's pip driving it
+# (pip --python), which spares ensurepip copying pip into a fresh venv (up to a minute
+# on a busy machine); without a usable pip here, the venv's own from ensurepip.
+SYSTEM_PIP := $(shell $(PYTHON) -m pip --help 2>/dev/null | grep -q -- '--python' && echo yes)
+PIP = $(if $(wildcard $(VENV)/bin/pip),$(PY) -m pip,$(if $(SYSTEM_PIP),$(PYTHON) -m pip --python $(PY),$(PY) -m pip))
+# Wheels are not byte-compiled at install: imports compile what local mode uses.
+PIP_INSTALL = $(PIP) install --progress-bar on --no-compile
 CDK := node_modules/.bin/cdk
 STAMP := $(VENV)/.installed
 LOCAL_STAMP := $(VENV)/.local-installed
@@ -37,9 +43,10 @@ dev: $(STAMP) $(NODE_STAMP)
 # its progress (a first run downloads ~100 MB of wheels).
 $(LOCAL_STAMP): requirements-local.txt lambdas/requirements.txt pyproject.toml
 	@echo "== setting up $(VENV) for local mode (requirements-local.txt)"
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install --progress-bar on -r requirements-local.txt
-	$(PIP) install --no-deps -e .
+	test -x $(PY) || $(PYTHON) -m venv $(if $(SYSTEM_PIP),--without-pip) $(VENV)
+	$(PIP_INSTALL) -r requirements-local.txt
+	@echo "== installing the imagesearch command (editable)"
+	$(PIP_INSTALL) --no-deps --no-build-isolation -e .
 	touch $@
 
 # Everything else on top: CDK, linters, test tools.
@@ -53,7 +60,7 @@ $(STAMP): $(LOCAL_STAMP) requirements.txt requirements-dev.txt
 # so its real loading code is tested; users add it with `pip install -r requirements-clip.txt`.
 $(CLIP_STAMP): $(LOCAL_STAMP) requirements-clip.txt
 	@echo "== installing the optional CLIP embedder (requirements-clip.txt, ~1 GB)"
-	$(PIP) install --progress-bar on -r requirements-clip.txt
+	$(PIP_INSTALL) -r requirements-clip.txt
 	touch $@
 
 $(NODE_STAMP): package.json package-lock.json
