@@ -64,6 +64,9 @@ def test_local_defaults_and_environment() -> None:
 
     assert (defaults.port, defaults.dropbox, defaults.embedder) == (8000, "./dropbox", "bedrock")
     assert defaults.host == "127.0.0.1"
+    assert defaults.state_dir == "./.imagesearch"
+    assert parse(["local"], {"STATE_DIR": "/s"}).state_dir == "/s"
+    assert parse(["local", "--state-dir", "x"], {"STATE_DIR": "/s"}).state_dir == "x"
     # HOST is the shell's machine name, never a listen address: --host is a flag only.
     assert (from_env.port, from_env.dropbox, from_env.embedder, from_env.host) == (
         9123,
@@ -164,11 +167,13 @@ def test_local_calls_local_mode_run_with_the_contract_arguments(
 
     assert code == 3
     assert len(calls) == 1
-    assert {name: calls[0][name] for name in ("port", "dropbox", "embedder", "host")} == {
+    names = ("port", "dropbox", "embedder", "host", "state_dir")
+    assert {name: calls[0][name] for name in names} == {
         "port": 8123,
         "dropbox": Path("/tmp/drop"),
         "embedder": "bedrock",
         "host": "127.0.0.1",
+        "state_dir": Path(".imagesearch"),
     }
 
 

@@ -835,5 +835,6 @@ def cmd_local(args: Any) -> int:
             dropbox=Path(args.dropbox),
             embedder=args.embedder,
             host=args.host,
+            state_dir=Path(args.state_dir),
         )
     )

@@ -26,6 +26,7 @@ ENV_DEBUG = "IMAGESEARCH_DEBUG"
 DEFAULT_PORT = 8000
 DEFAULT_DROPBOX = "./dropbox"
 DEFAULT_HOST = "127.0.0.1"
+DEFAULT_STATE_DIR = "./.imagesearch"
 EMBEDDER_CHOICES = ("bedrock", "clip")
 MAX_TOP_K = 100  # the API's limit (SPEC section 6)
 
@@ -258,6 +259,13 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         default=env.get("EMBEDDER") or "bedrock",
         help="bedrock (default: Titan through your AWS configuration) or clip (local model,"
         " optional extra); env EMBEDDER",
+    )
+    local.add_argument(
+        "--state-dir",
+        default=env.get("STATE_DIR") or DEFAULT_STATE_DIR,
+        metavar="DIR",
+        help="where records, uploads and queued work survive restarts (default"
+        f" {DEFAULT_STATE_DIR}, env STATE_DIR)",
     )
     # Flag only: shells set HOST to the machine's name.
     local.add_argument(

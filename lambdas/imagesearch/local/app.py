@@ -26,6 +26,7 @@ from imagesearch.catalog.dynamodb import DynamoDBCatalog
 from imagesearch.local.gateway import Gateway, GatewayServer, allowed_hosts
 from imagesearch.local.mirror import POLL_SECONDS, DropboxMirror
 from imagesearch.local.moto_env import (
+    VISIBILITY_TIMEOUT_SECONDS,
     AwsClients,
     EnvironPatch,
     LocalModeError,
@@ -38,6 +39,14 @@ from imagesearch.local.moto_env import (
     moto_endpoint_environ,
     resolve_region,
 )
+from imagesearch.local.state import (
+    Saver,
+    Snapshot,
+    StateError,
+    StateStore,
+    WriteGate,
+    shape_fingerprint,
+)
 from imagesearch.local.worker import IngestWorker
 from imagesearch.settings import IngestSettings, load_settings
 
@@ -45,6 +54,7 @@ logger = logging.getLogger("imagesearch.local")
 
 EMBEDDERS = ("bedrock", "clip")
 LOOPBACK = "127.0.0.1"
+DEFAULT_STATE_DIR = Path(".imagesearch")
 _WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})  # noqa: S104  (names, not binds)
 # sentence-transformers' clip-ViT-B-32 produces 512-dimensional vectors.
 CLIP_DIMENSION = 512
@@ -90,7 +100,9 @@ class LocalMode:
         host: str = "127.0.0.1",
         names: LocalNames | None = None,
         poll_seconds: float = POLL_SECONDS,
+        state_dir: Path | None = None,
     ) -> None:
+        """``state_dir``: where the state survives restarts (None: memory only)."""
         self.port = port
         self.dropbox = Path(dropbox).expanduser().resolve()
         self.embedder = embedder
@@ -98,8 +110,13 @@ class LocalMode:
         self.names = names or LocalNames()
         self._poll_seconds = poll_seconds
         self._env = EnvironPatch()
+        self._store = StateStore(state_dir) if state_dir is not None else None
+        self._saver: Saver | None = None
+        self._gates: list[WriteGate] = []
         # moto stays on loopback whatever --host says: only this process talks to it.
-        self._moto = MotoServer(LOOPBACK)
+        self._moto = MotoServer(LOOPBACK, middleware=self._gated if self._store else None)
+        self.restored: Snapshot | None = None
+        self.reindexing = 0  # objects re-enqueued because the saved table had another shape
         self._server: GatewayServer | None = None
         self._worker: IngestWorker | None = None
         self._mirror: DropboxMirror | None = None
@@ -162,11 +179,20 @@ class LocalMode:
                 " choose another port with --port or PORT"
             ) from error
 
+        if self._store is not None:
+            try:
+                self._store.open()
+            except StateError as error:
+                raise LocalModeError(str(error)) from error
         endpoint = self._moto.start()
         for name, value in moto_endpoint_environ(endpoint).items():
             self._env.set(name, value)
         check_redirected(endpoint, region)
         self._clients = AwsClients.for_endpoint(endpoint, region)
+        shape = shape_fingerprint(
+            r.table_definition(self.names.table), self.names, VISIBILITY_TIMEOUT_SECONDS
+        )
+        full_restore = self._restore(region, shape)
         self.resources = create_resources(self._clients, self.names, region=region)
         for name, value in self._handler_environ().items():
             self._env.set(name, value)
@@ -187,6 +213,7 @@ class LocalMode:
             max_bytes=load_settings(IngestSettings).max_upload_bytes,
             poll_seconds=self._poll_seconds,
             backlog=self._backlog,
+            uploaded=(self.restored.extra.get("mirror") if self.restored else None),
         )
         gateway = Gateway(
             api_handler,
@@ -194,9 +221,80 @@ class LocalMode:
             region=region,
             hosts=allowed_hosts(self.host),
         )
+        if self.restored is not None and full_restore:
+            self._worker.restore_states(self.restored.extra.get("worker") or {})
         self._worker.start()
+        if self.restored is not None and not full_restore:
+            self.reindexing = self._enqueue_stored_objects()
         self._mirror.start()
         self._server.start(gateway)
+        if self._store is not None:
+            mirror, worker = self._mirror, self._worker
+            self._saver = Saver(
+                self._store,
+                self._gates[0],
+                region=region,
+                shape=shape,
+                extra=lambda: {
+                    "mirror": mirror.uploaded_files(),
+                    "worker": worker.known_states(),
+                },
+            )
+            self._saver.start()
+
+    def _gated(self, app: Any) -> WriteGate:
+        gate = WriteGate(app)
+        self._gates.append(gate)
+        return gate
+
+    def _restore(self, region: str, shape: str) -> bool:
+        """Put the saved state back into moto; True when all of it (False: none, or
+        the objects only because the table or queues changed shape)."""
+        if self._store is None:
+            return False
+        snapshot = self._store.load()
+        if snapshot is None:
+            return False
+        if snapshot.region != region:
+            raise LocalModeError(
+                f"the state in {self._store.directory} was saved in region {snapshot.region},"
+                f" this run uses {region}: set AWS_REGION={snapshot.region}, or give this"
+                " region its own --state-dir"
+            )
+        same_shape = snapshot.shape == shape
+        StateStore.install(snapshot, tables_and_queues=same_shape)
+        if not same_shape:
+            logger.warning(
+                "the saved state's table or queues have another shape than this version's:"
+                " keeping the stored objects and indexing them again"
+            )
+        self.restored = snapshot
+        return same_shape
+
+    def _enqueue_stored_objects(self) -> int:
+        """Backfill every stored object (after a shape change): the catalog is rebuilt
+        from the bucket; unchanged bytes cost no model call with the embedding cache."""
+        from imagesearch.cli.commands import backfill_keys, batched
+        from imagesearch.events import make_backfill_message
+
+        assert self._clients is not None and self.resources is not None
+        count = 0
+        keys = backfill_keys(self._clients.s3, self.resources.bucket, self.resources.upload_prefix)
+        for batch in batched(keys):
+            self._clients.sqs.send_message_batch(
+                QueueUrl=self.resources.queue_url,
+                Entries=[
+                    {
+                        "Id": str(number),
+                        "MessageBody": make_backfill_message(
+                            self.resources.bucket, key, region=self.resources.region
+                        ),
+                    }
+                    for number, key in enumerate(batch)
+                ],
+            )
+            count += len(batch)
+        return count
 
     def _handler_environ(self) -> dict[str, str]:
         assert self.resources is not None
@@ -219,9 +317,19 @@ class LocalMode:
             self._mirror.stop()
         if self._worker is not None:
             self._worker.stop()
-        self._moto.stop()
-        _forget_services()
-        self._env.restore()
+        try:
+            if self._saver is not None:
+                self._saver.stop()
+                self._saver.save()  # the final state, with nothing running any more
+        finally:
+            self._moto.stop()
+            if self._store is not None:
+                self._store.close()
+            _forget_services()
+            self._env.restore()
+
+    def _state_line(self) -> str:
+        return _state_line_for(self._store, self.restored, self.reindexing)
 
     def stats(self) -> dict[str, Any]:
         """Counts for the page: catalog by status, queue depths, drop folder, worker."""
@@ -237,6 +345,16 @@ class LocalMode:
             "worker": self._worker.stats(),
             "model_id": self.model_id,
             "dimension": self.dimension,
+            "state": self._state_stats(),
+        }
+
+    def _state_stats(self) -> dict[str, Any] | None:
+        if self._store is None or self._saver is None:
+            return None
+        return {
+            "dir": str(self._store.directory),
+            "saves": self._saver.saves,
+            "unsaved_changes": self._gates[0].changed,
         }
 
     def _backlog(self) -> int:
@@ -258,7 +376,7 @@ class LocalMode:
             f"  drop folder {self.dropbox} -> s3://{self.resources.bucket}/"
             f"{self.resources.upload_prefix}",
             f"  embeddings: {self.model_id} ({self.dimension} dimensions) via {via}",
-            f"  moto (S3, SQS, DynamoDB, in memory: gone on exit): {self.resources.endpoint_url}",
+            f"  moto (S3, SQS, DynamoDB): {self.resources.endpoint_url}, {self._state_line()}",
         ]
         if self.exposed:
             lines.append(
@@ -275,6 +393,16 @@ class LocalMode:
             "  press Ctrl-C to stop",
         ]
         return "\n".join(lines)
+
+
+def _state_line_for(store: StateStore | None, restored: Snapshot | None, reindexing: int) -> str:
+    if store is None:
+        return "in memory: gone on exit"
+    if restored is None:
+        return f"state saved in {store.directory}"
+    if reindexing:
+        return f"objects restored from {store.directory}, {reindexing} being indexed again"
+    return f"state restored from {store.directory}"
 
 
 def lan_address() -> str | None:
@@ -367,14 +495,20 @@ def configure_output() -> None:
     logging.getLogger("imagesearch.local").setLevel(logging.INFO)
 
 
-def run(port: int, dropbox: Path, embedder: str, host: str = LOOPBACK) -> int:
+def run(
+    port: int,
+    dropbox: Path,
+    embedder: str,
+    host: str = LOOPBACK,
+    state_dir: Path | None = DEFAULT_STATE_DIR,
+) -> int:
     """``imagesearch local``: run until Ctrl-C or SIGTERM; the process exit code."""
     configure_output()
     stdout = sys.stdout
     sys.stdout = cast(TextIO, _WithoutEmbeddedMetrics(stdout))
     stop = threading.Event()
     previous = _install_signal_handlers(stop)
-    mode = LocalMode(port=port, dropbox=dropbox, embedder=embedder, host=host)
+    mode = LocalMode(port=port, dropbox=dropbox, embedder=embedder, host=host, state_dir=state_dir)
     try:
         try:
             mode.start()

@@ -29,7 +29,7 @@ import stat
 import threading
 import time
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -99,6 +99,7 @@ class DropboxMirror:
         backlog: Callable[[], int] | None = None,
         max_backlog: int = MAX_BACKLOG,
         clock: Callable[[], float] = time.monotonic,
+        uploaded: Mapping[str, _Uploaded] | None = None,
     ) -> None:
         self.folder = folder
         self._root = folder.resolve()
@@ -111,7 +112,9 @@ class DropboxMirror:
         self._backlog = backlog
         self._max_backlog = max_backlog
         self._clock = clock
-        self._uploaded: dict[str, _Uploaded] = {}  # relative path -> what the bucket holds
+        # relative path -> what the bucket holds (``uploaded``: from local mode's saved
+        # state, so a restart neither re-uploads unchanged files nor forgets removed ones)
+        self._uploaded: dict[str, _Uploaded] = dict(uploaded or {})
         self._seen: dict[str, _Stat] = {}  # relative path -> stat at the previous poll
         self._refused: dict[str, str] = {}  # relative path -> why it is not mirrored
         self._reported: set[str] = set()  # problems already logged, not repeated every poll
@@ -127,6 +130,11 @@ class DropboxMirror:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout)
+
+    def uploaded_files(self) -> dict[str, _Uploaded]:
+        """What the mirror uploaded (for local mode's saved state)."""
+        with self._lock:
+            return dict(self._uploaded)
 
     def stats(self) -> dict[str, Any]:
         with self._lock:

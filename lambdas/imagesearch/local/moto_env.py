@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import urllib.request
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -93,10 +94,14 @@ def create_resources(clients: AwsClients, names: LocalNames, *, region: str) -> 
     Shapes come from ``imagesearch.resources`` like the stack's, so local mode
     and tests cannot drift from what ``cdk deploy`` creates.
     """
-    bucket_args: dict[str, Any] = {"Bucket": names.bucket}
-    if region != "us-east-1":
-        bucket_args["CreateBucketConfiguration"] = {"LocationConstraint": region}
-    clients.s3.create_bucket(**bucket_args)
+    # Idempotent: local mode restores a saved state first, and only what is missing
+    # is created (queues, versioning, lifecycle and the notification are the same calls
+    # either way).
+    if not _bucket_exists(clients.s3, names.bucket):
+        bucket_args: dict[str, Any] = {"Bucket": names.bucket}
+        if region != "us-east-1":
+            bucket_args["CreateBucketConfiguration"] = {"LocationConstraint": region}
+        clients.s3.create_bucket(**bucket_args)
     # Versioned with the stack's lifecycle rules: deletes leave delete markers and
     # ingest sees the same ObjectRemoved:DeleteMarkerCreated events as in AWS.
     notify_delete_markers()
@@ -110,22 +115,17 @@ def create_resources(clients: AwsClients, names: LocalNames, *, region: str) -> 
         },
     )
 
-    clients.dynamodb.create_table(**r.table_definition(names.table))
-    clients.dynamodb.update_time_to_live(
-        TableName=names.table,
-        TimeToLiveSpecification={"Enabled": True, "AttributeName": r.ATTR_EXPIRES_AT},
-    )
+    if not _table_exists(clients.dynamodb, names.table):
+        clients.dynamodb.create_table(**r.table_definition(names.table))
+        clients.dynamodb.update_time_to_live(
+            TableName=names.table,
+            TimeToLiveSpecification={"Enabled": True, "AttributeName": r.ATTR_EXPIRES_AT},
+        )
 
     dlq_url = clients.sqs.create_queue(QueueName=names.dead_letter_queue)["QueueUrl"]
     dlq_arn = _queue_arn(clients.sqs, dlq_url)
     queue_url = clients.sqs.create_queue(
-        QueueName=names.queue,
-        Attributes={
-            "VisibilityTimeout": str(VISIBILITY_TIMEOUT_SECONDS),
-            "RedrivePolicy": json.dumps(
-                {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": MAX_RECEIVE_COUNT}
-            ),
-        },
+        QueueName=names.queue, Attributes=queue_attributes(dlq_arn)
     )["QueueUrl"]
     queue_arn = _queue_arn(clients.sqs, queue_url)
 
@@ -186,6 +186,36 @@ def notify_delete_markers() -> None:
     models.S3Backend._set_delete_marker = set_delete_marker  # type: ignore[method-assign]
 
 
+def queue_attributes(dlq_arn: str) -> dict[str, str]:
+    """The ingest queue's attributes (part of what a saved state must match)."""
+    return {
+        "VisibilityTimeout": str(VISIBILITY_TIMEOUT_SECONDS),
+        "RedrivePolicy": json.dumps(
+            {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": MAX_RECEIVE_COUNT}
+        ),
+    }
+
+
+def _bucket_exists(s3: Any, bucket: str) -> bool:
+    from botocore.exceptions import ClientError
+
+    try:
+        s3.head_bucket(Bucket=bucket)
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") in ("404", "NoSuchBucket", "NotFound"):
+            return False
+        raise
+    return True
+
+
+def _table_exists(dynamodb: Any, table: str) -> bool:
+    try:
+        dynamodb.describe_table(TableName=table)
+    except dynamodb.exceptions.ResourceNotFoundException:
+        return False
+    return True
+
+
 def _queue_arn(sqs: Any, queue_url: str) -> str:
     attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])
     arn: str = attributes["Attributes"]["QueueArn"]
@@ -193,10 +223,14 @@ def _queue_arn(sqs: Any, queue_url: str) -> str:
 
 
 class MotoServer:
-    """moto's threaded server on 127.0.0.1 and a free port, quiet."""
+    """moto's threaded server on 127.0.0.1 and a free port, quiet. ``middleware``
+    wraps moto's WSGI app (local mode's state tracking)."""
 
-    def __init__(self, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, host: str = "127.0.0.1", middleware: Callable[[Any], Any] | None = None
+    ) -> None:
         self._host = host
+        self._middleware = middleware
         self._server: Any = None
         self.endpoint_url = ""
 
@@ -207,7 +241,10 @@ class MotoServer:
         # werkzeug logs every request at INFO (and adds its own handler when it
         # finds none): keep moto's access log out of the user's terminal.
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
-        self._server = ThreadedMotoServer(ip_address=self._host, port=0, verbose=False)
+        server_class = ThreadedMotoServer
+        if self._middleware is not None:
+            server_class = _wrapped_server_class(self._middleware)
+        self._server = server_class(ip_address=self._host, port=0, verbose=False)
         self._server.start()
         host, port = self._server.get_host_and_port()
         self.endpoint_url = f"http://{host}:{port}"
@@ -228,6 +265,29 @@ class MotoServer:
         request = urllib.request.Request(url, method="POST")  # noqa: S310
         with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
             response.read()
+
+
+def _wrapped_server_class(middleware: Callable[[Any], Any]) -> Any:
+    """ThreadedMotoServer serving ``middleware(moto's app)`` (moto is pinned: its
+    ``_server_entry`` is the same few lines as below)."""
+    from moto.moto_server.threaded_moto_server import ThreadedMotoServer
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        create_backend_app,
+    )
+    from werkzeug.serving import make_server
+
+    class Wrapped(ThreadedMotoServer):
+        def _server_entry(self) -> None:
+            app = middleware(DomainDispatcherApplication(create_backend_app))
+            self._server = make_server(
+                self._ip_address, self._port, app, True, request_handler=MotoRequestHandler
+            )
+            self._server_ready_event.set()
+            self._server.serve_forever()
+
+    return Wrapped
 
 
 class EnvironPatch:

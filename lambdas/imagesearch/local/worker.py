@@ -100,6 +100,16 @@ class IngestWorker:
                 "failures": self._failures,
             }
 
+    def known_states(self) -> dict[str, str]:
+        """key -> status as last seen (kept in local mode's saved state)."""
+        with self._lock:
+            return dict(self._states)
+
+    def restore_states(self, states: dict[str, str]) -> None:
+        """The states saved by a previous run (before start)."""
+        with self._lock:
+            self._states.update(states)
+
     def status_counts(self) -> dict[str, int]:
         """Images by status, as the worker saw each key last.
 
