@@ -166,8 +166,9 @@ class InvalidEmbeddingInput(EmbeddingError):
 
 class EmbedderConfigurationError(EmbeddingError):
     """Access denied, unknown model, wrong region: an operator must act. Logged loudly,
-    retried through the queue, then DLQ + alarm. The caller is told no more than
-    "model unavailable"."""
+    retried through the queue, then DLQ + alarm. The caller learns that it is not a
+    passing problem (unlike TransientEmbeddingError's "temporarily unavailable"),
+    not the details."""
 
     status = 503
     log_level = logging.ERROR
@@ -176,7 +177,10 @@ class EmbedderConfigurationError(EmbeddingError):
 
     @property
     def public_message(self) -> str:
-        return "model unavailable"
+        return (
+            "the embedding model is not configured or not reachable: an operator must fix it"
+            " (see the server log)"
+        )
 
 
 # --- the index ----------------------------------------------------------------------

@@ -280,7 +280,11 @@ def test_model_access_denied_is_503_model_unavailable(
     api.bedrock.fail_next(1, "AccessDeniedException")
     response = api.post("/search", {"text": "lamp"})
     assert response.status == 503
-    assert response.message == "model unavailable"
+    assert (
+        response.message
+        == "the embedding model is not configured or not reachable: an operator must fix it"
+        " (see the server log)"
+    )
     # Logged loudly: an operator must grant model access
     assert any(
         rec.levelname == "ERROR" and rec.getMessage() == "embedding model configuration error"

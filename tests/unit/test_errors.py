@@ -55,7 +55,13 @@ EXPECTED = [
         "temporarily unavailable",
         {"Retry-After": str(RETRY_AFTER_SECONDS)},
     ),
-    (EmbedderConfigurationError("AccessDeniedException: arn:..."), 503, "model unavailable", {}),
+    (
+        EmbedderConfigurationError("AccessDeniedException: arn:..."),
+        503,
+        "the embedding model is not configured or not reachable: an operator must fix it"
+        " (see the server log)",
+        {},
+    ),
     (
         IndexUnavailable("refresh failed for 75 s"),
         503,

@@ -21,6 +21,8 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any, TextIO, cast
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from imagesearch import resources as r
 from imagesearch.catalog.dynamodb import DynamoDBCatalog
 from imagesearch.local.gateway import Gateway, GatewayServer, allowed_hosts
@@ -39,6 +41,7 @@ from imagesearch.local.moto_env import (
     moto_endpoint_environ,
     resolve_region,
 )
+from imagesearch.local.probe import ProbeFailure, probe_bedrock
 from imagesearch.local.state import (
     Saver,
     Snapshot,
@@ -54,6 +57,10 @@ logger = logging.getLogger("imagesearch.local")
 
 EMBEDDERS = ("bedrock", "clip")
 LOOPBACK = "127.0.0.1"
+DEBUG_ENV = "IMAGESEARCH_DEBUG"
+# While the model is broken it is probed again this often; when it answers again, the
+# files parked in the dead-letter queue meanwhile are sent back to ingest.
+REPROBE_SECONDS = 20.0
 DEFAULT_STATE_DIR = Path(".imagesearch")
 _WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})  # noqa: S104  (names, not binds)
 # sentence-transformers' clip-ViT-B-32 produces 512-dimensional vectors.
@@ -116,6 +123,10 @@ class LocalMode:
         # moto stays on loopback whatever --host says: only this process talks to it.
         self._moto = MotoServer(LOOPBACK, middleware=self._gated if self._store else None)
         self.restored: Snapshot | None = None
+        self.model_problem: ProbeFailure | None = None
+        self._watch_stop = threading.Event()
+        self._watcher: threading.Thread | None = None
+        self._dummy_credentials = False
         self.reindexing = 0  # objects re-enqueued because the saved table had another shape
         self._server: GatewayServer | None = None
         self._worker: IngestWorker | None = None
@@ -169,7 +180,7 @@ class LocalMode:
         for name, value in _POWERTOOLS_DEFAULTS.items():
             self._env.setdefault(name, value)
         region = resolve_region(self._env)
-        ensure_credentials(self._env, self.embedder)
+        self._dummy_credentials = ensure_credentials(self._env, self.embedder)
         try:
             # Bound first: a busy port fails before anything else starts.
             self._server = GatewayServer(host=self.host, port=self.port)
@@ -223,6 +234,7 @@ class LocalMode:
         )
         if self.restored is not None and full_restore:
             self._worker.restore_states(self.restored.extra.get("worker") or {})
+        self.model_problem = self.probe()
         self._worker.start()
         if self.restored is not None and not full_restore:
             self.reindexing = self._enqueue_stored_objects()
@@ -241,6 +253,91 @@ class LocalMode:
                 },
             )
             self._saver.start()
+
+        self._watcher = threading.Thread(target=self._watch_model, name="model-watch", daemon=True)
+        self._watcher.start()
+
+    def probe(self) -> ProbeFailure | None:
+        """One free call that tells whether the model works (see local/probe.py)."""
+        if self.embedder != "bedrock":
+            return None  # CLIP is checked when its weights load
+        if self._dummy_credentials:
+            return ProbeFailure(
+                "AWS credentials",
+                "none found (no AWS_PROFILE, environment variables or ~/.aws files)",
+                "set AWS_PROFILE (aws sso login for SSO profiles) or run aws configure;"
+                " or run without AWS: imagesearch local --embedder clip"
+                " (make local EMBEDDER=clip)",
+            )
+        import boto3
+        from botocore.config import Config
+
+        assert self.resources is not None
+        client = boto3.client(
+            "bedrock-runtime",
+            region_name=self.resources.region,
+            config=Config(
+                connect_timeout=3, read_timeout=10, retries={"max_attempts": 1, "mode": "standard"}
+            ),
+        )
+        return probe_bedrock(client, self.model_id, region=self.resources.region)
+
+    def _watch_model(self) -> None:
+        """While the model is broken: probe again now and then; once it answers, send
+        the dead letters back to ingest (the files that failed meanwhile)."""
+        while not self._watch_stop.wait(REPROBE_SECONDS):
+            if self.model_problem is None:
+                continue
+            try:
+                problem = self.probe()
+                if problem is not None:
+                    self.model_problem = problem
+                    continue
+                self.model_problem = None
+                moved = self._redrive()
+            except (BotoCoreError, ClientError) as error:
+                # The watcher outlives a failed probe or redrive; the next round retries.
+                logger.warning("checking the embedding model failed: %s", error)
+                continue
+            logger.info(
+                "the embedding model answers again%s",
+                f": {moved} failed file(s) sent back to ingest" if moved else "",
+            )
+
+    def _redrive(self) -> int:
+        """Dead letters back to the ingest queue (receive, send, delete)."""
+        assert self._clients is not None and self.resources is not None
+        sqs, moved = self._clients.sqs, 0
+        while True:
+            messages = (
+                sqs.receive_message(
+                    QueueUrl=self.resources.dlq_url, MaxNumberOfMessages=10, VisibilityTimeout=60
+                ).get("Messages")
+                or []
+            )
+            if not messages:
+                return moved
+            sent = (
+                sqs.send_message_batch(
+                    QueueUrl=self.resources.queue_url,
+                    Entries=[
+                        {"Id": str(i), "MessageBody": m["Body"]} for i, m in enumerate(messages)
+                    ],
+                ).get("Successful")
+                or []
+            )
+            done = [messages[int(entry["Id"])] for entry in sent]
+            if done:
+                sqs.delete_message_batch(
+                    QueueUrl=self.resources.dlq_url,
+                    Entries=[
+                        {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+                        for i, m in enumerate(done)
+                    ],
+                )
+            moved += len(done)
+            if len(done) < len(messages):
+                return moved
 
     def _gated(self, app: Any) -> WriteGate:
         gate = WriteGate(app)
@@ -311,6 +408,9 @@ class LocalMode:
     def stop(self) -> None:
         """Stop the HTTP server, the mirror, the worker and moto, in that order:
         nothing new enters while what is in flight finishes."""
+        self._watch_stop.set()
+        if self._watcher is not None and self._watcher.is_alive():
+            self._watcher.join(15)
         if self._server is not None:
             self._server.stop()
         if self._mirror is not None:
@@ -346,7 +446,14 @@ class LocalMode:
             "model_id": self.model_id,
             "dimension": self.dimension,
             "state": self._state_stats(),
+            "model": self._model_stats(),
         }
+
+    def _model_stats(self) -> dict[str, Any]:
+        problem = self.model_problem
+        if problem is None:
+            return {"ok": True}
+        return {"ok": False, "what": problem.what, "detail": problem.detail, "fix": problem.fix}
 
     def _state_stats(self) -> dict[str, Any] | None:
         if self._store is None or self._saver is None:
@@ -378,6 +485,12 @@ class LocalMode:
             f"  embeddings: {self.model_id} ({self.dimension} dimensions) via {via}",
             f"  moto (S3, SQS, DynamoDB): {self.resources.endpoint_url}, {self._state_line()}",
         ]
+        if self.model_problem is not None:
+            lines.append("  " + self.model_problem.message().replace("\n", "\n  "))
+            lines.append(
+                "  files wait as failed until the model answers; local mode checks again"
+                f" every {REPROBE_SECONDS:.0f} s"
+            )
         if self.exposed:
             lines.append(
                 f"  WARNING: listening on {self.host}: anyone who can reach this machine can"
@@ -479,7 +592,21 @@ class _WithoutEmbeddedMetrics:
         return getattr(self._stream, name)
 
 
-def configure_output() -> None:
+class WithoutTracebacks(logging.Filter):
+    """Normal output carries no tracebacks: a logged exception becomes its one-line
+    summary (``IMAGESEARCH_DEBUG=1`` keeps the tracebacks)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            error = record.exc_info[1]
+            record.msg = f"{record.getMessage()}: {type(error).__name__}: {error}"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def configure_output(debug: bool | None = None) -> None:
     """Readable lines on stderr, unless the caller configured logging already."""
     # Powertools warns on every invocation that flushes no metrics (for example the
     # s3:TestEvent batch); metrics are off in local mode, so the warning is noise.
@@ -493,6 +620,18 @@ def configure_output() -> None:
             stream=sys.stderr,
         )
     logging.getLogger("imagesearch.local").setLevel(logging.INFO)
+    if debug is None:
+        debug = bool(os.environ.get(DEBUG_ENV))
+    if not debug:
+        quiet = WithoutTracebacks()
+        for handler in root.handlers:
+            handler.addFilter(quiet)
+        # The handlers' Powertools loggers print JSON to stdout with their own handler.
+        service = (
+            os.environ.get("POWERTOOLS_SERVICE_NAME")
+            or _POWERTOOLS_DEFAULTS["POWERTOOLS_SERVICE_NAME"]
+        )
+        logging.getLogger(service).addFilter(quiet)
 
 
 def run(

@@ -324,13 +324,13 @@ def resolve_region(env: EnvironPatch) -> str:
     return DEFAULT_REGION
 
 
-def ensure_credentials(env: EnvironPatch, embedder: str) -> None:
-    """Give moto dummy credentials when the default chain finds none at all.
+def ensure_credentials(env: EnvironPatch, embedder: str) -> bool:
+    """Give moto dummy credentials when the default chain finds none at all (True).
 
     Real credentials are left alone: Bedrock needs them, and moto accepts any.
     """
     if boto3.session.Session().get_credentials() is not None:
-        return
+        return False
     env.set("AWS_ACCESS_KEY_ID", _DUMMY_KEY)
     env.set("AWS_SECRET_ACCESS_KEY", _DUMMY_KEY)
     hint = (
@@ -339,6 +339,7 @@ def ensure_credentials(env: EnvironPatch, embedder: str) -> None:
         else ""
     )
     logger.warning("no AWS credentials found: using dummy credentials for moto only%s", hint)
+    return True
 
 
 def moto_endpoint_environ(endpoint_url: str) -> dict[str, str]:
