@@ -4,7 +4,9 @@ Starts ``imagesearch local`` as a user does (the console script, a subprocess) w
 a zero-latency fake Bedrock, drops N small JPEGs into the folder at once (renamed
 in from a staging folder, as a file manager's move does) and times drop -> all
 indexed; then times POST /search over HTTP with keep-alive: text queries (one fake
-Bedrock call each) and "more like this" (no model call).
+Bedrock call each) and "more like this" (no model call). Then stops it (Ctrl-C: the
+state is saved) and starts it again on the same state folder: time to /health, to the
+first search over all N images, and the model calls the restart made (none expected).
 
 Run: ``python -m bench local`` (500 images, 200 searches of each kind: about a
 minute), ``python -m bench.local --full`` (1,000 images: about two minutes) or
@@ -118,9 +120,19 @@ def run_benchmark(images: int, searches: int) -> None:
             (staging / f"img{n:05d}.jpg").write_bytes(small_jpeg(n))
         port = _free_port()
         url = f"http://127.0.0.1:{port}"
+        command = [
+            str(script),
+            "local",
+            "--port",
+            str(port),
+            "--dropbox",
+            str(dropbox),
+            "--state-dir",
+            str(base / "state"),
+        ]
         with (base / "local.log").open("wb") as log:
             process = subprocess.Popen(
-                [str(script), "local", "--port", str(port), "--dropbox", str(dropbox)],
+                command,
                 env=_environment(bedrock.endpoint_url),
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -170,15 +182,63 @@ def run_benchmark(images: int, searches: int) -> None:
             )
         finally:
             session.close()
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
+            stopping = time.perf_counter()
+            _stop(process)
         if process.returncode != 0:
             print((base / "local.log").read_text(errors="replace")[-3000:])
             raise RuntimeError(f"local mode exited with {process.returncode}")
+        snapshot = base / "state" / "moto.pickle"
+        report(
+            f"restart: stop with {images} images (state saved)",
+            f"{time.perf_counter() - stopping:.1f} s, state {snapshot.stat().st_size / 1e6:.1f} MB",
+        )
+        _time_restart(command, bedrock, url, images, base)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)
+
+
+def _time_restart(
+    command: list[str], bedrock: FakeBedrock, url: str, images: int, base: Path
+) -> None:
+    """Start again on the saved state: every image searchable, and no embedding."""
+    calls = len(bedrock.call_log)
+    session = requests.Session()
+    with (base / "local.log").open("ab") as log:
+        started = time.perf_counter()
+        process = subprocess.Popen(
+            command, env=_environment(bedrock.endpoint_url), stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        _wait(lambda: _healthy(session, url), 120, "local mode to restart")
+        healthy = time.perf_counter()
+        anchor = _image_ids(session, url)[0]
+
+        def answers_over_all() -> bool:
+            response = session.post(
+                f"{url}/search", json={"image_id": anchor, "top_k": 5}, timeout=60
+            )
+            health = session.get(f"{url}/health", timeout=60).json()
+            return response.status_code == 200 and health["images"] == images
+
+        _wait(answers_over_all, 120, "the first search after the restart")
+        searched = time.perf_counter()
+    finally:
+        session.close()
+        _stop(process)
+    embedded = [c for c in bedrock.call_log[calls:] if c.has_text or c.has_image]
+    report(f"restart with {images} indexed images: to /health 200", f"{healthy - started:.1f} s")
+    report(
+        f"restart with {images} indexed images: to a search over all",
+        f"{searched - started:.1f} s",
+    )
+    report(f"restart with {images} indexed images: model calls", str(len(embedded)))
 
 
 def _healthy(session: requests.Session, url: str) -> bool:
