@@ -138,3 +138,34 @@ def test_missing_clip_weights_point_at_imagesearch_clip_model() -> None:
     assert probe_embedder(FakeEmbedder()) is None
     busy = probe_embedder(FakeEmbedder(TransientEmbeddingError("busy")))
     assert busy is not None and busy.transient
+
+
+def test_clip_weights_in_a_configured_folder(tmp_path: Any) -> None:
+    from imagesearch.local.probe import probe_clip_weights
+
+    assert probe_clip_weights({"IMAGESEARCH_CLIP_MODEL": str(tmp_path)}) is None
+    missing = probe_clip_weights({"IMAGESEARCH_CLIP_MODEL": str(tmp_path / "nope")})
+    assert missing is not None and missing.what == "CLIP weights"
+    assert "is not a folder" in missing.detail
+
+
+def test_uncached_clip_weights_offline_fail_fast_with_the_offline_hint(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("huggingface_hub")
+    from imagesearch.local.probe import probe_clip_weights
+
+    # Given an empty Hugging Face cache
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    import huggingface_hub.constants as hub
+
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path))
+
+    offline = probe_clip_weights({}, reachable=lambda: False)
+    flagged = probe_clip_weights({"HF_HUB_OFFLINE": "1"}, reachable=lambda: True)
+    online = probe_clip_weights({}, reachable=lambda: True)
+
+    assert offline is not None and "huggingface.co is not reachable" in offline.detail
+    assert "IMAGESEARCH_CLIP_MODEL=/path/to/clip-ViT-B-32" in offline.fix
+    assert flagged is not None and "HF_HUB_OFFLINE is set" in flagged.detail
+    assert online is None  # downloads on first use

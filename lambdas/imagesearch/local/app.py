@@ -41,7 +41,7 @@ from imagesearch.local.moto_env import (
     moto_endpoint_environ,
     resolve_region,
 )
-from imagesearch.local.probe import ProbeFailure, probe_bedrock
+from imagesearch.local.probe import ProbeFailure, probe_bedrock, probe_clip_weights
 from imagesearch.local.state import (
     Saver,
     Snapshot,
@@ -259,8 +259,14 @@ class LocalMode:
 
     def probe(self) -> ProbeFailure | None:
         """One free call that tells whether the model works (see local/probe.py)."""
+        if self.embedder == "clip":
+            problem = probe_clip_weights()
+            if problem is not None:
+                # Fail fast in the loader too, rather than retrying the hub for minutes.
+                self._env.set("HF_HUB_OFFLINE", "1")
+            return problem
         if self.embedder != "bedrock":
-            return None  # CLIP is checked when its weights load
+            return None
         if self._dummy_credentials:
             return ProbeFailure(
                 "AWS credentials",

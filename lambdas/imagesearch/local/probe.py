@@ -12,7 +12,11 @@ access, CLIP weights) and the fix, in a few lines without a traceback.
 
 from __future__ import annotations
 
+import os
+import socket
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import (
@@ -29,6 +33,10 @@ from botocore.exceptions import (
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from imagesearch.errors import EmbeddingError, TransientEmbeddingError
+from imagesearch.resources import CLIP_MODEL_ID, ENV_CLIP_MODEL
+
+HUB_HOST = "huggingface.co"
+_TRUTHY = frozenset({"1", "true", "yes", "on"})
 
 CLIP_OFFLINE_HINT = (
     "on a machine without network access, copy the sentence-transformers model folder"
@@ -170,3 +178,48 @@ def clip_failure(detail: str) -> ProbeFailure:
     if len(first) > 300:
         first = first[:297] + "..."
     return ProbeFailure("CLIP weights", first, CLIP_OFFLINE_HINT)
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers a TCP connect (the weights' download)."""
+    try:
+        with socket.create_connection((HUB_HOST, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def probe_clip_weights(
+    environ: Mapping[str, str] | None = None,
+    *,
+    reachable: Callable[[], bool] = hub_reachable,
+    model_name: str = CLIP_MODEL_ID,
+) -> ProbeFailure | None:
+    """Are CLIP's weights where the loader will look? A local folder named by
+    IMAGESEARCH_CLIP_MODEL, the Hugging Face cache, or a reachable hub to download from.
+    Checked before loading: offline and uncached, the loader would retry for minutes."""
+    env = os.environ if environ is None else environ
+    configured = env.get(ENV_CLIP_MODEL)
+    if configured:
+        if Path(configured).expanduser().is_dir():
+            return None
+        return ProbeFailure(
+            "CLIP weights",
+            f"{ENV_CLIP_MODEL}={configured} is not a folder",
+            "point it at a copy of the sentence-transformers clip-ViT-B-32 folder",
+        )
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None  # the CLIP extra is missing: the CLI already says how to install it
+    if isinstance(
+        try_to_load_from_cache(f"sentence-transformers/{model_name}", "modules.json"), str
+    ):
+        return None
+    offline = any(env.get(name, "").lower() in _TRUTHY for name in ("HF_HUB_OFFLINE",))
+    if offline or not reachable():
+        why = "HF_HUB_OFFLINE is set" if offline else f"{HUB_HOST} is not reachable"
+        return ProbeFailure(
+            "CLIP weights", f"{model_name} is not downloaded yet and {why}", CLIP_OFFLINE_HINT
+        )
+    return None
