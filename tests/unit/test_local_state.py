@@ -154,3 +154,14 @@ def test_an_unreadable_snapshot_is_set_aside_with_a_warning(
     assert (tmp_path / f"{SNAPSHOT_NAME}.unreadable").read_bytes() == b"not a pickle at all"
     assert not (tmp_path / SNAPSHOT_NAME).exists()
     assert "could not read the saved state" in caplog.text
+
+
+def test_a_save_cut_short_by_a_kill_is_cleaned_up_at_the_next_start(tmp_path: Path) -> None:
+    (tmp_path / f".{SNAPSHOT_NAME}.4242.tmp").write_bytes(b"half a snap")
+    (tmp_path / SNAPSHOT_NAME).write_bytes(b"the last complete one")
+
+    store = StateStore(tmp_path).open()
+    store.close()
+
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lock", SNAPSHOT_NAME]
+    assert (tmp_path / SNAPSHOT_NAME).read_bytes() == b"the last complete one"

@@ -206,6 +206,10 @@ class StateStore:
                 " or give this one its own --state-dir"
             ) from error
         self._lock_file = lock_file
+        # A process killed while saving leaves its temporary file: never read, and
+        # nobody else writes here while we hold the lock.
+        for leftover in self.directory.glob(f".{SNAPSHOT_NAME}.*.tmp"):
+            leftover.unlink(missing_ok=True)
         return self
 
     def close(self) -> None:
@@ -314,6 +318,7 @@ class Saver:
         self._save_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="state-saver", daemon=True)
         self.saves = 0
+        self._last_seconds = 0.0
 
     def start(self) -> None:
         self._thread.start()
@@ -331,6 +336,7 @@ class Saver:
                 data = self._store.capture(region=self._region, shape=self._shape, extra=extra)
             self._store.write(data)
             self.saves += 1
+            self._last_seconds = time.perf_counter() - started
             logger.debug(
                 "saved local state (%.1f MB) in %.2f s",
                 len(data) / 1e6,
@@ -338,7 +344,9 @@ class Saver:
             )
 
     def _run(self) -> None:
-        while not self._stop.wait(self._interval):
+        # A save pauses moto: at most a tenth of the time goes to saving, however big
+        # the state grows (a save of 1,000 images takes a fraction of a second).
+        while not self._stop.wait(max(self._interval, 10 * self._last_seconds)):
             if not self._gate.take_changed():
                 continue
             try:
