@@ -13,7 +13,7 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from imagesearch.embedders.base import Vector
+from imagesearch.embedders.base import ModelLimits, Purpose, Vector
 from imagesearch.errors import EmbedderConfigurationError
 from imagesearch.settings import CommonSettings, IngestSettings, SearchSettings, SettingsError
 
@@ -115,7 +115,17 @@ class LazyEmbedder:
     def dimension(self) -> int:
         return self._settings.dimension
 
-    def embed(self, *, text: str | None = None, image: bytes | None = None) -> Vector:
+    @property
+    def limits(self) -> ModelLimits:
+        return self._built().limits
+
+    def embed(
+        self, *, text: str | None = None, image: bytes | None = None, purpose: Purpose = "query"
+    ) -> Vector:
+        return self._built().embed(text=text, image=image, purpose=purpose)
+
+    def _built(self) -> Embedder:
+        # Building the adapter is cheap; its Bedrock client is built on its first call.
         if self._embedder is None:
             with self._lock:
                 if self._embedder is None:
@@ -123,7 +133,7 @@ class LazyEmbedder:
                         self._embedder = build_embedder(self._settings, self._clients)
                     except ValueError as error:  # unknown model or dimension: a deployment bug
                         raise EmbedderConfigurationError(str(error)) from error
-        return self._embedder.embed(text=text, image=image)
+        return self._embedder
 
 
 def build_ingest_service(settings: IngestSettings, clients: Clients | None = None) -> IngestService:

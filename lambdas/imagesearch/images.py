@@ -78,6 +78,9 @@ THUMBNAIL_RESAMPLE: Final = Image.Resampling.LANCZOS
 _WHITE: Final = 255
 
 ACCEPTED_FORMATS: Final = "JPEG, PNG, WebP, GIF, BMP, TIFF, HEIC/HEIF"
+# Formats a model may read as they are (ModelLimits.native_formats), by Pillow format.
+_MODEL_FORMATS: Final = {"JPEG": "jpeg", "MPO": "jpeg", "PNG": "png", "GIF": "gif", "WEBP": "webp"}
+NATIVE_FORMATS: Final = frozenset({"jpeg", "png"})  # Titan's
 
 # Pillow plugins we let Image.open try: nothing else is ever parsed (no EPS via
 # Ghostscript, no header-less formats such as TGA that match random bytes). MPO
@@ -126,8 +129,8 @@ pillow_heif.register_heif_opener()
 class PreparedImage:
     """What goes to the embedding model, and facts about the original."""
 
-    model_bytes: bytes = field(repr=False)  # JPEG or PNG, within MAX_SIDE and MAX_MODEL_BYTES
-    model_format: str  # "jpeg" | "png"
+    model_bytes: bytes = field(repr=False)  # within the model's limits (max_side, max_bytes)
+    model_format: str  # "jpeg" | "png" | "gif" | "webp" (the last two where native)
     content_type: str  # of the original, e.g. "image/heic"
     width: int  # of the original, after EXIF orientation
     height: int
@@ -141,11 +144,16 @@ def prepare_image(
     max_bytes: int = MAX_MODEL_BYTES,
     max_pixels: int = MAX_PIXELS,
     max_decode_bytes: int = MAX_DECODE_BYTES,
+    native_formats: frozenset[str] = NATIVE_FORMATS,
+    max_area: int | None = None,
 ) -> PreparedImage:
-    """Validate ``data`` and return the bytes to embed. Compliant JPEG/PNG are only
-    header-parsed (pair with ``make_thumbnail``, which decodes). Raises ImageRejected."""
+    """Validate ``data`` and return the bytes to embed. Compliant images in one of the
+    model's ``native_formats`` are only header-parsed (pair with ``make_thumbnail``,
+    which decodes). ``max_area``: pixels the model input may have (None: no limit
+    beyond ``max_side``). Raises ImageRejected."""
     with _open(data, max_pixels, max_decode_bytes) as source:
-        prepared, _ = _prepare(source, data, max_side, max_bytes)
+        side = _side_for_area(source.image.size, max_side, max_area)
+        prepared, _ = _prepare(source, data, side, max_bytes, native_formats)
         return prepared
 
 
@@ -173,12 +181,15 @@ def prepare_with_thumbnail(
     max_bytes: int = MAX_MODEL_BYTES,
     max_pixels: int = MAX_PIXELS,
     max_decode_bytes: int = MAX_DECODE_BYTES,
+    native_formats: frozenset[str] = NATIVE_FORMATS,
+    max_area: int | None = None,
 ) -> tuple[PreparedImage, bytes]:
     """``prepare_image`` and ``make_thumbnail`` from one open and at most one decode:
     a converted image's thumbnail is cut from the already downscaled model image."""
     _check_long_side(long_side)
     with _open(data, max_pixels, max_decode_bytes) as source:
-        prepared, model_image = _prepare(source, data, max_side, max_bytes)
+        side = _side_for_area(source.image.size, max_side, max_area)
+        prepared, model_image = _prepare(source, data, side, max_bytes, native_formats)
         if model_image is None:  # passed through: decode now, at thumbnail scale
             thumbnail = _render(source, long_side, draft_gap=2, resample=THUMBNAIL_RESAMPLE)
         else:
@@ -356,15 +367,28 @@ def _unidentified_reason(data: bytes, sniffed: tuple[str, bool] | None) -> str:
 # --- Preparing for the model ---------------------------------------------------
 
 
+def _side_for_area(size: tuple[int, int], max_side: int, max_area: int | None) -> int:
+    """The long-side bound that keeps an image of this aspect within ``max_area``."""
+    width, height = size
+    if max_area is None or width * height <= max_area or min(width, height) == 0:
+        return max_side
+    side = int(math.sqrt(max_area * max(width, height) / min(width, height)))
+    return max(1, min(max_side, side))
+
+
 def _prepare(
-    source: _Source, data: bytes, max_side: int, max_bytes: int
+    source: _Source,
+    data: bytes,
+    max_side: int,
+    max_bytes: int,
+    native_formats: frozenset[str] = frozenset({"jpeg", "png"}),
 ) -> tuple[PreparedImage, Image.Image | None]:
     image = source.image
-    if _can_pass_through(source, data, max_side, max_bytes):
+    if _can_pass_through(source, data, max_side, max_bytes, native_formats):
         width, height = image.size
         prepared = PreparedImage(
             model_bytes=data,
-            model_format="png" if source.pillow_format == "PNG" else "jpeg",
+            model_format=_MODEL_FORMATS[source.pillow_format],
             content_type=source.content_type,
             width=width,
             height=height,
@@ -388,13 +412,30 @@ def _prepare(
     return prepared, rendered
 
 
-def _can_pass_through(source: _Source, data: bytes, max_side: int, max_bytes: int) -> bool:
+def _can_pass_through(
+    source: _Source,
+    data: bytes,
+    max_side: int,
+    max_bytes: int,
+    native_formats: frozenset[str] = frozenset({"jpeg", "png"}),
+) -> bool:
     """True when the original bytes are fine for the model as they are. Reads headers
     only: this must stay in the microsecond range for compliant uploads."""
     image = source.image
     width, height = image.size
     if len(data) > max_bytes or width > max_side or height > max_side:
         return False
+    if _MODEL_FORMATS.get(source.pillow_format) not in native_formats:
+        return False
+    if source.pillow_format in ("GIF", "WEBP"):
+        # Models read the first frame of an animation; we send exactly that frame
+        # (converted), and pass through only still images without transparency.
+        return (
+            not getattr(image, "is_animated", False)
+            and image.mode in (("L", "P") if source.pillow_format == "GIF" else ("L", "RGB"))
+            and "transparency" not in image.info
+            and _orientation(image) == 1
+        )
     if source.pillow_format in ("JPEG", "MPO"):
         # JPEG getexif reads the APP1 segment already parsed by open: no decode.
         return image.mode in ("L", "RGB") and _orientation(image) == 1

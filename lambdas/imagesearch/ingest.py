@@ -16,7 +16,7 @@ import logging
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from imagesearch.embedders.base import Embedder
+from imagesearch.embedders.base import Embedder, limits_of
 from imagesearch.errors import ImageRejected, InvalidEmbeddingInput
 from imagesearch.events import ObjectEvent
 from imagesearch.images import make_thumbnail, prepare_with_thumbnail
@@ -50,11 +50,11 @@ class IngestOutcome:
     reason: str | None = None
 
 
-def caption_for_embedding(caption: str) -> str:
+def caption_for_embedding(caption: str, max_chars: int = MAX_CAPTION_EMBED_CHARS) -> str:
     caption = " ".join(caption.split())
-    if len(caption) <= MAX_CAPTION_EMBED_CHARS:
+    if len(caption) <= max_chars:
         return caption
-    cut = caption[:MAX_CAPTION_EMBED_CHARS]
+    cut = caption[:max_chars]
     return cut.rsplit(" ", 1)[0] if " " in cut else cut
 
 
@@ -149,8 +149,16 @@ class IngestService:
             dimension=self._embedder.dimension,
             sequencer=token,
         )
+        # Each model's input is prepared from its own limits (formats, pixels, bytes).
+        limits = limits_of(self._embedder)
         try:
-            prepared, thumbnail = prepare_with_thumbnail(obj.body)
+            prepared, thumbnail = prepare_with_thumbnail(
+                obj.body,
+                max_side=limits.max_side,
+                max_bytes=limits.max_bytes,
+                native_formats=limits.native_formats,
+                max_area=limits.max_area,
+            )
         except ImageRejected as rejected:
             # Rejections by our own checks do not depend on the model.
             record = replace(record, model_id=None, dimension=None)
@@ -162,12 +170,12 @@ class IngestService:
             height=prepared.height,
         )
         text = (
-            caption_for_embedding(record.caption)
+            caption_for_embedding(record.caption, limits.max_text_chars)
             if self._joint_caption and record.caption
             else None
         )
         try:
-            vector = self._embedder.embed(text=text, image=prepared.model_bytes)
+            vector = self._embedder.embed(text=text, image=prepared.model_bytes, purpose="document")
         except InvalidEmbeddingInput as refused:
             return self._reject(record, token, f"the model refused the image: {refused}")
 

@@ -8,6 +8,7 @@ CDK app, which must not pull in runtime dependencies.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Final
 
 # --- Configuration (CDK context keys, SPEC section 4) -----------------------
@@ -29,10 +30,99 @@ CONTEXT_DEFAULTS: Final[dict[str, Any]] = {
     "noncurrentVersionDays": 30,
 }
 
+# --- Embedding models ----------------------------------------------------------
+#
+# One row per model we have an adapter for. ``regions``: where the model is offered
+# on demand in-region; ``profiles``: the cross-region inference profile prefixes
+# Bedrock defines for it. Sources (read 2026-11): the Bedrock model pages linked in
+# docs/models.md. Region lists go stale as AWS adds regions: the ``modelRegions``
+# context key adds regions without a code change.
+
+TITAN_MODEL_ID: Final = "amazon.titan-embed-image-v1"
+NOVA_MODEL_ID: Final = "amazon.nova-2-multimodal-embeddings-v1:0"
+COHERE_MODEL_ID: Final = "cohere.embed-v4:0"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    model_id: str
+    kind: str  # "titan" | "nova" | "cohere": which adapter speaks its wire format
+    dimensions: tuple[int, ...]
+    regions: tuple[str, ...]
+    profiles: tuple[str, ...] = ()  # "us", "eu", "apac", "global"
+
+
+MODELS: Final[dict[str, ModelSpec]] = {
+    spec.model_id: spec
+    for spec in (
+        ModelSpec(
+            TITAN_MODEL_ID,
+            "titan",
+            (256, 384, 1024),
+            (
+                "us-east-1",
+                "us-west-2",
+                "ap-south-1",
+                "ap-southeast-2",
+                "ca-central-1",
+                "eu-central-1",
+                "eu-west-1",
+                "eu-west-2",
+                "eu-west-3",
+                "sa-east-1",
+            ),
+        ),
+        ModelSpec(NOVA_MODEL_ID, "nova", (256, 384, 1024, 3072), ("us-east-1",)),
+        ModelSpec(
+            COHERE_MODEL_ID,
+            "cohere",
+            (256, 512, 1024, 1536),
+            ("us-east-1", "eu-west-1", "ap-northeast-1"),
+            ("us", "eu", "apac", "global"),
+        ),
+    )
+}
+# Source = destination regions of each geography's system-defined inference profiles
+# (IAM then names the foundation model in each destination region). "global" routes
+# to any commercial region: IAM names the model with an empty region field.
+PROFILE_REGIONS: Final[dict[str, tuple[str, ...]]] = {
+    "us": ("us-east-1", "us-east-2", "us-west-2"),
+    "eu": ("eu-central-1", "eu-north-1", "eu-south-1", "eu-west-1", "eu-west-3"),
+    "apac": (
+        "ap-northeast-1",
+        "ap-northeast-2",
+        "ap-south-1",
+        "ap-southeast-1",
+        "ap-southeast-2",
+    ),
+    "global": (),
+}
+
 # Models we have an adapter for, with the output dimensions each supports.
 SUPPORTED_MODELS: Final[dict[str, tuple[int, ...]]] = {
-    "amazon.titan-embed-image-v1": (256, 384, 1024),
+    model_id: spec.dimensions for model_id, spec in MODELS.items()
 }
+
+
+def split_model_id(model_id: str) -> tuple[str | None, str]:
+    """(inference profile prefix or None, foundation model id):
+    ``us.cohere.embed-v4:0`` -> ``("us", "cohere.embed-v4:0")``."""
+    head, _, rest = model_id.partition(".")
+    if head in PROFILE_REGIONS and rest:
+        return head, rest
+    return None, model_id
+
+
+def model_spec(model_id: str) -> ModelSpec | None:
+    """The table row of a model or inference profile id, or None when unknown."""
+    return MODELS.get(split_model_id(model_id)[1])
+
+
+def model_kind(model_id: str) -> str | None:
+    spec = model_spec(model_id)
+    return spec.kind if spec else None
+
+
 # Local-only embedder (never deployed): sentence-transformers CLIP.
 CLIP_MODEL_ID: Final = "clip-ViT-B-32"
 

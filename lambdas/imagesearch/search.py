@@ -30,7 +30,7 @@ from imagesearch.api_models import (
     UploadRequest,
     UploadResponse,
 )
-from imagesearch.embedders.base import Embedder, Vector, unit_vector
+from imagesearch.embedders.base import Embedder, Vector, limits_of, unit_vector
 from imagesearch.errors import (
     ImageRejected,
     InvalidCursor,
@@ -159,7 +159,7 @@ class SearchService:
         if image_id is not None:
             return self._stored_vector(image_id)
         image_bytes = self._model_image(image) if image is not None else None
-        vector = self._embedder.embed(text=text, image=image_bytes)
+        vector = self._embedder.embed(text=text, image=image_bytes, purpose="query")
         return self._checked(vector)
 
     def _stored_vector(self, image_id: str) -> Vector:
@@ -188,13 +188,19 @@ class SearchService:
             )
         return unit_vector(vector)
 
-    @staticmethod
-    def _model_image(value: str) -> bytes:
+    def _model_image(self, value: str) -> bytes:
         # Pillow is imported on the first image query only: text queries and the
         # other routes do not pay for it at cold start.
         from imagesearch.images import prepare_image
 
-        return prepare_image(decode_base64_image(value)).model_bytes
+        limits = limits_of(self._embedder)
+        return prepare_image(
+            decode_base64_image(value),
+            max_side=limits.max_side,
+            max_bytes=limits.max_bytes,
+            native_formats=limits.native_formats,
+            max_area=limits.max_area,
+        ).model_bytes
 
     @staticmethod
     def _query_image_ids(request: SearchRequest) -> list[str]:

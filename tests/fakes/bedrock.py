@@ -2,12 +2,16 @@
 
 ``FakeBedrock`` serves ``POST /model/{modelId}/invoke`` (restJson1, as botocore's
 bedrock-runtime model describes it) on 127.0.0.1, so the real SDK and the real
-``TitanMultimodalEmbedder`` talk to it unchanged: point them at it with
+Bedrock adapters (Titan, Nova 2, Cohere v4) talk to it unchanged: point them at it with
 ``AWS_ENDPOINT_URL_BEDROCK_RUNTIME=<fake.endpoint_url>`` or ``endpoint_url=``.
 
 Wire format
-    The model id arrives URL-encoded in the path (full foundation-model ARNs are
-    accepted). Requests must be SigV4-signed for the ``bedrock`` signing name (or
+    The model id arrives URL-encoded in the path (full foundation-model and
+    inference-profile ARNs, and ``us.``/``eu.``/``apac.``/``global.`` profile ids, are
+    accepted and served by their model). Each model speaks its own protocol: Titan
+    below, Nova 2 in ``tests/fakes/bedrock_nova.py``, Cohere v4 in
+    ``tests/fakes/bedrock_cohere.py``, each validating as its docs describe.
+    Requests must be SigV4-signed for the ``bedrock`` signing name (or
     carry a bearer token); signatures are not verified. Errors are JSON
     ``{"message": ...}`` with ``x-amzn-ErrorType: <Code>:http://internal.amazon.com/...``
     and the HTTP status of the botocore model (ValidationException 400,
@@ -28,6 +32,7 @@ Embeddings
     histogram over a small colour palette plus a small hash of their bytes; texts map to
     the colour words they contain (with synonyms: "crimson" is red) plus hashed word
     tokens; text + image is the average of both, as Titan does. A fixed random projection
+    per model (``tests/fakes/bedrock_wire.py``: one vector space per model)
     spreads the features over the requested dimension. So "red" ranks a red image above
     a blue one, and equal inputs always give equal vectors.
 
@@ -57,7 +62,6 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
-import hashlib
 import io
 import json
 import math
@@ -70,18 +74,51 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from functools import lru_cache
+from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote
 
-import numpy as np
 import pytest
 from PIL import Image, UnidentifiedImageError
 
+from tests.fakes import bedrock_cohere, bedrock_nova
+from tests.fakes.bedrock_wire import (
+    COLOR_WORDS,
+    DEFAULT_MESSAGES,
+    ERROR_STATUS,
+    PALETTE,
+    BedrockError,
+    Request,
+    colour_histogram,
+    fake_embedding,
+    malformed,
+)
+
+# Shared with the other model protocols; re-exported for the tests that import them here.
+__all__ = [
+    "COLOR_WORDS",
+    "DEFAULT_MESSAGES",
+    "ERROR_STATUS",
+    "PALETTE",
+    "BedrockError",
+    "CallRecord",
+    "FakeBedrock",
+    "colour_histogram",
+    "fake_bedrock",
+    "fake_embedding",
+    "fake_titan_embedding",
+]
+
 TITAN_MODEL_ID = "amazon.titan-embed-image-v1"
-KNOWN_MODELS: tuple[str, ...] = (TITAN_MODEL_ID,)
+KNOWN_MODELS: tuple[str, ...] = (TITAN_MODEL_ID, bedrock_nova.MODEL_ID, bedrock_cohere.MODEL_ID)
+# Which protocol each model speaks.
+PROTOCOLS: dict[str, Any] = {
+    bedrock_nova.MODEL_ID: bedrock_nova,
+    bedrock_cohere.MODEL_ID: bedrock_cohere,
+}
+# Cross-region inference profile prefixes: "us.cohere.embed-v4:0" is served by cohere.embed-v4:0.
+PROFILE_PREFIXES = ("us.", "eu.", "apac.", "global.")
 DIMENSIONS: tuple[int, ...] = (256, 384, 1024)
 DEFAULT_DIMENSION = 1024
 MAX_TEXT_TOKENS = 128
@@ -90,160 +127,21 @@ MAX_IMAGE_BYTES = 5 * 1024 * 1024
 MAX_IMAGE_SIDE = 2048
 MAX_BODY_BYTES = 25_000_000  # InvokeModel body limit in the botocore model
 
-# HTTP status of each error code, from botocore's bedrock-runtime model (InvokeModel),
-# plus the auth errors the AWS front door returns.
-ERROR_STATUS: dict[str, int] = {
-    "ValidationException": 400,
-    "ServiceQuotaExceededException": 400,
-    "AccessDeniedException": 403,
-    "ResourceNotFoundException": 404,
-    "ModelTimeoutException": 408,
-    "ModelErrorException": 424,
-    "ThrottlingException": 429,
-    "ModelNotReadyException": 429,
-    "InternalServerException": 500,
-    "ServiceUnavailableException": 503,
-    "UnrecognizedClientException": 403,
-    "MissingAuthenticationTokenException": 403,
-    "ExpiredTokenException": 403,
-    "UnknownOperationException": 404,
-}
-DEFAULT_MESSAGES: dict[str, str] = {
-    "ThrottlingException": "Too many requests, please wait before trying again.",
-    "ModelNotReadyException": "Model is not ready to serve inference requests.",
-    "ServiceQuotaExceededException": "Your request exceeds the service quota for your account.",
-    "AccessDeniedException": "You don't have access to the model with the specified model ID.",
-    "ResourceNotFoundException": "Could not resolve the foundation model from the provided "
-    "model identifier.",
-    "ModelTimeoutException": "Model has timed out in processing the request.",
-    "ModelErrorException": "The model encountered an error processing the request.",
-    "InternalServerException": "The server encountered an internal error.",
-    "ServiceUnavailableException": "The service is temporarily unavailable.",
-    "ValidationException": "Malformed input request, please reformat your input and try again.",
-    "UnrecognizedClientException": "The security token included in the request is invalid.",
-    "ExpiredTokenException": "The security token included in the request is expired",
-}
 _ERROR_TYPE_SUFFIX = ":http://internal.amazon.com/coral/com.amazon.bedrock/"
 _INVOKE_PATH = re.compile(r"^/model/(?P<model>[^/]+)/invoke$")
-_ARN_MODEL = re.compile(r"^arn:aws[a-z-]*:bedrock:[a-z0-9-]+::foundation-model/(?P<id>.+)$")
+_ARN_MODEL = re.compile(
+    r"^arn:aws[a-z-]*:bedrock:[a-z0-9-]+:\d*:(?:foundation-model|inference-profile)/(?P<id>.+)$"
+)
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _REQUEST_KEYS = frozenset({"inputText", "inputImage", "embeddingConfig"})
 
 # --- The embedding function ------------------------------------------------------
 
-# Palette the fake "sees" in; soft-assigned, so in-between colours share weight.
-PALETTE: dict[str, tuple[int, int, int]] = {
-    "red": (220, 30, 30),
-    "orange": (250, 140, 20),
-    "yellow": (240, 220, 40),
-    "green": (40, 170, 50),
-    "cyan": (30, 200, 210),
-    "blue": (30, 60, 220),
-    "purple": (130, 50, 170),
-    "pink": (250, 150, 200),
-    "brown": (130, 80, 35),
-    "white": (245, 245, 245),
-    "gray": (128, 128, 128),
-    "black": (15, 15, 15),
-}
-COLOR_WORDS: dict[str, str] = {name: name for name in PALETTE} | {
-    "crimson": "red",
-    "scarlet": "red",
-    "ruby": "red",
-    "cherry": "red",
-    "tangerine": "orange",
-    "amber": "orange",
-    "gold": "yellow",
-    "golden": "yellow",
-    "lemon": "yellow",
-    "lime": "green",
-    "emerald": "green",
-    "teal": "cyan",
-    "turquoise": "cyan",
-    "aqua": "cyan",
-    "navy": "blue",
-    "azure": "blue",
-    "cobalt": "blue",
-    "violet": "purple",
-    "lavender": "purple",
-    "magenta": "pink",
-    "rose": "pink",
-    "chocolate": "brown",
-    "tan": "brown",
-    "ivory": "white",
-    "snow": "white",
-    "grey": "gray",
-    "silver": "gray",
-    "charcoal": "black",
-}
-_PALETTE_NAMES = tuple(PALETTE)
-_PALETTE_RGB = np.array([PALETTE[n] for n in _PALETTE_NAMES], dtype=np.float64)
-_HASH_BUCKETS = 64
-_FEATURES = len(_PALETTE_NAMES) + 2 * _HASH_BUCKETS  # palette | text tokens | image bytes
-_TEXT_TOKEN_WEIGHT = 0.35
-_IMAGE_HASH_WEIGHT = 0.2
-_COLOR_SIGMA = 40.0
-_PROJECTION_SEED = 20231129
-
 
 def approx_token_count(text: str) -> int:
     """Titan's token count, approximated by the docs' average of 4.7 characters a token."""
     return math.ceil(len(text) / CHARS_PER_TOKEN)
-
-
-def _unit(values: np.ndarray) -> np.ndarray:
-    norm = float(np.linalg.norm(values))
-    return values / norm if norm > 0 else values
-
-
-def _text_features(text: str) -> np.ndarray:
-    features = np.zeros(_FEATURES)
-    # Without a latin word ("0", "日本") the whole text is the token: like Titan, the fake
-    # never answers a non-blank text with a zero vector.
-    tokens = re.findall(r"[a-z]+", text.lower()) or [text]
-    for token in tokens:
-        colour = COLOR_WORDS.get(token)
-        if colour is not None:
-            features[_PALETTE_NAMES.index(colour)] += 1.0
-        digest = hashlib.blake2b(token.encode(), digest_size=8).digest()
-        bucket = len(_PALETTE_NAMES) + digest[0] % _HASH_BUCKETS
-        features[bucket] += 1.0 if digest[1] & 1 else -1.0
-    palette = slice(0, len(_PALETTE_NAMES))
-    words = slice(len(_PALETTE_NAMES), len(_PALETTE_NAMES) + _HASH_BUCKETS)
-    features[palette] = _unit(features[palette])
-    features[words] = _TEXT_TOKEN_WEIGHT * _unit(features[words])
-    return features
-
-
-def colour_histogram(image_bytes: bytes) -> dict[str, float]:
-    """The soft palette histogram the fake sees in an image (weights sum to 1)."""
-    with Image.open(io.BytesIO(image_bytes)) as image:
-        small = image.convert("RGB").resize((32, 32), Image.Resampling.BILINEAR)
-    pixels = np.asarray(small, dtype=np.float64).reshape(-1, 3)
-    distances = ((pixels[:, None, :] - _PALETTE_RGB[None, :, :]) ** 2).sum(axis=2)
-    logits = -distances / (2 * _COLOR_SIGMA**2)
-    weights = np.exp(logits - logits.max(axis=1, keepdims=True))
-    weights /= weights.sum(axis=1, keepdims=True)
-    histogram = weights.mean(axis=0)
-    return dict(zip(_PALETTE_NAMES, (float(v) for v in histogram), strict=True))
-
-
-def _image_features(image_bytes: bytes) -> np.ndarray:
-    features = np.zeros(_FEATURES)
-    histogram = colour_histogram(image_bytes)
-    features[: len(_PALETTE_NAMES)] = _unit(np.array([histogram[n] for n in _PALETTE_NAMES]))
-    # Identity of the exact bytes, small: equal-coloured images still differ a little.
-    seed = int.from_bytes(hashlib.sha256(image_bytes).digest()[:8], "little")
-    noise = np.random.default_rng(seed).standard_normal(_HASH_BUCKETS)
-    features[len(_PALETTE_NAMES) + _HASH_BUCKETS :] = _IMAGE_HASH_WEIGHT * _unit(noise)
-    return features
-
-
-@lru_cache(maxsize=8)
-def _projection(dimension: int) -> np.ndarray:
-    rng = np.random.default_rng([_PROJECTION_SEED, dimension])
-    return rng.standard_normal((dimension, _FEATURES)) / math.sqrt(dimension)
 
 
 def fake_titan_embedding(
@@ -254,37 +152,15 @@ def fake_titan_embedding(
     ``image_bytes`` are the decoded image (PNG or JPEG). Raises ValueError when neither
     input is given or the dimension is not one Titan offers.
     """
-    if text is None and image_bytes is None:
-        raise ValueError("need text, image bytes or both")
     if dimension not in DIMENSIONS:
         raise ValueError(f"dimension must be one of {DIMENSIONS}")
-    parts = []
-    if text is not None:
-        parts.append(_unit(_text_features(text)))
-    if image_bytes is not None:
-        parts.append(_unit(_image_features(image_bytes)))
-    features = np.mean(parts, axis=0)
-    return [float(v) for v in _projection(dimension) @ features]
+    return fake_embedding(text, image_bytes, dimension, "titan")
 
 
 # --- Request validation ------------------------------------------------------------
 
 
-class BedrockError(Exception):
-    """An error answer: code, message and HTTP status as Bedrock sends them."""
-
-    def __init__(self, code: str, message: str | None = None, status: int | None = None) -> None:
-        self.code = code
-        self.message = message if message is not None else DEFAULT_MESSAGES.get(code, code)
-        self.status = status if status is not None else ERROR_STATUS.get(code, 400)
-        super().__init__(f"{self.code} ({self.status}): {self.message}")
-
-
-def _malformed(detail: str) -> BedrockError:
-    return BedrockError(
-        "ValidationException",
-        f"Malformed input request: {detail}, please reformat your input and try again.",
-    )
+_malformed = malformed
 
 
 @dataclass(frozen=True)
@@ -394,11 +270,17 @@ def _decode_image(value: Any) -> bytes:
 class CallRecord:
     """One InvokeModel call as the fake saw it (never its content)."""
 
-    model_id: str
+    model_id: str  # the foundation model (a profile id is logged as its model)
     has_text: bool
     has_image: bool
     dimension: int | None
     status: int
+    # Nova and Cohere calls (successful ones) also log these; Titan calls leave them.
+    purpose: str | None = None  # embeddingPurpose / input_type
+    items: int = 1  # inputs embedded by the call
+    image_formats: tuple[str, ...] = ()
+    image_pixels: int | None = None  # of the largest image
+    profile: str | None = None  # "us", "eu", "apac", "global" when called through one
 
 
 @dataclass(frozen=True)
@@ -581,6 +463,11 @@ class FakeBedrock:
         arn = _ARN_MODEL.match(model_id)
         if arn:
             model_id = arn.group("id")
+        profile = None
+        for prefix in PROFILE_PREFIXES:
+            if model_id.startswith(prefix):
+                profile, model_id = prefix[:-1], model_id[len(prefix) :]
+                break
         document = _load_json(body)
         has_text, has_image, dimension = _peek(document)
 
@@ -598,13 +485,29 @@ class FakeBedrock:
         if timeout is not None:
             # The client gives up meanwhile; the late answer below goes nowhere.
             self._stopping.wait(timeout)
-        reply = self._answer(model_id, headers, document, scripted, throttled, latency)
+        reply, request = self._answer(model_id, headers, document, scripted, throttled, latency)
+        if request is None:
+            record = CallRecord(model_id, has_text, has_image, dimension, reply.status)
+        else:
+            record = CallRecord(
+                model_id,
+                any(item.text is not None for item in request.items),
+                any(item.image is not None for item in request.items),
+                request.dimension,
+                reply.status,
+                purpose=request.purpose,
+                items=len(request.items),
+                image_formats=request.image_formats,
+                image_pixels=request.image_pixels,
+            )
+        if profile is not None:
+            record = replace(record, profile=profile)
 
         with self._lock:
             self._status_counts[reply.status] += 1
             if reply.status == 200:
                 self._successes += 1
-            self._log.append(CallRecord(model_id, has_text, has_image, dimension, reply.status))
+            self._log.append(record)
         return reply
 
     def _answer(
@@ -615,7 +518,9 @@ class FakeBedrock:
         scripted: BedrockError | None,
         throttled: bool,
         latency: float,
-    ) -> Reply:
+    ) -> tuple[Reply, Request | None]:
+        """The reply, and the parsed request of a Nova or Cohere call that succeeded."""
+        protocol = PROTOCOLS.get(model_id)
         try:
             _check_auth(headers)
             if scripted is not None:
@@ -629,15 +534,27 @@ class FakeBedrock:
             _check_content_types(headers)
             if document is _NOT_JSON:
                 raise _malformed("request body is not valid JSON")
-            request = _titan_request(document)
+            if protocol is not None:
+                parsed: Request = protocol.parse(document)
+            else:
+                request = _titan_request(document)
         except BedrockError as error:
-            return _error_reply(error)
+            return _error_reply(error), None
         started = time.perf_counter()
+        if protocol is not None:
+            answer = protocol.respond(parsed)
+            if latency > 0:
+                self._stopping.wait(latency)
+            return self._ok(answer, parsed.tokens, started), parsed
         embedding = fake_titan_embedding(request.text, request.image, request.dimension)
         if latency > 0:
             self._stopping.wait(latency)
         tokens = 0 if request.text is None else approx_token_count(request.text)
         payload = {"embedding": embedding, "inputTextTokenCount": tokens, "message": None}
+        return self._ok(payload, tokens, started), None
+
+    @staticmethod
+    def _ok(payload: dict[str, Any], tokens: int, started: float) -> Reply:
         return Reply(
             200,
             {

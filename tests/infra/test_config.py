@@ -99,7 +99,8 @@ def test_config_is_frozen() -> None:
         (
             {"modelId": "amazon.titan-embed-text-v2:0"},
             "modelId 'amazon.titan-embed-text-v2:0' "
-            "is not supported; supported models: amazon.titan-embed-image-v1",
+            "is not supported; supported models: amazon.nova-2-multimodal-embeddings-v1:0, "
+            "amazon.titan-embed-image-v1, cohere.embed-v4:0",
         ),
         ({"uploadPrefix": ""}, "uploadPrefix '' must not be empty"),
         ({"uploadPrefix": "uploads"}, "uploadPrefix 'uploads' must end with '/'"),

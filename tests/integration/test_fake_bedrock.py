@@ -16,6 +16,7 @@ import sys
 import threading
 import urllib.error
 import urllib.request
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ from imagesearch.errors import (
     InvalidEmbeddingInput,
     TransientEmbeddingError,
 )
-from imagesearch.resources import SUPPORTED_MODELS
+from imagesearch.resources import MODELS, SUPPORTED_MODELS
 from tests.fakes.bedrock import (
     ERROR_STATUS,
     MAX_TEXT_TOKENS,
@@ -192,7 +193,8 @@ def test_dimension_the_model_lacks_is_invalid_input(
     fake_bedrock: FakeBedrock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given our model table wrongly claims 512 (so the adapter lets it through)
-    monkeypatch.setitem(SUPPORTED_MODELS, MODEL, (256, 384, 512, 1024))
+    spec = replace(MODELS[MODEL], dimensions=(256, 384, 512, 1024))
+    monkeypatch.setitem(MODELS, MODEL, spec)
     with pytest.raises(InvalidEmbeddingInput, match="outputEmbeddingLength: 512"):
         titan(512).embed(text="red")
 
@@ -201,7 +203,8 @@ def test_model_missing_in_region_is_a_configuration_error(
     fake_bedrock: FakeBedrock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Real Bedrock answers an id it does not serve with a ValidationException.
-    monkeypatch.setitem(SUPPORTED_MODELS, "amazon.titan-embed-image-v2", (1024,))
+    v2 = replace(MODELS[MODEL], model_id="amazon.titan-embed-image-v2", dimensions=(1024,))
+    monkeypatch.setitem(MODELS, v2.model_id, v2)
     embedder = TitanMultimodalEmbedder("amazon.titan-embed-image-v2", 1024, max_attempts=1)
     with pytest.raises(EmbedderConfigurationError, match="model identifier is invalid"):
         embedder.embed(text="red")

@@ -65,7 +65,7 @@ from imagesearch.search import SearchService
 class Embedder:
     model_id = "fake"
     dimension = 8
-    def embed(self, *, text=None, image=None):
+    def embed(self, *, text=None, image=None, purpose="query"):
         return unit_vector(np.arange(1, 9, dtype=np.float32))
 
 image = base64.b64encode(open(sys.argv[1], "rb").read()).decode()

@@ -55,9 +55,13 @@ class FakeEmbedder:
     def __init__(self, vectors: dict[str, Vector] | None = None) -> None:
         self.vectors = vectors or {}
         self.calls: list[tuple[str | None, bytes | None]] = []
+        self.purposes: list[str] = []
 
-    def embed(self, *, text: str | None = None, image: bytes | None = None) -> Vector:
+    def embed(
+        self, *, text: str | None = None, image: bytes | None = None, purpose: str = "document"
+    ) -> Vector:
         self.calls.append((text, image))
+        self.purposes.append(purpose)
         if text is not None and image is None:
             return self.vectors[text]
         return axis(7)
@@ -303,8 +307,10 @@ def test_text_search_ranks_hydrates_and_presigns(
 ) -> None:
     # Given three indexed images, When searching by text close to the red shoe
     response = service.search(SearchRequest(text="red shoe", top_k=3))
-    # Then one model call, and results ordered by cosine similarity with exact scores
+    # Then one model call, a query embedding (not a document one), and results ordered
+    # by cosine similarity with exact scores
     assert embedder.calls == [("red shoe", None)]
+    assert embedder.purposes == ["query"]
     keys = [r.key for r in response.results]
     assert keys == ["uploads/shoes/red.jpg", "uploads/shoes/blue.jpg", "uploads/bags/green.jpg"]
     scores = [r.score for r in response.results]

@@ -4,19 +4,47 @@ from __future__ import annotations
 
 from typing import Any
 
-from imagesearch.embedders.base import Embedder, Vector, unit_vector
-from imagesearch.embedders.titan import TitanMultimodalEmbedder, is_titan_model
-from imagesearch.resources import CLIP_MODEL_ID, SUPPORTED_MODELS
+from imagesearch.embedders.base import (
+    BatchEmbedder,
+    Embedder,
+    EmbedInput,
+    ModelLimits,
+    Purpose,
+    Vector,
+    embed_images,
+    limits_of,
+    unit_vector,
+)
+from imagesearch.embedders.bedrock import BedrockEmbedder
+from imagesearch.embedders.cohere import CohereEmbedV4Embedder
+from imagesearch.embedders.nova import NovaMultimodalEmbedder
+from imagesearch.embedders.titan import TitanMultimodalEmbedder
+from imagesearch.resources import CLIP_MODEL_ID, SUPPORTED_MODELS, model_kind
 from imagesearch.settings import CommonSettings
 
 __all__ = [
+    "BatchEmbedder",
+    "CohereEmbedV4Embedder",
+    "EmbedInput",
     "Embedder",
+    "ModelLimits",
+    "NovaMultimodalEmbedder",
+    "Purpose",
     "TitanMultimodalEmbedder",
     "Vector",
     "build_embedder",
     "build_embedder_for",
+    "embed_images",
+    "limits_of",
     "unit_vector",
 ]
+
+# resources.MODELS kind -> the adapter speaking that model's wire format.
+ADAPTERS: dict[str, type[BedrockEmbedder]] = {
+    "titan": TitanMultimodalEmbedder,
+    "nova": NovaMultimodalEmbedder,
+    "cohere": CohereEmbedV4Embedder,
+}
 
 
 def build_embedder(
@@ -32,10 +60,11 @@ def build_embedder(
 ) -> Embedder:
     """The embedder for ``model_id`` producing ``dimension``-long vectors.
 
-    Bedrock Titan ids get ``TitanMultimodalEmbedder`` (``client``, timeouts and
-    attempts apply to it); ``resources.CLIP_MODEL_ID`` gets the local CLIP embedder
-    (an optional extra, imported only when asked for). Raises ValueError for
-    unknown ids and unsupported dimensions.
+    Bedrock model ids and their inference profile ids get the adapter of their kind
+    (Titan, Nova 2, Cohere v4; ``client``, timeouts and attempts apply to it);
+    ``resources.CLIP_MODEL_ID`` gets the local CLIP embedder (an optional extra,
+    imported only when asked for). Raises ValueError for unknown ids and unsupported
+    dimensions.
     """
     if model_id == CLIP_MODEL_ID:
         # Imported lazily: CLIP pulls in torch, which the Lambda asset never ships.
@@ -49,8 +78,9 @@ def build_embedder(
             )
         return embedder
 
-    if is_titan_model(model_id) and model_id in SUPPORTED_MODELS:
-        return TitanMultimodalEmbedder(
+    adapter = ADAPTERS.get(model_kind(model_id) or "")
+    if adapter is not None:
+        return adapter(
             model_id,
             dimension,
             client=client,

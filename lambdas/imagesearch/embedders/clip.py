@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from imagesearch.embedders.base import Vector, unit_vector
+from imagesearch.embedders.base import TITAN_LIMITS, ModelLimits, Purpose, Vector, unit_vector
 from imagesearch.errors import EmbedderConfigurationError, InvalidEmbeddingInput
 from imagesearch.resources import CLIP_MODEL_ID
 
@@ -94,7 +94,18 @@ class ClipEmbedder:
     def dimension(self) -> int:
         return self._dimension
 
-    def embed(self, *, text: str | None = None, image: bytes | None = None) -> Vector:
+    @property
+    def limits(self) -> ModelLimits:
+        # CLIP sees 224 px: Titan's limits keep requests and memory small.
+        return TITAN_LIMITS
+
+    def embed(
+        self,
+        *,
+        text: str | None = None,
+        image: bytes | None = None,
+        purpose: Purpose = "document",  # CLIP embeds documents and queries alike
+    ) -> Vector:
         if text is None and image is None:
             raise ValueError("embed needs text, image or both")
         parts: list[Vector] = []
