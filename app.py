@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import aws_cdk as cdk
@@ -14,7 +15,11 @@ from stacks.stack import ImageSearchStack
 
 def build_app(app: cdk.App | None = None) -> cdk.App:
     app = app or cdk.App()
-    config = AppConfig.from_context(app.node.try_get_context)
+    # The CDK CLI sets CDK_DEFAULT_REGION to the region it deploys an environment-agnostic
+    # stack to: knowing it, synth refuses a model that region does not offer.
+    config = AppConfig.from_context(
+        app.node.try_get_context, region=os.environ.get("CDK_DEFAULT_REGION")
+    )
     ImageSearchStack(app, config=config)
     cdk.Aspects.of(app).add(AwsSolutionsChecks(verbose=True))
     return app

@@ -28,6 +28,8 @@ _ORIGIN = re.compile(
     r"https?://[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:[0-9]{1,5})?"
 )
 
+_REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]")
+
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
 
@@ -51,9 +53,20 @@ class AppConfig:
     api_burst_limit: int = r.CONTEXT_DEFAULTS["apiBurstLimit"]
     cors_origins: tuple[str, ...] = tuple(r.CONTEXT_DEFAULTS["corsOrigins"])
     noncurrent_version_days: int = r.CONTEXT_DEFAULTS["noncurrentVersionDays"]
+    model_regions: tuple[str, ...] = tuple(r.CONTEXT_DEFAULTS["modelRegions"])
+    # The region being deployed to, when known at synth (the CDK CLI's CDK_DEFAULT_REGION
+    # or an explicit stack env); None for an environment-agnostic synth, where the
+    # template's ModelOfferedInRegion rule checks the region at deploy time instead.
+    region: str | None = None
 
     def __post_init__(self) -> None:
+        for region in self.model_regions:
+            if not _REGION.fullmatch(region):
+                raise ConfigError(
+                    f"modelRegions entry {region!r} is not a region name (like eu-south-2)"
+                )
         _check_model(self.model_id, self.embedding_dimension)
+        _check_model_region(self.model_id, self.region, self.model_regions)
         _check_prefix(self.upload_prefix)
         _check_vector_store(self.vector_store)
         if not MIN_INGEST_CONCURRENCY <= self.ingest_max_concurrency <= MAX_INGEST_CONCURRENCY:
@@ -85,11 +98,19 @@ class AppConfig:
                 f"{MAX_NONCURRENT_VERSION_DAYS} days, got {self.noncurrent_version_days}"
             )
 
+    @property
+    def allowed_model_regions(self) -> tuple[str, ...]:
+        """Regions the model id can be called from: our table plus ``modelRegions``."""
+        return tuple(sorted(set(r.model_regions(self.model_id)) | set(self.model_regions)))
+
     @classmethod
-    def from_context(cls, get: Callable[[str], Any] | Mapping[str, Any]) -> AppConfig:
+    def from_context(
+        cls, get: Callable[[str], Any] | Mapping[str, Any], *, region: str | None = None
+    ) -> AppConfig:
         """Build from CDK context: ``get`` is ``node.try_get_context`` or a plain mapping.
 
-        Missing keys fall back to ``resources.CONTEXT_DEFAULTS``.
+        Missing keys fall back to ``resources.CONTEXT_DEFAULTS``. ``region``: the
+        deployment region when known (checked against the model's regions).
         """
         lookup = get.get if isinstance(get, Mapping) else get
 
@@ -111,6 +132,8 @@ class AppConfig:
             noncurrent_version_days=_as_int(
                 "noncurrentVersionDays", value("noncurrentVersionDays")
             ),
+            model_regions=_as_list("modelRegions", value("modelRegions")),
+            region=region or None,
         )
 
 
@@ -146,12 +169,17 @@ def _as_number(key: str, raw: Any) -> float:
 
 def _as_origins(key: str, raw: Any) -> tuple[str, ...]:
     """A JSON list in cdk.json, a comma-separated string on the command line."""
+    return _as_list(key, raw, "origins")
+
+
+def _as_list(key: str, raw: Any, what: str = "strings") -> tuple[str, ...]:
+    """A JSON list in cdk.json, a comma-separated string on the command line."""
     if isinstance(raw, str):
         items: list[Any] = [part.strip() for part in raw.split(",") if part.strip()]
     elif isinstance(raw, list | tuple):
         items = list(raw)
     else:
-        raise ConfigError(f"{key} must be a list of origins or a comma-separated string")
+        raise ConfigError(f"{key} must be a list of {what} or a comma-separated string")
     if not all(isinstance(item, str) for item in items):
         raise ConfigError(f"{key} must hold strings, got {raw!r}")
     return tuple(dict.fromkeys(item.strip() for item in items))
@@ -179,17 +207,50 @@ def _as_bool(key: str, raw: Any) -> bool:
 
 
 def _check_model(model_id: str, dimension: int) -> None:
-    dimensions = r.SUPPORTED_MODELS.get(model_id)
-    if dimensions is None:
+    spec = r.model_spec(model_id)
+    if spec is None:
         raise ConfigError(
             f"modelId {model_id!r} is not supported; supported models: "
-            f"{', '.join(sorted(r.SUPPORTED_MODELS))}"
+            f"{', '.join(sorted(r.MODELS))} (or their cross-region inference profile ids, "
+            f"prefixed {', '.join(p + '.' for p in r.PROFILE_REGIONS)} where Bedrock has one)"
         )
-    if dimension not in dimensions:
+    geo, base = r.split_model_id(model_id)
+    if geo is not None and geo not in spec.profiles:
+        offered = ", ".join(f"{p}.{base}" for p in spec.profiles) or "none"
+        raise ConfigError(
+            f"modelId {model_id!r}: Bedrock has no {geo!r} cross-region inference profile "
+            f"for {base}; profiles: {offered}; or use {base} in one of its regions"
+        )
+    if dimension not in spec.dimensions:
         raise ConfigError(
             f"embeddingDimension {dimension} is not supported by {model_id}; "
-            f"use one of {', '.join(str(d) for d in dimensions)}"
+            f"use one of {', '.join(str(d) for d in spec.dimensions)}"
         )
+
+
+def _check_model_region(model_id: str, region: str | None, extra: tuple[str, ...]) -> None:
+    """Finding 9.15: a stack in a region without its model sends every image to the DLQ."""
+    if region is None or region.startswith("${Token"):
+        return
+    allowed = set(r.model_regions(model_id)) | set(extra)
+    if region in allowed:
+        return
+    spec = r.model_spec(model_id)
+    profiles = ", ".join(
+        f"{geo}.{r.split_model_id(model_id)[1]}"
+        for geo in (spec.profiles if spec else ())
+        if geo == "global" or region in r.PROFILE_REGIONS[geo]
+    )
+    hint = (
+        f" or a cross-region inference profile that serves {region} ({profiles})"
+        if profiles
+        else ""
+    )
+    raise ConfigError(
+        f"modelId {model_id} is not offered in region {region} (by this release's table: "
+        f"{', '.join(sorted(allowed))}). Deploy to one of those regions{hint}; if AWS has "
+        f"added {model_id} in {region} since, pass -c modelRegions={region}"
+    )
 
 
 def _check_prefix(prefix: str) -> None:

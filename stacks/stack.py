@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import ArnFormat, CfnOutput, Stack
+from aws_cdk import ArnFormat, Aws, CfnOutput, CfnRule, CfnRuleAssertion, Fn, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from cdk_nag import NagPackSuppression, NagSuppressions
@@ -64,6 +64,7 @@ class ImageSearchStack(Stack):
 
         self._grant_ingest()
         self._grant_search()
+        self._model_region_rule()
         self._outputs()
         self._suppress_nag_findings()
 
@@ -71,14 +72,42 @@ class ImageSearchStack(Stack):
 
     @property
     def model_arn(self) -> str:
-        """Foundation model ARN: no account field, the model id as the resource name."""
+        """Foundation model ARN in the stack's region: no account field."""
+        return self._foundation_model_arn(r.split_model_id(self.config.model_id)[1])
+
+    def _foundation_model_arn(self, model_id: str, region: str | None = None) -> str:
         return self.format_arn(
             service="bedrock",
             account="",
+            region=region,
             resource="foundation-model",
-            resource_name=self.config.model_id,
+            resource_name=model_id,
             arn_format=ArnFormat.SLASH_RESOURCE_NAME,
         )
+
+    def model_arns(self, model_id: str) -> list[str]:
+        """Every ARN InvokeModel on ``model_id`` is authorised against, and no other.
+
+        A foundation model id: that model in this region. A cross-region inference
+        profile (``us.``, ``eu.``, ``apac.``): the profile in this region and account,
+        and the foundation model in each region the profile routes to. ``global.``: the
+        profile, the model in this region, and the model with an empty region field
+        (how IAM names "any commercial region" for global profiles).
+        """
+        geo, base = r.split_model_id(model_id)
+        if geo is None:
+            return [self._foundation_model_arn(base)]
+        profile = self.format_arn(
+            service="bedrock",
+            resource="inference-profile",
+            resource_name=model_id,
+            arn_format=ArnFormat.SLASH_RESOURCE_NAME,
+        )
+        if geo == "global":
+            return [profile, self._foundation_model_arn(base), self._foundation_model_arn(base, "")]
+        return [profile] + [
+            self._foundation_model_arn(base, region) for region in r.PROFILE_REGIONS[geo]
+        ]
 
     def _uploads_arn(self) -> str:
         return self.storage.bucket.arn_for_objects(f"{self.config.upload_prefix}*")
@@ -168,11 +197,31 @@ class ImageSearchStack(Stack):
         )
         grant(self._invoke_model_statement())
 
+    def _model_region_rule(self) -> None:
+        """Finding 9.15 at deploy time: synth checks the region when it knows it; an
+        environment-agnostic template carries the same check as a CloudFormation rule,
+        so a deploy into a region without the model fails before any resource exists."""
+        regions = list(self.config.allowed_model_regions)
+        CfnRule(
+            self,
+            "ModelOfferedInRegion",
+            assertions=[
+                CfnRuleAssertion(
+                    assert_=Fn.condition_contains(regions, Aws.REGION),
+                    assert_description=(
+                        f"{self.config.model_id} is not offered in this region (known: "
+                        f"{', '.join(regions)}). Deploy to one of those, or pass "
+                        "-c modelRegions=<region> if AWS has added it there since."
+                    ),
+                )
+            ],
+        )
+
     def _invoke_model_statement(self) -> iam.PolicyStatement:
         return iam.PolicyStatement(
             sid="InvokeEmbeddingModel",
             actions=["bedrock:InvokeModel"],
-            resources=[self.model_arn],
+            resources=self.model_arns(self.config.model_id),
         )
 
     # --- outputs ----------------------------------------------------------------

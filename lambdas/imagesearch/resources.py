@@ -28,6 +28,9 @@ CONTEXT_DEFAULTS: Final[dict[str, Any]] = {
     "corsOrigins": [],
     # Overwritten and deleted images stay recoverable this many days (bucket versioning).
     "noncurrentVersionDays": 30,
+    # Regions to accept for modelId beyond the table below (MODELS / PROFILE_REGIONS), for
+    # regions AWS added after this release: a list, or comma-separated on the command line.
+    "modelRegions": [],
 }
 
 # --- Embedding models ----------------------------------------------------------
@@ -121,6 +124,24 @@ def model_spec(model_id: str) -> ModelSpec | None:
 def model_kind(model_id: str) -> str | None:
     spec = model_spec(model_id)
     return spec.kind if spec else None
+
+
+def model_regions(model_id: str) -> tuple[str, ...]:
+    """Regions a model or inference profile id can be called from (by our table).
+
+    In-region ids: where the model is offered. Geographic profiles: their source
+    regions. ``global.``: every region of the table's geographies and the model's own.
+    """
+    spec = model_spec(model_id)
+    if spec is None:
+        return ()
+    geo, _ = split_model_id(model_id)
+    if geo is None:
+        return spec.regions
+    if geo == "global":
+        everywhere = {region for regions in PROFILE_REGIONS.values() for region in regions}
+        return tuple(sorted(everywhere | set(spec.regions)))
+    return PROFILE_REGIONS[geo]
 
 
 # Local-only embedder (never deployed): sentence-transformers CLIP.

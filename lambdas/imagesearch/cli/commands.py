@@ -836,5 +836,7 @@ def cmd_local(args: Any) -> int:
             embedder=args.embedder,
             host=args.host,
             state_dir=Path(args.state_dir),
+            model_id=args.model_id,
+            dimension=args.dimension,
         )
     )

@@ -111,6 +111,12 @@ def _jobs(value: str) -> int:
     return number
 
 
+def _dimension(value: str) -> int:
+    if not value.strip().isdigit() or int(value) == 0:
+        raise argparse.ArgumentTypeError(f"not a dimension: {value!r}")
+    return int(value)
+
+
 def _target_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     """Global options, accepted before and after the subcommand (``suppress``: the
     subcommand's copy only sets a value when given, so it never hides the global one)."""
@@ -273,6 +279,19 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         default=DEFAULT_HOST,
         help=f"address to listen on (default {DEFAULT_HOST}); 0.0.0.0 serves other devices"
         " on your network, with no auth",
+    )
+    local.add_argument(
+        "--model-id",
+        default=env.get("MODEL_ID") or None,
+        metavar="ID",
+        help="Bedrock model or inference profile id (default the stack's, env MODEL_ID)",
+    )
+    local.add_argument(
+        "--dimension",
+        type=_dimension,
+        default=env.get("EMBEDDING_DIMENSION") or None,
+        metavar="N",
+        help="embedding dimension of that model (default 1024, env EMBEDDING_DIMENSION)",
     )
     return parser
 

@@ -76,10 +76,28 @@ _POWERTOOLS_DEFAULTS = {
 }
 
 
-def embedder_settings(embedder: str) -> tuple[str, int]:
-    """Model id and dimension of an ``--embedder`` choice."""
+def embedder_settings(
+    embedder: str, model_id: str | None = None, dimension: int | None = None
+) -> tuple[str, int]:
+    """Model id and dimension of an ``--embedder`` choice (``--model-id``/``--dimension``
+    pick the Bedrock model; unset: the stack's defaults)."""
     if embedder == "bedrock":
-        return r.CONTEXT_DEFAULTS["modelId"], r.CONTEXT_DEFAULTS["embeddingDimension"]
+        model = model_id or r.CONTEXT_DEFAULTS["modelId"]
+        spec = r.model_spec(model)
+        if spec is None:
+            raise LocalModeError(
+                f"unknown --model-id {model!r}: choose one of {', '.join(sorted(r.MODELS))} "
+                "(or a cross-region inference profile id of one)"
+            )
+        size = dimension or r.CONTEXT_DEFAULTS["embeddingDimension"]
+        if size not in spec.dimensions:
+            raise LocalModeError(
+                f"{model} produces {', '.join(map(str, spec.dimensions))}-dimensional "
+                f"vectors, not {size}: pass --dimension"
+            )
+        return model, size
+    if model_id or dimension:
+        raise LocalModeError("--model-id and --dimension apply to --embedder bedrock only")
     if embedder == "clip":
         if importlib.util.find_spec("sentence_transformers") is None:
             from imagesearch.embedders.clip import INSTALL_HINT
@@ -108,6 +126,8 @@ class LocalMode:
         names: LocalNames | None = None,
         poll_seconds: float = POLL_SECONDS,
         state_dir: Path | None = None,
+        model_id: str | None = None,
+        dimension: int | None = None,
     ) -> None:
         """``state_dir``: where the state survives restarts (None: memory only)."""
         self.port = port
@@ -133,6 +153,7 @@ class LocalMode:
         self._mirror: DropboxMirror | None = None
         self._clients: AwsClients | None = None
         self.resources: LocalResources | None = None
+        self._model_choice = (model_id, dimension)
         self.model_id = ""
         self.dimension = 0
 
@@ -170,7 +191,7 @@ class LocalMode:
         return self
 
     def _start(self) -> None:
-        self.model_id, self.dimension = embedder_settings(self.embedder)
+        self.model_id, self.dimension = embedder_settings(self.embedder, *self._model_choice)
         try:
             self.dropbox.mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -646,6 +667,8 @@ def run(
     embedder: str,
     host: str = LOOPBACK,
     state_dir: Path | None = DEFAULT_STATE_DIR,
+    model_id: str | None = None,
+    dimension: int | None = None,
 ) -> int:
     """``imagesearch local``: run until Ctrl-C or SIGTERM; the process exit code."""
     configure_output()
@@ -653,7 +676,15 @@ def run(
     sys.stdout = cast(TextIO, _WithoutEmbeddedMetrics(stdout))
     stop = threading.Event()
     previous = _install_signal_handlers(stop)
-    mode = LocalMode(port=port, dropbox=dropbox, embedder=embedder, host=host, state_dir=state_dir)
+    mode = LocalMode(
+        port=port,
+        dropbox=dropbox,
+        embedder=embedder,
+        host=host,
+        state_dir=state_dir,
+        model_id=model_id,
+        dimension=dimension,
+    )
     try:
         try:
             mode.start()
