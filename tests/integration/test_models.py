@@ -89,9 +89,9 @@ def test_ingest_and_search_with_each_model(
             assert found["results"][0]["key"] == key
             assert (found["model_id"], found["dimension"]) == (model_id, dimension)
         # And the stored vector is the model's own embedding of what it was sent
-        item = aws.item(red)
-        assert item is not None
-        stored = np.frombuffer(item["vector"]["B"], dtype="<f4")
+        record = aws.record(red)
+        assert record is not None and record.vector is not None
+        stored = np.asarray(record.vector)
         raw = np.asarray(
             fake_embedding(None, encoded((220, 20, 20), "JPEG"), dimension, SPACE[model_id])
         )
