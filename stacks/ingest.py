@@ -18,9 +18,11 @@ from stacks.functions import LoggedFunction, runtime_environment
 SERVICE_NAME = "imagesearch-ingest"
 MEMORY_MB = 1024
 # A batch is up to 10 images: download, decode (HEIC/TIFF up to tens of MB), resize,
-# one Bedrock call each (bounded below), a thumbnail and a DynamoDB write. Two minutes
-# leaves room for a slow batch; a record that still times out is retried via the queue.
-TIMEOUT = Duration.seconds(120)
+# one Bedrock call each (bounded below), a thumbnail and a DynamoDB write. The handler
+# starts a message only while one worst-case image still fits (all Bedrock attempts
+# timing out + backoff + 20 s of work = 92 s) and hands the rest back unstarted; five
+# minutes lets a whole batch of heavy images start after all (92 + 9 x 20 s).
+TIMEOUT = Duration.seconds(300)
 BATCH_SIZE = 10
 MAX_BATCHING_WINDOW = Duration.seconds(5)
 MAX_RECEIVE_COUNT = r.INGEST_MAX_RECEIVE_COUNT
@@ -30,7 +32,7 @@ QUEUE_RETENTION = Duration.days(4)
 # batching window, so a message is not redelivered while a retried invocation runs.
 VISIBILITY_TIMEOUT = Duration.seconds(6 * TIMEOUT.to_seconds() + MAX_BATCHING_WINDOW.to_seconds())
 # Bound each Bedrock call so a hung connection costs seconds, not the whole timeout:
-# 3 attempts x 20 s read stays well inside TIMEOUT.
+# 3 attempts x (3 s + 20 s) is what the handler reserves before starting an image.
 BEDROCK_CONNECT_TIMEOUT_S = "3"
 BEDROCK_READ_TIMEOUT_S = "20"
 BEDROCK_MAX_ATTEMPTS = "3"

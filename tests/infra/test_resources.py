@@ -268,7 +268,7 @@ def _expected_environment(app: Synthesized, kind: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize(
     ("kind", "handler", "memory", "timeout"),
-    [("ingest", r.INGEST_HANDLER, 1024, 120), ("search", r.API_HANDLER, 2048, 29)],
+    [("ingest", r.INGEST_HANDLER, 1024, 300), ("search", r.API_HANDLER, 2048, 29)],
 )
 def test_functions(
     any_app: Synthesized, kind: str, handler: str, memory: int, timeout: int
@@ -301,6 +301,28 @@ def test_bedrock_call_budget_fits_the_function_timeouts(default_app: Synthesized
             float(env[r.ENV_BEDROCK_CONNECT_TIMEOUT]) + float(env[r.ENV_BEDROCK_READ_TIMEOUT])
         )
         assert budget < resource["Timeout"]
+
+
+def test_a_whole_batch_of_heavy_images_starts_within_the_ingest_timeout(
+    default_app: Synthesized,
+) -> None:
+    # The handler starts a message only while one worst-case image (every Bedrock attempt
+    # timing out, the SDK's backoff, the work on the image) still fits in the time left.
+    from imagesearch.handlers.ingest import IMAGE_WORK_SECONDS, seconds_per_image
+    from imagesearch.settings import IngestSettings, load_settings
+    from stacks.ingest import BATCH_SIZE
+
+    resource = resource_of(default_app, default_app.stack.ingest.function)["Properties"]
+    env = {
+        name: value
+        for name, value in resource["Environment"]["Variables"].items()
+        if isinstance(value, str)  # bucket and table names are references
+    }
+    need = seconds_per_image(
+        load_settings(IngestSettings, {**env, r.ENV_BUCKET: "b-x", r.ENV_TABLE: "t-x"})
+    )
+    # A batch of images that each take the full work allowance must all start
+    assert need + (BATCH_SIZE - 1) * IMAGE_WORK_SECONDS <= resource["Timeout"]
 
 
 def test_cli_context_reaches_the_functions(cli_app: Synthesized) -> None:
