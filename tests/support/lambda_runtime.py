@@ -15,6 +15,16 @@ def FakeLambdaContext() -> LocalLambdaContext:
     return LocalLambdaContext(function_name="imagesearch-test")
 
 
+def _ingest_context() -> LocalLambdaContext:
+    """A context with the deployed ingest function's timeout: the handler starts a
+    message only while the time one slow image needs is left (docs/decisions.md)."""
+    from stacks.ingest import TIMEOUT
+
+    return LocalLambdaContext(
+        function_name="imagesearch-test-ingest", timeout_seconds=TIMEOUT.to_seconds()
+    )
+
+
 def sqs_event(messages: list[dict[str, Any]], queue_arn: str) -> dict[str, Any]:
     """An SQS event exactly as the Lambda event source mapping (and local mode) builds it."""
     return {
@@ -59,7 +69,7 @@ def drain_queue(
         ).get("Messages", [])
         if not received:
             return stats
-        response = handler(sqs_event(received, queue_arn), FakeLambdaContext())
+        response = handler(sqs_event(received, queue_arn), _ingest_context())
         stats.invocations += 1
         stats.messages += len(received)
         failed = {item["itemIdentifier"] for item in response.get("batchItemFailures", [])}
