@@ -70,7 +70,8 @@ class Embedder:
 
 image = base64.b64encode(open(sys.argv[1], "rb").read()).decode()
 service = SearchService(
-    None, None, Embedder(), None, upload_prefix="uploads/", model_id="fake", dimension=8
+    catalog=None, index=None, embedder=Embedder(), store=None,
+    upload_prefix="uploads/", model_id="fake", dimension=8,
 )
 request = SearchRequest.model_validate(
     {"queries": [{"image": image, "weight": 1.0} for _ in range(10)]}
