@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from imagesearch.embedders.base import ModelLimits, Purpose, Vector
 from imagesearch.errors import EmbedderConfigurationError
+from imagesearch.resources import vector_index_name
 from imagesearch.settings import CommonSettings, IngestSettings, SearchSettings, SettingsError
 
 if TYPE_CHECKING:  # the runtime imports are deferred to keep cold starts short
@@ -72,7 +73,25 @@ def build_vector_index(
             dimension=settings.dimension,
             refresh_interval=refresh,
         )
+    if settings.vector_store == "s3vectors":
+        from imagesearch.index.s3vectors import S3VectorsIndex
+
+        if not settings.vector_bucket:
+            raise SettingsError("vector store 's3vectors' needs the vector bucket's name")
+        client = (clients or Clients()).s3vectors
+        return S3VectorsIndex(
+            client if client is not None else s3vectors_client(),
+            bucket=settings.vector_bucket,
+            index=settings.vector_index or vector_index_name(settings.model_id, settings.dimension),
+            dimension=settings.dimension,
+        )
     raise SettingsError(f"vector store {settings.vector_store!r} is not available")
+
+
+def s3vectors_client() -> Any:
+    import boto3
+
+    return boto3.client("s3vectors")
 
 
 def build_vector_sync(

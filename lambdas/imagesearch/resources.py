@@ -150,6 +150,21 @@ CLIP_MODEL_ID: Final = "clip-ViT-B-32"
 VECTOR_STORES: Final = ("dynamodb",)  # "s3vectors" is the planned scale tier
 CAPTION_MODES: Final = ("none", "joint")
 
+
+def vector_index_name(model_id: str, dimension: int) -> str:
+    """The S3 Vectors index of a model and dimension (3-63 of ``a-z0-9-.``): an index's
+    dimension cannot change, so a model change gets a new index, rebuilt by reindex."""
+    import hashlib
+
+    slug = "".join(c if c.isascii() and c.isalnum() else "-" for c in model_id.lower())
+    slug = "-".join(part for part in slug.split("-") if part)
+    name = f"{slug}-{dimension}"
+    if len(name) > 63:
+        digest = hashlib.sha256(model_id.encode("utf-8")).hexdigest()[:8]
+        name = f"{slug[: 63 - len(str(dimension)) - 10].rstrip('-')}-{digest}-{dimension}"
+    return name
+
+
 # --- Object layout -----------------------------------------------------------
 
 THUMBNAIL_PREFIX: Final = "thumbnails/"
@@ -168,6 +183,8 @@ ENV_MODEL_ID: Final = "MODEL_ID"
 ENV_EMBEDDING_DIMENSION: Final = "EMBEDDING_DIMENSION"
 ENV_CAPTION_MODE: Final = "CAPTION_MODE"
 ENV_VECTOR_STORE: Final = "VECTOR_STORE"
+ENV_VECTOR_BUCKET: Final = "VECTOR_BUCKET"  # s3vectors only: the vector bucket's name
+ENV_VECTOR_INDEX: Final = "VECTOR_INDEX"  # s3vectors only: the index's name
 ENV_BEDROCK_CONNECT_TIMEOUT: Final = "BEDROCK_CONNECT_TIMEOUT_S"
 ENV_BEDROCK_READ_TIMEOUT: Final = "BEDROCK_READ_TIMEOUT_S"
 ENV_BEDROCK_MAX_ATTEMPTS: Final = "BEDROCK_MAX_ATTEMPTS"

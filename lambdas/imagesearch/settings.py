@@ -37,6 +37,9 @@ class CommonSettings(BaseModel):
     # Size cap on uploads: presigned PUTs sign it, ingest rejects larger objects unread.
     max_upload_bytes: int = Field(default=50 * 1024 * 1024, gt=0)
     clip_model: str | None = None
+    # s3vectors only; the index defaults to the one named after model and dimension.
+    vector_bucket: str | None = None
+    vector_index: str | None = None
 
     @field_validator("upload_prefix")
     @classmethod
@@ -71,6 +74,8 @@ _ENV_FIELDS = {
     "index_refresh_seconds": r.ENV_INDEX_REFRESH_SECONDS,
     "max_upload_bytes": r.ENV_MAX_UPLOAD_BYTES,
     "clip_model": r.ENV_CLIP_MODEL,
+    "vector_bucket": r.ENV_VECTOR_BUCKET,
+    "vector_index": r.ENV_VECTOR_INDEX,
 }
 
 

@@ -148,3 +148,16 @@ class InMemoryVectorIndex:
 
     def count(self) -> int:
         return len(self.matrix)
+
+
+class EmptyCatalogFeed:
+    """The embedded index's catalog reads over an empty catalog: the index holds only
+    what is upserted into it (the vector-index contract suite)."""
+
+    def scan_vector_items(
+        self, *, model_id: str, dimension: int, segment: int = 0, total_segments: int = 1
+    ) -> Iterator[dict[str, Any]]:
+        return iter(())
+
+    def changes(self, since_ms: int, until_ms: int) -> Iterator[dict[str, Any]]:
+        return iter(())

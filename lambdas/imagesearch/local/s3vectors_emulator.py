@@ -1,0 +1,727 @@
+"""An Amazon S3 Vectors emulator for local mode, tests and benchmarks (moto has no
+``QueryVectors``).
+
+It speaks the service's REST-JSON protocol on 127.0.0.1 (``POST /<Operation>``), so
+boto3's ``s3vectors`` client reaches it through ``AWS_ENDPOINT_URL_S3VECTORS`` and
+the adapter under test is the deployed code. Every request is checked against
+botocore's service model (required members, types, lengths, ranges, enums) and the
+documented limits (dimension 1-4,096, ``topK`` 1-100, <= 500 vectors per put and
+delete, <= 100 keys per get, metadata <= 40 KB and <= 50 keys per vector, filterable
+metadata <= 2 KB, <= 10 non-filterable keys per index, filter operators). Errors are
+answered in the service's wire format (``x-amzn-ErrorType`` header and a JSON
+``message``), so botocore raises ``ClientError`` with the service's error code.
+Queries are exact: every vector is scored (cosine distance ``1 - cos``, or euclidean),
+equal distances ordered by key.
+
+Filters follow the documented operators; where the documentation is silent the
+emulator takes MongoDB's reading (``$ne``/``$nin`` also match a vector without the
+key; comparisons and ``$in`` against a list match when any element does).
+
+State lives in memory; ``save``/``load`` keep it across local-mode restarts.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import pickle
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+logger = logging.getLogger(__name__)
+
+REGION = "us-east-1"
+ACCOUNT = "123456789012"
+
+MAX_DIMENSION = 4096
+MAX_TOP_K = 100
+MAX_PUT = 500
+MAX_DELETE = 500
+MAX_GET = 100
+MAX_LIST = 1000
+MAX_SEGMENTS = 16
+MAX_METADATA_BYTES = 40 * 1024
+MAX_FILTERABLE_METADATA_BYTES = 2 * 1024
+MAX_METADATA_KEYS = 50
+MAX_NON_FILTERABLE_KEYS = 10
+
+_COMPARISONS = ("$gt", "$gte", "$lt", "$lte")
+_OPERATORS = ("$eq", "$ne", "$in", "$nin", "$exists", *_COMPARISONS)
+
+
+class ServiceError(Exception):
+    """An error answered to the client in the service's wire format."""
+
+    def __init__(self, code: str, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status
+
+
+def _invalid(message: str) -> ServiceError:
+    return ServiceError("ValidationException", message)
+
+
+# -- the filter language ------------------------------------------------------------
+
+
+def _is_primitive(value: Any) -> bool:
+    return isinstance(value, str | bool | int | float)
+
+
+def _same(a: Any, b: Any) -> bool:
+    # JSON true is not 1: booleans only equal booleans.
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a == b
+    if isinstance(a, str) or isinstance(b, str):
+        return isinstance(a, str) and isinstance(b, str) and a == b
+    return bool(a == b)
+
+
+def _elements(stored: Any) -> list[Any]:
+    return list(stored) if isinstance(stored, list) else [stored]
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def validate_filter(expression: Any, filterable: Callable[[str], bool]) -> None:
+    """Raise ServiceError (ValidationException) for a malformed filter."""
+    if not isinstance(expression, dict) or not expression:
+        raise _invalid("Invalid filter: a filter is a non-empty JSON object")
+    for name, value in expression.items():
+        if name in ("$and", "$or"):
+            if not isinstance(value, list) or not value:
+                raise _invalid(f"Invalid filter: {name} takes a non-empty array of filters")
+            for part in value:
+                validate_filter(part, filterable)
+        elif name.startswith("$"):
+            raise _invalid(f"Invalid filter: unsupported operator {name}")
+        else:
+            if not filterable(name):
+                raise _invalid(f"Invalid filter: metadata key {name} is not filterable")
+            _validate_condition(name, value)
+
+
+def _validate_condition(name: str, condition: Any) -> None:
+    if _is_primitive(condition):
+        return
+    if not isinstance(condition, dict) or len(condition) != 1:
+        raise _invalid(f"Invalid filter on {name}: one operator per key")
+    ((operator, operand),) = condition.items()
+    if operator not in _OPERATORS:
+        raise _invalid(f"Invalid filter on {name}: unsupported operator {operator}")
+    if operator in ("$eq", "$ne") and not _is_primitive(operand):
+        raise _invalid(f"Invalid filter on {name}: {operator} takes a string, number or boolean")
+    if operator in _COMPARISONS and not _is_number(operand):
+        raise _invalid(f"Invalid filter on {name}: {operator} takes a number")
+    if operator in ("$in", "$nin") and (
+        not isinstance(operand, list) or not operand or not all(map(_is_primitive, operand))
+    ):
+        raise _invalid(f"Invalid filter on {name}: {operator} takes a non-empty array")
+    if operator == "$exists" and not isinstance(operand, bool):
+        raise _invalid(f"Invalid filter on {name}: $exists takes a boolean")
+
+
+def matches(expression: dict[str, Any], metadata: dict[str, Any]) -> bool:
+    """Whether a vector's metadata satisfies a (validated) filter."""
+    for name, value in expression.items():
+        if name == "$and":
+            if not all(matches(part, metadata) for part in value):
+                return False
+        elif name == "$or":
+            if not any(matches(part, metadata) for part in value):
+                return False
+        elif not _condition(metadata, name, value):
+            return False
+    return True
+
+
+def _condition(metadata: dict[str, Any], name: str, condition: Any) -> bool:
+    present = name in metadata
+    stored = metadata.get(name)
+    if not isinstance(condition, dict):
+        condition = {"$eq": condition}
+    ((operator, operand),) = condition.items()
+    if operator == "$exists":
+        return present is operand
+    if operator == "$ne":
+        return not present or not any(_same(e, operand) for e in _elements(stored))
+    if operator == "$nin":
+        return not present or not any(_same(e, o) for e in _elements(stored) for o in operand)
+    if not present:
+        return False
+    elements = _elements(stored)
+    if operator == "$eq":
+        return any(_same(e, operand) for e in elements)
+    if operator == "$in":
+        return any(_same(e, o) for e in elements for o in operand)
+    numbers = [e for e in elements if _is_number(e)]
+    if operator == "$gt":
+        return any(e > operand for e in numbers)
+    if operator == "$gte":
+        return any(e >= operand for e in numbers)
+    if operator == "$lt":
+        return any(e < operand for e in numbers)
+    return any(e <= operand for e in numbers)  # $lte
+
+
+# -- state --------------------------------------------------------------------------
+
+
+@dataclass
+class Index:
+    bucket: str
+    name: str
+    dimension: int
+    metric: str
+    non_filterable: tuple[str, ...]
+    created: float
+    rows: dict[str, int] = field(default_factory=dict)
+    keys: list[str] = field(default_factory=list)
+    metadata: list[dict[str, Any]] = field(default_factory=list)
+    matrix: npt.NDArray[np.float32] = field(
+        default_factory=lambda: np.zeros((0, 1), dtype=np.float32)
+    )
+
+    @property
+    def arn(self) -> str:
+        return f"arn:aws:s3vectors:{REGION}:{ACCOUNT}:bucket/{self.bucket}/index/{self.name}"
+
+    def put(self, key: str, vector: npt.NDArray[np.float32], metadata: dict[str, Any]) -> None:
+        row = self.rows.get(key)
+        if row is None:
+            row = len(self.keys)
+            if row == self.matrix.shape[0]:
+                grown = np.zeros((max(64, row * 2), self.dimension), dtype=np.float32)
+                grown[:row] = self.matrix[:row]
+                self.matrix = grown
+            self.rows[key] = row
+            self.keys.append(key)
+            self.metadata.append(metadata)
+        else:
+            self.metadata[row] = metadata
+        self.matrix[row] = vector
+
+    def remove(self, key: str) -> None:
+        row = self.rows.pop(key, None)
+        if row is None:
+            return
+        last = len(self.keys) - 1
+        if row != last:
+            moved = self.keys[last]
+            self.matrix[row] = self.matrix[last]
+            self.keys[row] = moved
+            self.metadata[row] = self.metadata[last]
+            self.rows[moved] = row
+        self.keys.pop()
+        self.metadata.pop()
+
+    def distances(self, query: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        live = self.matrix[: len(self.keys)].astype(np.float64)
+        if self.metric == "cosine":
+            norms = np.sqrt(np.einsum("ij,ij->i", live, live)) * float(np.linalg.norm(query))
+            return np.asarray(1.0 - (live @ query) / norms)
+        return np.asarray(np.sqrt(np.einsum("ij,ij->i", live - query, live - query)))
+
+
+@dataclass
+class Bucket:
+    name: str
+    created: float
+    encryption: dict[str, Any]
+    indexes: dict[str, Index] = field(default_factory=dict)
+
+    @property
+    def arn(self) -> str:
+        return f"arn:aws:s3vectors:{REGION}:{ACCOUNT}:bucket/{self.name}"
+
+
+# -- the service --------------------------------------------------------------------
+
+
+class S3VectorsService:
+    """The operations, on plain request dicts (validated first)."""
+
+    def __init__(self) -> None:
+        import botocore.session
+        from botocore.validate import ParamValidator
+
+        self._model = botocore.session.get_session().get_service_model("s3vectors")
+        self._validator = ParamValidator()
+        self._lock = threading.RLock()
+        self.buckets: dict[str, Bucket] = {}
+        self.calls: list[str] = []
+
+    def handle(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
+        if operation not in self._model.operation_names:
+            raise ServiceError("UnknownOperationException", f"unknown operation {operation}", 404)
+        shape = self._model.operation_model(operation).input_shape
+        report = self._validator.validate(params, shape)
+        if report.has_errors():
+            raise _invalid(report.generate_report())
+        _check_maxima(params, shape, "")
+        method = getattr(self, "_" + _snake(operation), None)
+        if method is None:
+            raise ServiceError(
+                "UnknownOperationException", f"{operation} is not emulated", status=501
+            )
+        with self._lock:
+            self.calls.append(operation)
+            result: dict[str, Any] = method(params)
+            return result
+
+    # buckets and indexes
+
+    def _create_vector_bucket(self, params: dict[str, Any]) -> dict[str, Any]:
+        name = params["vectorBucketName"]
+        if name in self.buckets:
+            raise ServiceError("ConflictException", f"vector bucket {name} exists", 409)
+        bucket = Bucket(name, _now(), params.get("encryptionConfiguration", {"sseType": "AES256"}))
+        self.buckets[name] = bucket
+        return {"vectorBucketArn": bucket.arn}
+
+    def _get_vector_bucket(self, params: dict[str, Any]) -> dict[str, Any]:
+        bucket = self._bucket(params)
+        return {
+            "vectorBucket": {
+                "vectorBucketName": bucket.name,
+                "vectorBucketArn": bucket.arn,
+                "creationTime": bucket.created,
+                "encryptionConfiguration": bucket.encryption,
+            }
+        }
+
+    def _list_vector_buckets(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "vectorBuckets": [
+                {"vectorBucketName": b.name, "vectorBucketArn": b.arn, "creationTime": b.created}
+                for b in self.buckets.values()
+            ]
+        }
+
+    def _delete_vector_bucket(self, params: dict[str, Any]) -> dict[str, Any]:
+        bucket = self._bucket(params)
+        if bucket.indexes:
+            raise ServiceError("ConflictException", "the vector bucket is not empty", 409)
+        del self.buckets[bucket.name]
+        return {}
+
+    def _create_index(self, params: dict[str, Any]) -> dict[str, Any]:
+        bucket = self._bucket(params)
+        name = params["indexName"]
+        if name in bucket.indexes:
+            raise ServiceError("ConflictException", f"index {name} exists", 409)
+        keys = params.get("metadataConfiguration", {}).get("nonFilterableMetadataKeys", [])
+        if len(keys) > MAX_NON_FILTERABLE_KEYS:
+            raise _invalid(f"at most {MAX_NON_FILTERABLE_KEYS} non-filterable metadata keys")
+        dimension = params["dimension"]
+        index = Index(bucket.name, name, dimension, params["distanceMetric"], tuple(keys), _now())
+        index.matrix = np.zeros((0, dimension), dtype=np.float32)
+        bucket.indexes[name] = index
+        return {"indexArn": index.arn}
+
+    def _get_index(self, params: dict[str, Any]) -> dict[str, Any]:
+        index = self._index(params)
+        described: dict[str, Any] = {
+            "vectorBucketName": index.bucket,
+            "indexName": index.name,
+            "indexArn": index.arn,
+            "creationTime": index.created,
+            "dataType": "float32",
+            "dimension": index.dimension,
+            "distanceMetric": index.metric,
+        }
+        if index.non_filterable:
+            described["metadataConfiguration"] = {
+                "nonFilterableMetadataKeys": list(index.non_filterable)
+            }
+        return {"index": described}
+
+    def _list_indexes(self, params: dict[str, Any]) -> dict[str, Any]:
+        bucket = self._bucket(params)
+        prefix = params.get("prefix", "")
+        return {
+            "indexes": [
+                {
+                    "vectorBucketName": bucket.name,
+                    "indexName": i.name,
+                    "indexArn": i.arn,
+                    "creationTime": i.created,
+                }
+                for i in bucket.indexes.values()
+                if i.name.startswith(prefix)
+            ]
+        }
+
+    def _delete_index(self, params: dict[str, Any]) -> dict[str, Any]:
+        index = self._index(params)
+        del self.buckets[index.bucket].indexes[index.name]
+        return {}
+
+    # vectors
+
+    def _put_vectors(self, params: dict[str, Any]) -> dict[str, Any]:
+        index = self._index(params)
+        vectors = params["vectors"]
+        if len(vectors) > MAX_PUT:
+            raise _invalid(f"at most {MAX_PUT} vectors per PutVectors request")
+        checked = []
+        for position, vector in enumerate(vectors):
+            data = self._vector(index, vector["data"], f"vectors[{position}].data")
+            metadata = vector.get("metadata", {})
+            _check_metadata(metadata, index.non_filterable, position)
+            checked.append((vector["key"], data, metadata))
+        for key, data, metadata in checked:
+            index.put(key, data, metadata)
+        return {}
+
+    def _get_vectors(self, params: dict[str, Any]) -> dict[str, Any]:
+        index = self._index(params)
+        keys = params["keys"]
+        if len(keys) > MAX_GET:
+            raise _invalid(f"at most {MAX_GET} keys per GetVectors request")
+        found = []
+        for key in keys:
+            row = index.rows.get(key)
+            if row is None:
+                continue
+            found.append(
+                self._described(index, row, params.get("returnData"), params.get("returnMetadata"))
+            )
+        return {"vectors": found}
+
+    def _delete_vectors(self, params: dict[str, Any]) -> dict[str, Any]:
+        index = self._index(params)
+        keys = params["keys"]
+        if len(keys) > MAX_DELETE:
+            raise _invalid(f"at most {MAX_DELETE} keys per DeleteVectors request")
+        for key in keys:
+            index.remove(key)
+        return {}
+
+    def _list_vectors(self, params: dict[str, Any]) -> dict[str, Any]:
+        index = self._index(params)
+        limit = params.get("maxResults", MAX_LIST)
+        if limit > MAX_LIST:
+            raise _invalid(f"maxResults must be at most {MAX_LIST}")
+        segments = params.get("segmentCount")
+        segment = params.get("segmentIndex")
+        if (segments is None) != (segment is None):
+            raise _invalid("segmentCount and segmentIndex go together")
+        if segments is not None and not (
+            1 <= segments <= MAX_SEGMENTS and 0 <= (segment or 0) < segments
+        ):
+            raise _invalid(f"segmentCount 1-{MAX_SEGMENTS}, segmentIndex below it")
+        after = ""
+        if "nextToken" in params:
+            try:
+                after = base64.urlsafe_b64decode(params["nextToken"].encode()).decode()
+            except ValueError as error:
+                raise _invalid("invalid nextToken") from error
+        keys = sorted(
+            k
+            for k in index.rows
+            if k > after and (segments is None or _segment(k, segments) == segment)
+        )
+        page = keys[:limit]
+        response: dict[str, Any] = {
+            "vectors": [
+                self._described(
+                    index, index.rows[k], params.get("returnData"), params.get("returnMetadata")
+                )
+                for k in page
+            ]
+        }
+        if len(keys) > limit:
+            response["nextToken"] = base64.urlsafe_b64encode(page[-1].encode()).decode()
+        return response
+
+    def _query_vectors(self, params: dict[str, Any]) -> dict[str, Any]:
+        index = self._index(params)
+        top_k = params["topK"]
+        if top_k > MAX_TOP_K:
+            raise _invalid(f"topK must be between 1 and {MAX_TOP_K}")
+        if "queryTexts" in params or "nextToken" in params:
+            raise ServiceError("UnknownOperationException", "full-text query is not emulated", 501)
+        if "queryVector" not in params:
+            raise _invalid("queryVector is required")
+        query = self._vector(index, params["queryVector"], "queryVector").astype(np.float64)
+        expression = params.get("filter")
+        if expression is not None:
+            validate_filter(expression, lambda key: key not in index.non_filterable)
+        found: list[dict[str, Any]] = []
+        count = len(index.keys)
+        if count:
+            distances = index.distances(query)
+            order = sorted(range(count), key=lambda row: (float(distances[row]), index.keys[row]))
+            for row in order:
+                if expression is not None and not matches(expression, index.metadata[row]):
+                    continue
+                hit: dict[str, Any] = {"key": index.keys[row]}
+                if params.get("returnDistance"):
+                    hit["distance"] = float(distances[row])
+                if params.get("returnMetadata"):
+                    hit["metadata"] = index.metadata[row]
+                found.append(hit)
+                if len(found) == top_k:
+                    break
+        return {"vectors": found, "distanceMetric": index.metric}
+
+    # helpers
+
+    def _bucket(self, params: dict[str, Any]) -> Bucket:
+        name = params.get("vectorBucketName")
+        arn = params.get("vectorBucketArn") or params.get("indexArn")
+        if arn and not name:
+            name = arn.split(":bucket/", 1)[1].split("/", 1)[0]
+        if not name:
+            raise _invalid("vectorBucketName or an ARN is required")
+        bucket = self.buckets.get(name)
+        if bucket is None:
+            raise ServiceError("NotFoundException", f"vector bucket {name} not found", 404)
+        return bucket
+
+    def _index(self, params: dict[str, Any]) -> Index:
+        bucket = self._bucket(params)
+        name = params.get("indexName")
+        if not name and params.get("indexArn"):
+            name = params["indexArn"].rsplit("/index/", 1)[1]
+        if not name:
+            raise _invalid("indexName or indexArn is required")
+        index = bucket.indexes.get(name)
+        if index is None:
+            raise ServiceError("NotFoundException", f"index {name} not found", 404)
+        return index
+
+    @staticmethod
+    def _vector(index: Index, data: dict[str, Any], where: str) -> npt.NDArray[np.float32]:
+        values = data.get("float32")
+        if values is None:
+            raise _invalid(f"{where}: only float32 vectors are supported")
+        if len(values) != index.dimension:
+            raise _invalid(
+                f"{where}: dimension {len(values)} does not match the index ({index.dimension})"
+            )
+        array = np.asarray(values, dtype=np.float32)
+        if not bool(np.isfinite(array).all()):
+            raise _invalid(f"{where}: values must be finite")
+        if index.metric == "cosine" and not float(np.abs(array).max()) > 0:
+            raise _invalid(f"{where}: a zero vector has no cosine distance")
+        return array
+
+    @staticmethod
+    def _described(
+        index: Index, row: int, data: bool | None, metadata: bool | None
+    ) -> dict[str, Any]:
+        described: dict[str, Any] = {"key": index.keys[row]}
+        if data:
+            described["data"] = {"float32": index.matrix[row].tolist()}
+        if metadata:
+            described["metadata"] = index.metadata[row]
+        return described
+
+    # persistence (local mode)
+
+    def save(self, path: Path) -> None:
+        with self._lock:
+            temporary = path.with_suffix(".tmp")
+            temporary.write_bytes(pickle.dumps(self.buckets))
+            temporary.replace(path)
+
+    def load(self, path: Path) -> None:
+        if path.exists():
+            with self._lock:
+                # Our own file in the user's state directory, written by ``save``.
+                self.buckets = pickle.loads(path.read_bytes())  # noqa: S301
+
+
+def _check_metadata(metadata: Any, non_filterable: tuple[str, ...], position: int) -> None:
+    if not isinstance(metadata, dict):
+        raise _invalid(f"vectors[{position}].metadata must be a JSON object")
+    if len(metadata) > MAX_METADATA_KEYS:
+        raise _invalid(f"vectors[{position}].metadata has more than {MAX_METADATA_KEYS} keys")
+    for name, value in metadata.items():
+        if not (_is_primitive(value) or _is_primitive_list(value)):
+            raise _invalid(
+                f"vectors[{position}].metadata.{name}: a string, number, boolean or list of them"
+            )
+    if _size(metadata) > MAX_METADATA_BYTES:
+        raise _invalid(f"vectors[{position}].metadata is over {MAX_METADATA_BYTES} bytes")
+    filterable = {k: v for k, v in metadata.items() if k not in non_filterable}
+    if _size(filterable) > MAX_FILTERABLE_METADATA_BYTES:
+        raise _invalid(
+            f"vectors[{position}]: filterable metadata is over"
+            f" {MAX_FILTERABLE_METADATA_BYTES} bytes"
+        )
+
+
+def _is_primitive_list(value: Any) -> bool:
+    return isinstance(value, list) and all(_is_primitive(v) for v in value)
+
+
+def _size(metadata: dict[str, Any]) -> int:
+    return len(json.dumps(metadata, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+
+
+def _check_maxima(value: Any, shape: Any, path: str) -> None:
+    """The maxima botocore's validator leaves out (it checks minima only)."""
+    limit = shape.metadata.get("max")
+    if limit is not None:
+        size = value if isinstance(value, int) and not isinstance(value, bool) else None
+        if isinstance(value, str | list | dict):
+            size = len(value)
+        if size is not None and size > limit:
+            raise _invalid(f"{path or 'input'} is over its maximum of {limit}")
+    if shape.metadata.get("document"):
+        return
+    if shape.type_name == "structure" and isinstance(value, dict):
+        for name, member in shape.members.items():
+            if name in value:
+                _check_maxima(value[name], member, f"{path}.{name}" if path else name)
+    elif shape.type_name == "list" and isinstance(value, list):
+        for position, item in enumerate(value):
+            _check_maxima(item, shape.member, f"{path}[{position}]")
+
+
+def _segment(key: str, segments: int) -> int:
+    import zlib
+
+    return zlib.crc32(key.encode("utf-8")) % segments
+
+
+def _snake(name: str) -> str:
+    return "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")
+
+
+def _now() -> float:
+    import time
+
+    return time.time()
+
+
+# -- HTTP ---------------------------------------------------------------------------
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self) -> None:
+        operation = self.path.split("?", 1)[0].strip("/")
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        try:
+            try:
+                params = json.loads(body) if body else {}
+            except ValueError as error:
+                raise _invalid("the request body is not JSON") from error
+            if not isinstance(params, dict):
+                raise _invalid("the request body is not a JSON object")
+            result = self.server.service.handle(operation, params)
+            self._answer(200, result, {})
+        except ServiceError as error:
+            self._answer(error.status, {"message": error.message}, {"x-amzn-ErrorType": error.code})
+
+    def _answer(self, status: int, payload: dict[str, Any], headers: dict[str, str]) -> None:
+        data = json.dumps(payload, allow_nan=False).encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        logger.debug("s3vectors emulator: " + format, *args)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    service: S3VectorsService
+
+
+class S3VectorsEmulator:
+    """The service on an HTTP port of 127.0.0.1 (0: any free port), in a thread."""
+
+    def __init__(self, port: int = 0, service: S3VectorsService | None = None) -> None:
+        self.service = service or S3VectorsService()
+        self._server = _Server(("127.0.0.1", port), _Handler)
+        self._server.service = self.service
+        self._thread: threading.Thread | None = None
+
+    @property
+    def endpoint_url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def start(self) -> S3VectorsEmulator:
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="s3vectors-emulator", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> S3VectorsEmulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def ensure_index(
+    client: Any,
+    *,
+    bucket: str,
+    index: str,
+    dimension: int,
+    non_filterable_keys: tuple[str, ...],
+) -> None:
+    """Create the vector bucket and index as the stack does (idempotent)."""
+    from botocore.exceptions import ClientError
+
+    for create in (
+        lambda: client.create_vector_bucket(
+            vectorBucketName=bucket, encryptionConfiguration={"sseType": "AES256"}
+        ),
+        lambda: client.create_index(
+            vectorBucketName=bucket,
+            indexName=index,
+            dataType="float32",
+            dimension=dimension,
+            distanceMetric="cosine",
+            metadataConfiguration={"nonFilterableMetadataKeys": list(non_filterable_keys)},
+        ),
+    ):
+        try:
+            create()
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") != "ConflictException":
+                raise
+
+
+__all__ = [
+    "S3VectorsEmulator",
+    "S3VectorsService",
+    "ServiceError",
+    "ensure_index",
+    "matches",
+    "validate_filter",
+]

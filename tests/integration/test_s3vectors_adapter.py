@@ -1,0 +1,173 @@
+"""S3VectorsIndex on the emulator over HTTP: the requests it sends (batch sizes, the
+filter mapping, no per-hit round trips), the errors botocore raises from the emulator's
+wire format, and how the adapter maps them."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+from botocore.exceptions import ClientError, ParamValidationError
+from botocore.stub import Stubber
+
+from imagesearch.errors import IndexUnavailable
+from imagesearch.index.s3vectors import (
+    MAX_FOLDER_DEPTH,
+    S3VectorsIndex,
+    folder_id,
+    metadata_for,
+)
+from imagesearch.local.s3vectors_emulator import S3VectorsEmulator
+from imagesearch.ports import QueryFilters, VectorEntry
+from tests.support.s3vectors import client_for, fresh_index
+
+DIM = 4
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[S3VectorsEmulator]:
+    with S3VectorsEmulator() as running:
+        yield running
+
+
+class Spy:
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.client, name)
+
+        def call(**kwargs: Any) -> Any:
+            self.calls.append((name, kwargs))
+            return method(**kwargs)
+
+        return call
+
+    def named(self, name: str) -> list[dict[str, Any]]:
+        return [kwargs for called, kwargs in self.calls if called == name]
+
+
+@pytest.fixture
+def spy(emulator: S3VectorsEmulator) -> tuple[Spy, S3VectorsIndex]:
+    client, bucket, index = fresh_index(emulator, DIM)
+    spy = Spy(client)
+    return spy, S3VectorsIndex(spy, bucket=bucket, index=index, dimension=DIM)
+
+
+def entries(count: int) -> list[VectorEntry]:
+    rng = np.random.default_rng(3)
+    return [
+        VectorEntry(f"i{n}", f"uploads/a/{n}.jpg", "image/jpeg", rng.normal(size=DIM))
+        for n in range(count)
+    ]
+
+
+def test_writes_and_reads_are_batched_at_the_service_limits(
+    spy: tuple[Spy, S3VectorsIndex],
+) -> None:
+    client, index = spy
+    index.upsert(entries(1001))
+    assert [len(call["vectors"]) for call in client.named("put_vectors")] == [500, 500, 1]
+    index.get_vectors([f"i{n}" for n in range(201)])
+    assert [len(call["keys"]) for call in client.named("get_vectors")] == [100, 100, 1]
+    index.delete([f"i{n}" for n in range(501)])
+    assert [len(call["keys"]) for call in client.named("delete_vectors")] == [500, 1]
+    index.upsert([])
+    index.delete([])
+    assert len(client.named("put_vectors")) == 3 and len(client.named("delete_vectors")) == 2
+
+
+def test_a_query_is_one_call_with_the_filters_mapped(spy: tuple[Spy, S3VectorsIndex]) -> None:
+    client, index = spy
+    index.upsert(entries(5))
+    filters = QueryFilters(
+        prefix="uploads/a/", content_types=("image/png", "image/jpeg"), exclude_ids=("i1",)
+    )
+    index.query(np.ones(DIM), 10, filters)
+    (call,) = client.named("query_vectors")
+    assert call["topK"] == 11  # one more than asked, for the excluded id
+    assert call["filter"] == {
+        "$and": [
+            {"folders": {"$eq": folder_id("uploads/a/")}},
+            {"content_type": {"$in": ["image/png", "image/jpeg"]}},
+        ]
+    }
+    assert call["returnMetadata"] and call["returnDistance"]
+    assert client.named("get_vectors") == []  # hits carry their key: no per-hit reads
+
+
+def test_a_prefix_ending_mid_name_over_fetches(spy: tuple[Spy, S3VectorsIndex]) -> None:
+    client, index = spy
+    index.upsert(entries(3))
+    assert [
+        hit.image_id for hit in index.query(np.ones(DIM), 1, QueryFilters(prefix="uploads/a/1"))
+    ] == ["i1"]
+    index.query(np.ones(DIM), 1, QueryFilters(prefix="upl"))
+    mid, bare = client.named("query_vectors")
+    assert mid["topK"] == 100 and mid["filter"] == {"folders": {"$eq": folder_id("uploads/a/")}}
+    assert bare["topK"] == 100 and "filter" not in bare
+
+
+def test_metadata_stays_within_the_filterable_limit_for_the_deepest_keys() -> None:
+    key = "uploads/" + "a/" * 508  # 1,024 bytes
+    metadata = metadata_for(VectorEntry("x", key, "image/jpeg", np.ones(DIM)))
+    assert len(metadata["folders"]) == MAX_FOLDER_DEPTH
+    filterable = {k: v for k, v in metadata.items() if k != "key"}
+    assert len(json.dumps(filterable).encode()) < 2048
+
+
+def test_service_outages_are_index_unavailable(emulator: S3VectorsEmulator) -> None:
+    client = client_for(emulator)
+    index = S3VectorsIndex(client, bucket="vb-x", index="ix-x", dimension=DIM)
+    with Stubber(client) as stub:
+        stub.add_client_error("query_vectors", "ServiceUnavailableException", http_status_code=503)
+        stub.add_client_error("get_vectors", "TooManyRequestsException", http_status_code=429)
+        with pytest.raises(IndexUnavailable, match="ServiceUnavailableException"):
+            index.query(np.ones(DIM), 5, QueryFilters())
+        with pytest.raises(IndexUnavailable, match="TooManyRequestsException"):
+            index.get_vectors(["a"])
+
+
+def test_a_missing_index_is_reported_not_hidden(emulator: S3VectorsEmulator) -> None:
+    index = S3VectorsIndex(client_for(emulator), bucket="vb-none", index="ix-none", dimension=DIM)
+    with pytest.raises(IndexUnavailable, match="NotFoundException"):
+        index.query(np.ones(DIM), 5, QueryFilters())
+    with pytest.raises(ClientError, match="NotFoundException"):
+        index.upsert(entries(1))  # ingest fails the message; SQS retries it
+
+
+def test_dimension_outside_the_service_range_is_refused(emulator: S3VectorsEmulator) -> None:
+    with pytest.raises(ValueError, match="dimension"):
+        S3VectorsIndex(client_for(emulator), bucket="vb", index="ix", dimension=4097)
+
+
+def test_errors_reach_boto3_in_the_wire_format(emulator: S3VectorsEmulator) -> None:
+    client = client_for(emulator)
+    with pytest.raises(ClientError) as caught:
+        client.get_index(vectorBucketName="nope", indexName="nope")
+    assert caught.value.response["Error"]["Code"] == "NotFoundException"
+    assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+    client.create_vector_bucket(vectorBucketName="vb-2")
+    with pytest.raises(ClientError) as caught:
+        client.create_vector_bucket(vectorBucketName="vb-2")
+    assert caught.value.response["Error"]["Code"] == "ConflictException"
+    client.create_index(
+        vectorBucketName="vb-2",
+        indexName="ix-2",
+        dataType="float32",
+        dimension=2,
+        distanceMetric="cosine",
+    )
+    with pytest.raises(ClientError) as caught:
+        client.query_vectors(
+            vectorBucketName="vb-2", indexName="ix-2", topK=500, queryVector={"float32": [1, 0]}
+        )
+    assert caught.value.response["Error"]["Code"] == "ValidationException"
+    with pytest.raises(ParamValidationError):  # botocore's own check, before sending
+        client.query_vectors(vectorBucketName="vb-2", indexName="ix-2", topK=0)
+    with pytest.raises(ClientError, match="queryVector is required"):
+        client.query_vectors(vectorBucketName="vb-2", indexName="ix-2", topK=1)

@@ -1,0 +1,223 @@
+"""The S3 Vectors emulator: its filter language, its request validation against
+botocore's service model and the documented limits, and its wire-format errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from imagesearch.local.s3vectors_emulator import (
+    S3VectorsService,
+    ServiceError,
+    matches,
+    validate_filter,
+)
+
+META = {"genre": ["documentary", "romance"], "year": 2019, "rated": True, "title": "x"}
+
+
+@pytest.mark.parametrize(
+    ("expression", "expected"),
+    [
+        ({"title": "x"}, True),
+        ({"genre": {"$eq": "romance"}}, True),  # $eq matches any element of a list
+        ({"genre": {"$eq": "drama"}}, False),
+        ({"genre": {"$ne": "drama"}}, True),
+        ({"genre": {"$ne": "romance"}}, False),
+        ({"missing": {"$ne": "a"}}, True),
+        ({"missing": {"$eq": "a"}}, False),
+        ({"year": {"$gt": 2018}}, True),
+        ({"year": {"$gt": 2019}}, False),
+        ({"year": {"$gte": 2019}}, True),
+        ({"year": {"$lt": 2019}}, False),
+        ({"year": {"$lte": 2019}}, True),
+        ({"title": {"$gt": 1}}, False),  # comparisons take numbers only
+        ({"year": {"$in": [2018, 2019]}}, True),
+        ({"genre": {"$in": ["drama", "romance"]}}, True),
+        ({"genre": {"$nin": ["drama", "romance"]}}, False),
+        ({"year": {"$nin": [2018]}}, True),
+        ({"missing": {"$nin": [1]}}, True),
+        ({"rated": {"$exists": True}}, True),
+        ({"missing": {"$exists": True}}, False),
+        ({"missing": {"$exists": False}}, True),
+        ({"rated": 1}, False),  # a boolean is not a number
+        ({"year": True}, False),
+        ({"rated": True}, True),
+        ({"$and": [{"year": 2019}, {"title": "x"}]}, True),
+        ({"$and": [{"year": 2019}, {"title": "y"}]}, False),
+        ({"$or": [{"year": 2000}, {"title": "x"}]}, True),
+        ({"$or": [{"year": 2000}, {"title": "y"}]}, False),
+        ({"year": 2019, "title": "y"}, False),  # keys of one object are ANDed
+        ({"$or": [{"$and": [{"year": 2019}, {"rated": False}]}, {"genre": "romance"}]}, True),
+    ],
+)
+def test_filter_semantics(expression: dict[str, Any], expected: bool) -> None:
+    validate_filter(expression, lambda key: True)
+    assert matches(expression, META) is expected
+
+
+@pytest.mark.parametrize(
+    ("expression", "message"),
+    [
+        ({}, "non-empty"),
+        ([], "non-empty"),
+        ({"$and": []}, r"\$and takes a non-empty array"),
+        ({"$or": {"a": 1}}, r"\$or takes a non-empty array"),
+        ({"$not": [{"a": 1}]}, "unsupported operator"),
+        ({"a": {"$regex": "x"}}, "unsupported operator"),
+        ({"a": {"$eq": 1, "$ne": 2}}, "one operator"),
+        ({"a": {"$eq": [1]}}, "string, number or boolean"),
+        ({"a": {"$gt": "1"}}, "takes a number"),
+        ({"a": {"$in": []}}, "non-empty array"),
+        ({"a": {"$nin": [[1]]}}, "non-empty array"),
+        ({"a": {"$exists": 1}}, "boolean"),
+        ({"key": "x"}, "not filterable"),
+    ],
+)
+def test_malformed_filters_are_refused(expression: Any, message: str) -> None:
+    with pytest.raises(ServiceError, match=message) as caught:
+        validate_filter(expression, lambda key: key != "key")
+    assert caught.value.code == "ValidationException"
+
+
+@pytest.fixture
+def service() -> S3VectorsService:
+    service = S3VectorsService()
+    service.handle("CreateVectorBucket", {"vectorBucketName": "vb-1"})
+    service.handle(
+        "CreateIndex",
+        {
+            "vectorBucketName": "vb-1",
+            "indexName": "ix-1",
+            "dataType": "float32",
+            "dimension": 3,
+            "distanceMetric": "cosine",
+            "metadataConfiguration": {"nonFilterableMetadataKeys": ["key"]},
+        },
+    )
+    return service
+
+
+TARGET = {"vectorBucketName": "vb-1", "indexName": "ix-1"}
+
+
+def put(service: S3VectorsService, *vectors: dict[str, Any]) -> None:
+    service.handle("PutVectors", {**TARGET, "vectors": list(vectors)})
+
+
+def refused(service: S3VectorsService, operation: str, params: dict[str, Any]) -> ServiceError:
+    with pytest.raises(ServiceError) as caught:
+        service.handle(operation, params)
+    return caught.value
+
+
+def v(name: str, *data: float, **metadata: Any) -> dict[str, Any]:
+    return {"key": name, "data": {"float32": list(data)}, "metadata": metadata}
+
+
+def test_queries_are_exact_cosine_with_filters(service: S3VectorsService) -> None:
+    put(service, v("a", 1, 0, 0, t="x"), v("b", 1, 1, 0, t="y"), v("c", 0, 1, 0, t="x"))
+    answer = service.handle(
+        "QueryVectors",
+        {**TARGET, "topK": 2, "queryVector": {"float32": [1, 0, 0]}, "returnDistance": True},
+    )
+    assert [hit["key"] for hit in answer["vectors"]] == ["a", "b"]
+    assert answer["vectors"][1]["distance"] == pytest.approx(1 - 2**-0.5)
+    assert answer["distanceMetric"] == "cosine"
+    filtered = service.handle(
+        "QueryVectors",
+        {**TARGET, "topK": 5, "queryVector": {"float32": [1, 0, 0]}, "filter": {"t": "x"}},
+    )
+    assert [hit["key"] for hit in filtered["vectors"]] == ["a", "c"]
+    assert "metadata" not in filtered["vectors"][0] and "distance" not in filtered["vectors"][0]
+
+
+@pytest.mark.parametrize(
+    ("operation", "params", "message"),
+    [
+        ("QueryVectors", {"topK": 101, "queryVector": {"float32": [1, 0, 0]}}, "topK"),
+        ("QueryVectors", {"topK": 0, "queryVector": {"float32": [1, 0, 0]}}, "topK"),
+        ("QueryVectors", {"topK": 1, "queryVector": {"float32": [1, 0]}}, "dimension"),
+        ("QueryVectors", {"topK": 1, "queryVector": {"float32": [0, 0, 0]}}, "zero vector"),
+        ("QueryVectors", {"topK": 1}, "queryVector"),
+        (
+            "QueryVectors",
+            {"topK": 1, "queryVector": {"float32": [1, 0, 0]}, "filter": {"key": "a"}},
+            "not filterable",
+        ),
+        ("PutVectors", {"vectors": [v("a", 1, 0, 0)] * 501}, "500"),
+        ("PutVectors", {"vectors": []}, "vectors"),
+        ("PutVectors", {"vectors": [v("a", 1, 0, 0, 0)]}, "dimension"),
+        ("PutVectors", {"vectors": [v("", 1, 0, 0)]}, "key"),
+        ("PutVectors", {"vectors": [v("a" * 1025, 1, 0, 0)]}, "maximum of 1024"),
+        ("PutVectors", {"vectors": [v("a", 1, 0, 0, t={"x": 1})]}, "string, number"),
+        ("PutVectors", {"vectors": [v("a", 1, 0, 0, **{f"k{n}": n for n in range(51)})]}, "50"),
+        ("PutVectors", {"vectors": [v("a", 1, 0, 0, t="x" * 2100)]}, "filterable metadata"),
+        ("PutVectors", {"vectors": [v("a", 1, 0, 0, key="x" * 41_000)]}, "40960"),
+        ("GetVectors", {"keys": ["a"] * 101}, "100"),
+        ("DeleteVectors", {"keys": ["a"] * 501}, "500"),
+        ("ListVectors", {"maxResults": 1001}, "1000"),
+        ("ListVectors", {"segmentCount": 17, "segmentIndex": 0}, "segmentCount"),
+    ],
+)
+def test_requests_are_checked_against_model_and_limits(
+    service: S3VectorsService, operation: str, params: dict[str, Any], message: str
+) -> None:
+    error = refused(service, operation, {**TARGET, **params})
+    assert error.code == "ValidationException"
+    assert error.status == 400
+    assert message in error.message
+
+
+def test_non_filterable_metadata_may_be_large(service: S3VectorsService) -> None:
+    put(service, v("a", 1, 0, 0, key="k" * 30_000, t="x"))
+    got = service.handle("GetVectors", {**TARGET, "keys": ["a"], "returnMetadata": True})
+    assert got["vectors"][0]["metadata"]["key"] == "k" * 30_000
+
+
+def test_index_limits_and_conflicts(service: S3VectorsService) -> None:
+    base = {"vectorBucketName": "vb-1", "dataType": "float32", "distanceMetric": "cosine"}
+    assert (
+        "4096"
+        in refused(service, "CreateIndex", {**base, "indexName": "big", "dimension": 4097}).message
+    )
+    assert refused(service, "CreateIndex", {**base, "indexName": "z", "dimension": 3}).code == (
+        "ValidationException"
+    )
+    conflict = refused(service, "CreateIndex", {**base, "indexName": "ix-1", "dimension": 3})
+    assert (conflict.code, conflict.status) == ("ConflictException", 409)
+    missing = refused(service, "GetIndex", {"vectorBucketName": "vb-1", "indexName": "nope"})
+    assert (missing.code, missing.status) == ("NotFoundException", 404)
+    many = {"nonFilterableMetadataKeys": [f"k{n}" for n in range(11)]}
+    assert refused(
+        service,
+        "CreateIndex",
+        {**base, "indexName": "ix-2", "dimension": 3, "metadataConfiguration": many},
+    ).code == ("ValidationException")
+
+
+def test_listing_pages_and_segments(service: S3VectorsService) -> None:
+    put(service, *(v(f"k{n:02d}", 1, n, 0) for n in range(25)))
+    seen: list[str] = []
+    token: str | None = None
+    while True:
+        params: dict[str, Any] = {**TARGET, "maxResults": 10}
+        if token:
+            params["nextToken"] = token
+        page = service.handle("ListVectors", params)
+        seen += [vector["key"] for vector in page["vectors"]]
+        token = page.get("nextToken")
+        if not token:
+            break
+    assert seen == [f"k{n:02d}" for n in range(25)]
+    segments = [
+        {
+            vector["key"]
+            for vector in service.handle(
+                "ListVectors", {**TARGET, "segmentCount": 3, "segmentIndex": s}
+            )["vectors"]
+        }
+        for s in range(3)
+    ]
+    assert set().union(*segments) == set(seen) and sum(map(len, segments)) == 25
