@@ -285,11 +285,6 @@ def _check_prefix(prefix: str) -> None:
 
 
 def _check_vector_store(store: str) -> None:
-    if store == "s3vectors":
-        raise ConfigError(
-            "vectorStore 's3vectors' is not supported yet; use "
-            f"{' or '.join(repr(s) for s in r.VECTOR_STORES)}"
-        )
     if store not in r.VECTOR_STORES:
         raise ConfigError(
             f"vectorStore {store!r} is unknown; use {' or '.join(repr(s) for s in r.VECTOR_STORES)}"

@@ -21,6 +21,7 @@ from stacks.ingest import Ingest
 from stacks.monitoring import Monitoring
 from stacks.search_api import SearchApi
 from stacks.storage import Storage
+from stacks.vectors import VectorStore
 
 # Construct id of CDK's singleton handler for Custom::S3BucketNotifications.
 NOTIFICATIONS_HANDLER_ID = "BucketNotificationsHandler050a0587b7544547bf325f094a3db834"
@@ -51,6 +52,13 @@ class ImageSearchStack(Stack):
         self.search = SearchApi(
             self, "SearchApi", config=config, code=code, bucket=bucket, table=table
         )
+        # The scale tier's vector index (vectorStore=s3vectors); None for the embedded tier.
+        self.vectors: VectorStore | None = None
+        if config.vector_store == "s3vectors":
+            self.vectors = VectorStore(self, "Vectors", config=config)
+            for function in (self.ingest.function, self.search.function):
+                function.add_environment(r.ENV_VECTOR_BUCKET, self.vectors.bucket_name)
+                function.add_environment(r.ENV_VECTOR_INDEX, self.vectors.index_name)
         self.monitoring = Monitoring(
             self,
             "Monitoring",
@@ -163,6 +171,16 @@ class ImageSearchStack(Stack):
                 resources=[self.storage.table.table_arn],
             )
         )
+        if self.vectors is not None:
+            # The index follows the catalog by read-after-write on the catalog
+            # (index/sync.py): ingest never reads the vector index.
+            grant(
+                iam.PolicyStatement(
+                    sid="WriteVectorIndex",
+                    actions=["s3vectors:PutVectors", "s3vectors:DeleteVectors"],
+                    resources=[self.vectors.index_arn],
+                )
+            )
 
     def _grant_search(self) -> None:
         grant = self.search.handler.add_to_role_policy
@@ -196,6 +214,16 @@ class ImageSearchStack(Stack):
             )
         )
         grant(self._invoke_model_statement())
+        if self.vectors is not None:
+            # GetVectors: "more like this" reads a stored vector, and S3 Vectors requires
+            # it for queries with a filter or returned metadata.
+            grant(
+                iam.PolicyStatement(
+                    sid="QueryVectorIndex",
+                    actions=["s3vectors:QueryVectors", "s3vectors:GetVectors"],
+                    resources=[self.vectors.index_arn],
+                )
+            )
 
     def _model_region_rule(self) -> None:
         """Finding 9.15 at deploy time: synth checks the region when it knows it; an
@@ -240,6 +268,10 @@ class ImageSearchStack(Stack):
             r.OUTPUT_MODEL_ID: (self.config.model_id, "Bedrock embedding model"),
             r.OUTPUT_DIMENSION: (str(self.config.embedding_dimension), "Embedding dimension"),
         }
+        outputs[r.OUTPUT_VECTOR_STORE] = (self.config.vector_store, "Vector store (tier)")
+        if self.vectors is not None:
+            outputs[r.OUTPUT_VECTOR_BUCKET] = (self.vectors.bucket_name, "S3 Vectors bucket")
+            outputs[r.OUTPUT_VECTOR_INDEX] = (self.vectors.index_name, "S3 Vectors index")
         for name, (value, description) in outputs.items():
             CfnOutput(self, name, value=value, description=description)
 

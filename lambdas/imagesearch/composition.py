@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from imagesearch.embedders.base import ModelLimits, Purpose, Vector
 from imagesearch.errors import EmbedderConfigurationError
-from imagesearch.resources import vector_index_name
+from imagesearch.resources import STATUS_INDEXED, vector_index_name
 from imagesearch.settings import CommonSettings, IngestSettings, SearchSettings, SettingsError
 
 if TYPE_CHECKING:  # the runtime imports are deferred to keep cold starts short
@@ -174,13 +174,21 @@ def build_search_service(settings: SearchSettings, clients: Clients | None = Non
     from imagesearch.search import SearchService
 
     catalog = build_catalog(settings, clients)
+    index = build_vector_index(settings, catalog, clients)
+
+    def indexed_in_catalog() -> int:
+        return catalog.counts().get(STATUS_INDEXED, 0)
+
     return SearchService(
         catalog,
-        build_vector_index(settings, catalog, clients),
+        index,
         LazyEmbedder(settings, clients),
         build_object_store(settings, clients),
         upload_prefix=settings.upload_prefix,
         model_id=settings.model_id,
         dimension=settings.dimension,
         max_upload_bytes=settings.max_upload_bytes,
+        # The scale tier's index cannot be counted cheaply: /health reports the catalog's
+        # indexed records (what the index converges to; `imagesearch status` shows both).
+        image_count=indexed_in_catalog if settings.vector_store == "s3vectors" else None,
     )

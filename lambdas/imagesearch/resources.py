@@ -147,8 +147,12 @@ def model_regions(model_id: str) -> tuple[str, ...]:
 # Local-only embedder (never deployed): sentence-transformers CLIP.
 CLIP_MODEL_ID: Final = "clip-ViT-B-32"
 
-VECTOR_STORES: Final = ("dynamodb",)  # "s3vectors" is the planned scale tier
+VECTOR_STORES: Final = ("dynamodb", "s3vectors")  # embedded tier, scale tier (SPEC 10)
 CAPTION_MODES: Final = ("none", "joint")
+
+# S3 Vectors metadata keys declared non-filterable at index creation (stack, local
+# mode, tests): the object key, returned with each hit but never filtered on.
+S3VECTORS_NON_FILTERABLE_KEYS: Final = ("key",)
 
 
 def vector_index_name(model_id: str, dimension: int) -> str:
@@ -344,6 +348,9 @@ OUTPUT_QUEUE_URL: Final = "IngestQueueUrl"
 OUTPUT_DLQ_URL: Final = "DeadLetterQueueUrl"
 OUTPUT_MODEL_ID: Final = "ModelId"
 OUTPUT_DIMENSION: Final = "EmbeddingDimension"
+OUTPUT_VECTOR_STORE: Final = "VectorStore"
+OUTPUT_VECTOR_BUCKET: Final = "VectorBucketName"  # vectorStore=s3vectors only
+OUTPUT_VECTOR_INDEX: Final = "VectorIndexName"  # vectorStore=s3vectors only
 
 # --- Search API routes (SPEC section 6): (resource path, method, IAM-authorised) ----
 # The stack creates exactly these methods; local mode maps requests onto them.

@@ -12,7 +12,7 @@ import base64
 import binascii
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -84,8 +84,12 @@ class SearchService:
         dimension: int,
         url_ttl: int = 900,
         max_upload_bytes: int | None = None,
+        image_count: Callable[[], int] | None = None,
     ) -> None:
         self._catalog = catalog
+        # /health's image count; by default the index's own count (S3 Vectors has no
+        # count API: listing it is for status and reindex only, see composition).
+        self._image_count = image_count or index.count
         self._index = index
         self._embedder = embedder
         self._store = store
@@ -315,5 +319,5 @@ class SearchService:
 
     def health(self) -> HealthResponse:
         return HealthResponse(
-            images=self._index.count(), model_id=self.model_id, dimension=self.dimension
+            images=self._image_count(), model_id=self.model_id, dimension=self.dimension
         )

@@ -42,12 +42,13 @@ from botocore.exceptions import BotoCoreError, ClientError
 from imagesearch.embedders.base import Vector
 from imagesearch.errors import IndexUnavailable
 from imagesearch.ports import MAX_TOP_K, QueryFilters, ScoredId, VectorEntry
+from imagesearch.resources import S3VECTORS_NON_FILTERABLE_KEYS
 
-META_KEY = "key"
+META_KEY = S3VECTORS_NON_FILTERABLE_KEYS[0]
 META_CONTENT_TYPE = "content_type"
 META_FOLDERS = "folders"
 # Declared non-filterable on the index (stack, local mode, tests create it alike).
-NON_FILTERABLE_METADATA_KEYS = (META_KEY,)
+NON_FILTERABLE_METADATA_KEYS = S3VECTORS_NON_FILTERABLE_KEYS
 
 MAX_PUT = 500  # vectors per PutVectors
 MAX_DELETE = 500  # keys per DeleteVectors

@@ -1,0 +1,159 @@
+"""The real ingest handler on the scale tier: moto for S3, SQS and DynamoDB, the S3
+Vectors emulator for the index (reached through ``AWS_ENDPOINT_URL_S3VECTORS``, as in
+local mode). Out-of-order events, deletes and concurrent writers end with the index
+equal to the catalog."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+from imagesearch import resources as r
+from imagesearch.index.s3vectors import S3VectorsIndex
+from imagesearch.local.s3vectors_emulator import S3VectorsEmulator
+from imagesearch.ports import QueryFilters
+from imagesearch.records import image_id_for_key
+from tests.integration.test_ingest_ordering import BLUE, GREEN, QUEUE_ARN, RED, expected_vector
+from tests.support.lambda_runtime import FakeLambdaContext, sqs_event
+from tests.support.s3events import s3_event_body, sqs_message
+from tests.support.s3vectors import fresh_index
+
+DIM = r.CONTEXT_DEFAULTS["embeddingDimension"]
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[S3VectorsEmulator]:
+    with S3VectorsEmulator() as running:
+        yield running
+
+
+@pytest.fixture
+def index(emulator: S3VectorsEmulator, aws: Any, monkeypatch: pytest.MonkeyPatch) -> S3VectorsIndex:
+    client, bucket, name = fresh_index(emulator, DIM)
+    monkeypatch.setenv(r.ENV_VECTOR_STORE, "s3vectors")
+    monkeypatch.setenv(r.ENV_VECTOR_BUCKET, bucket)
+    monkeypatch.setenv(r.ENV_VECTOR_INDEX, name)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3VECTORS", emulator.endpoint_url)
+    return S3VectorsIndex(client, bucket=bucket, index=name, dimension=DIM)
+
+
+@pytest.fixture
+def deliver(aws: Any, index: S3VectorsIndex, ingest_handler: Any) -> Any:
+    aws.s3.put_bucket_notification_configuration(Bucket=aws.bucket, NotificationConfiguration={})
+
+    def _deliver(*bodies: str) -> dict[str, Any]:
+        messages = [sqs_message(body, f"m-{i}") for i, body in enumerate(bodies)]
+        result: dict[str, Any] = ingest_handler(sqs_event(messages, QUEUE_ARN), FakeLambdaContext())
+        return result
+
+    return _deliver
+
+
+def created(aws: Any, key: str, sequencer: str) -> str:
+    return s3_event_body("created", aws.bucket, key, sequencer=sequencer)
+
+
+def removed(aws: Any, key: str, sequencer: str) -> str:
+    return s3_event_body("removed", aws.bucket, key, sequencer=sequencer)
+
+
+def assert_index_equals_catalog(aws: Any, index: S3VectorsIndex, *keys: str) -> None:
+    ids = [image_id_for_key(key) for key in keys]
+    stored = index.get_vectors(ids)
+    for key, image_id in zip(keys, ids, strict=True):
+        record = aws.record(key)
+        if record is None or record.status != "indexed":
+            assert image_id not in stored, key
+        else:
+            assert record.vector is not None
+            np.testing.assert_allclose(stored[image_id], record.vector, atol=1e-6)
+
+
+def test_an_upload_is_searchable_with_its_key(aws, index, deliver, fake_bedrock):
+    key = aws.upload("cats/red.jpg", RED)
+    assert deliver(created(aws, key, "0055AED6DCD9028C0A"))["batchItemFailures"] == []
+    image_id = image_id_for_key(key)
+    np.testing.assert_allclose(
+        index.get_vectors([image_id])[image_id], expected_vector(RED), atol=1e-6
+    )
+    (hit,) = index.query(expected_vector(RED), 5, QueryFilters(prefix="uploads/cats/"))
+    assert (hit.image_id, round(hit.score, 4)) == (image_id, 1.0)
+    assert index.query(expected_vector(RED), 5, QueryFilters(prefix="uploads/dogs/")) == []
+
+
+def test_an_older_event_never_leaves_its_vector(aws, index, deliver, fake_bedrock):
+    key = aws.upload("shoe.jpg", RED)
+    aws.upload("shoe.jpg", BLUE)
+    deliver(created(aws, key, "0055AED6DCD9028C0B"))
+    deliver(created(aws, key, "0055AED6DCD9028C0A"))
+    image_id = image_id_for_key(key)
+    np.testing.assert_allclose(
+        index.get_vectors([image_id])[image_id], expected_vector(BLUE), atol=1e-6
+    )
+    assert_index_equals_catalog(aws, index, key)
+
+
+def test_a_deleted_image_never_leaves_a_vector(aws, index, deliver, fake_bedrock):
+    key = aws.upload("gone.jpg", GREEN)
+    deliver(created(aws, key, "0055AED6DCD9028C0A"))
+    aws.s3.delete_object(Bucket=aws.bucket, Key=key)
+    deliver(removed(aws, key, "0055AED6DCD9028C0B"))
+    assert index.get_vectors([image_id_for_key(key)]) == {}
+    # a stale create delivered after the delete stays deleted
+    deliver(created(aws, key, "0055AED6DCD9028C0A"))
+    assert index.get_vectors([image_id_for_key(key)]) == {}
+    assert index.count() == 0
+
+
+def test_one_batch_with_creates_overwrites_and_deletes(aws, index, deliver, fake_bedrock):
+    keep, drop = aws.upload("a/keep.jpg", RED), aws.upload("a/drop.jpg", BLUE)
+    aws.s3.delete_object(Bucket=aws.bucket, Key=drop)
+    result = deliver(
+        created(aws, keep, "0055AED6DCD9028C0A"),
+        created(aws, drop, "0055AED6DCD9028C0A"),
+        removed(aws, drop, "0055AED6DCD9028C0B"),
+    )
+    assert result["batchItemFailures"] == []
+    assert index.count() == 1
+    assert_index_equals_catalog(aws, index, keep, drop)
+
+
+def test_concurrent_writers_end_with_the_catalog_state(aws, index, deliver, fake_bedrock):
+    # Two "functions" deliver conflicting events for the same keys at the same time.
+    keys = [aws.upload(f"race/{n}.jpg", RED if n % 2 else BLUE) for n in range(6)]
+    for key in keys[:3]:
+        aws.s3.delete_object(Bucket=aws.bucket, Key=key)
+    first = [created(aws, key, "0055AED6DCD9028C0A") for key in keys]
+    second = [removed(aws, key, "0055AED6DCD9028C0B") for key in keys[:3]] + [
+        created(aws, key, "0055AED6DCD9028C0C") for key in keys[3:]
+    ]
+    errors: list[BaseException] = []
+
+    def run(bodies: list[str]) -> None:
+        try:
+            assert deliver(*bodies)["batchItemFailures"] == []
+        except BaseException as error:  # reported by the main thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(bodies,)) for bodies in (first, second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert_index_equals_catalog(aws, index, *keys)
+    assert index.count() == 3
+
+
+def test_an_unreachable_index_fails_the_message_for_a_retry(
+    aws, index, deliver, fake_bedrock, monkeypatch
+):
+    monkeypatch.setenv(r.ENV_VECTOR_INDEX, "no-such-index")
+    key = aws.upload("later.jpg", RED)
+    result = deliver(created(aws, key, "0055AED6DCD9028C0A"))
+    assert result["batchItemFailures"] == [{"itemIdentifier": "m-0"}]
+    assert aws.record(key).status == "indexed"  # the catalog is ahead; the retry syncs
