@@ -642,6 +642,10 @@ def status_report(ctx: Context) -> dict[str, Any]:
             "messages in the dead-letter queue failed ingest repeatedly: fix the cause,"
             " then run `imagesearch redrive` to send them back to the ingest queue"
         )
+    from imagesearch.cli.vectors import vector_status
+
+    report["vector_index"], vector_hints = vector_status(ctx, report["images"]["indexed"])
+    hints.extend(vector_hints)
     report["hints"] = hints
     return report
 
@@ -838,5 +842,6 @@ def cmd_local(args: Any) -> int:
             state_dir=Path(args.state_dir),
             model_id=args.model_id,
             dimension=args.dimension,
+            vector_store=args.vector_store,
         )
     )

@@ -231,6 +231,13 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         "--dryrun", action="store_true", help="list what would be sent back, move nothing"
     )
 
+    reindex = command(
+        "reindex",
+        "copy the catalog's vectors into the S3 Vectors index (no model calls; resumable)",
+    )
+    reindex.add_argument(
+        "--full", action="store_true", help="rewrite every vector, also those already there"
+    )
     get = command("get", "show one image record")
     get.add_argument("image_id", metavar="ID")
 
@@ -273,6 +280,13 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         help="where records, uploads and queued work survive restarts (default"
         f" {DEFAULT_STATE_DIR}, env STATE_DIR)",
     )
+    local.add_argument(
+        "--vector-store",
+        choices=r.VECTOR_STORES,
+        default=env.get(r.ENV_VECTOR_STORE) or r.CONTEXT_DEFAULTS["vectorStore"],
+        help="dynamodb (default: the embedded tier) or s3vectors (the scale tier, on the"
+        " project's S3 Vectors emulator); env VECTOR_STORE",
+    )
     # Flag only: shells set HOST to the machine's name.
     local.add_argument(
         "--host",
@@ -310,6 +324,10 @@ def dispatch(args: argparse.Namespace, ctx: Context, out: TextIO, err: TextIO) -
         return commands.cmd_backfill(args, ctx, out, err)
     if name == "status":
         return commands.cmd_status(args, ctx, out)
+    if name == "reindex":
+        from imagesearch.cli.vectors import cmd_reindex
+
+        return cmd_reindex(args, ctx, out, err)
     if name == "redrive":
         return commands.cmd_redrive(args, ctx, out, err)
     raise UsageError(f"unknown command {name!r}")  # argparse already refused it

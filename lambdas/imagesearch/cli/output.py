@@ -156,6 +156,11 @@ def status_text(report: Mapping[str, Any]) -> str:
         f" {queues['ingest']['in_flight']} in flight",
         f"dead letters {queues['dead_letter']['waiting'] + queues['dead_letter']['in_flight']}",
     ]
+    vectors = report.get("vector_index") or {}
+    if "vectors" in vectors:
+        lines.insert(
+            3, f"vector index {vectors['vectors']} vectors in S3 Vectors index {vectors['index']}"
+        )
     rejections = report.get("latest_rejections") or []
     if rejections:
         lines.append("")

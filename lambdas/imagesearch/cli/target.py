@@ -56,6 +56,10 @@ class Backend:
     model_id: str | None = None
     dimension: int | None = None
     endpoint_url: str | None = None  # local mode's moto server; None for real AWS
+    vector_store: str = r.CONTEXT_DEFAULTS["vectorStore"]
+    vector_bucket: str | None = None  # s3vectors only
+    vector_index: str | None = None  # s3vectors only
+    vectors_endpoint_url: str | None = None  # local mode's S3 Vectors emulator
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,9 @@ def read_stack(cloudformation: Any, name: str, region: str) -> Stack:
         queue_url=outputs[r.OUTPUT_QUEUE_URL],
         dlq_url=outputs[r.OUTPUT_DLQ_URL],
         model_id=outputs.get(r.OUTPUT_MODEL_ID) or None,
+        vector_store=outputs.get(r.OUTPUT_VECTOR_STORE) or r.CONTEXT_DEFAULTS["vectorStore"],
+        vector_bucket=outputs.get(r.OUTPUT_VECTOR_BUCKET) or None,
+        vector_index=outputs.get(r.OUTPUT_VECTOR_INDEX) or None,
         dimension=int(dimension) if dimension and dimension.isdigit() else None,
     )
     return Stack(name=name, region=region, api_url=outputs[r.OUTPUT_API_URL], backend=backend)
@@ -227,6 +234,10 @@ class Context:
                 endpoint_url=info["endpoint_url"],
                 model_id=health.get("model_id"),
                 dimension=health.get("dimension"),
+                vector_store=info.get("vector_store") or r.CONTEXT_DEFAULTS["vectorStore"],
+                vector_bucket=info.get("vector_bucket"),
+                vector_index=info.get("vector_index"),
+                vectors_endpoint_url=info.get("vectors_endpoint_url"),
             )
         except (KeyError, TypeError) as error:
             raise CliError(f"{self.url}/local/resources lacks {error}") from error

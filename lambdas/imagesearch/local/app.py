@@ -65,6 +65,7 @@ DEFAULT_STATE_DIR = Path(".imagesearch")
 _WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})  # noqa: S104  (names, not binds)
 # sentence-transformers' clip-ViT-B-32 produces 512-dimensional vectors.
 CLIP_DIMENSION = 512
+LOCAL_VECTOR_BUCKET = "imagesearch-local-vectors"
 # Handlers log JSON for CloudWatch; in a terminal only their errors are worth
 # showing (local mode prints one readable line per file itself).
 _POWERTOOLS_DEFAULTS = {
@@ -128,8 +129,18 @@ class LocalMode:
         state_dir: Path | None = None,
         model_id: str | None = None,
         dimension: int | None = None,
+        vector_store: str = r.CONTEXT_DEFAULTS["vectorStore"],
     ) -> None:
-        """``state_dir``: where the state survives restarts (None: memory only)."""
+        """``state_dir``: where the state survives restarts (None: memory only).
+        ``vector_store``: ``s3vectors`` runs the scale tier on the S3 Vectors emulator."""
+        if vector_store not in r.VECTOR_STORES:
+            raise LocalModeError(
+                f"vector store {vector_store!r} is unknown: use {' or '.join(r.VECTOR_STORES)}"
+            )
+        self.vector_store = vector_store
+        # s3vectors: the project's S3 Vectors emulator, on loopback like moto.
+        self._vectors: Any | None = None
+        self.vector_index = ""
         self.port = port
         self.dropbox = Path(dropbox).expanduser().resolve()
         self.embedder = embedder
@@ -226,6 +237,8 @@ class LocalMode:
         )
         full_restore = self._restore(region, shape)
         self.resources = create_resources(self._clients, self.names, region=region)
+        if self.vector_store == "s3vectors":
+            self._start_vectors(region)
         for name, value in self._handler_environ().items():
             self._env.set(name, value)
         ingest_handler, api_handler = _cold_handlers()
@@ -249,7 +262,7 @@ class LocalMode:
         )
         gateway = Gateway(
             api_handler,
-            local_routes={"/local/resources": self.resources.public, "/local/stats": self.stats},
+            local_routes={"/local/resources": self.public_resources, "/local/stats": self.stats},
             region=region,
             hosts=allowed_hosts(self.host),
         )
@@ -420,16 +433,79 @@ class LocalMode:
             count += len(batch)
         return count
 
+    def _start_vectors(self, region: str) -> None:
+        import boto3
+
+        from imagesearch.local.s3vectors_emulator import S3VectorsEmulator, ensure_index
+
+        self._vectors = S3VectorsEmulator().start()
+        endpoint = self._vectors.endpoint_url
+        self._env.set("AWS_ENDPOINT_URL_S3VECTORS", endpoint)
+        self.vector_index = r.vector_index_name(self.model_id, self.dimension)
+        client = boto3.client(
+            "s3vectors",
+            endpoint_url=endpoint,
+            region_name=region,
+            aws_access_key_id="local",
+            aws_secret_access_key="local",
+        )
+        ensure_index(
+            client,
+            bucket=LOCAL_VECTOR_BUCKET,
+            index=self.vector_index,
+            dimension=self.dimension,
+            non_filterable_keys=r.S3VECTORS_NON_FILTERABLE_KEYS,
+        )
+        if self.restored is not None and self.resources is not None:
+            # The emulator keeps no state of its own: rebuild the index from the restored
+            # catalog, as `imagesearch reindex` does (no model calls).
+            from imagesearch.cli.vectors import reindex
+            from imagesearch.index.s3vectors import S3VectorsIndex
+
+            assert self._clients is not None
+            copied = reindex(
+                DynamoDBCatalog(self.resources.table, client=self._clients.dynamodb),
+                S3VectorsIndex(
+                    client,
+                    bucket=LOCAL_VECTOR_BUCKET,
+                    index=self.vector_index,
+                    dimension=self.dimension,
+                ),
+                model_id=self.model_id,
+                dimension=self.dimension,
+            )
+            logger.info(
+                "vector index rebuilt from the saved catalog: %d vectors", copied["written"]
+            )
+
+    def public_resources(self) -> dict[str, str]:
+        """``GET /local/resources``: where everything lives, for the CLI."""
+        assert self.resources is not None
+        data = self.resources.public()
+        data["vector_store"] = self.vector_store
+        if self._vectors is not None:
+            data["vector_bucket"] = LOCAL_VECTOR_BUCKET
+            data["vector_index"] = self.vector_index
+            data["vectors_endpoint_url"] = self._vectors.endpoint_url
+        return data
+
     def _handler_environ(self) -> dict[str, str]:
         assert self.resources is not None
+        vectors = {}
+        if self.vector_store == "s3vectors":
+            vectors = {
+                r.ENV_VECTOR_BUCKET: LOCAL_VECTOR_BUCKET,
+                r.ENV_VECTOR_INDEX: self.vector_index,
+            }
         return {
+            **vectors,
             r.ENV_BUCKET: self.resources.bucket,
             r.ENV_TABLE: self.resources.table,
             r.ENV_UPLOAD_PREFIX: self.resources.upload_prefix,
             r.ENV_MODEL_ID: self.model_id,
             r.ENV_EMBEDDING_DIMENSION: str(self.dimension),
             r.ENV_CAPTION_MODE: r.CONTEXT_DEFAULTS["captionMode"],
-            r.ENV_VECTOR_STORE: r.CONTEXT_DEFAULTS["vectorStore"],
+            r.ENV_VECTOR_STORE: self.vector_store,
         }
 
     def stop(self) -> None:
@@ -450,6 +526,9 @@ class LocalMode:
                 self._saver.save()  # the final state, with nothing running any more
         finally:
             self._moto.stop()
+            if self._vectors is not None:
+                self._vectors.stop()
+                self._vectors = None
             if self._store is not None:
                 self._store.close()
             _forget_services()
@@ -517,6 +596,11 @@ class LocalMode:
             lines.append(
                 "  files wait as failed until the model answers; local mode checks again"
                 f" every {REPROBE_SECONDS:.0f} s"
+            )
+        if self._vectors is not None:
+            lines.append(
+                f"  vector index: S3 Vectors emulator (in memory) {self._vectors.endpoint_url},"
+                f" index {self.vector_index}"
             )
         if self.exposed:
             lines.append(
@@ -669,6 +753,7 @@ def run(
     state_dir: Path | None = DEFAULT_STATE_DIR,
     model_id: str | None = None,
     dimension: int | None = None,
+    vector_store: str = r.CONTEXT_DEFAULTS["vectorStore"],
 ) -> int:
     """``imagesearch local``: run until Ctrl-C or SIGTERM; the process exit code."""
     configure_output()
@@ -676,15 +761,22 @@ def run(
     sys.stdout = cast(TextIO, _WithoutEmbeddedMetrics(stdout))
     stop = threading.Event()
     previous = _install_signal_handlers(stop)
-    mode = LocalMode(
-        port=port,
-        dropbox=dropbox,
-        embedder=embedder,
-        host=host,
-        state_dir=state_dir,
-        model_id=model_id,
-        dimension=dimension,
-    )
+    try:
+        mode = LocalMode(
+            port=port,
+            dropbox=dropbox,
+            embedder=embedder,
+            host=host,
+            state_dir=state_dir,
+            model_id=model_id,
+            dimension=dimension,
+            vector_store=vector_store,
+        )
+    except LocalModeError as error:
+        _restore_signal_handlers(previous)
+        sys.stdout = stdout
+        logger.error("local mode could not start: %s", error)
+        return 1
     try:
         try:
             mode.start()

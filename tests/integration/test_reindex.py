@@ -1,0 +1,178 @@
+"""``imagesearch reindex``'s engine: the catalog (DynamoDB on moto) copied into an S3
+Vectors index (the emulator): batches, idempotence, resuming, removal of vectors the
+catalog no longer holds, and records changed by a concurrent ingest while it runs."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import numpy as np
+import pytest
+from moto import mock_aws
+
+from imagesearch.catalog.dynamodb import DynamoDBCatalog
+from imagesearch.cli.vectors import reindex
+from imagesearch.index.s3vectors import S3VectorsIndex
+from imagesearch.index.sync import ReadAfterWriteSync
+from imagesearch.local.s3vectors_emulator import S3VectorsEmulator
+from imagesearch.ports import VectorEntry
+from imagesearch.records import ImageRecord, image_id_for_key
+from imagesearch.resources import table_definition
+from tests.support.s3vectors import fresh_index
+
+TABLE = "images-reindex-test"
+MODEL = "amazon.titan-embed-image-v1"
+DIM = 8
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[S3VectorsEmulator]:
+    with S3VectorsEmulator() as running:
+        yield running
+
+
+class Clock:
+    """The catalog's clock: records are written a day before the run unless moved."""
+
+    def __init__(self) -> None:
+        self.now = time.time() - 86_400
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def catalog(clock: Clock) -> Iterator[DynamoDBCatalog]:
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name="us-east-1")
+        client.create_table(**table_definition(TABLE))
+        yield DynamoDBCatalog(TABLE, client=client, clock=clock)
+
+
+class Spy:
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.puts: list[int] = []
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.client, name)
+
+        def call(**kwargs: Any) -> Any:
+            if name == "put_vectors":
+                self.puts.append(len(kwargs["vectors"]))
+            return method(**kwargs)
+
+        return call
+
+
+@pytest.fixture
+def index(emulator: S3VectorsEmulator, catalog: DynamoDBCatalog) -> S3VectorsIndex:
+    client, bucket, name = fresh_index(emulator, DIM)
+    return S3VectorsIndex(Spy(client), bucket=bucket, index=name, dimension=DIM)
+
+
+def vector(n: int) -> np.ndarray:
+    rng = np.random.default_rng(n)
+    return rng.normal(size=DIM).astype(np.float32)
+
+
+def put(catalog: DynamoDBCatalog, n: int, *, sequencer: str = "S0001", **fields: Any) -> str:
+    key = f"uploads/r/{n}.jpg"
+    fields.setdefault("status", "indexed")
+    catalog.put(
+        ImageRecord(
+            image_id=image_id_for_key(key),
+            key=key,
+            content_type="image/jpeg",
+            model_id=fields.pop("model_id", MODEL),
+            dimension=DIM,
+            sequencer=sequencer,
+            vector=vector(n + int(sequencer[1:])) if fields["status"] == "indexed" else None,
+            **fields,
+        )
+    )
+    return image_id_for_key(key)
+
+
+def run(catalog: DynamoDBCatalog, index: S3VectorsIndex, **options: Any) -> dict[str, int]:
+    return reindex(catalog, index, model_id=MODEL, dimension=DIM, **options)
+
+
+def assert_index_equals_catalog(catalog: DynamoDBCatalog, index: S3VectorsIndex) -> None:
+    expected = {
+        e.image_id: e.vector for e in catalog.indexed_vectors(model_id=MODEL, dimension=DIM)
+    }
+    assert set(index.keys()) == set(expected)
+    stored = index.get_vectors(list(expected))
+    for image_id, wanted in expected.items():
+        np.testing.assert_allclose(stored[image_id], wanted / np.linalg.norm(wanted), atol=1e-6)
+
+
+def test_copies_every_vector_of_the_model_in_batches(catalog, index) -> None:
+    ids = [put(catalog, n) for n in range(510)]
+    put(catalog, 5000, model_id="other-model")
+    put(catalog, 5001, status="rejected", reason="not an image")
+    result = run(catalog, index)
+    assert result == {"written": 510, "skipped": 0, "removed": 0, "resynced": 0}
+    assert index._client.puts == [500, 10]
+    assert index.count() == len(ids)
+    assert_index_equals_catalog(catalog, index)
+
+
+def test_a_second_run_is_a_no_op_and_a_full_run_rewrites(catalog, index) -> None:
+    for n in range(30):
+        put(catalog, n)
+    run(catalog, index)
+    assert run(catalog, index)["written"] == 0
+    assert run(catalog, index, full=True)["written"] == 30
+    assert_index_equals_catalog(catalog, index)
+
+
+def test_an_interrupted_run_resumes_where_it_stopped(catalog, index) -> None:
+    entries = [put(catalog, n) for n in range(20)]
+    assert entries
+    first = list(catalog.indexed_vectors(model_id=MODEL, dimension=DIM))[:12]
+    index.upsert(first)  # what the interrupted run had written
+    result = run(catalog, index)
+    assert (result["written"], result["skipped"]) == (8, 12)
+    assert_index_equals_catalog(catalog, index)
+
+
+def test_vectors_the_catalog_no_longer_holds_are_removed(catalog, index) -> None:
+    put(catalog, 1)
+    gone = put(catalog, 2)
+    run(catalog, index)
+    catalog.delete(gone, key="uploads/r/2.jpg", sequencer="S0009")  # while on another tier
+    index.upsert([VectorEntry("stray", "uploads/stray.jpg", None, vector(3))])
+    result = run(catalog, index)
+    assert result["removed"] == 2
+    assert_index_equals_catalog(catalog, index)
+
+
+def test_a_concurrent_ingest_never_loses_to_the_copy(catalog, index, clock) -> None:
+    for n in range(10):
+        put(catalog, n)
+    scanned = catalog.indexed_vectors
+    target = image_id_for_key("uploads/r/3.jpg")
+
+    def racing(**kwargs: Any) -> Iterator[VectorEntry]:
+        entries = list(scanned(**kwargs))  # the copy read the old state...
+        # ...then ingest writes a newer state and syncs the index, before the copy writes.
+        clock.now = time.time()
+        put(catalog, 3, sequencer="S0005")
+        ReadAfterWriteSync(catalog, index, model_id=MODEL, dimension=DIM).written(target)
+        yield from entries
+
+    catalog.indexed_vectors = racing  # type: ignore[method-assign]
+    result = run(catalog, index, full=True)
+    catalog.indexed_vectors = scanned  # type: ignore[method-assign]
+    assert result["resynced"] == 1
+    assert_index_equals_catalog(catalog, index)
