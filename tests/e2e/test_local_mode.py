@@ -23,7 +23,7 @@ import requests
 
 from imagesearch.records import image_id_for_key
 from tests import imagefactory as images
-from tests.e2e.conftest import ROOT, LocalProcess
+from tests.e2e.conftest import ROOT, LocalProcess, _new_instance
 from tests.fakes.bedrock import FakeBedrock
 
 PURPLE = (130, 50, 170)
@@ -42,6 +42,26 @@ API_ROUTES = {
     "/health": {"get"},
     "/openapi.json": {"get"},
 }
+
+
+@pytest.fixture(scope="module", params=["dynamodb", "s3vectors"])
+def local_mode(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    imagesearch_command: list[str],
+    local_env: dict[str, str],
+) -> Any:
+    """This module's shared local mode, once per vector store: the scale tier (on the
+    S3 Vectors emulator) must behave for a user exactly like the default."""
+    store = request.param
+    instance = _new_instance(
+        tmp_path_factory, imagesearch_command, {**local_env, "VECTOR_STORE": store}, store
+    )
+    instance.start()
+    try:
+        yield instance
+    finally:
+        instance.stop()
 
 
 @pytest.fixture(scope="module")
@@ -405,6 +425,7 @@ def test_local_routes_describe_the_resources_and_counts(
     local_mode: LocalProcess, collection: dict[str, dict[str, Any]]
 ) -> None:
     resources = local_mode.get("/local/resources").json()
+    vectors = {"vector_bucket", "vector_index", "vectors_endpoint_url"}
     assert set(resources) == {
         "endpoint_url",
         "region",
@@ -413,6 +434,8 @@ def test_local_routes_describe_the_resources_and_counts(
         "queue_url",
         "dlq_url",
         "upload_prefix",
+        "vector_store",
+        *(vectors if resources["vector_store"] == "s3vectors" else ()),
     }
     assert resources["upload_prefix"] == "uploads/"
     assert resources["endpoint_url"].startswith("http://127.0.0.1:")
