@@ -571,6 +571,7 @@ def test_outputs(any_app: Synthesized) -> None:
         r.OUTPUT_DLQ_URL,
         r.OUTPUT_MODEL_ID,
         r.OUTPUT_DIMENSION,
+        r.OUTPUT_VECTOR_STORE,
     }
     value = {name: output["Value"] for name, output in outputs.items()}
     assert value[r.OUTPUT_BUCKET] == {"Ref": any_app.logical_id(stack.storage.bucket)}

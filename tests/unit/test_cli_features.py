@@ -506,7 +506,7 @@ def test_bash_completion_completes_commands_options_and_choices() -> None:
     code, script, _ = run_cli(["completion", "bash"])
 
     assert code == 0
-    assert complete(script, ["imagesearch", "re"]) == ["redrive"]
+    assert complete(script, ["imagesearch", "re"]) == ["redrive", "reindex"]
     assert complete(script, ["imagesearch", "search", "--no"]) == ["--not"]
     assert complete(script, ["imagesearch", "search", "--output", "t"]) == ["text", "table"]
     assert complete(script, ["imagesearch", "local", "--embedder", ""]) == ["bedrock", "clip"]
