@@ -599,8 +599,9 @@ class LocalMode:
             )
         if self._vectors is not None:
             lines.append(
-                f"  vector index: S3 Vectors emulator (in memory) {self._vectors.endpoint_url},"
-                f" index {self.vector_index}"
+                f"  vector index: S3 Vectors emulator {self._vectors.endpoint_url}"
+                " (rebuilt from the"
+                f" catalog at start), index {self.vector_index}"
             )
         if self.exposed:
             lines.append(
