@@ -2,7 +2,7 @@
 #   make dev     create .venv and node_modules from the repo's own files
 #   make test    set-up + the whole suite (unit, integration, infra, e2e)
 #   make lint    ruff + mypy
-#   make synth   cdk synth -> cdk.out/*.template.json (no Docker, no AWS account)
+#   make synth   cdk synth -> cdk.out/*.template.json (no Docker, no AWS account; CDK_ARGS as deploy)
 #   make bench   print benchmark figures
 #   make local   the whole product on this machine (SPEC section 8); installs only
 #                requirements-local.txt. Passes through PORT, DROPBOX, EMBEDDER,
@@ -87,7 +87,7 @@ lint: dev
 	$(VENV)/bin/mypy
 
 synth: dev
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(CDK) synth --quiet
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(CDK) synth --quiet $(CDK_ARGS)
 	@ls cdk.out/*.template.json
 
 deploy: dev

@@ -61,3 +61,20 @@ def test_index_names_are_valid_and_differ_per_model(
     long = r.vector_index_name("vendor." + "x" * 90, 256)
     assert 3 <= len(long) <= 63 and long.endswith("-256")
     assert long != r.vector_index_name("vendor." + "x" * 91, 256)
+
+
+def test_make_synth_passes_cdk_args_like_deploy() -> None:
+    # `make synth CDK_ARGS="-c vectorStore=s3vectors"` must synthesize the scale tier.
+    from pathlib import Path
+
+    makefile = (Path(__file__).resolve().parents[2] / "Makefile").read_text()
+    recipes = {
+        target: body
+        for target, body in (
+            (block.split(":", 1)[0], block) for block in makefile.split("\n\n") if ":" in block
+        )
+    }
+    synth = next(body for target, body in recipes.items() if target.strip() == "synth")
+    deploy = next(body for target, body in recipes.items() if target.strip() == "deploy")
+    assert "$(CDK) synth" in synth and "$(CDK_ARGS)" in synth
+    assert "$(CDK_ARGS)" in deploy
