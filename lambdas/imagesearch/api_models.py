@@ -48,7 +48,7 @@ UploadContentType = Literal[
     "image/heif",
 ]
 UPLOAD_CONTENT_TYPES: tuple[str, ...] = get_args(UploadContentType)
-ListStatus = Literal["indexed", "rejected"]
+ListStatus = Literal["indexed", "rejected", "failed"]
 
 ImageId = Annotated[
     str,

@@ -17,13 +17,19 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from imagesearch.embedders.base import Embedder, limits_of
-from imagesearch.errors import ImageRejected, InvalidEmbeddingInput
+from imagesearch.errors import (
+    EmbedderConfigurationError,
+    ImageRejected,
+    InvalidEmbeddingInput,
+    TransientEmbeddingError,
+)
 from imagesearch.events import ObjectEvent
 from imagesearch.images import make_thumbnail, prepare_with_thumbnail
 from imagesearch.ports import Catalog, ObjectStore, ObjectTooLarge, StoredObject, VectorSync
 from imagesearch.records import ImageRecord, image_id_for_key, ordering_token, utc_now_iso
 from imagesearch.resources import (
     STATUS_DELETED,
+    STATUS_FAILED,
     STATUS_INDEXED,
     STATUS_REJECTED,
     THUMBNAIL_PREFIX,
@@ -120,7 +126,8 @@ class IngestService:
             # Deleted since the event was sent: the delete is the state to record.
             return self._delete(key, image_id, token)
 
-        if existing is not None and existing.etag == obj.etag and existing.status != STATUS_DELETED:
+        settled = existing is not None and existing.status not in (STATUS_DELETED, STATUS_FAILED)
+        if existing is not None and settled and existing.etag == obj.etag:
             same_model = (
                 existing.model_id == self._embedder.model_id
                 and existing.dimension == self._embedder.dimension
@@ -178,6 +185,10 @@ class IngestService:
             vector = self._embedder.embed(text=text, image=prepared.model_bytes, purpose="document")
         except InvalidEmbeddingInput as refused:
             return self._reject(record, token, f"the model refused the image: {refused}")
+        except (EmbedderConfigurationError, TransientEmbeddingError) as error:
+            # Visible as failed with the cause while the queue retries; then re-raised.
+            self._record_failure(record, token, str(error))
+            raise
 
         record = replace(record, vector=vector, indexed_at=utc_now_iso())
         if not self._catalog.put(record):
@@ -188,6 +199,19 @@ class IngestService:
         # and restores the thumbnail without another model call.
         self._store.put(thumbnail_key(image_id), thumbnail, content_type="image/jpeg")
         return IngestOutcome("indexed", key, image_id)
+
+    def _record_failure(self, record: ImageRecord, token: str, cause: str) -> None:
+        """Record ``failed`` with the last cause (ordered like every write: a newer
+        state wins). Best effort: the model's error is what the caller must see."""
+        failed = replace(
+            record, status=STATUS_FAILED, reason=cause, vector=None, indexed_at=utc_now_iso()
+        )
+        try:
+            if self._catalog.put(failed):
+                self._vectors.written(record.image_id)
+        except Exception as error:  # noqa: BLE001  (adapter errors of any kind)
+            # Not swallowed: logged, and the model's error is raised by the caller.
+            logger.warning("could not record %s as failed: %s", record.key, error)
 
     def _reject(self, record: ImageRecord, token: str, reason: str) -> IngestOutcome:
         record = replace(

@@ -216,7 +216,10 @@ ATTR_REVISION: Final = "revision"  # S, random per write (readers detect any rew
 STATUS_INDEXED: Final = "indexed"
 STATUS_REJECTED: Final = "rejected"
 STATUS_DELETED: Final = "deleted"
-STATUSES: Final = (STATUS_INDEXED, STATUS_REJECTED, STATUS_DELETED)
+# The model could not embed the image (yet): the last cause is the reason; retried
+# through the queue, and a later success (or any newer state) replaces it.
+STATUS_FAILED: Final = "failed"
+STATUSES: Final = (STATUS_INDEXED, STATUS_REJECTED, STATUS_FAILED, STATUS_DELETED)
 
 TOMBSTONE_TTL_SECONDS: Final = 7 * 24 * 3600
 

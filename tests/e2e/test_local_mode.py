@@ -535,7 +535,10 @@ def test_a_file_that_keeps_failing_ends_in_the_dead_letter_queue(
         )
     finally:
         bedrock.reset()
-    assert instance.get(f"/images/{instance.image_id_for('denied.jpg')}").status_code == 404
+    # visible as failed, with the model's cause (SPEC section 5)
+    record = instance.get(f"/images/{instance.image_id_for('denied.jpg')}").json()
+    assert record["status"] == "failed"
+    assert "Bedrock denied access" in record["reason"]
     log = instance.log()
     assert "failed uploads/denied.jpg (attempt 1 of 5): will retry" in log
     assert "dead-letter queue" in log

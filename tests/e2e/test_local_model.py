@@ -36,6 +36,12 @@ def test_a_broken_model_is_explained_at_start_and_files_retried_when_it_answers(
             timeout=150,
             message="the file to reach the dead-letter queue",
         )
+        # ... visible as failed with the cause: in the record, the listing and the counts
+        record = instance.wait_status("waiting.jpg", "failed")
+        assert "Bedrock denied access to amazon.titan-embed-image-v1" in record["reason"]
+        listed = instance.get("/images", params={"status": "failed"}).json()["items"]
+        assert [item["key"] for item in listed] == [instance.key_for("waiting.jpg")]
+        assert instance.get("/local/stats").json()["images"]["failed"] == 1
     finally:
         # When access is granted
         bedrock.reset()
@@ -43,6 +49,7 @@ def test_a_broken_model_is_explained_at_start_and_files_retried_when_it_answers(
     # Then local mode notices within its re-check interval and indexes the file
     instance.wait_indexed("waiting.jpg", timeout=120)
     assert instance.get("/local/stats").json()["model"] == {"ok": True}
+    assert instance.get("/local/stats").json()["images"]["failed"] == 0
     assert "the embedding model answers again: 1 failed file(s) sent back to ingest" in (
         instance.log()
     )

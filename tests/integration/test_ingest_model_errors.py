@@ -40,8 +40,33 @@ def test_transient_errors_are_retried_through_the_queue(aws, ingest_handler, fak
     key = aws.upload("later.jpg", small_jpeg())
     stats = drain_queue(aws.sqs, aws.queue_url, ingest_handler)
     assert stats.failures >= 1
-    assert aws.record(key).status == "indexed"
+    # a later success replaces the failed state
+    record = aws.record(key)
+    assert (record.status, record.reason) == ("indexed", None)
     assert aws.queue_depth(aws.dlq_url) == 0
+
+
+def test_a_failed_image_is_listed_and_counted_then_retried_when_the_model_is_back(
+    aws, ingest_handler, fake_bedrock
+):
+    # Given an image that failed while the model denied access
+    fake_bedrock.fail_next(100, "AccessDeniedException")
+    key = aws.upload("retry-me.jpg", small_jpeg())
+    drain_queue(aws.sqs, aws.queue_url, ingest_handler)
+    catalog = aws.catalog
+    page = catalog.list(prefix=None, status="failed", limit=10, cursor=None)
+    assert [record.key for record in page.items] == [key]
+    assert catalog.counts()["failed"] == 1
+
+    # When the model is back and the dead letter is sent back to the queue
+    fake_bedrock.reset()
+    moved = aws.sqs.receive_message(QueueUrl=aws.dlq_url, MaxNumberOfMessages=10)["Messages"]
+    aws.sqs.send_message(QueueUrl=aws.queue_url, MessageBody=moved[0]["Body"])
+    drain_queue(aws.sqs, aws.queue_url, ingest_handler)
+
+    # Then the same event indexes it (same ordering token: it replaces the failed state)
+    assert aws.record(key).status == "indexed"
+    assert catalog.counts()["failed"] == 0
 
 
 def test_access_denied_retries_then_parks_the_message_in_the_dlq(
@@ -53,7 +78,12 @@ def test_access_denied_retries_then_parks_the_message_in_the_dlq(
     # Never a silent drop and never a rejection: the image is fine, the setup is not
     assert stats.failures == 5
     assert aws.queue_depth(aws.dlq_url) == 1
-    assert aws.record(key) is None
+    # visible as failed, with the model's own cause and fix (SPEC section 5)
+    failed = aws.record(key)
+    assert failed.status == "failed"
+    assert "Bedrock denied access to amazon.titan-embed-image-v1" in failed.reason
+    assert "Enable model access" in failed.reason
+    assert failed.vector is None
     # said loudly, with the fix, and counted for the alarm
     errors = [r for r in caplog.records if r.levelname == "ERROR"]
     assert any(r.getMessage() == "embedding model misconfigured" for r in errors)

@@ -485,9 +485,12 @@ def count_params(status: str, **extra: Any) -> dict[str, Any]:
     }
 
 
-def stub_status(db: Stubber, sqs: Stubber, *, other_model: int, dead_letters: int = 0) -> None:
+def stub_status(
+    db: Stubber, sqs: Stubber, *, other_model: int, dead_letters: int = 0, failed: int = 0
+) -> None:
     db.add_response("query", {"Count": 7, "ScannedCount": 7}, count_params("indexed"))
     db.add_response("query", {"Count": 2, "ScannedCount": 2}, count_params("rejected"))
+    db.add_response("query", {"Count": failed, "ScannedCount": failed}, count_params("failed"))
     for waiting, in_flight in ((4, 1), (dead_letters, 0)):
         sqs.add_response(
             "get_queue_attributes",
@@ -520,6 +523,16 @@ def stub_status(db: Stubber, sqs: Stubber, *, other_model: int, dead_letters: in
             "Count": 2,
         },
     )
+    failures = [
+        {
+            "image_id": {"S": "3" * 32},
+            "status": {"S": "failed"},
+            "key": {"S": "uploads/denied.jpg"},
+            "reason": {"S": "Bedrock denied access to amazon.titan-embed-image-v1"},
+            "indexed_at": {"S": "2026-03-01T00:00:00.000Z"},
+        }
+    ][:failed]
+    db.add_response("query", {"Items": failures, "Count": len(failures)})
     db.add_response(
         "query",
         {"Count": other_model, "ScannedCount": 7},
@@ -566,7 +579,7 @@ def test_status_json_without_records_of_another_model_has_no_hint() -> None:
 
     assert code == 0
     report = json.loads(out.getvalue())
-    assert report["images"] == {"indexed": 7, "rejected": 2}
+    assert report["images"] == {"indexed": 7, "rejected": 2, "failed": 0}
     assert report["queues"]["ingest"] == {"waiting": 4, "in_flight": 1}
     assert report["other_model"] == 0
     assert report["hints"] == []

@@ -518,3 +518,19 @@ def test_zsh_completion_script_parses() -> None:
     _, script, _ = run_cli(["completion", "zsh"])
 
     subprocess.run(["zsh", "-n", "-c", script], check=True, timeout=30)
+
+
+def test_status_counts_failed_images_and_shows_their_cause() -> None:
+    clients = moto_clients()
+    session, _ = local_api()
+    with Stubber(clients["dynamodb"]) as db, Stubber(clients["sqs"]) as sqs:
+        stub_status(db, sqs, other_model=0, failed=1)
+        code, out, _ = run_cli(["--url", LOCAL, "status"], http=session, clients=clients)
+
+    assert code == 0
+    assert "images       7 indexed, 2 rejected, 1 failed" in out
+    failures = out.split("latest failures (the model could not embed them; retried):\n")[1]
+    assert failures.splitlines()[0] == (
+        "  2026-03-01T00:00:00.000Z  uploads/denied.jpg"
+        "  Bedrock denied access to amazon.titan-embed-image-v1"
+    )

@@ -56,6 +56,7 @@ from imagesearch.resources import (
     MAX_KEY_BYTES,
     RECORD_FIELDS,
     STATUS_DELETED,
+    STATUS_FAILED,
     STATUS_INDEXED,
     STATUS_REJECTED,
     TOMBSTONE_TTL_SECONDS,
@@ -68,13 +69,13 @@ logger = logging.getLogger(__name__)
 Item = dict[str, dict[str, Any]]
 
 _NUMBER_FIELDS = frozenset({"size", "width", "height", "dimension"})
-_LISTABLE_STATUSES = (STATUS_INDEXED, STATUS_REJECTED)
+_LISTABLE_STATUSES = (STATUS_INDEXED, STATUS_REJECTED, STATUS_FAILED)
 _MAX_LIST_LIMIT = 1000
 _BATCH_GET_SIZE = 100
 _BATCH_GET_ATTEMPTS = 8
 _MAX_CURSOR_CHARS = 8192
 _CURSOR_VERSION = 1
-_WRITABLE_STATUSES = (STATUS_INDEXED, STATUS_REJECTED)
+_WRITABLE_STATUSES = (STATUS_INDEXED, STATUS_REJECTED, STATUS_FAILED)
 _CONDITION_NEWER_OR_SAME = "attribute_not_exists(#id) OR #seq <= :seq"
 # What a record read returns: the public fields plus the ordering bookkeeping.
 _RECORD_ATTRIBUTES = (*RECORD_FIELDS, ATTR_SEQUENCER, ATTR_REVISION)

@@ -621,6 +621,16 @@ def status_report(ctx: Context) -> dict[str, Any]:
             }
             for record in catalog.recent(r.STATUS_REJECTED, LATEST_REJECTIONS)
         ],
+        # The model could not embed these (yet): the cause, while retries run.
+        "latest_failures": [
+            {
+                "image_id": record.image_id,
+                "key": record.key,
+                "reason": record.reason or "",
+                "indexed_at": record.indexed_at or "",
+            }
+            for record in catalog.recent(r.STATUS_FAILED, LATEST_REJECTIONS)
+        ],
         "other_model": None,
     }
     hints: list[str] = []

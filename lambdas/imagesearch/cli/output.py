@@ -151,7 +151,8 @@ def status_text(report: Mapping[str, Any]) -> str:
         f"target       {report['target']}",
         f"model        {report.get('model_id') or '?'}"
         f" ({report.get('dimension') or '?'} dimensions)",
-        f"images       {images['indexed']} indexed, {images['rejected']} rejected",
+        f"images       {images['indexed']} indexed, {images['rejected']} rejected"
+        + (f", {images['failed']} failed" if images.get("failed") else ""),
         f"ingest queue {queues['ingest']['waiting']} waiting,"
         f" {queues['ingest']['in_flight']} in flight",
         f"dead letters {queues['dead_letter']['waiting'] + queues['dead_letter']['in_flight']}",
@@ -172,6 +173,13 @@ def status_text(report: Mapping[str, Any]) -> str:
             reason = str(item.get("reason") or "no reason recorded")
             # The reason is what the user acts on: never shortened.
             lines.append(f"  {when}  {key}  {reason}")
+    failures = report.get("latest_failures") or []
+    if failures:
+        lines.append("")
+        lines.append("latest failures (the model could not embed them; retried):")
+        for item in failures:
+            when = str(item.get("indexed_at") or "-")
+            lines.append(f"  {when}  {item.get('key', '')}  {item.get('reason') or 'no cause'}")
     letters = report.get("dead_letters") or []
     if letters:
         lines.append("")

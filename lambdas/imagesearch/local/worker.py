@@ -119,7 +119,8 @@ class IngestWorker:
         """
         with self._lock:
             states = list(self._states.values())
-        return {status: states.count(status) for status in (r.STATUS_INDEXED, r.STATUS_REJECTED)}
+        shown = (r.STATUS_INDEXED, r.STATUS_REJECTED, r.STATUS_FAILED)
+        return {status: states.count(status) for status in shown}
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -207,16 +208,37 @@ class IngestWorker:
             receives = int((message.get("Attributes") or {}).get("ApproximateReceiveCount", "1"))
             keys = _keys([message]) or ["(unreadable message)"]
             for key in keys:
+                cause = self._failed(key)
+                because = f": {cause}" if cause else ""
                 if receives >= MAX_RECEIVE_COUNT:
                     logger.error(
-                        "failed %s %d times: the message goes to the dead-letter queue",
+                        "failed %s %d times: the message goes to the dead-letter queue%s",
                         key,
                         receives,
+                        because,
                     )
                 else:
                     logger.warning(
-                        "failed %s (attempt %d of %d): will retry", key, receives, MAX_RECEIVE_COUNT
+                        "failed %s (attempt %d of %d): will retry%s",
+                        key,
+                        receives,
+                        MAX_RECEIVE_COUNT,
+                        because,
                     )
+
+    def _failed(self, key: str) -> str | None:
+        """The cause ingest recorded for a failed key (counted as failed), if any."""
+        if key.startswith("("):
+            return None  # no key to look up
+        try:
+            record = self._catalog.get(image_id_for_key(key))
+        except (BotoCoreError, ClientError) as error:
+            return f"(state unknown: {error})"
+        if record is None or record.status != r.STATUS_FAILED:
+            return None
+        with self._lock:
+            self._states[key] = r.STATUS_FAILED
+        return record.reason
 
     def _outcome(self, key: str, started: str) -> str:
         try:
@@ -225,7 +247,7 @@ class IngestWorker:
             return f"processed {key} (state unknown: {error})"
         status = record.status if record is not None else None
         with self._lock:
-            if status in (r.STATUS_INDEXED, r.STATUS_REJECTED):
+            if status in (r.STATUS_INDEXED, r.STATUS_REJECTED, r.STATUS_FAILED):
                 self._states[key] = status
             else:
                 self._states.pop(key, None)
