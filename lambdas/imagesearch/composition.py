@@ -35,6 +35,8 @@ class Clients:
     dynamodb: Any | None = None
     bedrock: Any | None = None
     s3vectors: Any | None = None
+    # An embedder to use as is (local mode shares one, with its embedding cache).
+    embedder: Any | None = None
 
 
 def s3_client() -> Any:
@@ -113,6 +115,9 @@ def build_vector_sync(
 def build_embedder(settings: CommonSettings, clients: Clients | None = None) -> Embedder:
     from imagesearch.embedders import build_embedder_for
 
+    if clients is not None and clients.embedder is not None:
+        given: Embedder = clients.embedder
+        return given
     return build_embedder_for(settings, client=(clients or Clients()).bedrock)
 
 

@@ -167,3 +167,21 @@ def test_two_local_modes_cannot_share_a_state_folder(
     assert "is in use by another imagesearch local" in second.stderr
     assert "Traceback" not in second.stderr
     assert json.loads(first.get("/health").text)["status"] == "ok"
+
+
+def test_the_same_bytes_under_another_name_are_not_embedded_again(
+    local_mode: LocalProcess, bedrock: FakeBedrock
+) -> None:
+    # Given an indexed image
+    photo = images.jpeg(52, 52, (10, 200, 200))
+    local_mode.drop("cache/original.jpg", photo)
+    local_mode.wait_indexed("cache/original.jpg")
+    calls_before = len(bedrock.call_log)
+
+    # When the same bytes arrive under another name
+    local_mode.drop("cache/copy of original.jpg", photo)
+    copy = local_mode.wait_indexed("cache/copy of original.jpg")[0]
+
+    # Then it is indexed from the embedding cache, without a model call
+    assert _embeddings_since(bedrock, calls_before) == []
+    assert copy["status"] == "indexed"

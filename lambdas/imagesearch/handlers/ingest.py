@@ -103,6 +103,20 @@ class _StartGate:
         self._started += 1
 
 
+def configure(service: IngestService | None) -> None:
+    """Use ``service`` from now on (local mode, tests); None returns to the default."""
+    global _configured
+    _configured = service
+    default_service.cache_clear()
+
+
+_configured: IngestService | None = None
+
+
+def current_service() -> IngestService:
+    return _configured if _configured is not None else default_service()
+
+
 def process_record(record: SQSRecord, service: IngestService) -> list[IngestOutcome]:
     try:
         events = parse_message_body(record.body)
@@ -193,6 +207,6 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return handle_batch(
         event,
         context,
-        default_service(),
+        current_service(),
         seconds_per_image=seconds_per_image(load_settings(IngestSettings)),
     )

@@ -25,6 +25,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from imagesearch import resources as r
 from imagesearch.catalog.dynamodb import DynamoDBCatalog
+from imagesearch.local.embedding_cache import CACHE_NAME, CachedEmbedder, EmbeddingCache
 from imagesearch.local.gateway import Gateway, GatewayServer, allowed_hosts
 from imagesearch.local.mirror import POLL_SECONDS, DropboxMirror
 from imagesearch.local.moto_env import (
@@ -155,6 +156,7 @@ class LocalMode:
         self._moto = MotoServer(LOOPBACK, middleware=self._gated if self._store else None)
         self.restored: Snapshot | None = None
         self.model_problem: ProbeFailure | None = None
+        self._cache: EmbeddingCache | None = None
         self._watch_stop = threading.Event()
         self._watcher: threading.Thread | None = None
         self._dummy_credentials = False
@@ -242,6 +244,7 @@ class LocalMode:
         for name, value in self._handler_environ().items():
             self._env.set(name, value)
         ingest_handler, api_handler = _cold_handlers()
+        self._configure_services()
 
         self._worker = IngestWorker(
             handler=ingest_handler,
@@ -290,6 +293,28 @@ class LocalMode:
 
         self._watcher = threading.Thread(target=self._watch_model, name="model-watch", daemon=True)
         self._watcher.start()
+
+    def _configure_services(self) -> None:
+        """The handlers' services as composition builds them, sharing one embedder
+        behind the embedding cache (same bytes or text: no second model call)."""
+        from imagesearch.composition import (
+            Clients,
+            LazyEmbedder,
+            build_ingest_service,
+            build_search_service,
+        )
+        from imagesearch.handlers import api as api_handler
+        from imagesearch.handlers import ingest as ingest_handler
+        from imagesearch.settings import IngestSettings, SearchSettings, load_settings
+
+        ingest_settings = load_settings(IngestSettings)
+        embedder: Any = LazyEmbedder(ingest_settings)
+        if self._store is not None:
+            self._cache = EmbeddingCache(self._store.directory / CACHE_NAME)
+            embedder = CachedEmbedder(embedder, self._cache)
+        clients = Clients(embedder=embedder)
+        ingest_handler.configure(build_ingest_service(ingest_settings, clients))
+        api_handler.configure(build_search_service(load_settings(SearchSettings), clients))
 
     def probe(self) -> ProbeFailure | None:
         """One free call that tells whether the model works (see local/probe.py)."""
@@ -529,6 +554,8 @@ class LocalMode:
             if self._vectors is not None:
                 self._vectors.stop()
                 self._vectors = None
+            if self._cache is not None:
+                self._cache.close()
             if self._store is not None:
                 self._store.close()
             _forget_services()
@@ -658,7 +685,7 @@ def _forget_services() -> None:
     ingest = sys.modules.get("imagesearch.handlers.ingest")
     api = sys.modules.get("imagesearch.handlers.api")
     if ingest is not None:
-        ingest.default_service.cache_clear()
+        ingest.configure(None)
     if api is not None:
         api.configure(None)
 

@@ -1,0 +1,85 @@
+"""Local mode's embedding cache: the same bytes (or text) under another name, or again
+after a restart, cost no model call. Keyed by the content's SHA-256, the model id and
+the dimension; stored in ``STATE_DIR/embeddings.sqlite`` (one file, atomic writes).
+Local mode only: the Lambda path embeds as it always does."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from imagesearch.embedders.base import Embedder, Vector
+
+CACHE_NAME = "embeddings.sqlite"
+
+
+def cache_key(model_id: str, dimension: int, text: str | None, image: bytes | None) -> str:
+    digest = hashlib.sha256()
+    for part in (model_id, str(dimension), "text", text or "", "image"):
+        digest.update(part.encode("utf-8") + b"\0")
+    digest.update(hashlib.sha256(image).digest() if image is not None else b"")
+    return digest.hexdigest()
+
+
+class EmbeddingCache:
+    """key -> float32 vector bytes in SQLite (WAL: readers never wait for a writer)."""
+
+    def __init__(self, path: Path) -> None:
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS embeddings (key TEXT PRIMARY KEY, vector BLOB NOT NULL)"
+        )
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: str) -> Vector | None:
+        with self._lock:
+            row = self._db.execute("SELECT vector FROM embeddings WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        return np.frombuffer(row[0], dtype="<f4").astype(np.float32)
+
+    def put(self, key: str, vector: Vector) -> None:
+        blob = np.asarray(vector, dtype="<f4").tobytes()
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO embeddings (key, vector) VALUES (?, ?)", (key, blob)
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+class CachedEmbedder:
+    """The Embedder port in front of ``inner``: a cached vector is returned as is; a
+    miss asks the model and keeps the answer. Errors are never cached."""
+
+    def __init__(self, inner: Embedder, cache: EmbeddingCache) -> None:
+        self._inner = inner
+        self._cache = cache
+
+    @property
+    def model_id(self) -> str:
+        return self._inner.model_id
+
+    @property
+    def dimension(self) -> int:
+        return self._inner.dimension
+
+    def embed(self, *, text: str | None = None, image: bytes | None = None) -> Vector:
+        key = cache_key(self.model_id, self.dimension, text, image)
+        cached = self._cache.get(key)
+        if cached is not None and cached.shape == (self.dimension,):
+            return cached
+        vector = self._inner.embed(text=text, image=image)
+        self._cache.put(key, vector)
+        return vector
