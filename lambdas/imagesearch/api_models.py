@@ -266,8 +266,10 @@ class ImageOut(_Response):
 
     image_id: str
     key: str
-    status: str = Field(description="indexed or rejected")
-    reason: str | None = Field(default=None, description="Why the image was rejected")
+    status: str = Field(description="indexed, rejected, or failed (not embedded yet: retried)")
+    reason: str | None = Field(
+        default=None, description="Why the image was rejected, or the last cause of failure"
+    )
     etag: str | None = None
     size: int | None = None
     content_type: str | None = None
