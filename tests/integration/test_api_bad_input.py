@@ -254,7 +254,7 @@ CASES = [
     Case(
         "bad-status",
         422,
-        "status: Input should be 'indexed' or 'rejected'",
+        "status: Input should be 'indexed', 'rejected' or 'failed'",
         method="GET",
         path="/images",
         query={"status": "deleted"},

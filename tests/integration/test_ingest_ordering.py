@@ -183,7 +183,7 @@ def test_s3_test_event_is_acknowledged(aws, deliver, fake_bedrock):
     response = deliver('{"Service":"Amazon S3","Event":"s3:TestEvent","Bucket":"b"}')
     assert response["batchItemFailures"] == []
     assert aws.records() == []
-    assert aws.catalog.counts() == {"indexed": 0, "rejected": 0}
+    assert aws.catalog.counts() == {"indexed": 0, "rejected": 0, "failed": 0}
     assert fake_bedrock.calls == 0
 
 
