@@ -20,7 +20,9 @@ class CountingEmbedder:
         self.calls = 0
         self.fail = fail
 
-    def embed(self, *, text: str | None = None, image: bytes | None = None) -> np.ndarray:
+    def embed(
+        self, *, text: str | None = None, image: bytes | None = None, purpose: str = "document"
+    ) -> np.ndarray:
         self.calls += 1
         if self.fail:
             raise TransientEmbeddingError("busy")

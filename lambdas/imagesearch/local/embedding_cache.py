@@ -12,14 +12,20 @@ from pathlib import Path
 
 import numpy as np
 
-from imagesearch.embedders.base import Embedder, Vector
+from imagesearch.embedders.base import Embedder, ModelLimits, Purpose, Vector, limits_of
 
 CACHE_NAME = "embeddings.sqlite"
 
 
-def cache_key(model_id: str, dimension: int, text: str | None, image: bytes | None) -> str:
+def cache_key(
+    model_id: str,
+    dimension: int,
+    text: str | None,
+    image: bytes | None,
+    purpose: str = "document",
+) -> str:
     digest = hashlib.sha256()
-    for part in (model_id, str(dimension), "text", text or "", "image"):
+    for part in (model_id, str(dimension), purpose, "text", text or "", "image"):
         digest.update(part.encode("utf-8") + b"\0")
     digest.update(hashlib.sha256(image).digest() if image is not None else b"")
     return digest.hexdigest()
@@ -75,11 +81,22 @@ class CachedEmbedder:
     def dimension(self) -> int:
         return self._inner.dimension
 
-    def embed(self, *, text: str | None = None, image: bytes | None = None) -> Vector:
-        key = cache_key(self.model_id, self.dimension, text, image)
+    @property
+    def limits(self) -> ModelLimits:
+        return limits_of(self._inner)
+
+    def embed(
+        self,
+        *,
+        text: str | None = None,
+        image: bytes | None = None,
+        purpose: Purpose = "document",
+    ) -> Vector:
+        # (models embed queries and documents differently: the purpose is in the key)
+        key = cache_key(self.model_id, self.dimension, text, image, purpose)
         cached = self._cache.get(key)
         if cached is not None and cached.shape == (self.dimension,):
             return cached
-        vector = self._inner.embed(text=text, image=image)
+        vector = self._inner.embed(text=text, image=image, purpose=purpose)
         self._cache.put(key, vector)
         return vector
