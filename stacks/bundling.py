@@ -1,13 +1,23 @@
 """Lambda asset built on this machine with pip: no Docker (aws/aws-cdk#18290).
 
 One asset serves both functions: the ``imagesearch`` package (without its dev-only
-subpackages) plus the pinned runtime dependencies as manylinux aarch64 / CPython 3.13
-wheels, which is what the python3.13 arm64 Lambda runtime (Amazon Linux 2023) runs.
+subpackages) plus the pinned runtime dependencies as manylinux aarch64 / CPython 3.11
+wheels, which is what the python3.11 arm64 Lambda runtime runs.
+
+The asset ships bytecode: Lambda's task root is read-only, so without ``__pycache__``
+every cold start compiles each imported module again (~770 of them). Bytecode is
+specific to the Python minor version, so it is compiled by the interpreter running the
+build, which must be the runtime's version (``RUNTIME_PYTHON``); the hash-based
+(unchecked) mode does not depend on file times, which the zip does not keep. What the
+runtime never imports (test suites, type stubs, console scripts, the local-only CLIP
+embedder) is left out.
 """
 
 from __future__ import annotations
 
+import compileall
 import hashlib
+import py_compile
 import shutil
 import subprocess
 import sys
@@ -24,6 +34,9 @@ from imagesearch import resources as r
 LAMBDAS_DIR = Path(__file__).resolve().parent.parent / "lambdas"
 PACKAGE_NAME = "imagesearch"
 REQUIREMENTS_FILE = "requirements.txt"
+# The Lambda runtime's Python (stacks.functions.RUNTIME is python3.11): wheels are
+# chosen for it and the bytecode is compiled by it.
+RUNTIME_PYTHON = (3, 11)
 
 # manylinux_2_28 as well as 2014: current numpy, Pillow and pillow-heif publish aarch64
 # wheels tagged 2_28 only, and with 2014 alone pip silently falls back to old releases.
@@ -35,11 +48,15 @@ PIP_TARGET_ARGS: tuple[str, ...] = (
     "--implementation",
     "cp",
     "--python-version",
-    "3.13",
+    f"{RUNTIME_PYTHON[0]}.{RUNTIME_PYTHON[1]}",
     "--only-binary=:all:",
     "--no-compile",
 )
 _SKIPPED_NAMES = ("__pycache__", "*.pyc", "*.pyo")
+# Runtime package modules only local mode imports (torch / sentence-transformers).
+LOCAL_ONLY_MODULES: tuple[str, ...] = ("embedders/clip.py",)
+# Directory names inside installed distributions that the runtime never imports.
+_PRUNED_DIRS = ("tests", "testing_tests")
 
 
 class BundlingError(RuntimeError):
@@ -60,6 +77,8 @@ def _skipped(relative: Path) -> bool:
     parts = relative.parts
     if len(parts) > 1 and parts[0] in r.NOT_IN_LAMBDA_ASSET:
         return True
+    if relative.as_posix() in LOCAL_ONLY_MODULES:
+        return True
     return any(part == "__pycache__" for part in parts) or relative.suffix in (".pyc", ".pyo")
 
 
@@ -71,6 +90,7 @@ def asset_hash(lambdas_dir: Path = LAMBDAS_DIR) -> str:
     """
     digest = hashlib.sha256()
     digest.update("\0".join(PIP_TARGET_ARGS).encode())
+    digest.update(b"\0bytecode-unchecked-hash\0")
     digest.update(b"\0requirements\0")
     digest.update((lambdas_dir / REQUIREMENTS_FILE).read_bytes())
     for path in package_files(lambdas_dir):
@@ -109,7 +129,14 @@ class LocalPipBundling:
 
 
 def bundle(output_dir: str, lambdas_dir: Path = LAMBDAS_DIR) -> None:
-    """Install the requirements and copy the runtime package into ``output_dir``."""
+    """Install the requirements, copy the runtime package into ``output_dir``, prune
+    what the runtime never imports and compile the rest to bytecode."""
+    if sys.version_info[:2] != RUNTIME_PYTHON:
+        raise BundlingError(
+            f"the asset's bytecode must be compiled by Python {RUNTIME_PYTHON[0]}."
+            f"{RUNTIME_PYTHON[1]} (the Lambda runtime's); this is "
+            f"{sys.version_info[0]}.{sys.version_info[1]}"
+        )
     command = pip_command(output_dir, lambdas_dir)
     done = subprocess.run(command, capture_output=True, text=True, check=False)  # noqa: S603
     if done.returncode != 0:
@@ -124,6 +151,36 @@ def bundle(output_dir: str, lambdas_dir: Path = LAMBDAS_DIR) -> None:
         ignore=_ignore_for(lambdas_dir / PACKAGE_NAME),
         dirs_exist_ok=True,
     )
+    prune(Path(output_dir))
+    compile_bytecode(Path(output_dir))
+
+
+def prune(output_dir: Path) -> None:
+    """Remove test suites, type stubs and console scripts of the installed wheels
+    (the package's own files were filtered on copy)."""
+    shutil.rmtree(output_dir / "bin", ignore_errors=True)
+    for stub in list(output_dir.rglob("*.pyi")):
+        stub.unlink()
+    for name in _PRUNED_DIRS:
+        for directory in sorted(output_dir.rglob(name), reverse=True):
+            parent = directory.parent
+            # Only a distribution's test suite (numpy/tests, numpy/*/tests), never a
+            # top-level package that happens to be called "tests".
+            if directory.is_dir() and parent != output_dir:
+                shutil.rmtree(directory)
+
+
+def compile_bytecode(output_dir: Path) -> None:
+    """``__pycache__/*.cpython-3XX.pyc`` beside every module, hash-based and unchecked:
+    the runtime loads them without comparing source times (zip files do not keep them)."""
+    ok = compileall.compile_dir(
+        str(output_dir),
+        quiet=2,
+        workers=0,
+        invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
+    )
+    if not ok:
+        raise BundlingError(f"compiling the asset's modules to bytecode failed in {output_dir}")
 
 
 def _ignore_for(root: Path) -> Any:
@@ -133,6 +190,10 @@ def _ignore_for(root: Path) -> Any:
         skipped = set(skip_names(directory, names))
         if Path(directory) == root:
             skipped.update(n for n in names if n in r.NOT_IN_LAMBDA_ASSET)
+        for module in LOCAL_ONLY_MODULES:
+            folder, _, name = module.rpartition("/")
+            if Path(directory) == root / folder and name in names:
+                skipped.add(name)
         return skipped
 
     return ignore
@@ -145,7 +206,7 @@ def lambda_code(lambdas_dir: Path = LAMBDAS_DIR) -> lambda_.Code:
         asset_hash=asset_hash(lambdas_dir),
         asset_hash_type=AssetHashType.CUSTOM,
         bundling=BundlingOptions(
-            image=lambda_.Runtime.PYTHON_3_13.bundling_image,
+            image=lambda_.Runtime.PYTHON_3_11.bundling_image,
             local=LocalPipBundling(lambdas_dir),
         ),
     )

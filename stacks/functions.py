@@ -17,7 +17,9 @@ from constructs import Construct
 from imagesearch import resources as r
 from stacks.config import AppConfig
 
-RUNTIME = lambda_.Runtime.PYTHON_3_13
+# python3.11, the version the suite runs on and the asset's bytecode is compiled with
+# (stacks.bundling.RUNTIME_PYTHON): see docs/decisions.md.
+RUNTIME = lambda_.Runtime.PYTHON_3_11
 ARCHITECTURE = lambda_.Architecture.ARM_64
 LOG_RETENTION = logs.RetentionDays.ONE_MONTH
 LOG_LEVEL = "INFO"

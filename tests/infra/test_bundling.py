@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 from email.parser import Parser
@@ -31,6 +32,8 @@ def lambdas_dir(tmp_path: Path) -> Path:
         "imagesearch/cli/__init__.py": "",
         "imagesearch/cli/main.py": "",
         "imagesearch/local/web/index.html": "<html></html>",
+        "imagesearch/embedders/__init__.py": "",
+        "imagesearch/embedders/clip.py": "import torch\n",
         "imagesearch/py.typed": "",
     }
     for name, text in files.items():
@@ -46,7 +49,13 @@ def _relative(paths: list[Path], root: Path) -> set[str]:
 
 def test_package_files_leave_out_dev_subpackages_and_caches(lambdas_dir: Path) -> None:
     files = _relative(list(bundling.package_files(lambdas_dir)), lambdas_dir / "imagesearch")
-    assert files == {"__init__.py", "handlers/__init__.py", "handlers/api.py", "py.typed"}
+    assert files == {
+        "__init__.py",
+        "embedders/__init__.py",
+        "handlers/__init__.py",
+        "handlers/api.py",
+        "py.typed",
+    }
     assert set(r.NOT_IN_LAMBDA_ASSET) == {"cli", "local"}
 
 
@@ -69,7 +78,7 @@ def test_asset_hash_follows_sources_and_requirements_only(lambdas_dir: Path) -> 
     assert bundling.asset_hash(lambdas_dir) not in (first, second)
 
 
-def test_pip_targets_aarch64_cpython_313_wheels_only() -> None:
+def test_pip_targets_aarch64_cpython_311_wheels_only() -> None:
     command = bundling.pip_command("/out")
     assert command[1:4] == ["-m", "pip", "install"]
     joined = " ".join(command)
@@ -77,7 +86,7 @@ def test_pip_targets_aarch64_cpython_313_wheels_only() -> None:
         "--platform manylinux2014_aarch64",
         "--platform manylinux_2_28_aarch64",
         "--implementation cp",
-        "--python-version 3.13",
+        "--python-version 3.11",
         "--only-binary=:all:",
         "--no-compile",
         "--target /out",
@@ -96,10 +105,52 @@ def test_bundle_copies_the_package_without_dev_parts(lambdas_dir: Path, tmp_path
     copied = _relative([p for p in out.rglob("*") if p.is_file()], out)
     assert copied == {
         "imagesearch/__init__.py",
+        "imagesearch/__pycache__/__init__.cpython-311.pyc",
+        "imagesearch/embedders/__init__.py",
+        "imagesearch/embedders/__pycache__/__init__.cpython-311.pyc",
         "imagesearch/handlers/__init__.py",
+        "imagesearch/handlers/__pycache__/__init__.cpython-311.pyc",
         "imagesearch/handlers/api.py",
+        "imagesearch/handlers/__pycache__/api.cpython-311.pyc",
         "imagesearch/py.typed",
     }
+    # compiled here, not copied from the source tree's cache
+    assert (out / "imagesearch/handlers/__pycache__/api.cpython-311.pyc").read_bytes() != b"x"
+
+
+def test_bundle_prunes_tests_stubs_and_scripts(lambdas_dir: Path, tmp_path: Path) -> None:
+    # Given an installed tree as pip leaves it
+    out = tmp_path / "out"
+    for name in (
+        "numpy/__init__.py",
+        "numpy/tests/test_a.py",
+        "numpy/linalg/tests/t.py",
+        "numpy/__init__.pyi",
+        "bin/f2py",
+        "tests/__init__.py",
+    ):
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text("")
+
+    # When
+    bundling.bundle(str(out), lambdas_dir)
+
+    # Then
+    left = _relative([p for p in out.rglob("*") if p.is_file() and p.suffix != ".pyc"], out)
+    assert "numpy/__init__.py" in left
+    assert (
+        not {"numpy/tests/test_a.py", "numpy/linalg/tests/t.py", "numpy/__init__.pyi", "bin/f2py"}
+        & left
+    )
+    assert "tests/__init__.py" in left  # a top-level package is never pruned
+
+
+def test_bundle_refuses_another_python(
+    lambdas_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bundling, "RUNTIME_PYTHON", (3, 99))
+    with pytest.raises(bundling.BundlingError, match=r"Python 3\.99"):
+        bundling.bundle(str(tmp_path / "out"), lambdas_dir)
 
 
 def test_bundle_raises_with_pips_output(lambdas_dir: Path, tmp_path: Path) -> None:
@@ -142,7 +193,7 @@ def _elf_machine(path: Path) -> int:
 
 
 @pytest.mark.bundling
-def test_real_bundle_for_lambda_arm64_python313(tmp_path: Path) -> None:
+def test_real_bundle_for_lambda_arm64_python311(tmp_path: Path) -> None:
     # Given the real app, synthesized with bundling on (the local bundler, no Docker)
     app = synthesize(tmp_path)
     functions = [
@@ -163,27 +214,44 @@ def test_real_bundle_for_lambda_arm64_python313(tmp_path: Path) -> None:
     assert (package / "__init__.py").is_file() and (package / "resources.py").is_file()
     for left_out in r.NOT_IN_LAMBDA_ASSET:
         assert not (package / left_out).exists()
-    assert not list(package.rglob("__pycache__"))
-    assert not list(asset.rglob("*.pyc"))
+    assert not (package / "embedders" / "clip.py").exists()  # local mode only
+
+    # And every module ships its bytecode for the runtime's Python, hash-based and
+    # unchecked (the read-only task root cannot take what a cold start would compile)
+    modules = [p for p in asset.rglob("*.py")]
+    assert len(modules) > 500
+    for module in modules:
+        compiled = module.parent / "__pycache__" / f"{module.stem}.cpython-311.pyc"
+        assert compiled.is_file(), module
+    sample = (package / "__pycache__" / "resources.cpython-311.pyc").read_bytes()
+    assert sample[:4] == importlib.util.MAGIC_NUMBER
+    assert int.from_bytes(sample[4:8], "little") == 0b01  # hash-based, not checked
+    assert not [p for p in asset.rglob("*.pyc") if "cpython-311" not in p.name]
+
+    # And what the runtime never imports is left out: test suites, stubs, scripts
+    assert not (asset / "bin").exists()
+    assert not list(asset.rglob("*.pyi"))
+    assert not (asset / "numpy" / "tests").exists()
+    assert not list((asset / "numpy").rglob("tests"))
 
     # And the dependencies are importable packages...
     for module in ("numpy", "PIL", "pillow_heif", "pydantic_core", "aws_lambda_powertools"):
         assert (asset / module / "__init__.py").is_file(), module
 
-    # ...at exactly the pinned versions, built for CPython 3.13 on aarch64
+    # ...at exactly the pinned versions, built for CPython 3.11 on aarch64
     installed = _installed(asset)
     for name, version in _pins().items():
         assert installed[name][0] == version, f"{name}: {installed[name][0]} != pin {version}"
     for name in ("numpy", "pillow", "pillow-heif", "pydantic-core"):
         tags = installed[name][1]
-        assert tags and all("aarch64" in t and t.startswith("cp313-") for t in tags), (name, tags)
+        assert tags and all("aarch64" in t and t.startswith("cp311-") for t in tags), (name, tags)
     for name, (_, tags) in installed.items():
         assert all("x86_64" not in t and "win" not in t and "macos" not in t for t in tags), name
 
     shared_objects = list(asset.rglob("*.so")) + list(asset.rglob("*.so.*"))
     extension_modules = [p for p in shared_objects if ".cpython-" in p.name]
     assert len(extension_modules) > 10
-    assert all("cpython-313-aarch64-linux-gnu" in p.name for p in extension_modules)
+    assert all("cpython-311-aarch64-linux-gnu" in p.name for p in extension_modules)
     assert {_elf_machine(p) for p in shared_objects} == {ELF_MACHINE_AARCH64}
 
     # And the unzipped size fits Lambda's limit

@@ -279,7 +279,7 @@ def test_functions(
     any_app.template.has_resource_properties(
         "AWS::Lambda::Function",
         {
-            "Runtime": "python3.13",
+            "Runtime": "python3.11",
             "Architectures": ["arm64"],
             "Handler": handler,
             "MemorySize": memory,
