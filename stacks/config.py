@@ -58,6 +58,8 @@ class AppConfig:
     # or an explicit stack env); None for an environment-agnostic synth, where the
     # template's ModelOfferedInRegion rule checks the region at deploy time instead.
     region: str | None = None
+    embedded_max_images: int = r.CONTEXT_DEFAULTS["embeddedMaxImages"]
+    keep_legacy_change_index: bool = r.CONTEXT_DEFAULTS["keepLegacyChangeIndex"]
 
     def __post_init__(self) -> None:
         for region in self.model_regions:
@@ -97,6 +99,11 @@ class AppConfig:
                 "noncurrentVersionDays must be between 1 and "
                 f"{MAX_NONCURRENT_VERSION_DAYS} days, got {self.noncurrent_version_days}"
             )
+        if not 1_000 <= self.embedded_max_images <= r.EMBEDDED_MAX_IMAGES_LIMIT:
+            raise ConfigError(
+                f"embeddedMaxImages must be between 1000 and {r.EMBEDDED_MAX_IMAGES_LIMIT}, "
+                f"got {self.embedded_max_images}; beyond that use vectorStore=s3vectors"
+            )
 
     @property
     def allowed_model_regions(self) -> tuple[str, ...]:
@@ -134,6 +141,10 @@ class AppConfig:
             ),
             model_regions=_as_list("modelRegions", value("modelRegions")),
             region=region or None,
+            embedded_max_images=_as_int("embeddedMaxImages", value("embeddedMaxImages")),
+            keep_legacy_change_index=_as_bool(
+                "keepLegacyChangeIndex", value("keepLegacyChangeIndex")
+            ),
         )
 
 
@@ -280,6 +291,8 @@ def _check_prefix(prefix: str) -> None:
             f"must not overlap the thumbnail prefix {r.THUMBNAIL_PREFIX!r} "
             "(ingest would index its own thumbnails in a loop)"
         )
+    elif prefix.startswith(r.SNAPSHOT_PREFIX) or r.SNAPSHOT_PREFIX.startswith(prefix):
+        problem = f"must not overlap the index snapshot prefix {r.SNAPSHOT_PREFIX!r}"
     if problem:
         raise ConfigError(f"uploadPrefix {prefix!r} {problem}")
 

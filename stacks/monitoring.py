@@ -35,6 +35,7 @@ class Monitoring(Construct):
         ingest_service_name: str,
         search_function: lambda_.IFunction,
         api: apigw.RestApi,
+        embedded_max_images: int | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         self.alarms: dict[str, cloudwatch.Alarm] = {}
@@ -86,6 +87,22 @@ class Monitoring(Construct):
             0,
             "The search API answered 5XX (function errors or timeouts, model unavailable).",
         )
+        if embedded_max_images is not None:
+            warn_at = int(r.EMBEDDED_CAPACITY_WARNING * embedded_max_images)
+            self._above(
+                "EmbeddedIndexNearCapacity",
+                cloudwatch.Metric(
+                    namespace=r.METRICS_NAMESPACE,
+                    metric_name=r.METRIC_INDEXED_IMAGES,
+                    dimensions_map=dict(r.EMBEDDED_METRIC_DIMENSIONS),
+                    period=Duration.minutes(30),
+                    statistic="Maximum",
+                ),
+                warn_at - 1,
+                f"The embedded index holds at least {warn_at} images, 80 % of "
+                f"embeddedMaxImages ({embedded_max_images}): raise embeddedMaxImages (memory) "
+                "or move to vectorStore=s3vectors before search instances run out of memory.",
+            )
 
     def _above(
         self, alarm_id: str, metric: cloudwatch.IMetric, threshold: float, description: str

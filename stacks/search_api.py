@@ -17,9 +17,25 @@ from stacks.config import AppConfig
 from stacks.functions import LOG_RETENTION, LoggedFunction, runtime_environment
 
 SERVICE_NAME = "imagesearch-api"
-# The in-memory index holds up to ~100k x 1024 float32 (400 MB) plus numpy scratch space;
-# memory also buys CPU for the matrix-vector product.
-MEMORY_MB = 2048
+# Memory also buys CPU for the matrix-vector product: never below this.
+MIN_MEMORY_MB = 2048
+LAMBDA_MAX_MEMORY_MB = 10240
+# Besides the matrix: the interpreter and libraries, ids/keys/revisions per row, the
+# snapshot's metadata while it is parsed, the request's scratch space.
+BASE_OVERHEAD_MB = 512
+PER_IMAGE_OVERHEAD_BYTES = 600
+
+
+def embedded_memory_mb(max_images: int, dimension: int) -> int:
+    """Memory of a function holding the embedded index of ``max_images`` vectors: the
+    float32 matrix with its append headroom (MatrixIndex.capacity_for), per-row
+    Python objects and a fixed base, rounded up to 64 MB, within Lambda's limits."""
+    matrix = max_images * 1.125 * dimension * 4
+    total = matrix + max_images * PER_IMAGE_OVERHEAD_BYTES + BASE_OVERHEAD_MB * 2**20
+    mb = -(-int(total) // 2**20)
+    return min(LAMBDA_MAX_MEMORY_MB, max(MIN_MEMORY_MB, -(-mb // 64) * 64))
+
+
 # API Gateway's default integration timeout is 29 s: a longer function would be cut off.
 TIMEOUT = Duration.seconds(29)
 # Each Bedrock call must fit the API timeout with a retry: 2 attempts x 8 s read.
@@ -141,6 +157,16 @@ ACCESS_LOG_FORMAT = {
 }
 
 
+def embedded_environment(config: AppConfig) -> dict[str, str]:
+    """The embedded tier's settings (search and maintenance functions)."""
+    if config.vector_store != "dynamodb":
+        return {}
+    return {
+        r.ENV_SNAPSHOT_PREFIX: r.SNAPSHOT_PREFIX,
+        r.ENV_EMBEDDED_MAX_IMAGES: str(config.embedded_max_images),
+    }
+
+
 class SearchApi(Construct):
     """Search function and the REST API routing every route of SPEC section 6 to it."""
 
@@ -162,7 +188,7 @@ class SearchApi(Construct):
             code=code,
             handler=r.API_HANDLER,
             description="Image search API: embeds queries, exact cosine search in memory",
-            memory_mb=MEMORY_MB,
+            memory_mb=embedded_memory_mb(config.embedded_max_images, config.embedding_dimension),
             timeout=TIMEOUT,
             environment={
                 **runtime_environment(
@@ -176,6 +202,7 @@ class SearchApi(Construct):
                         BEDROCK_MAX_ATTEMPTS,
                     ),
                 ),
+                **embedded_environment(config),
             },
         )
         self.function = self.handler.function

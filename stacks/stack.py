@@ -18,6 +18,7 @@ from imagesearch import resources as r
 from stacks.bundling import lambda_code
 from stacks.config import AppConfig
 from stacks.ingest import Ingest
+from stacks.maintenance import IndexMaintenance
 from stacks.monitoring import Monitoring
 from stacks.search_api import SearchApi
 from stacks.storage import Storage
@@ -59,6 +60,13 @@ class ImageSearchStack(Stack):
             for function in (self.ingest.function, self.search.function):
                 function.add_environment(r.ENV_VECTOR_BUCKET, self.vectors.bucket_name)
                 function.add_environment(r.ENV_VECTOR_INDEX, self.vectors.index_name)
+        self.maintenance = (
+            IndexMaintenance(
+                self, "IndexMaintenance", config=config, code=code, bucket=bucket, table=table
+            )
+            if config.vector_store == "dynamodb"
+            else None
+        )
         self.monitoring = Monitoring(
             self,
             "Monitoring",
@@ -68,11 +76,15 @@ class ImageSearchStack(Stack):
             ingest_service_name=self.ingest.service_name,
             search_function=self.search.function,
             api=self.search.api,
+            embedded_max_images=(
+                config.embedded_max_images if config.vector_store == "dynamodb" else None
+            ),
         )
 
         self._grant_ingest()
         self._grant_search()
         self._model_region_rule()
+        self._grant_maintenance()
         self._outputs()
         self._suppress_nag_findings()
 
@@ -224,6 +236,52 @@ class ImageSearchStack(Stack):
                     resources=[self.vectors.index_arn],
                 )
             )
+        if self.maintenance is not None:
+            grant(
+                iam.PolicyStatement(
+                    sid="ReadIndexSnapshots",
+                    actions=["s3:GetObject"],
+                    resources=[self._snapshots_arn()],
+                )
+            )
+
+    def _grant_maintenance(self) -> None:
+        if self.maintenance is None:
+            return
+        grant = self.maintenance.handler.add_to_role_policy
+        table_arn = self.storage.table.table_arn
+        # Loading like a search instance: Scan (no snapshot yet), the change log, vectors.
+        grant(
+            iam.PolicyStatement(
+                sid="ReadImageVectors",
+                actions=["dynamodb:Scan", "dynamodb:BatchGetItem"],
+                resources=[table_arn],
+            )
+        )
+        grant(
+            iam.PolicyStatement(
+                sid="ReadChangeLog",
+                actions=["dynamodb:Query"],
+                resources=[f"{table_arn}/index/{r.INDEX_CHANGES}"],
+            )
+        )
+        # Snapshot objects and their pointer (multipart upload: PutObject, and Abort
+        # when one fails); old snapshots are deleted by key (no listing).
+        grant(
+            iam.PolicyStatement(
+                sid="WriteIndexSnapshots",
+                actions=[
+                    "s3:GetObject",
+                    "s3:PutObject",
+                    "s3:DeleteObject",
+                    "s3:AbortMultipartUpload",
+                ],
+                resources=[self._snapshots_arn()],
+            )
+        )
+
+    def _snapshots_arn(self) -> str:
+        return self.storage.bucket.arn_for_objects(f"{r.SNAPSHOT_PREFIX}*")
 
     def _model_region_rule(self) -> None:
         """Finding 9.15 at deploy time: synth checks the region when it knows it; an
@@ -267,6 +325,10 @@ class ImageSearchStack(Stack):
             r.OUTPUT_DLQ_URL: (self.ingest.dead_letter_queue.queue_url, "Dead-letter queue"),
             r.OUTPUT_MODEL_ID: (self.config.model_id, "Bedrock embedding model"),
             r.OUTPUT_DIMENSION: (str(self.config.embedding_dimension), "Embedding dimension"),
+            r.OUTPUT_EMBEDDED_MAX_IMAGES: (
+                str(self.config.embedded_max_images),
+                "Embedded index capacity (beyond it: vectorStore=s3vectors)",
+            ),
         }
         outputs[r.OUTPUT_VECTOR_STORE] = (self.config.vector_store, "Vector store (tier)")
         if self.vectors is not None:
@@ -303,26 +365,46 @@ class ImageSearchStack(Stack):
             apply_to_children=True,
         )
         table = self._logical_id(self.storage.table)
+        snapshot_objects = f"{bucket_arn}/{r.SNAPSHOT_PREFIX}*"
+        if self.maintenance is not None:
+            NagSuppressions.add_resource_suppressions(
+                self.maintenance.handler.role,
+                [
+                    xray,
+                    NagPackSuppression(
+                        id="AwsSolutions-IAM5",
+                        reason="Snapshot objects have unique names written at run time; "
+                        "access is limited to the index snapshot prefix.",
+                        applies_to=[snapshot_objects],
+                    ),
+                ],
+                apply_to_children=True,
+            )
         NagSuppressions.add_resource_suppressions(
             self.search.handler.role,
             [
                 xray,
                 NagPackSuppression(
                     id="AwsSolutions-IAM5",
-                    reason="Read-only access to the images table's own GSIs (by_change, "
-                    "by_status) and object access limited to the upload and thumbnail "
-                    "prefixes of the images bucket.",
+                    reason="Read-only access to the images table's own GSIs (the change "
+                    "log, by_status) and object access limited to the upload and thumbnail "
+                    "prefixes of the images bucket, and reads of the index snapshots.",
                     applies_to=[
                         f"Resource::<{table}.Arn>/index/*",
                         uploads_objects,
                         thumbnails_objects,
+                        *([snapshot_objects] if self.maintenance is not None else []),
                     ],
                 ),
             ],
             apply_to_children=True,
         )
         NagSuppressions.add_resource_suppressions(
-            [self.ingest.function, self.search.function],
+            [
+                self.ingest.function,
+                self.search.function,
+                *([self.maintenance.function] if self.maintenance is not None else []),
+            ],
             [
                 NagPackSuppression(
                     id="AwsSolutions-L1",

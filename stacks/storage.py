@@ -75,7 +75,12 @@ class Storage(Construct):
             removal_policy=removal,
             auto_delete_objects=auto_delete,
         )
-        self.table = images_table(self, "ImagesTable", removal=removal)
+        self.table = images_table(
+            self,
+            "ImagesTable",
+            removal=removal,
+            legacy_change_index=config.keep_legacy_change_index,
+        )
 
 
 def _cors_rules(origins: tuple[str, ...]) -> list[s3.CorsRule] | None:
@@ -94,25 +99,35 @@ def _cors_rules(origins: tuple[str, ...]) -> list[s3.CorsRule] | None:
 
 
 def _lifecycle_rule(rule: dict[str, Any]) -> s3.LifecycleRule:
-    """A CDK rule from the shared S3 API shape (whole bucket, enabled)."""
+    """A CDK rule from the shared S3 API shape (enabled, a prefix filter or none)."""
     known = {"ID", "Status", "Filter", "AbortIncompleteMultipartUpload"}
     known |= {"NoncurrentVersionExpiration", "Expiration"}
-    if set(rule) - known or rule["Status"] != "Enabled" or rule["Filter"] != {"Prefix": ""}:
+    if set(rule) - known or rule["Status"] != "Enabled" or set(rule["Filter"]) != {"Prefix"}:
         raise ValueError(f"unsupported lifecycle rule {rule}")
     abort = rule.get("AbortIncompleteMultipartUpload", {}).get("DaysAfterInitiation")
     noncurrent = rule.get("NoncurrentVersionExpiration", {}).get("NoncurrentDays")
     marker = rule.get("Expiration", {}).get("ExpiredObjectDeleteMarker")
+    days = rule.get("Expiration", {}).get("Days")
     return s3.LifecycleRule(
         id=rule["ID"],
+        prefix=rule["Filter"]["Prefix"] or None,
         abort_incomplete_multipart_upload_after=Duration.days(abort) if abort else None,
         noncurrent_version_expiration=Duration.days(noncurrent) if noncurrent else None,
         expired_object_delete_marker=marker,
+        expiration=Duration.days(days) if days else None,
     )
 
 
-def images_table(scope: Construct, construct_id: str, *, removal: RemovalPolicy) -> dynamodb.Table:
+def images_table(
+    scope: Construct,
+    construct_id: str,
+    *,
+    removal: RemovalPolicy,
+    legacy_change_index: bool = False,
+) -> dynamodb.Table:
     """The images table, built from the shared definition (no shapes retyped here)."""
-    definition = r.table_definition("unused")  # the physical name is CloudFormation's
+    # the physical name is CloudFormation's
+    definition = r.table_definition("unused", legacy_change_index=legacy_change_index)
     types = {a["AttributeName"]: a["AttributeType"] for a in definition["AttributeDefinitions"]}
     if definition["BillingMode"] != "PAY_PER_REQUEST":
         raise ValueError(f"unexpected billing mode {definition['BillingMode']}")

@@ -303,9 +303,15 @@ class UploadResponse(_Response):
 
 class HealthResponse(_Response):
     status: Literal["ok"] = "ok"
-    images: int
+    # From cheap state only (never a table read): the instance's loaded index, else
+    # the index snapshot's header; null when neither exists yet.
+    images: int | None
     model_id: str
     dimension: int
+    # The embedded tier's capacity (embeddedMaxImages) and whether images reached 80 %
+    # of it (beyond it: vectorStore=s3vectors). Null for other vector stores.
+    capacity: int | None = None
+    near_capacity: bool = False
 
 
 class ErrorResponse(_Response):

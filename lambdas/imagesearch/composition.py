@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from imagesearch.embedders.base import ModelLimits, Purpose, Vector
 from imagesearch.errors import EmbedderConfigurationError
-from imagesearch.resources import STATUS_INDEXED, vector_index_name
+from imagesearch.resources import METRIC_SNAPSHOT_FALLBACKS, STATUS_INDEXED, vector_index_name
 from imagesearch.settings import CommonSettings, IngestSettings, SearchSettings, SettingsError
 
 if TYPE_CHECKING:  # the runtime imports are deferred to keep cold starts short
@@ -74,6 +74,8 @@ def build_vector_index(
             model_id=settings.model_id,
             dimension=settings.dimension,
             refresh_interval=refresh,
+            snapshots=build_snapshot_store(settings, clients),
+            on_fallback=_count_snapshot_fallback,
         )
     if settings.vector_store == "s3vectors":
         from imagesearch.index.s3vectors import S3VectorsIndex
@@ -94,6 +96,22 @@ def s3vectors_client() -> Any:
     import boto3
 
     return boto3.client("s3vectors")
+
+
+def build_snapshot_store(settings: CommonSettings, clients: Clients | None = None) -> Any:
+    """The embedded index's ``SnapshotStore`` (None when the deployment has none)."""
+    prefix = settings.snapshot_prefix if isinstance(settings, SearchSettings) else None
+    if not prefix:
+        return None
+    from imagesearch.index.snapshot import SnapshotStore
+
+    return SnapshotStore(settings.bucket, prefix, client=(clients or Clients()).s3)
+
+
+def _count_snapshot_fallback(reason: str) -> None:  # the index logs the reason
+    from imagesearch.metrics import count
+
+    count(METRIC_SNAPSHOT_FALLBACKS)
 
 
 def build_vector_sync(
@@ -196,4 +214,5 @@ def build_search_service(settings: SearchSettings, clients: Clients | None = Non
         # The scale tier's index cannot be counted cheaply: /health reports the catalog's
         # indexed records (what the index converges to; `imagesearch status` shows both).
         image_count=indexed_in_catalog if settings.vector_store == "s3vectors" else None,
+        capacity=settings.embedded_max_images if settings.vector_store == "dynamodb" else None,
     )

@@ -8,6 +8,7 @@ CDK app, which must not pull in runtime dependencies.
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -31,6 +32,12 @@ CONTEXT_DEFAULTS: Final[dict[str, Any]] = {
     # Regions to accept for modelId beyond the table below (MODELS / PROFILE_REGIONS), for
     # regions AWS added after this release: a list, or comma-separated on the command line.
     "modelRegions": [],
+    # The embedded tier's capacity: sizes the search function's memory; status, /health
+    # and an alarm warn at EMBEDDED_CAPACITY_WARNING of it. Beyond: vectorStore=s3vectors.
+    "embeddedMaxImages": 250_000,
+    # Upgrading a stack created before the sharded change index: keep the old by_change
+    # index for one deploy (CloudFormation adds or deletes one GSI per update).
+    "keepLegacyChangeIndex": False,
 }
 
 # --- Embedding models ----------------------------------------------------------
@@ -100,6 +107,8 @@ PROFILE_REGIONS: Final[dict[str, tuple[str, ...]]] = {
     ),
     "global": (),
 }
+EMBEDDED_MAX_IMAGES_LIMIT: Final = 1_000_000  # 4 GB of float32 at 1024-d: past Lambda's CPU
+EMBEDDED_CAPACITY_WARNING: Final = 0.8
 
 # Models we have an adapter for, with the output dimensions each supports.
 SUPPORTED_MODELS: Final[dict[str, tuple[int, ...]]] = {
@@ -172,6 +181,13 @@ def vector_index_name(model_id: str, dimension: int) -> str:
 # --- Object layout -----------------------------------------------------------
 
 THUMBNAIL_PREFIX: Final = "thumbnails/"
+# The embedded index's snapshots (index/snapshot.py): immutable objects plus a pointer.
+SNAPSHOT_PREFIX: Final = "index-snapshots/"
+# A snapshot object replaced or left behind is removed by the writer; versions it
+# leaves in the versioned bucket go after a day, and a snapshot nobody rewrote for
+# this many days (maintenance stopped) expires: readers then use the Scan path.
+SNAPSHOT_NONCURRENT_DAYS: Final = 1
+SNAPSHOT_EXPIRATION_DAYS: Final = 14
 # S3's limit on an object key, in UTF-8 bytes; also the limit of a DynamoDB sort key.
 MAX_KEY_BYTES: Final = 1024
 # Receives of one ingest message before the queue parks it in the dead-letter queue.
@@ -195,6 +211,8 @@ ENV_BEDROCK_MAX_ATTEMPTS: Final = "BEDROCK_MAX_ATTEMPTS"
 ENV_BEDROCK_RETRY_MODE: Final = "BEDROCK_RETRY_MODE"
 ENV_INDEX_REFRESH_SECONDS: Final = "INDEX_REFRESH_SECONDS"
 ENV_MAX_UPLOAD_BYTES: Final = "MAX_UPLOAD_BYTES"
+ENV_EMBEDDED_MAX_IMAGES: Final = "EMBEDDED_MAX_IMAGES"
+ENV_SNAPSHOT_PREFIX: Final = "INDEX_SNAPSHOT_PREFIX"  # unset: no snapshot (Scan cold start)
 ENV_CLIP_MODEL: Final = "IMAGESEARCH_CLIP_MODEL"  # local mode only: path of CLIP weights
 
 # --- Images table -------------------------------------------------------------
@@ -209,7 +227,8 @@ ATTR_STATUS: Final = "status"
 ATTR_VECTOR: Final = "vector"
 ATTR_SEQUENCER: Final = "sequencer"
 ATTR_CHANGED_AT: Final = "changed_at"  # N, epoch milliseconds of the last write
-ATTR_CHANGE_DAY: Final = "change_day"  # S, UTC day of changed_at (GSI partition)
+ATTR_CHANGE_DAY: Final = "change_day"  # S, UTC day of changed_at (legacy GSI partition)
+ATTR_CHANGE_SHARD: Final = "change_shard"  # S, "<UTC day>#<shard>" (change-log partition)
 ATTR_EXPIRES_AT: Final = "expires_at"  # N, epoch seconds (TTL, tombstones only)
 ATTR_REVISION: Final = "revision"  # S, random per write (readers detect any rewrite)
 
@@ -241,7 +260,23 @@ RECORD_FIELDS: Final = (
     "caption",
 )
 
-# GSI for incremental index refresh: everything changed since a watermark.
+# The change log (GSI) for incremental index refresh: everything changed since a
+# watermark, WITHOUT the vector (a reader fetches vectors by BatchGetItem only for the
+# rows it does not hold at that revision; the 4 KB copy cost ~11 write units per
+# write). Partitioned by "<day>#<shard>" so that one day's writes spread over
+# CHANGE_SHARDS partitions; an image always lands in the same shard.
+INDEX_CHANGES: Final = "changes_by_shard"
+CHANGE_SHARDS: Final = 4
+CHANGES_PROJECTION: Final = (
+    ATTR_KEY,
+    ATTR_STATUS,
+    ATTR_REVISION,
+    "content_type",
+    "model_id",
+    "dimension",
+)
+# The previous change index (day partition, vector copied): only in the table while
+# an existing stack upgrades (context keepLegacyChangeIndex, docs/decisions.md).
 INDEX_BY_CHANGE: Final = "by_change"
 BY_CHANGE_PROJECTION: Final = (
     ATTR_KEY,
@@ -258,34 +293,43 @@ BY_STATUS_PROJECTION: Final = tuple(
 )
 
 
-def table_definition(table_name: str) -> dict[str, Any]:
+def change_shard(image_id: str, changed_ms: int) -> str:
+    """The change-log partition of a write of ``image_id`` at ``changed_ms``."""
+    from datetime import UTC, datetime
+
+    day = datetime.fromtimestamp(changed_ms / 1000, tz=UTC).strftime("%Y-%m-%d")
+    return f"{day}#{zlib.crc32(image_id.encode('utf-8')) % CHANGE_SHARDS}"
+
+
+def table_definition(table_name: str, *, legacy_change_index: bool = False) -> dict[str, Any]:
     """`create_table` arguments for the images table.
 
     The CDK storage construct builds the same table from this definition, and
     local mode and the tests create their moto tables with it, so they cannot
-    drift apart.
+    drift apart. ``legacy_change_index`` keeps the pre-shard ``by_change`` index
+    (the first of the two upgrade deploys).
     """
-    return {
+    definition: dict[str, Any] = {
         "TableName": table_name,
         "BillingMode": "PAY_PER_REQUEST",
         "KeySchema": [{"AttributeName": ATTR_IMAGE_ID, "KeyType": "HASH"}],
         "AttributeDefinitions": [
             {"AttributeName": ATTR_IMAGE_ID, "AttributeType": "S"},
-            {"AttributeName": ATTR_CHANGE_DAY, "AttributeType": "S"},
+            {"AttributeName": ATTR_CHANGE_SHARD, "AttributeType": "S"},
             {"AttributeName": ATTR_CHANGED_AT, "AttributeType": "N"},
             {"AttributeName": ATTR_STATUS, "AttributeType": "S"},
             {"AttributeName": ATTR_KEY, "AttributeType": "S"},
         ],
         "GlobalSecondaryIndexes": [
             {
-                "IndexName": INDEX_BY_CHANGE,
+                "IndexName": INDEX_CHANGES,
                 "KeySchema": [
-                    {"AttributeName": ATTR_CHANGE_DAY, "KeyType": "HASH"},
+                    {"AttributeName": ATTR_CHANGE_SHARD, "KeyType": "HASH"},
                     {"AttributeName": ATTR_CHANGED_AT, "KeyType": "RANGE"},
                 ],
                 "Projection": {
                     "ProjectionType": "INCLUDE",
-                    "NonKeyAttributes": list(BY_CHANGE_PROJECTION),
+                    "NonKeyAttributes": list(CHANGES_PROJECTION),
                 },
             },
             {
@@ -301,6 +345,24 @@ def table_definition(table_name: str) -> dict[str, Any]:
             },
         ],
     }
+    if legacy_change_index:
+        definition["AttributeDefinitions"].append(
+            {"AttributeName": ATTR_CHANGE_DAY, "AttributeType": "S"}
+        )
+        definition["GlobalSecondaryIndexes"].append(
+            {
+                "IndexName": INDEX_BY_CHANGE,
+                "KeySchema": [
+                    {"AttributeName": ATTR_CHANGE_DAY, "KeyType": "HASH"},
+                    {"AttributeName": ATTR_CHANGED_AT, "KeyType": "RANGE"},
+                ],
+                "Projection": {
+                    "ProjectionType": "INCLUDE",
+                    "NonKeyAttributes": list(BY_CHANGE_PROJECTION),
+                },
+            }
+        )
+    return definition
 
 
 # --- Images bucket: versioned, so overwrites and deletes can be undone -------------
@@ -332,6 +394,14 @@ def images_bucket_lifecycle_rules(noncurrent_days: int) -> list[dict[str, Any]]:
             "Filter": {"Prefix": ""},
             "NoncurrentVersionExpiration": {"NoncurrentDays": noncurrent_days},
             "Expiration": {"ExpiredObjectDeleteMarker": True},
+        },
+        {
+            # Index snapshots are derived data (hundreds of MB each): old versions go fast.
+            "ID": "ExpireIndexSnapshots",
+            "Status": "Enabled",
+            "Filter": {"Prefix": SNAPSHOT_PREFIX},
+            "NoncurrentVersionExpiration": {"NoncurrentDays": SNAPSHOT_NONCURRENT_DAYS},
+            "Expiration": {"Days": SNAPSHOT_EXPIRATION_DAYS},
         },
     ]
 
@@ -376,9 +446,18 @@ API_PAYLOAD_LIMIT_TEXT: Final = "6 MB"
 # --- Lambda entry points (one asset, two handlers) -----------------------------
 
 INGEST_HANDLER: Final = "imagesearch.handlers.ingest.handler"
+MAINTENANCE_HANDLER: Final = "imagesearch.handlers.maintenance.handler"
 API_HANDLER: Final = "imagesearch.handlers.api.handler"
 # Dev-only subpackages left out of the Lambda asset.
 NOT_IN_LAMBDA_ASSET: Final = ("cli", "local")
 
 METRICS_NAMESPACE: Final = "ImageSearch"
 METRIC_CONFIGURATION_ERRORS: Final = "EmbedderConfigurationErrors"
+# Search instances that loaded by Scan because the snapshot was missing, corrupt or of
+# another model/dimension (dimension "reason").
+METRIC_SNAPSHOT_FALLBACKS: Final = "IndexSnapshotFallbacks"
+# Indexed images of the deployment's model, emitted by the maintenance handler per run.
+METRIC_INDEXED_IMAGES: Final = "IndexedImages"
+# The one dimension of the embedded tier's metrics (the stack's alarm matches it).
+EMBEDDED_METRIC_DIMENSIONS: Final = {"index": "embedded"}
+OUTPUT_EMBEDDED_MAX_IMAGES: Final = "EmbeddedMaxImages"

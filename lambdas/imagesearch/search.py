@@ -40,7 +40,13 @@ from imagesearch.errors import (
 )
 from imagesearch.ports import Catalog, ObjectStore, QueryFilters, ScoredId, VectorIndex
 from imagesearch.records import ImageRecord, is_valid_image_id
-from imagesearch.resources import MAX_KEY_BYTES, STATUS_DELETED, STATUS_INDEXED, thumbnail_key
+from imagesearch.resources import (
+    EMBEDDED_CAPACITY_WARNING,
+    MAX_KEY_BYTES,
+    STATUS_DELETED,
+    STATUS_INDEXED,
+    thumbnail_key,
+)
 
 # A sum of weighted unit vectors (the largest weight scaled to 1) shorter than this
 # has no usable direction.
@@ -85,11 +91,13 @@ class SearchService:
         url_ttl: int = 900,
         max_upload_bytes: int | None = None,
         image_count: Callable[[], int] | None = None,
+        capacity: int | None = None,
     ) -> None:
         self._catalog = catalog
         # /health's image count; by default the index's own count (S3 Vectors has no
         # count API: listing it is for status and reindex only, see composition).
         self._image_count = image_count or index.count
+        self._has_own_count = image_count is None
         self._index = index
         self._embedder = embedder
         self._store = store
@@ -98,6 +106,7 @@ class SearchService:
         self.dimension = dimension
         self.url_ttl = url_ttl
         self.max_upload_bytes = max_upload_bytes
+        self.capacity = capacity
 
     # --- search -------------------------------------------------------------------
 
@@ -318,6 +327,25 @@ class SearchService:
         return UploadResponse(key=key, url=url, headers=headers)
 
     def health(self) -> HealthResponse:
+        """Liveness. The embedded tier answers from cheap state only (never loads the
+        index or reads the table: the route is unauthenticated): an index with
+        ``health_count`` answers from what it holds or its snapshot's header; otherwise
+        ``image_count`` (the scale tier: the catalog's count)."""
+        health_count = getattr(self._index, "health_count", None)
+        images = (
+            health_count()
+            if callable(health_count) and self._has_own_count
+            else self._image_count()
+        )
+        near = (
+            self.capacity is not None
+            and images is not None
+            and images >= EMBEDDED_CAPACITY_WARNING * self.capacity
+        )
         return HealthResponse(
-            images=self._image_count(), model_id=self.model_id, dimension=self.dimension
+            images=images,
+            model_id=self.model_id,
+            dimension=self.dimension,
+            capacity=self.capacity,
+            near_capacity=near,
         )

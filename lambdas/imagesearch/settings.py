@@ -55,6 +55,10 @@ class IngestSettings(CommonSettings):
 
 class SearchSettings(CommonSettings):
     index_refresh_seconds: float = Field(default=1.0, ge=0)
+    # Embedded tier: where its snapshots live in the images bucket (None: no snapshots,
+    # cold starts Scan: local mode), and its capacity (/health warns at 80 %).
+    snapshot_prefix: str | None = None
+    embedded_max_images: int = Field(default=r.CONTEXT_DEFAULTS["embeddedMaxImages"], ge=1)
 
 
 SettingsT = TypeVar("SettingsT", bound="CommonSettings")
@@ -76,6 +80,8 @@ _ENV_FIELDS = {
     "clip_model": r.ENV_CLIP_MODEL,
     "vector_bucket": r.ENV_VECTOR_BUCKET,
     "vector_index": r.ENV_VECTOR_INDEX,
+    "snapshot_prefix": r.ENV_SNAPSHOT_PREFIX,
+    "embedded_max_images": r.ENV_EMBEDDED_MAX_IMAGES,
 }
 
 

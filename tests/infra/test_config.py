@@ -34,6 +34,8 @@ def test_defaults_when_context_is_empty() -> None:
         api_burst_limit=100,
         cors_origins=(),
         noncurrent_version_days=30,
+        embedded_max_images=250_000,
+        keep_legacy_change_index=False,
     )
 
 
@@ -142,6 +144,10 @@ def test_config_is_frozen() -> None:
         ({"corsOrigins": [5]}, "corsOrigins must hold strings"),
         ({"noncurrentVersionDays": "0"}, "noncurrentVersionDays must be between 1 and 36500"),
         ({"noncurrentVersionDays": "a month"}, "noncurrentVersionDays must be a whole number"),
+        ({"embeddedMaxImages": "0"}, "embeddedMaxImages must be between 1000 and 1000000"),
+        ({"embeddedMaxImages": "2000000"}, "beyond that use vectorStore=s3vectors"),
+        ({"embeddedMaxImages": "lots"}, "embeddedMaxImages must be a whole number"),
+        ({"uploadPrefix": "index-snapshots/"}, "must not overlap the index snapshot prefix"),
     ],
 )
 def test_invalid_context_raises_a_clear_error(context: dict[str, Any], message: str) -> None:
@@ -191,3 +197,17 @@ def test_synth_fails_on_bad_context(tmp_path: Path) -> None:
     # then synthesis stops with the validation message (before any resource exists).
     with pytest.raises(ConfigError, match="embeddingDimension 300 is not supported"):
         synthesize(tmp_path, **SKIP_BUNDLING, embeddingDimension="300")
+
+
+def test_embedded_capacity_and_legacy_index_from_the_command_line() -> None:
+    config = AppConfig.from_context(
+        {"embeddedMaxImages": "400000", "keepLegacyChangeIndex": "true"}
+    )
+    assert (config.embedded_max_images, config.keep_legacy_change_index) == (400_000, True)
+
+
+def test_legacy_change_index_is_kept_only_when_asked() -> None:
+    names = [i["IndexName"] for i in r.table_definition("t")["GlobalSecondaryIndexes"]]
+    assert names == [r.INDEX_CHANGES, r.INDEX_BY_STATUS]
+    upgrading = r.table_definition("t", legacy_change_index=True)["GlobalSecondaryIndexes"]
+    assert [i["IndexName"] for i in upgrading] == [*names, r.INDEX_BY_CHANGE]

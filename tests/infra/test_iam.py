@@ -138,9 +138,34 @@ def test_search_role_grants_exactly(any_app: Synthesized) -> None:
             {"dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query", "dynamodb:Scan"},
             [arns.table, arns.table_indexes()],
         ),
-        ("s3:GetObject", [arns.objects(arns.prefix), arns.objects(r.THUMBNAIL_PREFIX)]),
+        (
+            "s3:GetObject",
+            [
+                arns.objects(arns.prefix),
+                arns.objects(r.THUMBNAIL_PREFIX),
+                arns.objects(r.SNAPSHOT_PREFIX),
+            ],
+        ),
         ({"s3:PutObject", "s3:DeleteObject"}, [arns.objects(arns.prefix)]),
         ("bedrock:InvokeModel", [arns.model]),
+    )
+
+
+def test_maintenance_role_grants_exactly(any_app: Synthesized) -> None:
+    arns = Arns(any_app)
+    maintenance = any_app.stack.maintenance.handler
+
+    grants = role_grants(any_app, any_app.logical_id(maintenance.role))
+
+    assert grants == expand(
+        ({"logs:CreateLogStream", "logs:PutLogEvents"}, [arns.log_group(maintenance)]),
+        (XRAY, ["*"]),
+        ({"dynamodb:Scan", "dynamodb:BatchGetItem"}, [arns.table]),
+        ("dynamodb:Query", [{"Fn::Join": ["", [arns.table, f"/index/{r.INDEX_CHANGES}"]]}]),
+        (
+            {"s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"},
+            [arns.objects(r.SNAPSHOT_PREFIX)],
+        ),
     )
 
 
@@ -157,7 +182,7 @@ def test_upload_prefix_from_context_is_what_the_roles_get(cli_app: Synthesized) 
 
 def test_functions_run_under_their_own_roles(default_app: Synthesized) -> None:
     stack = default_app.stack
-    for handler in (stack.ingest.handler, stack.search.handler):
+    for handler in (stack.ingest.handler, stack.search.handler, stack.maintenance.handler):
         function = default_app.json["Resources"][default_app.logical_id(handler.function)]
         assert function["Properties"]["Role"] == {
             "Fn::GetAtt": [default_app.logical_id(handler.role), "Arn"]

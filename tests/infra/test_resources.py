@@ -40,9 +40,11 @@ def test_table_matches_the_shared_definition(any_app: Synthesized) -> None:
 
     assert by_name(table["GlobalSecondaryIndexes"]) == by_name(definition["GlobalSecondaryIndexes"])
     assert set(by_name(table["GlobalSecondaryIndexes"])) == {
-        r.INDEX_BY_CHANGE,
+        r.INDEX_CHANGES,
         r.INDEX_BY_STATUS,
     }
+    changes = by_name(table["GlobalSecondaryIndexes"])[r.INDEX_CHANGES]
+    assert r.ATTR_VECTOR not in changes["Projection"]["NonKeyAttributes"]
     assert table["TimeToLiveSpecification"] == {"AttributeName": r.ATTR_EXPIRES_AT, "Enabled": True}
     assert table["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
     assert "TableName" not in table  # CloudFormation names it: several stacks can coexist
@@ -104,8 +106,12 @@ def _lifecycle_from_api_rules(noncurrent_days: int) -> list[dict[str, Any]]:
             cfn["AbortIncompleteMultipartUpload"] = rule["AbortIncompleteMultipartUpload"]
         if "NoncurrentVersionExpiration" in rule:
             cfn["NoncurrentVersionExpiration"] = rule["NoncurrentVersionExpiration"]
-        if "Expiration" in rule:
+        if rule["Filter"]["Prefix"]:
+            cfn["Prefix"] = rule["Filter"]["Prefix"]
+        if "ExpiredObjectDeleteMarker" in rule.get("Expiration", {}):
             cfn["ExpiredObjectDeleteMarker"] = rule["Expiration"]["ExpiredObjectDeleteMarker"]
+        if "Days" in rule.get("Expiration", {}):
+            cfn["ExpirationInDays"] = rule["Expiration"]["Days"]
         rendered.append(cfn)
     return rendered
 
@@ -263,6 +269,8 @@ def _expected_environment(app: Synthesized, kind: str) -> dict[str, Any]:
     return {
         **common,
         "POWERTOOLS_SERVICE_NAME": "imagesearch-api",
+        r.ENV_SNAPSHOT_PREFIX: r.SNAPSHOT_PREFIX,
+        r.ENV_EMBEDDED_MAX_IMAGES: str(config.embedded_max_images),
     }
 
 
@@ -344,7 +352,7 @@ def test_both_functions_share_one_asset(default_app: Synthesized) -> None:
 def test_log_groups_have_retention(any_app: Synthesized) -> None:
     groups = any_app.resources("AWS::Logs::LogGroup")
     # ingest, search, API access logs, API execution logs
-    assert len(groups) == 4
+    assert len(groups) == 5
     for group in groups.values():
         assert group["Properties"]["RetentionInDays"] == 30
         assert group["DeletionPolicy"] == "Delete"
@@ -485,6 +493,11 @@ def test_api_invokes_only_the_search_function_per_route(default_app: Synthesized
     function_arn = {
         "Fn::GetAtt": [default_app.logical_id(default_app.stack.search.function), "Arn"]
     }
+    permissions = {
+        name: p
+        for name, p in permissions.items()
+        if p["Properties"]["Principal"] == "apigateway.amazonaws.com"
+    }
     assert len(permissions) == 7  # one per method, no test-invoke permissions
     for permission in permissions.values():
         assert permission["Properties"]["FunctionName"] == function_arn
@@ -510,7 +523,7 @@ def test_alarms(default_app: Synthesized) -> None:
         "search": default_app.logical_id(stack.search.function),
     }
 
-    assert len(default_app.resources("AWS::CloudWatch::Alarm")) == len(alarms) == 6
+    assert len(default_app.resources("AWS::CloudWatch::Alarm")) == len(alarms) == 7
     for alarm in alarms.values():
         assert alarm["ComparisonOperator"] == "GreaterThanThreshold"
         assert alarm["TreatMissingData"] == "notBreaching"
@@ -545,6 +558,38 @@ def test_alarms(default_app: Synthesized) -> None:
     assert search["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": ids["search"]}}]
     api = alarms["Api5xxErrors"]
     assert (api["Namespace"], api["MetricName"]) == ("AWS/ApiGateway", "5XXError")
+    capacity = alarms["EmbeddedIndexNearCapacity"]
+    assert (capacity["Namespace"], capacity["MetricName"], capacity["Threshold"]) == (
+        r.METRICS_NAMESPACE,
+        r.METRIC_INDEXED_IMAGES,
+        0.8 * r.CONTEXT_DEFAULTS["embeddedMaxImages"] - 1,
+    )
+    assert capacity["Dimensions"] == [{"Name": "index", "Value": "embedded"}]
+
+
+def test_maintenance_runs_on_a_schedule_with_the_search_memory(default_app: Synthesized) -> None:
+    from stacks.search_api import embedded_memory_mb
+
+    stack = default_app.stack
+    function = resource_of(default_app, stack.maintenance.function)["Properties"]
+    assert function["Handler"] == r.MAINTENANCE_HANDLER
+    assert function["MemorySize"] == embedded_memory_mb(250_000, 1024)
+    variables = function["Environment"]["Variables"]
+    assert variables[r.ENV_SNAPSHOT_PREFIX] == r.SNAPSHOT_PREFIX
+    rule = resource_of(default_app, stack.maintenance.rule)["Properties"]
+    assert rule["ScheduleExpression"] == "rate(10 minutes)"
+    assert rule["Targets"][0]["Arn"] == {
+        "Fn::GetAtt": [default_app.logical_id(stack.maintenance.function), "Arn"]
+    }
+
+
+def test_search_memory_follows_embedded_capacity() -> None:
+    from stacks.search_api import embedded_memory_mb
+
+    assert embedded_memory_mb(100_000, 1024) == 2048  # the floor (CPU)
+    at_million = embedded_memory_mb(1_000_000, 1024)
+    assert 4 * 1.125 * 1024 < at_million < 10240  # matrix + headroom + overhead
+    assert embedded_memory_mb(1_000_000, 4096) == 10240  # capped at Lambda's maximum
 
 
 def test_configuration_alarm_watches_the_service_name_the_function_reports(
@@ -572,6 +617,7 @@ def test_outputs(any_app: Synthesized) -> None:
         r.OUTPUT_MODEL_ID,
         r.OUTPUT_DIMENSION,
         r.OUTPUT_VECTOR_STORE,
+        r.OUTPUT_EMBEDDED_MAX_IMAGES,
     }
     value = {name: output["Value"] for name, output in outputs.items()}
     assert value[r.OUTPUT_BUCKET] == {"Ref": any_app.logical_id(stack.storage.bucket)}

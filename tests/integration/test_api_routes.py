@@ -435,16 +435,23 @@ def test_upload_over_the_size_limit_is_413(api: Api, monkeypatch: pytest.MonkeyP
 
 
 def test_health_needs_no_signature_and_counts_indexed_images(api: Api) -> None:
-    api.seed("a.jpg", text_vector(fake, "a"))
+    first = api.seed("a.jpg", text_vector(fake, "a"))
     api.seed("b.jpg", text_vector(fake, "b"))
     api.seed("bad.jpg", None, status=r.STATUS_REJECTED, reason="corrupt")
+    # A cold instance without a snapshot does not load the index for /health
     response = api.call("GET", "/health", headers={"Authorization": ""})
     assert response.status == 200
+    assert response.body["images"] is None
+    # Once a request loaded it, /health says what it holds
+    assert api.call("POST", "/search", body={"image_id": first.image_id}).status == 200
+    response = api.call("GET", "/health", headers={"Authorization": ""})
     assert response.body == {
         "status": "ok",
         "images": 2,
         "model_id": MODEL_ID,
         "dimension": DIMENSION,
+        "capacity": r.CONTEXT_DEFAULTS["embeddedMaxImages"],
+        "near_capacity": False,
     }
     assert api.bedrock.calls == 0
 

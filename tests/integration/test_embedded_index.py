@@ -208,7 +208,7 @@ def test_cold_load_reads_only_searchable_vectors(
     assert sorted(s.get("Segment", 0) for s in scans) == list(range(segments))
     assert all(s.get("TotalSegments", 1) == segments for s in scans)
     # The projection leaves every other attribute behind
-    assert all(s["ProjectionExpression"] == "#id, #key, #ct, #vec" for s in scans)
+    assert all(s["ProjectionExpression"] == "#id, #key, #ct, #vec, #rev" for s in scans)
 
 
 def test_cold_load_follows_scan_pages(client: Any, clock: Clock, catalog: DynamoDBCatalog) -> None:

@@ -7,8 +7,10 @@ which any vector index is rebuilt without model calls).
 Writes are conditional PutItems ordered by the S3 sequencer token (deletes write a
 tombstone with a TTL, so an older create cannot resurrect the image and warm search
 instances see the removal in the change log). Besides the record reads and the
-listing, the embedded index reads its cold load (parallel Scan) and its incremental
-refresh (the ``by_change`` GSI) through this adapter.
+listing, the embedded index reads its cold load (parallel Scan, when no snapshot
+serves) and its incremental refresh through this adapter: the change log (the
+``changes_by_shard`` GSI, without vectors) says what changed, and ``vector_items``
+fetches the vectors of only the rows a reader does not hold at that revision.
 
 Only the low-level client is used (GetItem, PutItem, Scan, Query, BatchGetItem: the
 IAM policies grant exactly these); the boto3 resource layer is slow on binary
@@ -43,6 +45,7 @@ from imagesearch.records import (
 )
 from imagesearch.resources import (
     ATTR_CHANGE_DAY,
+    ATTR_CHANGE_SHARD,
     ATTR_CHANGED_AT,
     ATTR_EXPIRES_AT,
     ATTR_IMAGE_ID,
@@ -51,8 +54,9 @@ from imagesearch.resources import (
     ATTR_SEQUENCER,
     ATTR_STATUS,
     ATTR_VECTOR,
-    INDEX_BY_CHANGE,
+    CHANGE_SHARDS,
     INDEX_BY_STATUS,
+    INDEX_CHANGES,
     MAX_KEY_BYTES,
     RECORD_FIELDS,
     STATUS_DELETED,
@@ -60,6 +64,7 @@ from imagesearch.resources import (
     STATUS_INDEXED,
     STATUS_REJECTED,
     TOMBSTONE_TTL_SECONDS,
+    change_shard,
 )
 
 DynamoDBClient = Any  # the low-level boto3 client (no stubs at runtime)
@@ -79,6 +84,10 @@ _WRITABLE_STATUSES = (STATUS_INDEXED, STATUS_REJECTED, STATUS_FAILED)
 _CONDITION_NEWER_OR_SAME = "attribute_not_exists(#id) OR #seq <= :seq"
 # What a record read returns: the public fields plus the ordering bookkeeping.
 _RECORD_ATTRIBUTES = (*RECORD_FIELDS, ATTR_SEQUENCER, ATTR_REVISION)
+
+
+class CatalogThrottled(RuntimeError):
+    """DynamoDB kept answering part of a batch read as unprocessed (throttling)."""
 
 
 # --- item <-> record ---------------------------------------------------------
@@ -234,7 +243,7 @@ class DynamoDBCatalog:
                     f"vector has {length} dimensions; the record says {record.dimension}"
                 )
         item = _record_item(record)
-        item.update(self._change_attributes())
+        item.update(self._change_attributes(record.image_id))
         return self._conditional_put(item, record.sequencer)
 
     def delete(self, image_id: str, *, key: str, sequencer: str) -> bool:
@@ -246,15 +255,17 @@ class DynamoDBCatalog:
             ATTR_KEY: {"S": key},
             ATTR_STATUS: {"S": STATUS_DELETED},
             ATTR_SEQUENCER: {"S": sequencer},
-            **self._change_attributes(),
+            **self._change_attributes(image_id),
         }
         item[ATTR_EXPIRES_AT] = {"N": str(int(self._clock()) + TOMBSTONE_TTL_SECONDS)}
         return self._conditional_put(item, sequencer)
 
-    def _change_attributes(self) -> Item:
+    def _change_attributes(self, image_id: str) -> Item:
         changed_ms = int(self._clock() * 1000)
         return {
             ATTR_CHANGED_AT: {"N": str(changed_ms)},
+            ATTR_CHANGE_SHARD: {"S": change_shard(image_id, changed_ms)},
+            # Still written: the legacy by_change index needs it while a stack upgrades.
             ATTR_CHANGE_DAY: {"S": _day_of(changed_ms)},
             # Unique per write: tells a reader whether the record changed since it last
             # looked, even when a retry or backfill rewrote it under the same token.
@@ -313,13 +324,19 @@ class DynamoDBCatalog:
         return found
 
     def _batch_get(
-        self, keys: builtins.list[Item], projection: str, attribute_names: dict[str, str]
+        self,
+        keys: builtins.list[Item],
+        projection: str,
+        attribute_names: dict[str, str],
+        *,
+        consistent: bool = False,
     ) -> Iterator[Item]:
         request: dict[str, Any] = {
             self._table: {
                 "Keys": keys,
                 "ProjectionExpression": projection,
                 "ExpressionAttributeNames": attribute_names,
+                **({"ConsistentRead": True} if consistent else {}),
             }
         }
         for attempt in range(_BATCH_GET_ATTEMPTS):
@@ -331,7 +348,7 @@ class DynamoDBCatalog:
             request = {self._table: unprocessed}
             # UnprocessedKeys means throttling: back off before asking again.
             self._sleep(min(1.0, 0.05 * 2**attempt))
-        raise RuntimeError(
+        raise CatalogThrottled(
             f"BatchGetItem left keys unprocessed after {_BATCH_GET_ATTEMPTS} attempts"
         )
 
@@ -509,8 +526,9 @@ class DynamoDBCatalog:
         request: dict[str, Any] = {
             "TableName": self._table,
             "FilterExpression": "#status = :indexed AND #model = :model AND #dim = :dim",
-            "ProjectionExpression": "#id, #key, #ct, #vec",
+            "ProjectionExpression": "#id, #key, #ct, #vec, #rev",
             "ExpressionAttributeNames": {
+                "#rev": ATTR_REVISION,
                 "#status": ATTR_STATUS,
                 "#model": "model_id",
                 "#dim": "dimension",
@@ -537,24 +555,58 @@ class DynamoDBCatalog:
             request["ExclusiveStartKey"] = last
 
     def changes(self, since_ms: int, until_ms: int) -> Iterator[Item]:
-        """Raw change-log items (``by_change``) written from ``since_ms`` on, oldest first
-        (days ascending, ``changed_at`` ascending within a day), so that when an item
+        """Raw change-log items written from ``since_ms`` on, WITHOUT vectors (id, key,
+        status, revision, content type, model, dimension, changed_at), oldest first
+        (``changed_at`` ascending over every day and shard), so that when an item
         changes while this is read, its newest state comes last."""
+        found: builtins.list[Item] = []
         for day in _days(since_ms, until_ms):
-            request: dict[str, Any] = {
-                "TableName": self._table,
-                "IndexName": INDEX_BY_CHANGE,
-                "KeyConditionExpression": "#day = :day AND #changed >= :since",
-                "ExpressionAttributeNames": {"#day": ATTR_CHANGE_DAY, "#changed": ATTR_CHANGED_AT},
-                "ExpressionAttributeValues": {":day": {"S": day}, ":since": {"N": str(since_ms)}},
-            }
-            while True:
-                response = self.client.query(**request)
-                yield from response.get("Items", [])
-                last = response.get("LastEvaluatedKey")
-                if last is None:
-                    break
-                request["ExclusiveStartKey"] = last
+            for shard in range(CHANGE_SHARDS):
+                found.extend(self._change_partition(f"{day}#{shard}", since_ms))
+        found.sort(key=lambda item: int(item[ATTR_CHANGED_AT]["N"]))
+        return iter(found)
+
+    def _change_partition(self, partition: str, since_ms: int) -> Iterator[Item]:
+        request: dict[str, Any] = {
+            "TableName": self._table,
+            "IndexName": INDEX_CHANGES,
+            "KeyConditionExpression": "#shard = :shard AND #changed >= :since",
+            "ExpressionAttributeNames": {"#shard": ATTR_CHANGE_SHARD, "#changed": ATTR_CHANGED_AT},
+            "ExpressionAttributeValues": {
+                ":shard": {"S": partition},
+                ":since": {"N": str(since_ms)},
+            },
+        }
+        while True:
+            response = self.client.query(**request)
+            yield from response.get("Items", [])
+            last = response.get("LastEvaluatedKey")
+            if last is None:
+                return
+            request["ExclusiveStartKey"] = last
+
+    def vector_items(self, image_ids: Iterable[str]) -> dict[str, Item]:
+        """Raw items WITH vectors (id, key, status, revision, content type, model,
+        dimension, vector) of the ids that exist, read consistently by BatchGetItem:
+        the state at least as new as the change that named them."""
+        wanted = builtins.list(dict.fromkeys(image_ids))
+        names = [
+            ATTR_IMAGE_ID,
+            ATTR_KEY,
+            ATTR_STATUS,
+            ATTR_REVISION,
+            "content_type",
+            "model_id",
+            "dimension",
+            ATTR_VECTOR,
+        ]
+        projection, attribute_names = _projection(names)
+        found: dict[str, Item] = {}
+        for start in range(0, len(wanted), _BATCH_GET_SIZE):
+            keys = [{ATTR_IMAGE_ID: {"S": i}} for i in wanted[start : start + _BATCH_GET_SIZE]]
+            for item in self._batch_get(keys, projection, attribute_names, consistent=True):
+                found[item[ATTR_IMAGE_ID]["S"]] = item
+        return found
 
 
 def _projection(names: Iterable[str]) -> tuple[str, dict[str, str]]:

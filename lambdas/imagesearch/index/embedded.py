@@ -1,10 +1,13 @@
 """The embedded tier's ``VectorIndex``: every vector of the deployment's model in the
 search function's memory (an exact cosine ``MatrixIndex``), derived from the catalog.
 
-A search instance loads every indexed vector with a parallel Scan of the catalog on
-first use, then applies what changed since its watermark from the catalog's change log
-before answering, at most every ``refresh_interval`` seconds. Ingest writes only the
-catalog (see ``index.sync.FollowsCatalog``); ``upsert``/``delete`` here change this
+A search instance loads on first use from the S3 snapshot (``index.snapshot``: one
+contiguous float32 array read with parallel ranged GETs), or, when that is missing,
+corrupt, of another model or too old, by a parallel Scan of the catalog (with a log
+line and ``on_fallback``). Then, at most every ``refresh_interval`` seconds, it reads
+what changed since its watermark from the change log (no vectors) and fetches vectors
+by BatchGetItem only for rows it does not hold at that revision. Ingest writes only
+the catalog (see ``index.sync.FollowsCatalog``); ``upsert``/``delete`` here change this
 instance's memory only (tests, and the tier's contract suite).
 
 Thread-safe: one lock guards loading, refreshing and reading (local mode serves
@@ -14,6 +17,7 @@ requests from several threads).
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -26,11 +30,13 @@ from botocore.exceptions import BotoCoreError, ClientError
 from imagesearch.embedders.base import Vector
 from imagesearch.errors import IndexUnavailable
 from imagesearch.index.matrix import MatrixIndex
+from imagesearch.index.snapshot import Snapshot, SnapshotError, SnapshotHeader
 from imagesearch.ports import QueryFilters, ScoredId, VectorEntry
 from imagesearch.records import VECTOR_DTYPE, decode_vector
 from imagesearch.resources import (
     ATTR_IMAGE_ID,
     ATTR_KEY,
+    ATTR_REVISION,
     ATTR_STATUS,
     ATTR_VECTOR,
     STATUS_INDEXED,
@@ -56,10 +62,23 @@ class CatalogFeed(Protocol):
 
     def changes(self, since_ms: int, until_ms: int) -> Iterator[Item]: ...
 
+    def vector_items(self, image_ids: Iterable[str]) -> Mapping[str, Item]: ...
 
-def build_matrix_from_items(items: Iterable[Item], dimension: int) -> MatrixIndex:
+
+class SnapshotSource(Protocol):
+    """Where a cold start finds the index's snapshot (``index.snapshot.SnapshotStore``)."""
+
+    def read_header(self) -> SnapshotHeader | None: ...
+
+    def load(self, *, model_id: str, dimension: int) -> Snapshot: ...
+
+
+def build_matrix_from_items(
+    items: Iterable[Item], dimension: int, revisions: dict[str, str | None] | None = None
+) -> MatrixIndex:
     """A ``MatrixIndex`` from low-level DynamoDB items (``image_id``, ``key``,
-    ``content_type``, ``vector`` as ``{"B": bytes}``).
+    ``content_type``, ``vector`` as ``{"B": bytes}``); each row's ``revision`` goes
+    into ``revisions`` when given.
 
     Vector bytes are copied whole into the matrix (no per-float Python); items whose
     vector is missing, of another length, or of zero norm are skipped (and counted
@@ -78,6 +97,8 @@ def build_matrix_from_items(items: Iterable[Item], dimension: int) -> MatrixInde
             continue
         content_type = item.get("content_type")
         ids.append(item[ATTR_IMAGE_ID]["S"])
+        if revisions is not None:
+            revisions[ids[-1]] = item.get(ATTR_REVISION, {}).get("S")
         keys.append(item[ATTR_KEY]["S"])
         content_types.append(None if content_type is None else content_type["S"])
         blobs.append(blob)
@@ -97,6 +118,9 @@ def build_matrix_from_items(items: Iterable[Item], dimension: int) -> MatrixInde
         ids, keys, content_types, buffer, count, drop_invalid=True
     )
     skipped += len(dropped)
+    if revisions is not None:
+        for image_id in dropped:
+            revisions.pop(image_id, None)
     if skipped:
         logger.warning("skipped %d records with a missing or unusable vector", skipped)
     return index
@@ -116,6 +140,8 @@ class EmbeddedIndex:
         scan_segments: int = 4,
         refresh_overlap: float = 30.0,
         max_staleness: float = 60.0,
+        snapshots: SnapshotSource | None = None,
+        on_fallback: Callable[[str], None] | None = None,
     ) -> None:
         if dimension < 1:
             raise ValueError("dimension must be positive")
@@ -132,10 +158,19 @@ class EmbeddedIndex:
         self._overlap = refresh_overlap
         # A failed refresh serves the previous state for at most this long, then raises.
         self._max_staleness = max_staleness
+        self._snapshots = snapshots
+        self._on_fallback = on_fallback
         self._lock = threading.RLock()
         self._matrix: MatrixIndex | None = None
+        # The catalog revision of each image this instance last applied (None: loaded
+        # without one): a change naming the same revision is not fetched again.
+        self._revisions: dict[str, str | None] = {}
         self._watermark = 0.0  # start time (epoch s) of the last successful load/refresh
         self._attempted = 0.0  # start time of the last load/refresh attempt
+        self._header: SnapshotHeader | None = None
+        self._header_read = -math.inf
+        self.source = "none"  # "snapshot" or "scan" once loaded (logs, bench, tests)
+        self.applied_changes = 0  # changes applied since the last full load
 
     @property
     def model_id(self) -> str:
@@ -183,6 +218,51 @@ class EmbeddedIndex:
             else:
                 self._refresh(self._clock())
 
+    # -- cheap state (GET /health, the maintenance handler) ----------------------------
+
+    def loaded_count(self) -> int | None:
+        """Vectors this instance holds, without loading or refreshing (None: not loaded)."""
+        matrix = self._matrix
+        return None if matrix is None else len(matrix)
+
+    def health_count(self) -> int | None:
+        """Images for GET /health without loading or a table read: the loaded index's
+        count, else the snapshot header's (this model's only), else None."""
+        loaded = self.loaded_count()
+        if loaded is not None:
+            return loaded
+        header = self.snapshot_header()
+        if header is None or (header.model_id, header.dimension) != (
+            self._model_id,
+            self._dimension,
+        ):
+            return None
+        return header.count
+
+    def snapshot_header(self, max_age: float = 60.0) -> SnapshotHeader | None:
+        """The current snapshot's header (one small S3 GET, cached ``max_age`` seconds);
+        None without snapshots, or when there is none or it cannot be read."""
+        if self._snapshots is None:
+            return None
+        now = self._clock()
+        if now - self._header_read >= max_age:
+            try:
+                self._header = self._snapshots.read_header()
+            except (SnapshotError, ClientError, BotoCoreError) as error:
+                logger.warning("could not read the index snapshot header: %s", error)
+                self._header = None
+            self._header_read = now
+        return self._header
+
+    def export(self) -> tuple[float, list[str], list[str], list[str | None], list[str | None], Any]:
+        """(watermark, ids, keys, content types, revisions, unit rows) of the loaded and
+        refreshed index: what a snapshot holds. Hold no other lock while using it."""
+        with self._lock:
+            matrix = self._fresh_matrix()
+            ids, keys, types, rows = matrix.rows()
+            revisions = [self._revisions.get(image_id) for image_id in ids]
+            return self._watermark, ids, keys, types, revisions, rows.copy()
+
     # -- loading and refreshing ------------------------------------------------------
 
     def _fresh_matrix(self) -> MatrixIndex:
@@ -210,6 +290,58 @@ class EmbeddedIndex:
     def _load(self) -> None:
         started = self._clock()
         self._attempted = started
+        if self._snapshots is not None:
+            try:
+                self._load_snapshot(started)
+                return
+            except SnapshotError as error:
+                self._fell_back(error.reason, str(error))
+            except (ClientError, BotoCoreError) as error:
+                self._fell_back("unreadable", f"index snapshot could not be read: {error}")
+        self._load_scan(started)
+
+    def _fell_back(self, reason: str, message: str) -> None:
+        logger.warning("loading the index by Scan: %s", message)
+        if self._on_fallback is not None:
+            self._on_fallback(reason)
+
+    def _load_snapshot(self, started: float) -> None:
+        assert self._snapshots is not None
+        snapshot = self._snapshots.load(model_id=self._model_id, dimension=self._dimension)
+        header = snapshot.header
+        watermark = header.watermark_ms / 1000
+        if started - watermark > TOMBSTONE_TTL_SECONDS / 2:
+            # Tombstones of deletes since then may be gone: the change log cannot say.
+            raise SnapshotError("stale", f"snapshot is {started - watermark:.0f} s old")
+        count = header.count
+        matrix, dropped = MatrixIndex.from_buffer(
+            snapshot.ids,
+            snapshot.keys,
+            snapshot.content_types,
+            snapshot.buffer,
+            count,
+            drop_invalid=True,
+        )
+        revisions = dict(zip(snapshot.ids, snapshot.revisions, strict=True))
+        for image_id in dropped:
+            revisions.pop(image_id, None)
+        self._matrix, self._revisions = matrix, revisions
+        self._header, self._header_read = header, started
+        self.applied_changes = 0
+        self._watermark = watermark
+        self.source = "snapshot"
+        try:
+            self._refresh(started)  # catch up from the snapshot's watermark
+        except Exception:
+            self._matrix = None  # not caught up: the next request starts again
+            raise
+        logger.info(
+            "loaded %d vectors from the snapshot in %.0f ms",
+            len(matrix),
+            (self._clock() - started) * 1000,
+        )
+
+    def _load_scan(self, started: float) -> None:
         segments = self._scan_segments
 
         def read(segment: int) -> list[Item]:
@@ -227,10 +359,16 @@ class EmbeddedIndex:
         else:
             with ThreadPoolExecutor(max_workers=segments) as pool:
                 parts = list(pool.map(read, range(segments)))
-        self._matrix = build_matrix_from_items(_drain(parts), self._dimension)
+        revisions: dict[str, str | None] = {}
+        self._matrix = build_matrix_from_items(_drain(parts), self._dimension, revisions)
+        self._revisions = revisions
         self._watermark = started
+        self.source = "scan"
+        self.applied_changes = 0
         logger.info(
-            "loaded %d vectors in %.0f ms", len(self._matrix), (self._clock() - started) * 1000
+            "loaded %d vectors by Scan in %.0f ms",
+            len(self._matrix),
+            (self._clock() - started) * 1000,
         )
 
     def _refresh(self, now: float) -> None:
@@ -238,22 +376,50 @@ class EmbeddedIndex:
         assert self._matrix is not None
         if now - self._watermark > TOMBSTONE_TTL_SECONDS / 2:
             # Tombstones may have expired since: only a full load is correct.
+            self._matrix = None
             self._load()
             return
         since_ms = int((self._watermark - self._overlap) * 1000)
         until_ms = int((now + self._overlap) * 1000)
-        changes = list(self._catalog.changes(since_ms, until_ms))
-        for item in changes:
-            self._apply(self._matrix, item)
+        latest: dict[str, Item] = {}
+        for item in self._catalog.changes(since_ms, until_ms):  # oldest first
+            latest[item[ATTR_IMAGE_ID]["S"]] = item
+        wanted: list[str] = []
+        for image_id, item in latest.items():
+            revision = item.get(ATTR_REVISION, {}).get("S")
+            if revision is not None and self._revisions.get(image_id, "") == revision:
+                continue  # applied already (the overlap re-reads it)
+            if self._searchable(item):
+                wanted.append(image_id)
+            else:  # deleted, rejected, or of another model: no vector needed
+                self._matrix.remove(image_id)
+                self._revisions[image_id] = revision
+                self.applied_changes += 1
+        if wanted:
+            fetched = self._catalog.vector_items(wanted)
+            for image_id in wanted:
+                found = fetched.get(image_id)
+                if found is None:  # gone from the table (a tombstone's TTL ran out)
+                    self._matrix.remove(image_id)
+                    self._revisions.pop(image_id, None)
+                else:
+                    self._apply(self._matrix, found)
+            self.applied_changes += len(wanted)
         self._watermark = now
 
-    def _apply(self, matrix: MatrixIndex, item: Item) -> None:
-        image_id = item[ATTR_IMAGE_ID]["S"]
-        blob = item.get(ATTR_VECTOR, {}).get("B")
-        searchable = (
+    def _searchable(self, item: Item) -> bool:
+        return (
             item.get(ATTR_STATUS, {}).get("S") == STATUS_INDEXED
             and item.get("model_id", {}).get("S") == self._model_id
             and item.get("dimension", {}).get("N") == str(self._dimension)
+        )
+
+    def _apply(self, matrix: MatrixIndex, item: Item) -> None:
+        image_id = item[ATTR_IMAGE_ID]["S"]
+        self._revisions[image_id] = item.get(ATTR_REVISION, {}).get("S")
+        blob = item.get(ATTR_VECTOR, {}).get("B")
+        searchable = (
+            self._searchable(item)
             and blob is not None
             and len(blob) == self._dimension * VECTOR_DTYPE.itemsize
         )

@@ -160,6 +160,15 @@ class MatrixIndex:
         row = self._rows.get(image_id)
         return None if row is None else self._matrix[row].copy()
 
+    def rows(
+        self,
+    ) -> tuple[list[str], list[str], list[str | None], npt.NDArray[np.float32]]:
+        """Ids, keys, content types and the live (unit) rows, in row order: a view, not
+        a copy (a snapshot writer serialises them while holding the owner's lock)."""
+        count = len(self._ids)
+        types = [self._type_of[code] for code in self._codes[:count].tolist()]
+        return list(self._ids), list(self._keys), types, self._matrix[:count]
+
     def key(self, image_id: str) -> str | None:
         row = self._rows.get(image_id)
         return None if row is None else self._keys[row]

@@ -1,0 +1,70 @@
+"""Embedded index maintenance: a scheduled function that keeps the index snapshot in the
+images bucket current (so search cold starts map it instead of scanning the table) and
+reports the number of indexed images (the capacity alarm's metric)."""
+
+from __future__ import annotations
+
+from aws_cdk import Duration
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_s3 as s3
+from constructs import Construct
+
+from imagesearch import resources as r
+from stacks.config import AppConfig
+from stacks.functions import LoggedFunction, runtime_environment
+from stacks.search_api import embedded_environment, embedded_memory_mb
+
+SERVICE_NAME = "imagesearch-maintenance"
+# A snapshot is at most this old when a search instance starts (plus its catch-up).
+SCHEDULE = Duration.minutes(10)
+# A Scan of 1M rows (fallback) and a multi-GB upload fit with room to spare.
+TIMEOUT = Duration.minutes(10)
+
+
+class IndexMaintenance(Construct):
+    """Schedule -> maintenance function (same asset, ``r.MAINTENANCE_HANDLER``)."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: AppConfig,
+        code: lambda_.Code,
+        bucket: s3.IBucket,
+        table: dynamodb.ITable,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.service_name = SERVICE_NAME
+        self.handler = LoggedFunction(
+            self,
+            "Handler",
+            code=code,
+            handler=r.MAINTENANCE_HANDLER,
+            description="Embedded index maintenance: writes the index snapshot on a schedule",
+            # The loaded index plus the snapshot's metadata while it is written.
+            memory_mb=embedded_memory_mb(config.embedded_max_images, config.embedding_dimension),
+            timeout=TIMEOUT,
+            environment={
+                **runtime_environment(
+                    config,
+                    bucket_name=bucket.bucket_name,
+                    table_name=table.table_name,
+                    service_name=SERVICE_NAME,
+                    bedrock_timeouts=("2", "8", "2"),  # unused: it never calls a model
+                ),
+                **embedded_environment(config),
+            },
+        )
+        self.function = self.handler.function
+        self.rule = events.Rule(
+            self,
+            "Schedule",
+            description="Keep the embedded index snapshot current",
+            schedule=events.Schedule.rate(SCHEDULE),
+            # A missed run is harmless (the next one catches up): no retries.
+            targets=[targets.LambdaFunction(self.function, retry_attempts=0)],
+        )

@@ -1,0 +1,495 @@
+"""The embedded index's S3 snapshot and its proportional refresh, on moto (in-process):
+first build, catch-up, concurrent writers, corrupt / stale / missing / other-model
+snapshots falling back to the Scan path, refresh reading vectors only for changed rows,
+and GET /health answering without a table read."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import boto3
+import numpy as np
+import pytest
+from moto import mock_aws
+
+from imagesearch.catalog.dynamodb import DynamoDBCatalog
+from imagesearch.index.embedded import EmbeddedIndex
+from imagesearch.index.maintenance import refresh_snapshot
+from imagesearch.index.snapshot import SnapshotError, SnapshotStore
+from imagesearch.ports import QueryFilters
+from imagesearch.records import ImageRecord, image_id_for_key
+from imagesearch.resources import TOMBSTONE_TTL_SECONDS, table_definition
+from imagesearch.search import SearchService
+
+TABLE = "images-snapshot-test"
+BUCKET = "images-snapshot-test"
+PREFIX = "index-snapshots/"
+MODEL = "amazon.titan-embed-image-v1"
+DIM = 8
+START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC).timestamp()
+
+
+class Clock:
+    def __init__(self, now: float = START) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class Spy:
+    """A boto3 client that records the operations called on it."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._client, name)
+        if not callable(attribute):
+            return attribute
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append(name)
+            return attribute(*args, **kwargs)
+
+        return call
+
+
+@pytest.fixture
+def aws() -> Iterator[tuple[Any, Any]]:
+    with mock_aws():
+        dynamodb = boto3.client("dynamodb", region_name="us-east-1")
+        dynamodb.create_table(**table_definition(TABLE))
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket=BUCKET)
+        yield dynamodb, s3
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def catalog(aws: tuple[Any, Any], clock: Clock) -> DynamoDBCatalog:
+    return DynamoDBCatalog(TABLE, client=aws[0], clock=clock)
+
+
+def store_of(s3: Any, clock: Clock, **options: Any) -> SnapshotStore:
+    # Small parts: a handful of vectors already spans several ranged GETs.
+    return SnapshotStore(BUCKET, PREFIX, client=s3, clock=clock, part_bytes=64, **options)
+
+
+def index_of(
+    catalog: DynamoDBCatalog,
+    clock: Clock,
+    store: SnapshotStore | None,
+    fallbacks: list[str] | None = None,
+    model_id: str = MODEL,
+) -> EmbeddedIndex:
+    return EmbeddedIndex(
+        catalog,
+        model_id=model_id,
+        dimension=DIM,
+        clock=clock,
+        refresh_interval=0,
+        snapshots=store,
+        on_fallback=None if fallbacks is None else fallbacks.append,
+    )
+
+
+def axis(n: int) -> np.ndarray:
+    vector = np.zeros(DIM, dtype=np.float32)
+    vector[n % DIM] = 1.0
+    return vector
+
+
+def put(catalog: DynamoDBCatalog, n: int, vector: np.ndarray, sequencer: str = "S1") -> str:
+    key = f"uploads/{n}.jpg"
+    catalog.put(
+        ImageRecord(
+            image_id=image_id_for_key(key),
+            key=key,
+            status="indexed",
+            content_type="image/jpeg",
+            model_id=MODEL,
+            dimension=DIM,
+            sequencer=sequencer,
+            vector=vector,
+        )
+    )
+    return image_id_for_key(key)
+
+
+def delete(catalog: DynamoDBCatalog, n: int, sequencer: str = "S9") -> None:
+    key = f"uploads/{n}.jpg"
+    catalog.delete(image_id_for_key(key), key=key, sequencer=sequencer)
+
+
+def top(index: EmbeddedIndex, n: int) -> str | None:
+    found = index.query(axis(n), 1, QueryFilters())
+    return found[0].image_id if found else None
+
+
+def spied_catalog(aws: tuple[Any, Any], clock: Clock) -> tuple[DynamoDBCatalog, Spy]:
+    spy = Spy(aws[0])
+    return DynamoDBCatalog(TABLE, client=spy, clock=clock), spy
+
+
+def build_first(catalog: DynamoDBCatalog, s3: Any, clock: Clock) -> None:
+    store = store_of(s3, clock)
+    result = refresh_snapshot(index_of(catalog, clock, store), store, clock=clock)
+    assert result.written and result.reason == "no usable snapshot"
+
+
+# -- lifecycle ------------------------------------------------------------------------
+
+
+def test_first_build_then_cold_starts_read_the_snapshot_not_the_table(
+    aws: tuple[Any, Any], catalog: DynamoDBCatalog, clock: Clock
+) -> None:
+    # Given five images and no snapshot yet
+    ids = [put(catalog, n, axis(n)) for n in range(5)]
+    s3 = aws[1]
+
+    # When the maintenance run builds the first one
+    build_first(catalog, s3, clock)
+    clock.advance(60)
+
+    # Then a cold instance loads it without a Scan, and answers like the table says
+    spied, spy = spied_catalog(aws, clock)
+    fallbacks: list[str] = []
+    index = index_of(spied, clock, store_of(s3, clock), fallbacks)
+    assert [top(index, n) for n in range(5)] == ids
+    assert index.source == "snapshot" and fallbacks == []
+    assert "scan" not in spy.calls and "batch_get_item" not in spy.calls
+    assert set(spy.calls) == {"query"}  # the catch-up: change log only
+
+    # And a second run with nothing new leaves the snapshot alone
+    store = store_of(s3, clock)
+    again = refresh_snapshot(index_of(catalog, clock, store), store, clock=clock)
+    assert (again.written, again.reason, again.count) == (False, "unchanged", 5)
+
+
+def test_cold_start_catches_up_adds_overwrites_and_deletes_since_the_snapshot(
+    aws: tuple[Any, Any], catalog: DynamoDBCatalog, clock: Clock
+) -> None:
+    ids = [put(catalog, n, axis(n)) for n in range(4)]
+    build_first(catalog, aws[1], clock)
+    clock.advance(120)
+    # After the snapshot: one added, one overwritten (now along axis 7), one deleted
+    added = put(catalog, 5, axis(5))
+    put(catalog, 1, axis(7), sequencer="S2")
+    delete(catalog, 2)
+    clock.advance(5)
+
+    spied, spy = spied_catalog(aws, clock)
+    index = index_of(spied, clock, store_of(aws[1], clock))
+    assert index.count() == 4
+    assert top(index, 5) == added
+    assert top(index, 7) == ids[1]
+    assert ids[2] not in index.get_vectors(ids)
+    assert index.source == "snapshot" and "scan" not in spy.calls
+    # Vectors were fetched for exactly the two rows written since (not the delete)
+    batches = [c for c in spy.calls if c == "batch_get_item"]
+    assert len(batches) == 1
+
+    # And the maintenance run writes a new snapshot holding those changes
+    store = store_of(aws[1], clock)
+    result = refresh_snapshot(index_of(catalog, clock, store), store, clock=clock)
+    assert (result.written and result.reason == "2 changes since the snapshot") or result.written
+    fresh = index_of(catalog, clock, store_of(aws[1], clock))
+    assert fresh.count() == 4 and top(fresh, 7) == ids[1]
+
+
+def test_concurrent_writers_leave_a_complete_snapshot_and_never_go_back(
+    aws: tuple[Any, Any], catalog: DynamoDBCatalog, clock: Clock
+) -> None:
+    s3 = aws[1]
+    for n in range(3):
+        put(catalog, n, axis(n))
+    old = index_of(catalog, clock, None).export()  # writer A read the table (watermark now)
+    clock.advance(30)
+    put(catalog, 3, axis(3))
+    newer = index_of(catalog, clock, None).export()  # writer B later, with one more image
+
+    # When B points to its snapshot first and A, slower, finishes after it
+    def write(exported: tuple[Any, ...]) -> None:
+        watermark, ids, keys, types, revisions, rows = exported
+        store_of(s3, clock).write(
+            model_id=MODEL,
+            dimension=DIM,
+            watermark_ms=int(watermark * 1000),
+            ids=ids,
+            keys=keys,
+            content_types=types,
+            revisions=revisions,
+            matrix=rows,
+        )
+
+    write(newer)
+    write(old)
+
+    # Then the pointer still names B's (newer) snapshot, and A's object is gone
+    header = store_of(s3, clock).read_header()
+    assert header is not None and header.count == 4
+    objects = s3.list_objects_v2(Bucket=BUCKET, Prefix=f"{PREFIX}snapshots/")["Contents"]
+    assert [o["Key"] for o in objects] == [header.object_key]
+
+    # And a third write retires B's object only one write later (a reader that just read
+    # the old pointer still finds it)
+    clock.advance(30)
+    put(catalog, 4, axis(4))
+    third = index_of(catalog, clock, None).export()
+    write(third)
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=PREFIX)["Contents"]}
+    assert header.object_key in keys
+    clock.advance(30)
+    write(index_of(catalog, clock, None).export())
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=PREFIX)["Contents"]}
+    assert header.object_key not in keys and len(keys) == 3  # pointer, current, retired
+    assert index_of(catalog, clock, store_of(s3, clock)).count() == 5
+
+
+# -- fallbacks ------------------------------------------------------------------------
+
+
+def _corrupt_vectors(s3: Any) -> None:
+    header = store_of(s3, Clock()).read_header()
+    assert header is not None
+    body = bytearray(s3.get_object(Bucket=BUCKET, Key=header.object_key)["Body"].read())
+    body[header.vectors_offset + 5] ^= 0xFF
+    s3.put_object(Bucket=BUCKET, Key=header.object_key, Body=bytes(body))
+
+
+def _truncate(s3: Any) -> None:
+    header = store_of(s3, Clock()).read_header()
+    assert header is not None
+    body = s3.get_object(Bucket=BUCKET, Key=header.object_key)["Body"].read()
+    s3.put_object(Bucket=BUCKET, Key=header.object_key, Body=body[:-10])
+
+
+def _garble_pointer(s3: Any) -> None:
+    s3.put_object(Bucket=BUCKET, Key=f"{PREFIX}current.json", Body=b"{not json")
+
+
+def _drop_object(s3: Any) -> None:
+    header = store_of(s3, Clock()).read_header()
+    assert header is not None
+    s3.delete_object(Bucket=BUCKET, Key=header.object_key)
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (_corrupt_vectors, "corrupt"),
+        (_truncate, "corrupt"),
+        (_garble_pointer, "corrupt"),
+        (_drop_object, "missing"),
+    ],
+)
+def test_a_damaged_snapshot_falls_back_to_the_scan_with_a_reason(
+    aws: tuple[Any, Any],
+    catalog: DynamoDBCatalog,
+    clock: Clock,
+    caplog: pytest.LogCaptureFixture,
+    damage: Any,
+    reason: str,
+) -> None:
+    ids = [put(catalog, n, axis(n)) for n in range(3)]
+    build_first(catalog, aws[1], clock)
+    damage(aws[1])
+
+    fallbacks: list[str] = []
+    spied, spy = spied_catalog(aws, clock)
+    index = index_of(spied, clock, store_of(aws[1], clock), fallbacks)
+    assert [top(index, n) for n in range(3)] == ids
+    assert fallbacks == [reason] and index.source == "scan" and "scan" in spy.calls
+    assert "loading the index by Scan" in caplog.text
+
+    # And the next maintenance run replaces it
+    store = store_of(aws[1], clock)
+    assert refresh_snapshot(index_of(catalog, clock, store), store, clock=clock).written
+    assert index_of(catalog, clock, store_of(aws[1], clock)).count() == 3
+
+
+def test_no_snapshot_yet_falls_back(
+    aws: tuple[Any, Any], catalog: DynamoDBCatalog, clock: Clock
+) -> None:
+    put(catalog, 0, axis(0))
+    fallbacks: list[str] = []
+    index = index_of(catalog, clock, store_of(aws[1], clock), fallbacks)
+    assert index.count() == 1 and fallbacks == ["missing"]
+
+
+def test_a_snapshot_older_than_half_the_tombstone_ttl_is_not_used(
+    aws: tuple[Any, Any], catalog: DynamoDBCatalog, clock: Clock
+) -> None:
+    ids = [put(catalog, n, axis(n)) for n in range(3)]
+    build_first(catalog, aws[1], clock)
+    clock.advance(TOMBSTONE_TTL_SECONDS / 2 + 60)
+    delete(catalog, 0)  # its tombstone may have expired by the time anyone looks
+
+    fallbacks: list[str] = []
+    index = index_of(catalog, clock, store_of(aws[1], clock), fallbacks)
+    assert index.count() == 2 and ids[0] not in index.get_vectors(ids)
+    assert fallbacks == ["stale"]
+
+
+def test_model_change_ignores_the_old_models_snapshot_and_replaces_it(
+    aws: tuple[Any, Any], catalog: DynamoDBCatalog, clock: Clock
+) -> None:
+    put(catalog, 0, axis(0))
+    build_first(catalog, aws[1], clock)
+
+    # When the deployment switches model, its instances do not read the old snapshot
+    fallbacks: list[str] = []
+    other = index_of(catalog, clock, store_of(aws[1], clock), fallbacks, model_id="other-model")
+    assert other.count() == 0 and fallbacks == ["mismatch"]
+    cold = index_of(catalog, clock, store_of(aws[1], clock), model_id="other-model")
+    assert cold.health_count() is None  # the old model's count is not this one's
+
+    # And its maintenance run points to a snapshot of the new model
+    store = store_of(aws[1], clock)
+    result = refresh_snapshot(
+        index_of(catalog, clock, store, model_id="other-model"), store, clock=clock
+    )
+    assert result.written
+    header = store.read_header()
+    assert header is not None and header.model_id == "other-model"
+
+
+def test_snapshot_reads_check_model_and_header(
+    aws: tuple[Any, Any], catalog: DynamoDBCatalog, clock: Clock
+) -> None:
+    put(catalog, 0, axis(0))
+    build_first(catalog, aws[1], clock)
+    store = store_of(aws[1], clock)
+    with pytest.raises(SnapshotError) as raised:
+        store.load(model_id=MODEL, dimension=16)
+    assert raised.value.reason == "mismatch"
+    pointer = json.loads(aws[1].get_object(Bucket=BUCKET, Key=store.pointer_key)["Body"].read())
+    pointer["header"]["count"] = 2  # parts no longer match the count
+    aws[1].put_object(Bucket=BUCKET, Key=store.pointer_key, Body=json.dumps(pointer).encode())
+    with pytest.raises(SnapshotError) as raised:
+        store.load(model_id=MODEL, dimension=DIM)
+    assert raised.value.reason == "corrupt"
+
+
+# -- refresh in proportion to changes ------------------------------------------------------
+
+
+def test_refresh_fetches_vectors_only_for_rows_not_held_at_that_revision(
+    aws: tuple[Any, Any], clock: Clock
+) -> None:
+    spied, spy = spied_catalog(aws, clock)
+    ids = [put(spied, n, axis(n)) for n in range(4)]
+    index = index_of(spied, clock, None)
+    assert index.count() == 4
+    spy.calls.clear()
+
+    # Nothing changed: the overlap re-reads the last 30 s of the change log, no vectors
+    clock.advance(2)
+    assert index.count() == 4
+    assert "batch_get_item" not in spy.calls and "scan" not in spy.calls
+
+    # Adds, overwrites and deletes: one BatchGetItem, for the two rows with vectors
+    put(spied, 1, axis(6), sequencer="S2")
+    added = put(spied, 7, axis(7))
+    delete(spied, 3)
+    spy.calls.clear()
+    clock.advance(2)
+    assert index.count() == 4
+    assert top(index, 6) == ids[1] and top(index, 7) == added
+    assert ids[3] not in index.get_vectors(ids)
+    assert spy.calls.count("batch_get_item") == 1
+
+    # The next refresh sees the same changes again (overlap) and fetches nothing
+    spy.calls.clear()
+    clock.advance(2)
+    assert index.count() == 4 and "batch_get_item" not in spy.calls
+
+
+def test_change_log_items_carry_no_vector_and_spread_over_shards(
+    aws: tuple[Any, Any], catalog: DynamoDBCatalog
+) -> None:
+    for n in range(40):
+        put(catalog, n, axis(n))
+    changes = list(catalog.changes(int(START * 1000) - 1000, int(START * 1000) + 1000))
+    assert len(changes) == 40
+    assert all("vector" not in item and "revision" in item for item in changes)
+    shards = {
+        aws[0].get_item(TableName=TABLE, Key={"image_id": item["image_id"]})["Item"][
+            "change_shard"
+        ]["S"]
+        for item in changes
+    }
+    assert len(shards) > 1 and all(s.startswith("2026-03-01#") for s in shards)
+
+
+def test_a_gap_longer_than_the_tombstone_ttl_reloads(aws: tuple[Any, Any], clock: Clock) -> None:
+    spied, spy = spied_catalog(aws, clock)
+    ids = [put(spied, n, axis(n)) for n in range(3)]
+    index = index_of(spied, clock, None)
+    assert index.count() == 3
+    # A delete whose tombstone expired while this instance slept: only a reload knows
+    clock.advance(TOMBSTONE_TTL_SECONDS + 10)
+    aws[0].delete_item(TableName=TABLE, Key={"image_id": {"S": ids[0]}})
+    spy.calls.clear()
+    assert index.count() == 2
+    assert "scan" in spy.calls
+
+
+# -- /health ------------------------------------------------------------------------------
+
+
+def test_health_reads_no_table_and_never_loads(
+    aws: tuple[Any, Any], catalog: DynamoDBCatalog, clock: Clock
+) -> None:
+    for n in range(5):
+        put(catalog, n, axis(n))
+    spied, spy = spied_catalog(aws, clock)
+
+    # Without a snapshot, a cold instance does not know yet (and does not look)
+    service = SearchService(
+        spied,
+        index_of(spied, clock, store_of(aws[1], clock)),
+        None,
+        None,  # type: ignore[arg-type]
+        upload_prefix="uploads/",
+        model_id=MODEL,
+        dimension=DIM,
+        capacity=6,
+    )
+    health = service.health()
+    assert health.images is None and spy.calls == []
+
+    # With one, the snapshot header says how many (one small S3 GET)
+    build_first(catalog, aws[1], clock)
+    index = index_of(spied, clock, store_of(aws[1], clock))
+    service = SearchService(
+        spied,
+        index,
+        None,
+        None,  # type: ignore[arg-type]
+        upload_prefix="uploads/",
+        model_id=MODEL,
+        dimension=DIM,
+        capacity=6,
+    )
+    health = service.health()
+    assert (health.images, health.capacity, health.near_capacity) == (5, 6, True)
+    assert spy.calls == []
+
+    # Once loaded, the instance's own count, with no refresh behind it
+    index.refresh()
+    spy.calls.clear()
+    clock.advance(10)
+    assert service.health().images == 5 and spy.calls == []
