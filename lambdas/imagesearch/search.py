@@ -326,6 +326,13 @@ class SearchService:
         )
         return UploadResponse(key=key, url=url, headers=headers)
 
+    def warm(self) -> None:
+        """Load the vector index now (local mode at start: it has no snapshot, and
+        /health never loads the index by itself)."""
+        refresh = getattr(self._index, "refresh", None)
+        if callable(refresh):
+            refresh()
+
     def health(self) -> HealthResponse:
         """Liveness. The embedded tier answers from cheap state only (never loads the
         index or reads the table: the route is unauthenticated): an index with

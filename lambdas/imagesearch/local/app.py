@@ -314,7 +314,11 @@ class LocalMode:
             embedder = CachedEmbedder(embedder, self._cache)
         clients = Clients(embedder=embedder)
         ingest_handler.configure(build_ingest_service(ingest_settings, clients))
-        api_handler.configure(build_search_service(load_settings(SearchSettings), clients))
+        search = build_search_service(load_settings(SearchSettings), clients)
+        # No snapshot writer runs here (the index loads by Scan, docs/decisions.md), and
+        # GET /health never loads the index: load it now so /health counts from the start.
+        search.warm()
+        api_handler.configure(search)
 
     def probe(self) -> ProbeFailure | None:
         """One free call that tells whether the model works (see local/probe.py)."""
