@@ -36,6 +36,12 @@ def embedded_memory_mb(max_images: int, dimension: int) -> int:
     return min(LAMBDA_MAX_MEMORY_MB, max(MIN_MEMORY_MB, -(-mb // 64) * 64))
 
 
+# The search function's memory at the default configuration (250k x 1024).
+MEMORY_MB = embedded_memory_mb(
+    r.CONTEXT_DEFAULTS["embeddedMaxImages"], r.CONTEXT_DEFAULTS["embeddingDimension"]
+)
+
+
 # API Gateway's default integration timeout is 29 s: a longer function would be cut off.
 TIMEOUT = Duration.seconds(29)
 # Each Bedrock call must fit the API timeout with a retry: 2 attempts x 8 s read.

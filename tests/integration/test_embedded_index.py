@@ -375,6 +375,36 @@ def test_a_failed_refresh_serves_the_last_state_for_a_while(
     assert search.count() == 1
 
 
+def test_a_throttled_vector_fetch_serves_the_last_state_then_503s(
+    client: Any, clock: Clock
+) -> None:
+    spy = SpyClient(client)
+    writer = DynamoDBCatalog(TABLE, client=client, clock=clock)
+    search = embedded(
+        DynamoDBCatalog(TABLE, client=spy, clock=clock, sleep=lambda _: None),
+        clock,
+        refresh_interval=1.0,
+        max_staleness=60,
+    )
+    writer.put(record("uploads/a.jpg"))
+    assert search.count() == 1
+
+    # When a new image's vector cannot be fetched (BatchGetItem keeps withholding keys)
+    spy.withhold_all = True
+    clock.advance(5)
+    writer.put(record("uploads/b.jpg", axis(1)))
+    clock.advance(5)
+    assert search.count() == 1  # the last state, for a while
+    clock.advance(70)
+    with pytest.raises(StaleIndexError):
+        search.count()
+
+    # And it catches up once the table answers
+    spy.withhold_all = False
+    clock.advance(1)
+    assert search.count() == 2
+
+
 def test_get_vectors_answers_from_memory_and_direct_writes_change_only_memory(
     catalog: DynamoDBCatalog, clock: Clock
 ) -> None:

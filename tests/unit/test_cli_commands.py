@@ -606,3 +606,22 @@ def test_access_denied_from_dynamodb_is_one_line() -> None:
     assert err.getvalue() == (
         "imagesearch: error: access denied (Query): not authorized to perform: dynamodb:Query\n"
     )
+
+
+def test_status_warns_at_80_percent_of_the_embedded_capacity() -> None:
+    # Given a deployment whose embedded index holds 7 of at most 8 images
+    clients = moto_clients()
+    session, _ = local_api(extra={("GET", "/health"): (200, {**HEALTH, "capacity": 8})})
+    out = io.StringIO()
+    with Stubber(clients["dynamodb"]) as db, Stubber(clients["sqs"]) as sqs:
+        stub_status(db, sqs, other_model=0)
+        code = run(["--url", LOCAL, "status", "--json"], http=session, clients=clients, stdout=out)
+
+    # Then status says so, counting from the table
+    assert code == 0
+    report = json.loads(out.getvalue())
+    assert report["embedded_capacity"] == 8
+    assert report["hints"] == [
+        "7 indexed images reach 88% of the embedded index's capacity (8, embeddedMaxImages):"
+        " raise embeddedMaxImages or deploy with -c vectorStore=s3vectors"
+    ]

@@ -644,6 +644,15 @@ def status_report(ctx: Context) -> dict[str, Any]:
                 " run `imagesearch backfill --force` to re-embed"
                 f" {'them' if other != 1 else 'it'}"
             )
+    capacity = backend.embedded_max_images
+    indexed = report["images"].get(r.STATUS_INDEXED, 0)
+    report["embedded_capacity"] = capacity
+    if capacity and indexed >= r.EMBEDDED_CAPACITY_WARNING * capacity:
+        hints.append(
+            f"{indexed} indexed images reach {indexed / capacity:.0%} of the embedded index's"
+            f" capacity ({capacity}, embeddedMaxImages): raise embeddedMaxImages or deploy"
+            " with -c vectorStore=s3vectors"
+        )
     dead = report["queues"]["dead_letter"]
     report["dead_letters"] = []
     if dead["waiting"] + dead["in_flight"]:

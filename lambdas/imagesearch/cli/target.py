@@ -60,6 +60,8 @@ class Backend:
     vector_bucket: str | None = None  # s3vectors only
     vector_index: str | None = None  # s3vectors only
     vectors_endpoint_url: str | None = None  # local mode's S3 Vectors emulator
+    # The embedded index's capacity (stack output, or local mode's /health).
+    embedded_max_images: int | None = None
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,7 @@ def read_stack(cloudformation: Any, name: str, region: str) -> Stack:
             " make deploy"
         )
     dimension = outputs.get(r.OUTPUT_DIMENSION)
+    capacity = outputs.get(r.OUTPUT_EMBEDDED_MAX_IMAGES)
     backend = Backend(
         region=region,
         bucket=outputs[r.OUTPUT_BUCKET],
@@ -109,6 +112,7 @@ def read_stack(cloudformation: Any, name: str, region: str) -> Stack:
         vector_bucket=outputs.get(r.OUTPUT_VECTOR_BUCKET) or None,
         vector_index=outputs.get(r.OUTPUT_VECTOR_INDEX) or None,
         dimension=int(dimension) if dimension and dimension.isdigit() else None,
+        embedded_max_images=int(capacity) if capacity and capacity.isdigit() else None,
     )
     return Stack(name=name, region=region, api_url=outputs[r.OUTPUT_API_URL], backend=backend)
 
@@ -238,6 +242,7 @@ class Context:
                 vector_bucket=info.get("vector_bucket"),
                 vector_index=info.get("vector_index"),
                 vectors_endpoint_url=info.get("vectors_endpoint_url"),
+                embedded_max_images=health.get("capacity"),
             )
         except (KeyError, TypeError) as error:
             raise CliError(f"{self.url}/local/resources lacks {error}") from error

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 import numpy as np
 from botocore.exceptions import BotoCoreError, ClientError
 
+from imagesearch.catalog.dynamodb import CatalogThrottled
 from imagesearch.embedders.base import Vector
 from imagesearch.errors import IndexUnavailable
 from imagesearch.index.matrix import MatrixIndex
@@ -273,7 +274,7 @@ class EmbeddedIndex:
             if now - self._attempted >= self._refresh_interval:
                 try:
                     self._refresh(now)
-                except (ClientError, BotoCoreError) as error:
+                except (ClientError, BotoCoreError, CatalogThrottled) as error:
                     staleness = now - self._watermark
                     if staleness > self._max_staleness:
                         raise StaleIndexError(
@@ -321,6 +322,7 @@ class EmbeddedIndex:
             snapshot.buffer,
             count,
             drop_invalid=True,
+            unit_rows=True,  # written from an index, checksummed per part
         )
         revisions = dict(zip(snapshot.ids, snapshot.revisions, strict=True))
         for image_id in dropped:

@@ -102,19 +102,24 @@ class MatrixIndex:
         count: int,
         *,
         drop_invalid: bool,
+        unit_rows: bool = False,
     ) -> tuple[MatrixIndex, list[str]]:
         """Take ownership of ``buffer`` (rows ``[0, count)`` filled, the rest spare
         capacity, see ``capacity_for``) and normalise it in place, without a copy.
         Rows of zero or non-finite norm raise ValueError, or with ``drop_invalid`` are
-        left out. Returns the index and the ids of the dropped rows."""
+        left out. ``unit_rows``: the rows are unit vectors written by an index (an
+        index snapshot, checksummed), so neither checked nor normalised again.
+        Returns the index and the ids of the dropped rows."""
         if not len(ids) == len(keys) == len(content_types) == count:
             raise ValueError("ids, keys, content_types and matrix rows differ in number")
         if len(set(ids)) != count:
             raise ValueError("duplicate ids")
         live = buffer[:count]
+        dropped: list[str] = []
+        if unit_rows:
+            return cls._adopt(buffer, ids, keys, content_types, count), dropped
         norms = _row_norms(live)
         valid = np.isfinite(norms) & (norms > 0)
-        dropped: list[str] = []
         if not bool(valid.all()):
             if not drop_invalid:
                 raise ValueError(f"{int(count - valid.sum())} rows have zero or non-finite norm")
@@ -129,14 +134,29 @@ class MatrixIndex:
             live = buffer[:count]
             norms = norms[keep]
         np.divide(live, norms[:, None], out=live)
+        return cls._adopt(buffer, ids, keys, content_types, count), dropped
+
+    @classmethod
+    def _adopt(
+        cls,
+        buffer: npt.NDArray[np.float32],
+        ids: list[str],
+        keys: list[str],
+        content_types: list[str | None],
+        count: int,
+    ) -> MatrixIndex:
         index = cls(buffer.shape[1], capacity=0)
         index._matrix = buffer
         index._codes = np.zeros(buffer.shape[0], dtype=np.int32)
-        index._codes[:count] = [index._code(content_type) for content_type in content_types]
+        for content_type in dict.fromkeys(content_types):  # few distinct types
+            index._code(content_type)
+        index._codes[:count] = np.fromiter(
+            map(index._code_of.__getitem__, content_types), dtype=np.int32, count=count
+        )
         index._ids = ids
         index._keys = keys
         index._rows = dict(zip(ids, range(count), strict=True))
-        return index, dropped
+        return index
 
     @staticmethod
     def capacity_for(count: int) -> int:

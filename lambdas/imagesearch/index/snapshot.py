@@ -238,10 +238,10 @@ class SnapshotStore:
 
         def read_part(n: int) -> None:
             start, end = ranges[n]
-            blob = self._range(header, header.vectors_offset + start, end - start)
-            if zlib.crc32(blob) != header.part_crc32[n]:
+            part = target[start:end]
+            self._range_into(header, header.vectors_offset + start, part)
+            if zlib.crc32(part) != header.part_crc32[n]:
                 raise SnapshotError("corrupt", f"snapshot part {n} fails its checksum")
-            target[start:end] = blob
 
         def read_head() -> None:
             blob = self._range(header, 0, HEADER_BYTES)
@@ -268,6 +268,32 @@ class SnapshotStore:
             buffer[: header.count].byteswap(inplace=True)
         ids, keys, content_types, revisions = _parse_meta(meta[0], header.count)
         return Snapshot(header, ids, keys, content_types, revisions, buffer)
+
+    def _range_into(self, header: SnapshotHeader, start: int, target: memoryview) -> None:
+        """Ranged GET of ``len(target)`` bytes at ``start`` straight into ``target``
+        (no intermediate bytes object: parts are 8 MB of fresh memory each)."""
+        body = self._get_range(header, start, len(target))
+        filled = 0
+        while filled < len(target):
+            read = body.readinto(target[filled:])
+            if not read:
+                raise SnapshotError("corrupt", "snapshot object is shorter than its header says")
+            filled += read
+        if body.read(1):
+            raise SnapshotError("corrupt", "snapshot object is longer than its header says")
+
+    def _get_range(self, header: SnapshotHeader, start: int, length: int) -> Any:
+        try:
+            response = self.client.get_object(
+                Bucket=self._bucket,
+                Key=header.object_key,
+                Range=f"bytes={start}-{start + length - 1}",
+            )
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                raise SnapshotError("missing", "snapshot object is gone") from None
+            raise
+        return response["Body"]
 
     def _range(self, header: SnapshotHeader, start: int, length: int) -> bytes:
         try:
@@ -301,53 +327,25 @@ class SnapshotStore:
     ) -> SnapshotHeader:
         """Upload a new snapshot object, then point to it (unless a snapshot with a
         newer watermark is current), then delete the snapshot retired last time."""
-        count = len(ids)
-        if not len(keys) == len(content_types) == len(revisions) == matrix.shape[0] == count:
-            raise ValueError("ids, keys, content types, revisions and rows differ in number")
-        if matrix.shape[1:] != (dimension,):
-            raise ValueError("matrix rows are not of the snapshot's dimension")
-        vectors = np.ascontiguousarray(matrix, dtype=VECTOR_DTYPE)
-        vector_view = vectors.reshape(-1).view(np.uint8).data
         created_ms = int(self._clock() * 1000)
         object_key = f"{self._prefix}snapshots/{created_ms:013d}-{uuid.uuid4().hex}.snap"
-        crcs = tuple(
-            zlib.crc32(vector_view[start : start + self._part_bytes])
-            for start in range(0, len(vector_view), self._part_bytes)
-        )
-        meta = zlib.compress(
-            json.dumps(
-                {
-                    "ids": list(ids),
-                    "keys": list(keys),
-                    "content_types": list(content_types),
-                    "revisions": list(revisions),
-                },
-                separators=(",", ":"),
-                ensure_ascii=False,
-            ).encode("utf-8"),
-            level=1,
-        )
-        header = SnapshotHeader(
+        header, chunks = encode_snapshot(
             object_key=object_key,
+            created_ms=created_ms,
             model_id=model_id,
             dimension=dimension,
-            count=count,
             watermark_ms=watermark_ms,
-            created_ms=created_ms,
-            vectors_offset=HEADER_BYTES,
+            ids=ids,
+            keys=keys,
+            content_types=content_types,
+            revisions=revisions,
+            matrix=matrix,
             part_bytes=self._part_bytes,
-            part_crc32=crcs,
-            meta_offset=HEADER_BYTES + len(vector_view),
-            meta_bytes=len(meta),
-            meta_crc32=zlib.crc32(meta),
         )
         from boto3.s3.transfer import TransferConfig
 
         self.client.upload_fileobj(
-            io.BufferedReader(
-                _Chunks([memoryview(_header_block(header)), vector_view, memoryview(meta)]),
-                buffer_size=1024 * 1024,
-            ),
+            io.BufferedReader(_Chunks(chunks), buffer_size=1024 * 1024),
             self._bucket,
             object_key,
             Config=TransferConfig(
@@ -373,19 +371,77 @@ class SnapshotStore:
                 return
         retired = [] if previous is None else list(previous.get("retired") or [])
         replaced = None if previous is None else previous["header"].get("object_key")
-        pointer = {
-            "header": header.to_json(),
-            "retired": [replaced] if isinstance(replaced, str) else [],
-        }
         self.client.put_object(
             Bucket=self._bucket,
             Key=self.pointer_key,
-            Body=json.dumps(pointer).encode("utf-8"),
+            Body=pointer_body(header, [replaced] if isinstance(replaced, str) else []),
             ContentType="application/json",
         )
         for key in retired:
             if isinstance(key, str) and key.startswith(self._prefix) and key != header.object_key:
                 self.client.delete_object(Bucket=self._bucket, Key=key)
+
+
+def encode_snapshot(
+    *,
+    object_key: str,
+    created_ms: int,
+    model_id: str,
+    dimension: int,
+    watermark_ms: int,
+    ids: Sequence[str],
+    keys: Sequence[str],
+    content_types: Sequence[str | None],
+    revisions: Sequence[str | None],
+    matrix: npt.NDArray[np.float32],
+    part_bytes: int = PART_BYTES,
+) -> tuple[SnapshotHeader, list[memoryview]]:
+    """The header and the object's bytes (header block, vectors, metadata) as buffers,
+    without joining them (the vectors are hundreds of MB)."""
+    count = len(ids)
+    if not len(keys) == len(content_types) == len(revisions) == matrix.shape[0] == count:
+        raise ValueError("ids, keys, content types, revisions and rows differ in number")
+    if matrix.shape[1:] != (dimension,):
+        raise ValueError("matrix rows are not of the snapshot's dimension")
+    vectors = np.ascontiguousarray(matrix, dtype=VECTOR_DTYPE)
+    vector_view = vectors.reshape(-1).view(np.uint8).data
+    crcs = tuple(
+        zlib.crc32(vector_view[start : start + part_bytes])
+        for start in range(0, len(vector_view), part_bytes)
+    )
+    meta = zlib.compress(
+        json.dumps(
+            {
+                "ids": list(ids),
+                "keys": list(keys),
+                "content_types": list(content_types),
+                "revisions": list(revisions),
+            },
+            separators=(",", ":"),
+            ensure_ascii=False,
+        ).encode("utf-8"),
+        level=1,
+    )
+    header = SnapshotHeader(
+        object_key=object_key,
+        model_id=model_id,
+        dimension=dimension,
+        count=count,
+        watermark_ms=watermark_ms,
+        created_ms=created_ms,
+        vectors_offset=HEADER_BYTES,
+        part_bytes=part_bytes,
+        part_crc32=crcs,
+        meta_offset=HEADER_BYTES + len(vector_view),
+        meta_bytes=len(meta),
+        meta_crc32=zlib.crc32(meta),
+    )
+    return header, [memoryview(_header_block(header)), vector_view, memoryview(meta)]
+
+
+def pointer_body(header: SnapshotHeader, retired: Sequence[str] = ()) -> bytes:
+    """The pointer object's bytes for ``header``."""
+    return json.dumps({"header": header.to_json(), "retired": list(retired)}).encode("utf-8")
 
 
 def _newer(current: dict[str, Any], header: SnapshotHeader) -> bool:

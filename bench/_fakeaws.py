@@ -1,0 +1,128 @@
+"""A small HTTP server answering the S3 and DynamoDB calls of the embedded index's cold
+start and refresh with real wire bytes, for the benchmarks: S3 GetObject (with Range)
+from files on disk, DynamoDB Query (the change log) and BatchGetItem from prepared
+items. Run as its own process (``python -m bench._fakeaws DIR PORT_FILE``), so its work
+does not count against the measured process.
+
+DIR holds ``s3/<bucket>/<key>`` files, ``changes.json`` (change-log items, each with the
+partition it belongs to) and ``vectors.json`` (items by id). Change items are visible
+only after ``POST /_control/changes`` (the bench switches them on between refreshes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+
+class State:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.changes_visible = False
+        changes = (
+            json.loads((root / "changes.json").read_text())
+            if (root / "changes.json").exists()
+            else []
+        )
+        self.partitions: dict[str, list[dict[str, Any]]] = {}
+        for item in changes:
+            self.partitions.setdefault(item["change_shard"]["S"], []).append(item)
+        self.vectors: dict[str, dict[str, Any]] = (
+            json.loads((root / "vectors.json").read_text())
+            if (root / "vectors.json").exists()
+            else {}
+        )
+        self.lock = threading.Lock()
+
+
+def make_handler(state: State) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: Any) -> None:  # quiet
+            pass
+
+        def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+            self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self) -> None:
+            path = state.root / "s3" / unquote(self.path.split("?", 1)[0].lstrip("/"))
+            if not path.is_file():
+                body = b"<Error><Code>NoSuchKey</Code><Message>no</Message></Error>"
+                self._send(404, body, {"Content-Type": "application/xml"})
+                return
+            size = path.stat().st_size
+            start, end = 0, size - 1
+            status = 200
+            ranged = self.headers.get("Range")
+            if ranged:
+                first, last = ranged.removeprefix("bytes=").split("-")
+                start, end = int(first), min(int(last), size - 1)
+                status = 206
+            with path.open("rb") as handle:
+                body = os.pread(handle.fileno(), end - start + 1, start)
+            headers = {"Content-Type": "application/octet-stream", "ETag": '"bench"'}
+            if status == 206:
+                headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+            self._send(status, body, headers)
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length", "0"))
+            request = json.loads(self.rfile.read(length) or b"{}")
+            if self.path.startswith("/_control/changes"):
+                state.changes_visible = True
+                self._send(200, b"{}", {"Content-Type": "application/json"})
+                return
+            target = self.headers.get("X-Amz-Target", "").split(".")[-1]
+            if target == "Query":
+                values = request["ExpressionAttributeValues"]
+                since = int(values[":since"]["N"])
+                items = (
+                    [
+                        item
+                        for item in state.partitions.get(values[":shard"]["S"], [])
+                        if int(item["changed_at"]["N"]) >= since
+                    ]
+                    if state.changes_visible
+                    else []
+                )
+                answer: dict[str, Any] = {"Items": items, "Count": len(items)}
+                answer["ScannedCount"] = len(items)
+            elif target == "BatchGetItem":
+                ((table, asked),) = request["RequestItems"].items()
+                found = [
+                    state.vectors[key["image_id"]["S"]]
+                    for key in asked["Keys"]
+                    if key["image_id"]["S"] in state.vectors
+                ]
+                answer = {"Responses": {table: found}, "UnprocessedKeys": {}}
+            else:
+                self._send(400, b'{"__type":"UnknownOperationException"}', {})
+                return
+            body = json.dumps(answer).encode()
+            self._send(200, body, {"Content-Type": "application/x-amz-json-1.0"})
+
+    return Handler
+
+
+def main(argv: list[str]) -> None:
+    root, port_file = Path(argv[0]), Path(argv[1])
+    server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(State(root)))
+    server.daemon_threads = True
+    port_file.write_text(str(server.server_address[1]))
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
