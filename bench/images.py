@@ -22,8 +22,8 @@ from pathlib import Path
 from PIL import Image, ImageOps
 
 from bench import bench_import, handler_env, report
+from fakes import imagefactory
 from imagesearch import images
-from tests import imagefactory
 
 ROOT = Path(__file__).resolve().parent.parent
 HANDLER_MODULE = "imagesearch.handlers.ingest"

@@ -34,7 +34,7 @@ from typing import Any
 import requests
 from PIL import Image
 
-from tests.fakes.bedrock import FakeBedrock
+from fakes.bedrock import FakeBedrock
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_IMAGES = 500

@@ -49,8 +49,8 @@ from typing import Any, TypeVar
 import pytest
 import requests
 
+from fakes.bedrock import FakeBedrock
 from imagesearch.records import image_id_for_key
-from tests.fakes.bedrock import FakeBedrock
 
 ROOT = Path(__file__).resolve().parents[2]
 UPLOAD_PREFIX = "uploads/"

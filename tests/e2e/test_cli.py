@@ -17,10 +17,10 @@ from typing import Any
 import boto3
 import pytest
 
+from fakes import imagefactory as images
+from fakes.bedrock import FakeBedrock
 from imagesearch.records import image_id_for_key
-from tests import imagefactory as images
 from tests.e2e.conftest import LocalProcess
-from tests.fakes.bedrock import FakeBedrock
 
 NAVY = (20, 20, 150)
 PREFIX = "cli"

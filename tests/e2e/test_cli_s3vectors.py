@@ -9,10 +9,10 @@ from typing import Any
 
 import boto3
 
-from tests import imagefactory as images
+from fakes import imagefactory as images
+from fakes.bedrock import FakeBedrock
 from tests.e2e.conftest import LocalProcess
 from tests.e2e.test_cli import Cli
-from tests.fakes.bedrock import FakeBedrock
 
 NAMES = ("tier/red.jpg", "tier/blue.png", "tier/deep/green.jpg")
 

@@ -21,10 +21,10 @@ from typing import Any
 import pytest
 import requests
 
+from fakes import imagefactory as images
+from fakes.bedrock import FakeBedrock
 from imagesearch.records import image_id_for_key
-from tests import imagefactory as images
 from tests.e2e.conftest import ROOT, LocalProcess, _new_instance
-from tests.fakes.bedrock import FakeBedrock
 
 PURPLE = (130, 50, 170)
 ORANGE = (250, 140, 20)
@@ -552,7 +552,7 @@ _IN_PROCESS_SCRIPT = textwrap.dedent(
     import json, os, sys, time, urllib.request
     from pathlib import Path
     from imagesearch.local import LocalMode
-    from tests import imagefactory
+    from fakes import imagefactory
 
     def get(url):
         with urllib.request.urlopen(url, timeout=30) as response:

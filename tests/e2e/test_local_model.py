@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from tests import imagefactory as images
+from fakes import imagefactory as images
+from fakes.bedrock import FakeBedrock
 from tests.e2e.conftest import LocalProcess
-from tests.fakes.bedrock import FakeBedrock
 
 
 def test_a_broken_model_is_explained_at_start_and_files_retried_when_it_answers(

@@ -10,9 +10,9 @@ from collections.abc import Callable, Iterator
 import pytest
 from PIL import Image
 
+from fakes.bedrock import FakeBedrock
 from imagesearch import resources as r
 from tests.e2e.conftest import LocalProcess, _new_instance
-from tests.fakes.bedrock import FakeBedrock
 
 
 def jpeg(color: tuple[int, int, int]) -> bytes:

@@ -10,9 +10,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests import imagefactory as images
+from fakes import imagefactory as images
+from fakes.bedrock import FakeBedrock
 from tests.e2e.conftest import LocalProcess, _free_port
-from tests.fakes.bedrock import FakeBedrock
 
 DROPPED = {
     "red.jpg": images.jpeg(96, 64, images.RED),

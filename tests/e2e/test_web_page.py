@@ -23,9 +23,9 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from PIL import Image
 
-from tests import imagefactory as images
+from fakes import imagefactory as images
+from fakes.bedrock import FakeBedrock
 from tests.e2e.conftest import LocalProcess
-from tests.fakes.bedrock import FakeBedrock
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 CHROMIUM_ARGS = [

@@ -21,12 +21,12 @@ import numpy as np
 import pytest
 from moto import mock_aws
 
+from fakes.bedrock import FakeBedrock
 from imagesearch import resources as r
 from imagesearch.catalog.dynamodb import DynamoDBCatalog
 from imagesearch.embedders.base import Vector, unit_vector
 from imagesearch.local.gateway import match_resource
 from imagesearch.records import ImageRecord, image_id_for_key
-from tests.fakes.bedrock import FakeBedrock
 from tests.support.aws import REGION, AwsResources, create_resources
 from tests.support.lambda_runtime import FakeLambdaContext
 
@@ -261,7 +261,7 @@ def _module_api() -> Iterator[Api]:
         patch.setenv("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", bedrock.endpoint_url)
         api_module.configure(None)
         shared = Api(aws=aws, bedrock=bedrock, catalog=DynamoDBCatalog(aws.table))
-        from tests.fakes import bedrock as fake
+        from fakes import bedrock as fake
 
         shared.seed("shoes/red.jpg", text_vector(fake, "red shoe"))
         yield shared

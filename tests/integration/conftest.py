@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 from moto import mock_aws
 
-from tests.fakes.bedrock import fake_bedrock  # noqa: F401  (fixture)
+from fakes.bedrock import fake_bedrock  # noqa: F401  (fixture)
 from tests.support.aws import AwsResources, create_resources
 
 

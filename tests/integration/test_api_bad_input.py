@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests import imagefactory
+from fakes import imagefactory
 from tests.integration.api_fixtures import (  # noqa: F401  (fixtures)
     Api,
     _module_api,

@@ -9,9 +9,9 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 import requests
 
+from fakes import bedrock as fake
+from fakes import imagefactory
 from imagesearch import resources as r
-from tests import imagefactory
-from tests.fakes import bedrock as fake
 from tests.integration.api_fixtures import (
     Api,
     api_fixture,  # noqa: F401  (the `api` fixture)

@@ -22,9 +22,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from fakes import bedrock as fake
+from fakes import imagefactory
 from imagesearch import resources as r
-from tests import imagefactory
-from tests.fakes import bedrock as fake
 from tests.integration.api_fixtures import (  # noqa: F401  (fixtures)
     Api,
     _module_api,

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 import requests
 
+from fakes import bedrock as fake
+from fakes import imagefactory
 from imagesearch import resources as r
 from imagesearch.embedders.base import unit_vector
-from tests import imagefactory
-from tests.fakes import bedrock as fake
 from tests.integration.api_fixtures import (
     DIMENSION,
     DOMAIN,

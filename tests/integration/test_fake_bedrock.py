@@ -29,6 +29,14 @@ from botocore.exceptions import ClientError
 from moto import mock_aws
 from PIL import Image
 
+from fakes.bedrock import (
+    ERROR_STATUS,
+    MAX_TEXT_TOKENS,
+    CallRecord,
+    FakeBedrock,
+    approx_token_count,
+    fake_titan_embedding,
+)
 from imagesearch.embedders import build_embedder, unit_vector
 from imagesearch.embedders.titan import TitanMultimodalEmbedder
 from imagesearch.errors import (
@@ -37,14 +45,6 @@ from imagesearch.errors import (
     TransientEmbeddingError,
 )
 from imagesearch.resources import MODELS, SUPPORTED_MODELS
-from tests.fakes.bedrock import (
-    ERROR_STATUS,
-    MAX_TEXT_TOKENS,
-    CallRecord,
-    FakeBedrock,
-    approx_token_count,
-    fake_titan_embedding,
-)
 
 MODEL = "amazon.titan-embed-image-v1"
 ROOT = Path(__file__).resolve().parents[2]
@@ -446,7 +446,7 @@ def test_reached_under_moto_mock_aws(fake_bedrock: FakeBedrock) -> None:
 
 def test_standalone_server_serves_until_sigterm(monkeypatch: pytest.MonkeyPatch) -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakes.bedrock", "--port", "0"],
+        [sys.executable, "-m", "fakes.bedrock", "--port", "0"],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

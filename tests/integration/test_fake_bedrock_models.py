@@ -14,9 +14,9 @@ import pytest
 from botocore.exceptions import ClientError
 from PIL import Image
 
+from fakes.bedrock import FakeBedrock, fake_embedding
 from imagesearch.embedders import CohereEmbedV4Embedder, EmbedInput, NovaMultimodalEmbedder
 from imagesearch.resources import COHERE_MODEL_ID, NOVA_MODEL_ID
-from tests.fakes.bedrock import FakeBedrock, fake_embedding
 
 
 def png(color: tuple[int, int, int] = (220, 20, 20), fmt: str = "PNG") -> bytes:

@@ -22,10 +22,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from fakes.imagefactory import MEMORY_WORST_CASES, WorstCase
 from imagesearch import images
 from stacks.ingest import MEMORY_MB as INGEST_MEMORY_MB
 from stacks.search_api import MEMORY_MB as SEARCH_MEMORY_MB
-from tests.imagefactory import MEMORY_WORST_CASES, WorstCase
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -114,7 +114,7 @@ def build(case: WorstCase, directory: Path) -> Path:
         return path
     script = (
         "import sys\n"
-        "from tests.imagefactory import MEMORY_WORST_CASES\n"
+        "from fakes.imagefactory import MEMORY_WORST_CASES\n"
         "case = next(c for c in MEMORY_WORST_CASES if c.id == sys.argv[1])\n"
         "open(sys.argv[2], 'wb').write(case.factory())\n"
     )

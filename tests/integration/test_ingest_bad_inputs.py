@@ -1,6 +1,6 @@
 """The ingest bad-input table: every input ends in its one visible state.
 
-All cases (the image table of tests/imagefactory.py plus awkward key names) are
+All cases (the image table of fakes/imagefactory.py plus awkward key names) are
 uploaded to the moto bucket at once; the real S3 -> SQS notifications are fed to
 the real handler like Lambda does; then each case is checked on its own.
 """
@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from moto import mock_aws
 
+from fakes.bedrock import FakeBedrock, fake_titan_embedding
+from fakes.imagefactory import BAD_INPUT_CASES, ImageCase, compliant_jpeg
 from imagesearch.images import prepare_image
 from imagesearch.records import image_id_for_key
 from imagesearch.resources import ENV_BEDROCK_READ_TIMEOUT, thumbnail_key
-from tests.fakes.bedrock import FakeBedrock, fake_titan_embedding
-from tests.imagefactory import BAD_INPUT_CASES, ImageCase, compliant_jpeg
 from tests.support.aws import AwsResources, create_resources
 from tests.support.lambda_runtime import DrainStats, drain_queue
 

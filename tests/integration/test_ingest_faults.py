@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fakes.bedrock import fake_titan_embedding
 from imagesearch.ingest import IngestService
-from tests.fakes.bedrock import fake_titan_embedding
 from tests.support.lambda_runtime import drain_queue
 
 UPLOADS = 200

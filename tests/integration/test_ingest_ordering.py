@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fakes.bedrock import fake_titan_embedding
 from imagesearch.records import image_id_for_key
 from imagesearch.resources import thumbnail_key
-from tests.fakes.bedrock import fake_titan_embedding
 from tests.support.lambda_runtime import FakeLambdaContext, sqs_event
 from tests.support.s3events import s3_event_body, sqs_message
 

@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fakes.bedrock import FakeBedrock, fake_embedding
 from imagesearch import resources as r
 from imagesearch.handlers import api
-from tests.fakes.bedrock import FakeBedrock, fake_embedding
 from tests.integration.api_fixtures import rest_event
 from tests.support.lambda_runtime import FakeLambdaContext, drain_queue
 

@@ -9,10 +9,10 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import pytest
 
+from fakes.catalog import EmptyCatalogFeed
 from imagesearch.index.embedded import EmbeddedIndex
 from imagesearch.local.s3vectors_emulator import S3VectorsEmulator
 from imagesearch.ports import QueryFilters, VectorEntry, VectorIndex
-from tests.fakes.catalog import EmptyCatalogFeed
 from tests.support.s3vectors import s3vectors_index
 
 DIM = 4

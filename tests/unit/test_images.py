@@ -10,10 +10,10 @@ import threading
 import pytest
 from PIL import Image, ImageChops, ImageFile, WebPImagePlugin
 
+from fakes import imagefactory as f
+from fakes.imagefactory import BAD_INPUT_CASES, ImageCase
 from imagesearch import images
 from imagesearch.errors import ImageRejected
-from tests import imagefactory as f
-from tests.imagefactory import BAD_INPUT_CASES, ImageCase
 
 INDEXED = [case for case in BAD_INPUT_CASES if case.outcome == "indexed"]
 REJECTED = [case for case in BAD_INPUT_CASES if case.outcome == "rejected"]

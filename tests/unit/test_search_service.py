@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from fakes import imagefactory
+from fakes.catalog import InMemoryCatalog, InMemoryVectorIndex
 from imagesearch.api_models import (
     UPLOAD_CONTENT_TYPES,
     QueryPart,
@@ -29,8 +31,6 @@ from imagesearch.errors import (
 from imagesearch.ports import QueryFilters, VectorEntry
 from imagesearch.records import ImageRecord, image_id_for_key
 from imagesearch.search import SearchService, decode_base64_image
-from tests import imagefactory
-from tests.fakes.catalog import InMemoryCatalog, InMemoryVectorIndex
 
 DIM = 8
 PREFIX = "uploads/"

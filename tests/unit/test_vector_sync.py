@@ -19,10 +19,10 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
+from fakes.catalog import InMemoryCatalog, InMemoryVectorIndex
 from imagesearch.index.sync import FollowsCatalog, ReadAfterWriteSync, SyncContention
 from imagesearch.ports import VectorSync
 from imagesearch.records import ImageRecord, image_id_for_key
-from tests.fakes.catalog import InMemoryCatalog, InMemoryVectorIndex
 
 DIM = 4
 MODEL = "model"

@@ -9,8 +9,8 @@ Wire format
     The model id arrives URL-encoded in the path (full foundation-model and
     inference-profile ARNs, and ``us.``/``eu.``/``apac.``/``global.`` profile ids, are
     accepted and served by their model). Each model speaks its own protocol: Titan
-    below, Nova 2 in ``tests/fakes/bedrock_nova.py``, Cohere v4 in
-    ``tests/fakes/bedrock_cohere.py``, each validating as its docs describe.
+    below, Nova 2 in ``fakes/bedrock_nova.py``, Cohere v4 in
+    ``fakes/bedrock_cohere.py``, each validating as its docs describe.
     Requests must be SigV4-signed for the ``bedrock`` signing name (or
     carry a bearer token); signatures are not verified. Errors are JSON
     ``{"message": ...}`` with ``x-amzn-ErrorType: <Code>:http://internal.amazon.com/...``
@@ -32,7 +32,7 @@ Embeddings
     histogram over a small colour palette plus a small hash of their bytes; texts map to
     the colour words they contain (with synonyms: "crimson" is red) plus hashed word
     tokens; text + image is the average of both, as Titan does. A fixed random projection
-    per model (``tests/fakes/bedrock_wire.py``: one vector space per model)
+    per model (``fakes/bedrock_wire.py``: one vector space per model)
     spreads the features over the requested dimension. So "red" ranks a red image above
     a blue one, and equal inputs always give equal vectors.
 
@@ -44,9 +44,9 @@ Fault injection (thread-safe, changeable while running)
     has image, dimension, status per call; never content).
 
 Use
-    pytest: ``from tests.fakes.bedrock import fake_bedrock  # noqa: F401`` in a conftest,
+    pytest: ``from fakes.bedrock import fake_bedrock  # noqa: F401`` in a conftest,
     then take ``fake_bedrock`` as a fixture (fresh server, env var set).
-    Standalone: ``python -m tests.fakes.bedrock --port 9123`` prints the URL and serves
+    Standalone: ``python -m fakes.bedrock --port 9123`` prints the URL and serves
     until SIGINT/SIGTERM.
 
 moto
@@ -82,8 +82,8 @@ from urllib.parse import unquote
 import pytest
 from PIL import Image, UnidentifiedImageError
 
-from tests.fakes import bedrock_cohere, bedrock_nova
-from tests.fakes.bedrock_wire import (
+from fakes import bedrock_cohere, bedrock_nova
+from fakes.bedrock_wire import (
     COLOR_WORDS,
     DEFAULT_MESSAGES,
     ERROR_STATUS,
@@ -684,7 +684,7 @@ def fake_bedrock(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeBedrock]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m tests.fakes.bedrock",
+        prog="python -m fakes.bedrock",
         description="Fake Bedrock Runtime (Titan Multimodal Embeddings G1) on localhost.",
     )
     parser.add_argument("--host", default="127.0.0.1")

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from tests.fakes.bedrock_wire import (
+from fakes.bedrock_wire import (
     Item,
     Request,
     b64decode_strict,

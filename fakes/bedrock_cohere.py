@@ -20,7 +20,7 @@ import re
 import uuid
 from typing import Any
 
-from tests.fakes.bedrock_wire import (
+from fakes.bedrock_wire import (
     Item,
     Request,
     b64decode_strict,
