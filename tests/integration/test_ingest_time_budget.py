@@ -53,7 +53,11 @@ def test_a_hung_model_call_hands_the_rest_of_the_batch_back_unstarted(
     assert sorted(failed) == sorted(message["MessageId"] for message in received)
     assert fake_bedrock.calls == 2  # the SDK's two attempts (test setting) of one image
     assert context.get_remaining_time_in_millis() > 0
-    assert all(aws.record(key) is None for key in keys)
+    # The attempted image is visibly `failed` with the model's cause; the others untouched
+    attempted = aws.record(keys[0])
+    assert attempted is not None and attempted.status == "failed"
+    assert "unreachable" in (attempted.reason or "")
+    assert all(aws.record(key) is None for key in keys[1:])
 
     # And once the model answers again, the redelivered messages all index
     fake_bedrock.timeout_rate = 0.0
