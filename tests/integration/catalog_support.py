@@ -6,7 +6,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 from botocore.exceptions import ClientError
+
+from imagesearch.catalog.dynamodb import DynamoDBCatalog
+from imagesearch.records import ImageRecord, image_id_for_key
 
 TABLE = "images-index-test"
 MODEL = "amazon.titan-embed-image-v1"
@@ -67,3 +71,46 @@ class SpyClient:
         if held:
             response["UnprocessedKeys"] = {table: {**request, "Keys": held}}
         return response
+
+
+def axis(n: int, tilt: float = 0.0) -> np.ndarray:
+    """Unit vector along axis ``n``, tilted towards the next axis by ``tilt``."""
+    vector = np.zeros(DIM, dtype=np.float32)
+    vector[n % DIM] = 1.0
+    vector[(n + 1) % DIM] = tilt
+    return vector / np.linalg.norm(vector)
+
+
+def record(
+    key: str,
+    vector: np.ndarray | None = None,
+    *,
+    sequencer: str = "S0001",
+    status: str = "indexed",
+    content_type: str | None = "image/jpeg",
+    model_id: str = MODEL,
+    **fields: Any,
+) -> ImageRecord:
+    if status == "indexed" and vector is None:
+        vector = axis(0)
+    return ImageRecord(
+        image_id=image_id_for_key(key),
+        key=key,
+        status=status,
+        content_type=content_type,
+        model_id=model_id,
+        dimension=None if vector is None else int(vector.size),
+        sequencer=sequencer,
+        vector=vector if status == "indexed" else None,
+        **fields,
+    )
+
+
+def raw_item(client: Any, key: str) -> dict[str, Any] | None:
+    response = client.get_item(TableName=TABLE, Key={"image_id": {"S": image_id_for_key(key)}})
+    return response.get("Item")
+
+
+def keys_of(catalog: DynamoDBCatalog, results: list) -> list[str]:
+    by_id = catalog.get_many([r.image_id for r in results])
+    return [by_id[r.image_id].key for r in results]

@@ -17,9 +17,20 @@ from moto import mock_aws
 from imagesearch.catalog.dynamodb import DynamoDBCatalog
 from imagesearch.index.embedded import EmbeddedIndex, StaleIndexError
 from imagesearch.ports import QueryFilters
-from imagesearch.records import ImageRecord, encode_vector, image_id_for_key
+from imagesearch.records import encode_vector, image_id_for_key
 from imagesearch.resources import TOMBSTONE_TTL_SECONDS, table_definition
-from tests.integration.catalog_support import DIM, MODEL, START, TABLE, Clock, SpyClient
+from tests.integration.catalog_support import (
+    DIM,
+    MODEL,
+    START,
+    TABLE,
+    Clock,
+    SpyClient,
+    axis,
+    keys_of,
+    raw_item,
+    record,
+)
 
 
 @pytest.fixture
@@ -45,49 +56,6 @@ def embedded(
 ) -> EmbeddedIndex:
     """What a search instance holds: the embedded index over the catalog."""
     return EmbeddedIndex(catalog, model_id=MODEL, dimension=dimension, clock=clock, **options)
-
-
-def axis(n: int, tilt: float = 0.0) -> np.ndarray:
-    """Unit vector along axis ``n``, tilted towards the next axis by ``tilt``."""
-    vector = np.zeros(DIM, dtype=np.float32)
-    vector[n % DIM] = 1.0
-    vector[(n + 1) % DIM] = tilt
-    return vector / np.linalg.norm(vector)
-
-
-def record(
-    key: str,
-    vector: np.ndarray | None = None,
-    *,
-    sequencer: str = "S0001",
-    status: str = "indexed",
-    content_type: str | None = "image/jpeg",
-    model_id: str = MODEL,
-    **fields: Any,
-) -> ImageRecord:
-    if status == "indexed" and vector is None:
-        vector = axis(0)
-    return ImageRecord(
-        image_id=image_id_for_key(key),
-        key=key,
-        status=status,
-        content_type=content_type,
-        model_id=model_id,
-        dimension=None if vector is None else int(vector.size),
-        sequencer=sequencer,
-        vector=vector if status == "indexed" else None,
-        **fields,
-    )
-
-
-def raw_item(client: Any, key: str) -> dict[str, Any] | None:
-    response = client.get_item(TableName=TABLE, Key={"image_id": {"S": image_id_for_key(key)}})
-    return response.get("Item")
-
-
-def keys_of(catalog: DynamoDBCatalog, results: list) -> list[str]:
-    by_id = catalog.get_many([r.image_id for r in results])
-    return [by_id[r.image_id].key for r in results]
 
 
 # -- search: cold load ---------------------------------------------------------------

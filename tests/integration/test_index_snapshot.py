@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 import boto3
@@ -23,24 +22,13 @@ from imagesearch.ports import QueryFilters
 from imagesearch.records import ImageRecord, image_id_for_key
 from imagesearch.resources import TOMBSTONE_TTL_SECONDS, table_definition
 from imagesearch.search import SearchService
+from tests.integration.catalog_support import START, Clock
 
 TABLE = "images-snapshot-test"
 BUCKET = "images-snapshot-test"
 PREFIX = "index-snapshots/"
 MODEL = "amazon.titan-embed-image-v1"
 DIM = 8
-START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC).timestamp()
-
-
-class Clock:
-    def __init__(self, now: float = START) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class Spy:
