@@ -13,8 +13,10 @@ really receives, and the search handler's import from the built asset.
   the 900 rows with vectors). Targets <= 20 ms and <= 300 ms.
 - Handler import: the asset built the way ``stacks/bundling.py`` builds it (pruned,
   bytecode compiled), for this machine's architecture, imported by a fresh interpreter
-  that sees only the standard library and the asset (like the Lambda runtime). Target
-  <= 700 ms. For contrast, the same without the shipped bytecode.
+  that sees only the standard library and the asset, in the environment the Lambda
+  runtime gives the function (task root set, active tracing: Powertools' Tracer
+  imports the X-Ray SDK and patches, as in production). Target <= 700 ms. For
+  contrast, the same without the shipped bytecode.
 
 Run: ``python -m bench embedded``.
 """
@@ -349,6 +351,24 @@ def host_asset() -> Path:
     return target
 
 
+def lambda_env(asset: Path) -> dict[str, str]:
+    """The function's environment as the Lambda runtime sets it at init: the task root
+    (the X-Ray SDK then uses its Lambda context, which builds no X-Ray client) and
+    active tracing (Powertools' Tracer imports the SDK and patches at import)."""
+    env = handler_env()
+    env.pop("POWERTOOLS_TRACE_DISABLED", None)
+    env.update(
+        {
+            "LAMBDA_TASK_ROOT": str(asset),
+            "AWS_LAMBDA_FUNCTION_NAME": "bench-search",
+            "AWS_EXECUTION_ENV": "AWS_Lambda_python3.11",
+            "AWS_XRAY_DAEMON_ADDRESS": "127.0.0.1:2000",
+            "_HANDLER": "imagesearch.handlers.api.handler",
+        }
+    )
+    return env
+
+
 def import_from_asset(asset: Path, *, bytecode: bool, runs: int = 5) -> list[float]:
     flags = ["-I", "-S"] + ([] if bytecode else ["-B", "-X", "pycache_prefix=/nonexistent"])
     script = (
@@ -362,7 +382,7 @@ def import_from_asset(asset: Path, *, bytecode: bool, runs: int = 5) -> list[flo
             [sys.executable, *flags, "-c", script],
             capture_output=True,
             text=True,
-            env=handler_env(),
+            env=lambda_env(asset),
             cwd="/",
         )
         if done.returncode != 0:
@@ -378,7 +398,8 @@ def handler_import() -> None:
     line(
         "search handler import from the built asset:",
         f"{with_bytecode:.0f} ms median of 5 (asset built like stacks/bundling.py for "
-        f"{platform.machine()}, fresh interpreter seeing only the stdlib and the asset; "
+        f"{platform.machine()}, fresh interpreter seeing only the stdlib and the asset, "
+        "Lambda's init environment with active tracing; "
         f"without the shipped bytecode: {without:.0f} ms)",
         "<= 700 ms",
         with_bytecode <= 700,

@@ -26,7 +26,6 @@ import json
 import threading
 from typing import Any
 
-import boto3
 from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
@@ -168,6 +167,10 @@ class BedrockEmbedder:
         if self._client is None:
             with self._client_lock:
                 if self._client is None:
+                    # boto3 (with s3transfer) loads here, not at import: the search
+                    # handler's module import stays inside its cold-start budget.
+                    import boto3
+
                     try:
                         self._client = boto3.client("bedrock-runtime", config=self._config)
                     except NoRegionError as error:
