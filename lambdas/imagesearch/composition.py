@@ -10,6 +10,7 @@ needs a client never pays for it at cold start.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +38,10 @@ class Clients:
     s3vectors: Any | None = None
     # An embedder to use as is (local mode shares one, with its embedding cache).
     embedder: Any | None = None
+    # Builds the catalog feed the embedded index loads from (``index.embedded.
+    # CatalogFeed``) out of the catalog; None: the catalog itself (local mode reads
+    # moto's table in-process for the full load).
+    index_feed: Callable[[DynamoDBCatalog], Any] | None = None
 
 
 def s3_client() -> Any:
@@ -69,8 +74,9 @@ def build_vector_index(
         from imagesearch.index.embedded import EmbeddedIndex
 
         refresh = settings.index_refresh_seconds if isinstance(settings, SearchSettings) else 1.0
+        feed = (clients or Clients()).index_feed
         return EmbeddedIndex(
-            catalog,
+            catalog if feed is None else feed(catalog),
             model_id=settings.model_id,
             dimension=settings.dimension,
             refresh_interval=refresh,

@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from fakes import imagefactory as images
 from fakes.bedrock import FakeBedrock
 from tests.e2e.conftest import LocalProcess, _free_port
@@ -19,6 +21,7 @@ DROPPED = {
     "trip/green.png": images.png(80, 80, images.GREEN),
     "trip/blue.jpg": images.jpeg(64, 96, images.BLUE),
     "gone-later.jpg": images.jpeg(50, 50, (250, 140, 20)),
+    "deleted-by-api.jpg": images.jpeg(60, 40, (200, 200, 30)),
 }
 UPLOADED_KEY = "uploads/cli/navy.jpg"
 
@@ -51,15 +54,17 @@ def _upload_with_cli(
     )
 
 
+@pytest.mark.parametrize("store", ["dynamodb", "s3vectors"])
 def test_a_restart_makes_no_model_call_and_keeps_everything(
     start_local_mode: Callable[..., LocalProcess],
     bedrock: FakeBedrock,
     imagesearch_command: list[str],
     local_env: dict[str, str],
     tmp_path: Path,
+    store: str,
 ) -> None:
     # Given local mode that indexed the drop folder and an image uploaded with the CLI
-    instance = start_local_mode()
+    instance = start_local_mode("--vector-store", store)
     for name, data in DROPPED.items():
         instance.drop(name, data)
     cli_folder = tmp_path / "to-upload"
@@ -69,7 +74,11 @@ def test_a_restart_makes_no_model_call_and_keeps_everything(
     assert uploaded.returncode == 0, uploaded.stderr
     instance.wait_indexed(*DROPPED)
     instance.wait_status("cli/navy.jpg", "indexed")
+    # ... and one image deleted through the API
+    deleted = instance.image_id_for("deleted-by-api.jpg")
+    assert instance.delete(f"/images/{deleted}").status_code == 202
     keys = {instance.key_for(name) for name in DROPPED} | {UPLOADED_KEY}
+    keys.discard(instance.key_for("deleted-by-api.jpg"))
     instance.wait_until(lambda: _everything_searchable(instance, keys), message="all searchable")
 
     # When it stops cleanly, a file leaves the folder meanwhile, and it starts again
@@ -77,19 +86,25 @@ def test_a_restart_makes_no_model_call_and_keeps_everything(
     assert (_state_dir(instance) / "moto.pickle").is_file()
     instance.remove("gone-later.jpg")
     calls_before = len(bedrock.call_log)
-    instance.start()
+    instance.start("--vector-store", store)
 
-    # Then every image is searchable again, the CLI upload included, without indexing
+    # Then every image is searchable again, the CLI upload included, without indexing,
+    # and the deleted ones stay deleted
     remaining = keys - {instance.key_for("gone-later.jpg")}
     instance.wait_until(
         lambda: _everything_searchable(instance, remaining),
         message="the saved images to be searchable after the restart",
     )
     instance.wait_gone("gone-later.jpg")
+    assert instance.get(f"/images/{deleted}").status_code == 404
+    instance.wait_until(
+        lambda: (instance.dropbox / ".deleted" / "deleted-by-api.jpg").is_file(),
+        message="the file of the image deleted through the API to be in .deleted/",
+    )
     record = instance.get(f"/images/{instance.image_id_for('cli/navy.jpg')}").json()
     assert record["status"] == "indexed"
     stats = instance.get("/local/stats").json()
-    assert stats["dropbox"]["files"] == len(DROPPED) - 1
+    assert stats["dropbox"]["files"] == len(DROPPED) - 2  # one removed, one deleted
     instance.wait_until(
         lambda: instance.get("/local/stats").json()["images"]["indexed"] == len(remaining),
         message="the page's counts to match",

@@ -31,15 +31,16 @@ from imagesearch.local.mirror import POLL_SECONDS, DropboxMirror
 from imagesearch.local.moto_env import (
     VISIBILITY_TIMEOUT_SECONDS,
     AwsClients,
+    DefaultSession,
     EnvironPatch,
     LocalModeError,
     LocalNames,
     LocalResources,
     MotoServer,
-    check_redirected,
     create_resources,
     ensure_credentials,
     moto_endpoint_environ,
+    redirected_clients,
     resolve_region,
 )
 from imagesearch.local.probe import ProbeFailure, probe_bedrock, probe_clip_weights
@@ -149,6 +150,7 @@ class LocalMode:
         self.names = names or LocalNames()
         self._poll_seconds = poll_seconds
         self._env = EnvironPatch()
+        self._session = DefaultSession()
         self._store = StateStore(state_dir) if state_dir is not None else None
         self._saver: Saver | None = None
         self._gates: list[WriteGate] = []
@@ -213,8 +215,11 @@ class LocalMode:
             ) from error
         for name, value in _POWERTOOLS_DEFAULTS.items():
             self._env.setdefault(name, value)
-        region = resolve_region(self._env)
-        self._dummy_credentials = ensure_credentials(self._env, self.embedder)
+        import boto3
+
+        configured = boto3.session.Session()  # the standard configuration, read once
+        region = resolve_region(self._env, configured)
+        self._dummy_credentials = ensure_credentials(self._env, self.embedder, configured)
         try:
             # Bound first: a busy port fails before anything else starts.
             self._server = GatewayServer(host=self.host, port=self.port)
@@ -232,8 +237,7 @@ class LocalMode:
         endpoint = self._moto.start()
         for name, value in moto_endpoint_environ(endpoint).items():
             self._env.set(name, value)
-        check_redirected(endpoint, region)
-        self._clients = AwsClients.for_endpoint(endpoint, region)
+        self._clients = redirected_clients(self._session.install(region), endpoint)
         shape = shape_fingerprint(
             r.table_definition(self.names.table), self.names, VISIBILITY_TIMEOUT_SECONDS
         )
@@ -313,10 +317,18 @@ class LocalMode:
             self._cache = EmbeddingCache(self._store.directory / CACHE_NAME)
             embedder = CachedEmbedder(embedder, self._cache)
         clients = Clients(embedder=embedder)
+        if self._gates and self.resources is not None:
+            # With a state folder the index's full load reads moto's table in-process
+            # (the restored state: milliseconds, not a 2 s Scan through moto's HTTP API).
+            from imagesearch.local.table_feed import MotoTableFeed
+
+            gate, region = self._gates[0], self.resources.region
+            clients.index_feed = lambda catalog: MotoTableFeed(catalog, gate, region=region)
         ingest_handler.configure(build_ingest_service(ingest_settings, clients))
         search = build_search_service(load_settings(SearchSettings), clients)
-        # No snapshot writer runs here (the index loads by Scan, docs/decisions.md), and
-        # GET /health never loads the index: load it now so /health counts from the start.
+        # No snapshot writer runs here (the index loads by a Scan or the in-process read
+        # above, docs/decisions.md), and GET /health never loads the index: load it now
+        # so /health counts from the start.
         search.warm()
         api_handler.configure(search)
 
@@ -563,6 +575,7 @@ class LocalMode:
             if self._store is not None:
                 self._store.close()
             _forget_services()
+            self._session.restore()
             self._env.restore()
 
     def _state_line(self) -> str:

@@ -124,6 +124,10 @@ class DropboxMirror:
         self._thread = threading.Thread(target=self._run, name="dropbox-mirror", daemon=True)
 
     def start(self) -> None:
+        # The first listing of the bucket waits one period: at start (a restart of
+        # local mode with thousands of images) the first searches come first, and an
+        # object deleted behind a stopped mirror's back is noticed a period later.
+        self._last_reconcile = self._clock()
         self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:

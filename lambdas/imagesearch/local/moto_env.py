@@ -78,15 +78,6 @@ class AwsClients:
     sqs: Any
     dynamodb: Any
 
-    @classmethod
-    def for_endpoint(cls, endpoint_url: str, region: str) -> AwsClients:
-        session = boto3.session.Session(region_name=region)
-        return cls(
-            s3=session.client("s3", endpoint_url=endpoint_url),
-            sqs=session.client("sqs", endpoint_url=endpoint_url),
-            dynamodb=session.client("dynamodb", endpoint_url=endpoint_url),
-        )
-
 
 def create_resources(clients: AwsClients, names: LocalNames, *, region: str) -> LocalResources:
     """Create the stack's storage and ingest resources on ``clients`` (moto).
@@ -314,9 +305,10 @@ class EnvironPatch:
         self._saved.clear()
 
 
-def resolve_region(env: EnvironPatch) -> str:
-    """The region of the standard AWS configuration, us-east-1 when there is none."""
-    region = boto3.session.Session().region_name
+def resolve_region(env: EnvironPatch, session: Any) -> str:
+    """The region of the standard AWS configuration (``session``: a boto3 session),
+    us-east-1 when there is none."""
+    region = session.region_name
     if region:
         return region
     logger.info("no AWS region configured: using %s", DEFAULT_REGION)
@@ -324,12 +316,13 @@ def resolve_region(env: EnvironPatch) -> str:
     return DEFAULT_REGION
 
 
-def ensure_credentials(env: EnvironPatch, embedder: str) -> bool:
-    """Give moto dummy credentials when the default chain finds none at all (True).
+def ensure_credentials(env: EnvironPatch, embedder: str, session: Any) -> bool:
+    """Give moto dummy credentials when the default chain (of the boto3 ``session``)
+    finds none at all (True).
 
     Real credentials are left alone: Bedrock needs them, and moto accepts any.
     """
-    if boto3.session.Session().get_credentials() is not None:
+    if session.get_credentials() is not None:
         return False
     env.set("AWS_ACCESS_KEY_ID", _DUMMY_KEY)
     env.set("AWS_SECRET_ACCESS_KEY", _DUMMY_KEY)
@@ -347,16 +340,41 @@ def moto_endpoint_environ(endpoint_url: str) -> dict[str, str]:
     return dict.fromkeys(MOTO_SERVICES.values(), endpoint_url)
 
 
-def check_redirected(endpoint_url: str, region: str) -> None:
-    """Refuse to run when default clients would still reach real AWS (for example
-    with ``AWS_IGNORE_CONFIGURED_ENDPOINT_URLS``): the handlers would then write
-    to an account's S3 and DynamoDB."""
-    session = boto3.session.Session(region_name=region)
+def redirected_clients(session: Any, endpoint_url: str) -> AwsClients:
+    """Default S3, SQS and DynamoDB clients of ``session`` (a boto3 session), which
+    must resolve to moto. Refuses to run when they would still reach real AWS (for
+    example with ``AWS_IGNORE_CONFIGURED_ENDPOINT_URLS``): the handlers would then
+    write to an account's S3 and DynamoDB."""
+    clients = {}
     for service, variable in MOTO_SERVICES.items():
-        actual = session.client(service).meta.endpoint_url
+        client = session.client(service)
+        actual = client.meta.endpoint_url
         if actual.rstrip("/") != endpoint_url.rstrip("/"):
             raise LocalModeError(
                 f"{service} clients resolve to {actual}, not the local moto server: "
                 f"{variable} is being ignored (unset AWS_IGNORE_CONFIGURED_ENDPOINT_URLS "
                 "and ignore_configured_endpoint_urls in your AWS config)"
             )
+        clients[service] = client
+    return AwsClients(**clients)
+
+
+class DefaultSession:
+    """One boto3 session for the whole process while local mode runs, as
+    ``boto3.DEFAULT_SESSION`` (what the handlers' ``boto3.client`` calls use): a
+    session reads botocore's endpoint and service data on its first client of each
+    service (a quarter of a second for S3 alone), so every client of local mode, its
+    handlers and its probe shares one. ``restore`` puts the previous one back."""
+
+    def __init__(self) -> None:
+        self._saved: list[Any] = []
+
+    def install(self, region: str) -> Any:
+        session = boto3.session.Session(region_name=region)
+        self._saved.append(boto3.DEFAULT_SESSION)
+        boto3.DEFAULT_SESSION = session
+        return session
+
+    def restore(self) -> None:
+        while self._saved:
+            boto3.DEFAULT_SESSION = self._saved.pop()

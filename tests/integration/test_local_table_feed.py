@@ -1,0 +1,146 @@
+"""Local mode's full load of the embedded index (local/table_feed.py): moto's table read
+in-process answers what the catalog's Scan answers, waits for requests inside moto, and
+leaves the change log and vector fetches to the catalog."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import numpy as np
+import pytest
+from moto import mock_aws
+
+from imagesearch.catalog.dynamodb import DynamoDBCatalog
+from imagesearch.index.embedded import EmbeddedIndex
+from imagesearch.local.state import WriteGate
+from imagesearch.local.table_feed import MotoTableFeed
+from imagesearch.ports import QueryFilters
+from imagesearch.records import encode_vector, image_id_for_key
+from imagesearch.resources import table_definition
+from tests.integration.catalog_support import (
+    DIM,
+    MODEL,
+    TABLE,
+    Clock,
+    SpyClient,
+    axis,
+    keys_of,
+    record,
+)
+
+REGION = "us-east-1"
+
+
+@pytest.fixture
+def client() -> Iterator[Any]:
+    with mock_aws():
+        dynamodb = boto3.client("dynamodb", region_name=REGION)
+        dynamodb.create_table(**table_definition(TABLE))
+        yield dynamodb
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def catalog(client: Any, clock: Clock) -> DynamoDBCatalog:
+    """Searchable records along axes 0..5, and records a search must never return."""
+    catalog = DynamoDBCatalog(TABLE, client=client, clock=clock)
+    for n in range(6):
+        catalog.put(record(f"uploads/ok/{n}.jpg", axis(n, 0.1), content_type="image/png"))
+    catalog.put(record("uploads/no/rejected.jpg", status="rejected", reason="corrupt"))
+    catalog.put(record("uploads/no/other-model.jpg", axis(0), model_id="other-model"))
+    catalog.put(record("uploads/no/other-dim.jpg", np.ones(4, dtype=np.float32)))
+    catalog.put(record("uploads/no/deleted.jpg", axis(0)))
+    catalog.delete(
+        image_id_for_key("uploads/no/deleted.jpg"), key="uploads/no/deleted.jpg", sequencer="S9"
+    )
+    return catalog
+
+
+def gate() -> WriteGate:
+    return WriteGate(lambda environ, start_response: [])
+
+
+def by_id(items: Any) -> dict[str, Any]:
+    return {item["image_id"]["S"]: item for item in items}
+
+
+@pytest.mark.parametrize("segments", [1, 4])
+def test_the_feed_answers_what_the_scan_answers(catalog: DynamoDBCatalog, segments: int) -> None:
+    feed = MotoTableFeed(catalog, gate(), region=REGION)
+
+    parts = [
+        list(
+            feed.scan_vector_items(
+                model_id=MODEL, dimension=DIM, segment=n, total_segments=segments
+            )
+        )
+        for n in range(segments)
+    ]
+
+    scanned = by_id(catalog.scan_vector_items(model_id=MODEL, dimension=DIM))
+    assert len(scanned) == 6
+    read = [item for part in parts for item in part]
+    assert len(read) == len(by_id(read))  # each image in one segment only
+    assert by_id(read) == scanned  # same attributes, vectors as bytes
+    vector = by_id(read)[image_id_for_key("uploads/ok/2.jpg")]["vector"]["B"]
+    assert vector == encode_vector(axis(2, 0.1))
+
+
+def test_the_index_loads_without_a_scan_and_refreshes_through_the_catalog(
+    client: Any, clock: Clock, catalog: DynamoDBCatalog
+) -> None:
+    spy = SpyClient(client)
+    watched = DynamoDBCatalog(TABLE, client=spy, clock=clock)
+    index = EmbeddedIndex(
+        MotoTableFeed(watched, gate(), region=REGION),
+        model_id=MODEL,
+        dimension=DIM,
+        clock=clock,
+        refresh_interval=0,
+    )
+
+    # The full load: every searchable image, and no request to moto at all
+    hits = index.query(axis(3), 2, QueryFilters())
+    assert keys_of(catalog, hits)[0] == "uploads/ok/3.jpg"
+    assert index.count() == 6
+    assert [name for name, _ in spy.calls if name == "scan"] == []
+
+    # A later change arrives by the change log and a vector fetch, as usual
+    clock.advance(5)
+    catalog.put(record("uploads/ok/new.jpg", axis(7), sequencer="S0002"))
+    catalog.delete(image_id_for_key("uploads/ok/0.jpg"), key="uploads/ok/0.jpg", sequencer="S9")
+    clock.advance(1)
+
+    assert keys_of(catalog, index.query(axis(7), 1, QueryFilters())) == ["uploads/ok/new.jpg"]
+    assert index.count() == 6
+    called = {name for name, _ in spy.calls}
+    assert {"query", "batch_get_item"} <= called
+    assert "scan" not in called
+
+
+def test_the_feed_waits_for_requests_inside_moto(catalog: DynamoDBCatalog) -> None:
+    writes = gate()
+    feed = MotoTableFeed(catalog, writes, region=REGION)
+    read: list[int] = []
+
+    def load() -> None:
+        read.append(len(list(feed.scan_vector_items(model_id=MODEL, dimension=DIM))))
+
+    # Given a request inside moto
+    with writes.lock.shared():
+        loader = threading.Thread(target=load)
+        loader.start()
+        loader.join(0.3)
+
+        # Then the read waits for it to finish
+        assert loader.is_alive()
+        assert read == []
+    loader.join(10)
+    assert read == [6]
