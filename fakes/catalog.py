@@ -10,6 +10,7 @@ reads return copies. ``InMemoryVectorIndex`` is the real ``MatrixIndex`` behind 
 from __future__ import annotations
 
 import uuid
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from typing import Any
@@ -105,10 +106,13 @@ class InMemoryCatalog:
         statuses = [r.status for r in self.records.values()]
         return {status: statuses.count(status) for status in _LISTABLE}
 
-    def indexed_vectors(self, *, model_id: str, dimension: int) -> Iterator[VectorEntry]:
+    def indexed_vectors(
+        self, *, model_id: str, dimension: int, segment: int = 0, total_segments: int = 1
+    ) -> Iterator[VectorEntry]:
         for record in list(self.records.values()):
             if (
-                record.status == "indexed"
+                zlib.crc32(record.image_id.encode()) % total_segments == segment
+                and record.status == "indexed"
                 and record.vector is not None
                 and record.model_id == model_id
                 and record.dimension == dimension

@@ -88,8 +88,11 @@ class Catalog(Protocol):
         """Number of records per listable status."""
         ...
 
-    def indexed_vectors(self, *, model_id: str, dimension: int) -> Iterator[VectorEntry]:
-        """Every indexed image's vector of this model and dimension (rebuilding an index)."""
+    def indexed_vectors(
+        self, *, model_id: str, dimension: int, segment: int = 0, total_segments: int = 1
+    ) -> Iterator[VectorEntry]:
+        """Every indexed image's vector of this model and dimension (rebuilding an index),
+        or one ``segment`` of ``total_segments`` disjoint parts (read in parallel)."""
         ...
 
 

@@ -40,6 +40,8 @@ class Spy:
 
     def __getattr__(self, name: str) -> Any:
         method = getattr(self.client, name)
+        if not callable(method):
+            return method  # client.meta: the adapter registers its event handlers there
 
         def call(**kwargs: Any) -> Any:
             self.calls.append((name, kwargs))
@@ -171,3 +173,27 @@ def test_errors_reach_boto3_in_the_wire_format(emulator: S3VectorsEmulator) -> N
         client.query_vectors(vectorBucketName="vb-2", indexName="ix-2", topK=0)
     with pytest.raises(ClientError, match="queryVector is required"):
         client.query_vectors(vectorBucketName="vb-2", indexName="ix-2", topK=1)
+
+
+def test_a_request_over_20_mib_is_refused(emulator: S3VectorsEmulator) -> None:
+    import requests
+
+    from imagesearch.local.s3vectors_emulator import MAX_PAYLOAD_BYTES
+
+    answer = requests.post(
+        f"{emulator.endpoint_url}/PutVectors", data=b" " * (MAX_PAYLOAD_BYTES + 1), timeout=60
+    )
+    assert answer.status_code == 400
+    assert answer.headers["x-amzn-ErrorType"] == "ValidationException"
+    assert "payload" in answer.json()["message"]
+
+
+def test_written_vectors_read_back_exactly(spy: tuple[Spy, S3VectorsIndex]) -> None:
+    _, index = spy
+    written = entries(20)
+    index.upsert(written)
+    stored = index.get_vectors([entry.image_id for entry in written])
+    for entry in written:
+        unit = np.asarray(entry.vector, dtype=np.float32)
+        unit = unit / np.float32(np.sqrt(np.dot(unit, unit)))
+        assert np.array_equal(stored[entry.image_id], unit.astype(np.float32))

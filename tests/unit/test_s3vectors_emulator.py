@@ -149,6 +149,14 @@ def test_queries_are_exact_cosine_with_filters(service: S3VectorsService) -> Non
         ("PutVectors", {"vectors": [v("a", 1, 0, 0)] * 501}, "500"),
         ("PutVectors", {"vectors": []}, "vectors"),
         ("PutVectors", {"vectors": [v("a", 1, 0, 0, 0)]}, "dimension"),
+        # the float lists are checked in bulk; what that check does not accept is
+        # reported by botocore's validator, value by value
+        ("PutVectors", {"vectors": [v("a", 1, "0", 0)]}, "float32[1]"),
+        ("PutVectors", {"vectors": [v("a", 1, [0], 0)]}, "float32[1]"),
+        ("PutVectors", {"vectors": [v("a", 1, None, 0)]}, "float32[1]"),
+        ("PutVectors", {"vectors": [v("a", 1, 0, 0), v("b", 1, "x", 0)]}, "vectors[1]"),
+        ("PutVectors", {"vectors": [v("a", 1, float("nan"), 0)]}, "finite"),
+        ("PutVectors", {"vectors": [v("a")]}, "dimension"),
         ("PutVectors", {"vectors": [v("", 1, 0, 0)]}, "key"),
         ("PutVectors", {"vectors": [v("a" * 1025, 1, 0, 0)]}, "maximum of 1024"),
         ("PutVectors", {"vectors": [v("a", 1, 0, 0, t={"x": 1})]}, "string, number"),

@@ -502,10 +502,15 @@ class DynamoDBCatalog:
             latest = heapq.nlargest(limit, latest, key=lambda pair: pair[0])
         return [record for _, record in latest]
 
-    def indexed_vectors(self, *, model_id: str, dimension: int) -> Iterator[VectorEntry]:
-        """Every indexed vector of ``model_id`` at ``dimension`` (reindex, rebuilds)."""
+    def indexed_vectors(
+        self, *, model_id: str, dimension: int, segment: int = 0, total_segments: int = 1
+    ) -> Iterator[VectorEntry]:
+        """Every indexed vector of ``model_id`` at ``dimension`` (reindex, rebuilds), or
+        those of one parallel Scan segment."""
         expected = dimension * VECTOR_DTYPE.itemsize
-        for item in self.scan_vector_items(model_id=model_id, dimension=dimension):
+        for item in self.scan_vector_items(
+            model_id=model_id, dimension=dimension, segment=segment, total_segments=total_segments
+        ):
             blob = item.get(ATTR_VECTOR, {}).get("B")
             if blob is None or len(blob) != expected:
                 continue

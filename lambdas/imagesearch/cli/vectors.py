@@ -14,12 +14,22 @@ Idempotent (the index only ever receives the catalog's state) and resumable: a r
 interrupted after N batches is started again, skipping the vectors the index already
 holds unless ``--full`` (a changed record is re-synced by ingest or the change-log pass
 anyway). No model calls.
+
+The copy is a pipeline: ``SCAN_SEGMENTS`` threads read parallel Scan segments of the
+catalog while up to ``WRITERS`` PutVectors requests are in flight (each thread waits on
+the network most of the time; the service takes 2,500 vectors/s per index, i.e. five
+requests of 500 a second). The bulk client is built with ``adaptive`` retries, which
+slow the sender down when the service answers ``TooManyRequestsException``.
 """
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import closing
 from typing import Any, TextIO
 
 from imagesearch import resources as r
@@ -29,6 +39,10 @@ from imagesearch.ports import VectorEntry
 
 # The change log is an eventually consistent GSI and writers' clocks differ.
 CHANGE_LOG_MARGIN_MS = 60_000
+SCAN_SEGMENTS = 4  # parallel catalog Scan segments
+WRITERS = 4  # PutVectors requests in flight
+_READ_AHEAD = 8  # chunks of read entries waiting for a writer, per segment
+_CHUNK = 100  # entries a reader hands over at a time
 _LOCAL_CREDENTIALS = {"aws_access_key_id": "local", "aws_secret_access_key": "local"}
 
 
@@ -39,6 +53,12 @@ def vector_index(ctx: Any) -> S3VectorsIndex | None:
         return None
     if not (backend.vector_bucket and backend.vector_index and backend.dimension):
         raise CliError("the deployment uses s3vectors but does not name its vector index")
+    from botocore.config import Config
+
+    config = Config(
+        retries={"mode": "adaptive", "max_attempts": 10},
+        max_pool_connections=WRITERS + 2,
+    )
     if backend.vectors_endpoint_url:
         import boto3
 
@@ -46,11 +66,12 @@ def vector_index(ctx: Any) -> S3VectorsIndex | None:
             "s3vectors",
             endpoint_url=backend.vectors_endpoint_url,
             region_name=backend.region,
+            config=config,
             **_LOCAL_CREDENTIALS,
         )
     else:
         ctx.credentials()
-        client = ctx.boto_session().client("s3vectors", region_name=backend.region)
+        client = ctx.boto_session().client("s3vectors", region_name=backend.region, config=config)
     return S3VectorsIndex(
         client,
         bucket=backend.vector_bucket,
@@ -77,15 +98,68 @@ def vector_status(ctx: Any, indexed: int) -> tuple[dict[str, Any], list[str]]:
     return {"store": store, "index": backend.vector_index, "vectors": count}, hints
 
 
-def _batches(entries: Iterator[VectorEntry], size: int) -> Iterator[list[VectorEntry]]:
-    batch: list[VectorEntry] = []
-    for entry in entries:
-        batch.append(entry)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+class _Stop(Exception):
+    """Raised in a reader when the copy ends early (another thread failed)."""
+
+
+def _read_segments(
+    catalog: Any, *, model_id: str, dimension: int, segments: int, stop: threading.Event
+) -> Generator[list[VectorEntry], None, None]:
+    """Chunks of the catalog's entries, read by ``segments`` threads in parallel
+    (bounded read-ahead); a reader's error is raised here."""
+    chunks: queue.Queue[list[VectorEntry] | BaseException | None] = queue.Queue(
+        maxsize=_READ_AHEAD * segments
+    )
+
+    def hand_over(item: list[VectorEntry] | BaseException | None) -> None:
+        while not stop.is_set():
+            try:
+                chunks.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+        raise _Stop
+
+    def read(segment: int) -> None:
+        try:
+            chunk: list[VectorEntry] = []
+            for entry in catalog.indexed_vectors(
+                model_id=model_id, dimension=dimension, segment=segment, total_segments=segments
+            ):
+                chunk.append(entry)
+                if len(chunk) == _CHUNK:
+                    hand_over(chunk)
+                    chunk = []
+            hand_over(chunk)
+            hand_over(None)
+        except _Stop:
+            return
+        except BaseException as error:  # noqa: BLE001 (handed to the consumer, which raises it)
+            try:
+                hand_over(error)
+            except _Stop:
+                return
+
+    threads = [
+        threading.Thread(target=read, args=(n,), name=f"reindex-scan-{n}", daemon=True)
+        for n in range(segments)
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        running = segments
+        while running:
+            item = chunks.get()
+            if item is None:
+                running -= 1
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                yield item
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
 
 
 def reindex(
@@ -97,6 +171,8 @@ def reindex(
     full: bool = False,
     progress: Any | None = None,
     clock: Any = time.time,
+    segments: int = SCAN_SEGMENTS,
+    writers: int = WRITERS,
 ) -> dict[str, int]:
     """Copy the catalog's vectors into ``index``; see the module docstring."""
     from imagesearch.index.sync import ReadAfterWriteSync
@@ -105,25 +181,61 @@ def reindex(
     present = set() if full else set(index.keys())
     seen: set[str] = set()
     written = skipped = 0
+    stop = threading.Event()
+    in_flight: set[Future[int]] = set()
 
-    def fresh(entries: Iterator[VectorEntry]) -> Iterator[VectorEntry]:
-        nonlocal skipped
-        for entry in entries:
-            seen.add(entry.image_id)
-            if entry.image_id in present:
-                skipped += 1
-                if progress is not None:
-                    progress.update(1)
-                continue
-            yield entry
+    def advance(count: int) -> None:
+        if progress is not None and count:
+            progress.update(count)
 
-    for batch in _batches(
-        fresh(catalog.indexed_vectors(model_id=model_id, dimension=dimension)), MAX_PUT
-    ):
+    def collect(block: bool) -> None:
+        nonlocal written
+        if not in_flight:
+            return
+        done, _ = wait(in_flight, timeout=None if block else 0, return_when=FIRST_COMPLETED)
+        for future in done:
+            in_flight.discard(future)
+            count = future.result()  # a failed write ends the copy with its error
+            written += count
+            advance(count)
+
+    def write(batch: list[VectorEntry]) -> int:
         index.upsert(batch)
-        written += len(batch)
-        if progress is not None:
-            progress.update(len(batch))
+        return len(batch)
+
+    with ThreadPoolExecutor(max_workers=writers, thread_name_prefix="reindex-put") as pool:
+        try:
+            batch: list[VectorEntry] = []
+            chunks = _read_segments(
+                catalog, model_id=model_id, dimension=dimension, segments=segments, stop=stop
+            )
+            with closing(chunks):
+                for chunk in chunks:
+                    new_skips = 0
+                    for entry in chunk:
+                        seen.add(entry.image_id)
+                        if entry.image_id in present:
+                            new_skips += 1
+                        else:
+                            batch.append(entry)
+                        if len(batch) == MAX_PUT:
+                            while len(in_flight) >= writers:
+                                collect(block=True)
+                            in_flight.add(pool.submit(write, batch))
+                            batch = []
+                    skipped += new_skips
+                    advance(new_skips)
+                    collect(block=False)
+            if batch:
+                while len(in_flight) >= writers:
+                    collect(block=True)
+                in_flight.add(pool.submit(write, batch))
+            while in_flight:
+                collect(block=True)
+        finally:
+            stop.set()
+            for future in in_flight:
+                future.cancel()
     stale = sorted((present if not full else set(index.keys())) - seen)
     index.delete(stale)
     sync = ReadAfterWriteSync(catalog, index, model_id=model_id, dimension=dimension)

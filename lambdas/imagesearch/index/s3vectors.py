@@ -26,12 +26,22 @@ Prefix semantics (SPEC section 6: keys starting with the prefix):
 ``exclude_ids`` and ``min_score`` are applied to the hits (over-fetching by the number
 of excluded ids, within the 100 cap). Scores are ``1 - cosine distance``; equal scores
 are ordered by id, as in the embedded tier.
+
+Writes: botocore serialises a float list one Python call per value (with
+``json.dumps`` after it, ~2 ms per 1,024-d vector: a reindex of 1M vectors would spend
+half an hour there). ``PutVectors`` therefore sends the vector data as JSON text
+written by numpy (``encode_float32_rows``: 9 significant digits, which round-trip every
+float32 exactly) and spliced into the body botocore built for the rest of the request
+(keys and metadata still validated and serialised by botocore; signing, endpoint,
+retries and errors unchanged). Requests hold at most 500 vectors and at most the
+service's 20 MiB payload.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import math
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -51,6 +61,10 @@ META_FOLDERS = "folders"
 NON_FILTERABLE_METADATA_KEYS = S3VECTORS_NON_FILTERABLE_KEYS
 
 MAX_PUT = 500  # vectors per PutVectors
+MAX_PAYLOAD_BYTES = 20 * 1024 * 1024  # per request (the service's limit)
+# What a PutVectors request may use for its vectors: the envelope (names, brackets)
+# stays far below this margin.
+PUT_BUDGET_BYTES = MAX_PAYLOAD_BYTES - 64 * 1024
 MAX_DELETE = 500  # keys per DeleteVectors
 MAX_GET = 100  # keys per GetVectors
 MAX_LIST = 1000  # vectors per ListVectors page
@@ -96,6 +110,97 @@ def metadata_for(entry: VectorEntry) -> dict[str, Any]:
     return metadata
 
 
+# -- fast PutVectors bodies ----------------------------------------------------------
+
+FLOAT_TEXT_BYTES = 16  # "-1.23456789e-05," sign, 9 significant digits, exponent, separator
+_POWERS_OF_TEN = 10.0 ** np.arange(-60, 61)  # 10**k at index k + 60
+# Our own request parameter: taken out of the call before botocore validates it.
+ENCODED_DATA_PARAM = "imagesearchEncodedFloat32"
+_STAND_IN = {"float32": [1.0]}  # what botocore validates and serialises instead of the data
+
+
+def encode_float32_rows(matrix: Any) -> list[bytes]:
+    """Each row of ``matrix`` as a JSON array of its float32 values, in fixed width
+    (``FLOAT_TEXT_BYTES`` a value): ``d.dddddddde±xx`` after a ``-`` or a space (JSON
+    whitespace). Nine significant digits identify every float32, so the service parses
+    back exactly the values given. Vectorised (~0.06 s per 500 x 1,024 where botocore
+    and ``json.dumps`` take ~1 s)."""
+    values = np.asarray(matrix, dtype=np.float32)
+    if values.ndim != 2:
+        raise ValueError("expected one vector per row")
+    if not bool(np.isfinite(values).all()):
+        raise ValueError("vector values must be finite")
+    rows, columns = values.shape
+    flat = values.ravel()
+    magnitude32 = np.abs(flat)
+    nonzero = magnitude32 > 0
+    exponent = np.floor(np.log10(np.where(nonzero, magnitude32, np.float32(1)))).astype(np.int32)
+    magnitude = magnitude32.astype(np.float64)
+    digits = np.rint(magnitude * _POWERS_OF_TEN[68 - exponent])  # 9 digits: 10**(8 - e)
+    # A float32 log10 may land one decade off near powers of ten, and rounding may carry
+    # into a tenth digit (9.999999996 -> 10.0000000): fix the exponent, round again.
+    low, high = nonzero & (digits < 1e8), digits >= 1e9
+    if low.any() or high.any():
+        exponent[low] -= 1
+        exponent[high] += 1
+        redo = low | high
+        digits[redo] = np.rint(magnitude[redo] * _POWERS_OF_TEN[68 - exponent[redo]])
+        carry = digits >= 1e9
+        digits[carry] = 1e8
+        exponent[carry] += 1
+    text = np.empty((flat.size, FLOAT_TEXT_BYTES), dtype=np.uint8)
+    text[:, 0] = np.where(np.signbit(flat), ord("-"), ord(" "))
+    text[:, 2] = ord(".")
+    rest = digits.astype(np.int32)
+    for column in range(10, 2, -1):  # the last eight digits, right to left
+        shifted = rest // 10
+        text[:, column] = rest - shifted * 10 + ord("0")
+        rest = shifted
+    text[:, 1] = rest + ord("0")
+    text[:, 11] = ord("e")
+    text[:, 12] = np.where(exponent < 0, ord("-"), ord("+"))
+    decades = np.abs(exponent)  # float32: at most 46
+    tens = decades // 10
+    text[:, 13] = tens + ord("0")
+    text[:, 14] = decades - tens * 10 + ord("0")
+    text[:, 15] = ord(",")
+    arrays = np.empty((rows, columns * FLOAT_TEXT_BYTES + 1), dtype=np.uint8)
+    arrays[:, 0] = ord("[")
+    arrays[:, 1:] = text.reshape(rows, columns * FLOAT_TEXT_BYTES)
+    arrays[:, -1] = ord("]")  # replaces the last separator
+    return [row.tobytes() for row in arrays]
+
+
+def _take_encoded_data(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+    """before-parameter-build: move our encoded rows out of the call; botocore validates
+    and serialises a one-value stand-in for each vector's data instead."""
+    rows = params.pop(ENCODED_DATA_PARAM, None)
+    if rows is None:
+        return
+    vectors = params.get("vectors")
+    if not isinstance(vectors, list) or len(vectors) != len(rows):
+        raise ValueError("one encoded row per vector")
+    params["vectors"] = [{**vector, "data": _STAND_IN} for vector in vectors]
+    context[ENCODED_DATA_PARAM] = rows
+
+
+def _splice_encoded_data(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+    """before-call: the request body with each stand-in replaced by its encoded row."""
+    rows = context.pop(ENCODED_DATA_PARAM, None)
+    if rows is None:
+        return
+    body = json.loads(params["body"])
+    vectors = body.pop("vectors")
+    envelope = json.dumps(body, separators=(",", ":")).encode("utf-8")
+    pieces = [envelope[:-1], b"," if body else b"", b'"vectors":[']
+    for position, (vector, row) in enumerate(zip(vectors, rows, strict=True)):
+        del vector["data"]
+        rest = json.dumps(vector, separators=(",", ":")).encode("utf-8")  # {"key":...}
+        pieces += [b"," if position else b"", b'{"data":{"float32":', row, b"},", rest[1:]]
+    pieces.append(b"]}")
+    params["body"] = b"".join(pieces)
+
+
 class S3VectorsIndex:
     """``VectorIndex`` on one S3 Vectors index (float32, cosine)."""
 
@@ -106,6 +211,17 @@ class S3VectorsIndex:
         self._bucket = bucket
         self._index = index
         self._dimension = dimension
+        events = client.meta.events
+        events.register(
+            "before-parameter-build.s3vectors.PutVectors",
+            _take_encoded_data,
+            unique_id="imagesearch-take-encoded-data",
+        )
+        events.register(
+            "before-call.s3vectors.PutVectors",
+            _splice_encoded_data,
+            unique_id="imagesearch-splice-encoded-data",
+        )
 
     @property
     def dimension(self) -> int:
@@ -117,16 +233,26 @@ class S3VectorsIndex:
     # -- writes ----------------------------------------------------------------------
 
     def upsert(self, entries: Sequence[VectorEntry]) -> None:
-        vectors = [
-            {
-                "key": entry.image_id,
-                "data": {"float32": self._unit(entry.vector).tolist()},
-                "metadata": metadata_for(entry),
-            }
-            for entry in entries
-        ]
-        for start in range(0, len(vectors), MAX_PUT):
-            self._client.put_vectors(**self._target(), vectors=vectors[start : start + MAX_PUT])
+        """Write ``entries`` in requests of at most 500 vectors and 20 MiB."""
+        if not entries:
+            return
+        rows = encode_float32_rows(self._units([entry.vector for entry in entries]))
+        batch: list[dict[str, Any]] = []
+        encoded: list[bytes] = []
+        size = 0
+        for entry, row in zip(entries, rows, strict=True):
+            vector = {"key": entry.image_id, "metadata": metadata_for(entry)}
+            cost = len(row) + len(json.dumps(vector, separators=(",", ":"))) + 32
+            if batch and (len(batch) == MAX_PUT or size + cost > PUT_BUDGET_BYTES):
+                self._put(batch, encoded)
+                batch, encoded, size = [], [], 0
+            batch.append(vector)
+            encoded.append(row)
+            size += cost
+        self._put(batch, encoded)
+
+    def _put(self, vectors: list[dict[str, Any]], rows: list[bytes]) -> None:
+        self._client.put_vectors(**self._target(), vectors=vectors, **{ENCODED_DATA_PARAM: rows})
 
     def delete(self, image_ids: Sequence[str]) -> None:
         ids = list(image_ids)
@@ -235,6 +361,22 @@ class S3VectorsIndex:
         return sum(1 for _ in self.keys())
 
     # -- internals ------------------------------------------------------------------
+
+    def _units(self, vectors: Sequence[Vector]) -> Any:
+        """The vectors as unit rows of one float32 matrix (checked as ``_unit`` does)."""
+        matrix = np.empty((len(vectors), self._dimension), dtype=np.float32)
+        for row, vector in enumerate(vectors):
+            array = np.asarray(vector, dtype=np.float32).reshape(-1)
+            if array.size != self._dimension:
+                raise ValueError(
+                    f"vector has {array.size} dimensions; the index has {self._dimension}"
+                )
+            matrix[row] = array
+        norms = np.sqrt(np.einsum("ij,ij->i", matrix, matrix))
+        if not bool(np.all(np.isfinite(norms) & (norms > 0))):
+            raise ValueError("vector has zero or non-finite norm")
+        matrix /= norms[:, None]
+        return matrix
 
     def _unit(self, vector: Vector) -> Any:
         array = np.asarray(vector, dtype=np.float32).reshape(-1)
