@@ -142,7 +142,7 @@ def test_botocore_still_validates_keys_and_metadata() -> None:
 
 def test_encoded_rows_must_match_the_vectors() -> None:
     recorder = Recorder()
-    S3VectorsIndex(recorder.client, bucket="vb-1", index="ix-1", dimension=2)
+    S3VectorsIndex(recorder.client, bucket="vb-1", index="ix-1", dimension=2).upsert(entries(1, 2))
     with pytest.raises(ValueError, match="one encoded row per vector"):
         recorder.client.put_vectors(
             vectorBucketName="vb-1",

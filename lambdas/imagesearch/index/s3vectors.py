@@ -211,17 +211,6 @@ class S3VectorsIndex:
         self._bucket = bucket
         self._index = index
         self._dimension = dimension
-        events = client.meta.events
-        events.register(
-            "before-parameter-build.s3vectors.PutVectors",
-            _take_encoded_data,
-            unique_id="imagesearch-take-encoded-data",
-        )
-        events.register(
-            "before-call.s3vectors.PutVectors",
-            _splice_encoded_data,
-            unique_id="imagesearch-splice-encoded-data",
-        )
 
     @property
     def dimension(self) -> int:
@@ -252,6 +241,18 @@ class S3VectorsIndex:
         self._put(batch, encoded)
 
     def _put(self, vectors: list[dict[str, Any]], rows: list[bytes]) -> None:
+        # On the client's own event hooks (once per client: unique ids), at the first write.
+        events = self._client.meta.events
+        events.register(
+            "before-parameter-build.s3vectors.PutVectors",
+            _take_encoded_data,
+            unique_id="imagesearch-take-encoded-data",
+        )
+        events.register(
+            "before-call.s3vectors.PutVectors",
+            _splice_encoded_data,
+            unique_id="imagesearch-splice-encoded-data",
+        )
         self._client.put_vectors(**self._target(), vectors=vectors, **{ENCODED_DATA_PARAM: rows})
 
     def delete(self, image_ids: Sequence[str]) -> None:
