@@ -1,9 +1,10 @@
 """Every ``imagesearch`` command as a user runs it: a subprocess against local mode.
 
-One local mode (module-scoped, see conftest) with its fake Bedrock; images are
-uploaded through ``imagesearch upload`` (POST /uploads + presigned PUT into moto),
-indexed by the real ingest path, then searched, inspected, backfilled and deleted
-with the CLI. Colours carry the meaning (the fake Bedrock embeds by colour).
+One local mode per vector store (module-scoped: the default embedded tier and the
+scale tier on the S3 Vectors emulator, which must behave alike for a user) with its
+fake Bedrock; images are uploaded through ``imagesearch upload`` (POST /uploads +
+presigned PUT into moto), indexed by the real ingest path, then searched, inspected,
+backfilled and deleted with the CLI. Colours carry the meaning (the fake Bedrock embeds by colour).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import pytest
 from fakes import imagefactory as images
 from fakes.bedrock import FakeBedrock
 from imagesearch.records import image_id_for_key
-from tests.e2e.conftest import LocalProcess
+from tests.e2e.conftest import LocalProcess, _new_instance
 
 NAVY = (20, 20, 150)
 PREFIX = "cli"
@@ -57,6 +58,25 @@ class Cli:
 
     def json(self, *args: str) -> Any:
         return json.loads(self.ok(*args, "--json"))
+
+
+@pytest.fixture(scope="module", params=["dynamodb", "s3vectors"])
+def local_mode(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    imagesearch_command: list[str],
+    local_env: dict[str, str],
+) -> Any:
+    """This module's local mode, once per vector store."""
+    store = request.param
+    instance = _new_instance(
+        tmp_path_factory, imagesearch_command, {**local_env, "VECTOR_STORE": store}, store
+    )
+    instance.start()
+    try:
+        yield instance
+    finally:
+        instance.stop()
 
 
 @pytest.fixture(scope="module")
@@ -111,6 +131,10 @@ def _moto(local_mode: LocalProcess, service: str) -> tuple[Any, dict[str, str]]:
         aws_secret_access_key="testing",
     )
     return client, info
+
+
+def _store(local_mode: LocalProcess) -> str:
+    return local_mode._env.get("VECTOR_STORE", "dynamodb")
 
 
 def _ingest_queue_empty(cli: Cli) -> bool:
@@ -203,6 +227,21 @@ def test_search_by_image_id_finds_the_nearest_other_image(
     assert blue_id not in [hit["image_id"] for hit in payload["results"]]
 
 
+def test_search_filters_by_prefix_and_score(cli: Cli, uploaded: dict[str, dict[str, Any]]) -> None:
+    everything = cli.json("search", "green", "--top-k", "10")["results"]
+    sub = cli.json("search", "green", "--top-k", "10", "--prefix", "uploads/cli/sub/")
+    assert {hit["key"] for hit in sub["results"]} == {
+        "uploads/cli/sub/green.jpg",
+        "uploads/cli/sub/navy.jpg",
+    }
+    # a prefix that ends mid-name
+    mid = cli.json("search", "green", "--top-k", "10", "--prefix", "uploads/cli/sub/gr")
+    assert [hit["key"] for hit in mid["results"]] == ["uploads/cli/sub/green.jpg"]
+    cut = (everything[0]["score"] + everything[1]["score"]) / 2
+    best = cli.json("search", "green", "--top-k", "10", "--min-score", f"{cut:.6f}")
+    assert [hit["key"] for hit in best["results"]] == [everything[0]["key"]]
+
+
 def test_search_by_an_unknown_image_id_fails_with_the_api_message(cli: Cli) -> None:
     result = cli("search", "--image-id", "f" * 32)
 
@@ -238,15 +277,22 @@ def test_delete_removes_the_image_from_the_index(
     name = f"{PREFIX}/tmp/delete-me.jpg"
     local_mode.wait_indexed(name)
 
+    def found() -> bool:
+        results = cli.json("search", "yellow", "--top-k", "10")["results"]
+        return f"uploads/{name}" in [hit["key"] for hit in results]
+
+    local_mode.wait_until(found, message="the image to be searchable")
+
     # When deleting it with the CLI
     output = cli.ok("delete", local_mode.image_id_for(name))
 
-    # Then the record disappears once ingest has seen the S3 event
+    # Then the record disappears once ingest has seen the S3 event, and the search with it
     assert output.startswith(f"deleting uploads/{name} (")
     local_mode.wait_gone(name)
     missing = cli("get", local_mode.image_id_for(name))
     assert missing.returncode == 1
     assert "API error 404" in missing.stderr
+    local_mode.wait_until(lambda: not found(), message="the image to leave the results")
 
 
 # --- status and backfill ----------------------------------------------------------------------
@@ -268,6 +314,12 @@ def test_status_counts_and_rejection_reasons(
 
     assert report["images"] == listed
     assert report["images"]["rejected"] >= 1
+    if _store(local_mode) == "s3vectors":  # both counts: the index holds every indexed image
+        assert report["vector_index"]["store"] == "s3vectors"
+        assert report["vector_index"]["vectors"] == listed["indexed"]
+        assert f"vector index {listed['indexed']} vectors" in text
+    else:
+        assert report["vector_index"] == {"store": "dynamodb"}
     assert (report["model_id"], report["dimension"]) == (MODEL_ID, 1024)
     reasons = {item["key"]: item["reason"] for item in report["latest_rejections"]}
     assert reasons["uploads/cli/broken.jpg"] == rejected["reason"]

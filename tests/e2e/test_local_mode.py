@@ -151,6 +151,31 @@ def test_more_like_this(local_mode: LocalProcess, collection: dict[str, dict[str
     assert red_id not in [hit["image_id"] for hit in results]
 
 
+def test_filters_by_prefix_content_type_and_min_score(
+    local_mode: LocalProcess, collection: dict[str, dict[str, Any]]
+) -> None:
+    # A folder prefix, and the same folder relative to the upload prefix
+    for prefix in ("uploads/Ferien 2024/", "Ferien 2024/"):
+        assert _keys(local_mode.search(text="red", top_k=10, prefix=prefix)) == [
+            local_mode.key_for(BLUE)
+        ]
+    # A prefix that ends mid-name
+    reds = local_mode.search(text="red", top_k=10, prefix="uploads/red")
+    assert set(_keys(reds)) == {local_mode.key_for(RED), local_mode.key_for(RED_AGAIN)}
+    # Content types
+    pngs = local_mode.search(text="green", top_k=100, content_type=["image/png"])
+    assert _keys(pngs)[0] == local_mode.key_for(GREEN)
+    assert {hit["content_type"] for hit in pngs} == {"image/png"}
+    both = local_mode.search(text="green", top_k=100, content_type=["image/png", "image/jpeg"])
+    assert {local_mode.key_for(n) for n in (RED, GREEN, BLUE)} <= set(_keys(both))
+    # A score cut-off between the best hit and the next
+    ranked = local_mode.search(text="green", top_k=10, prefix="uploads/")
+    cut = (ranked[0]["score"] + ranked[1]["score"]) / 2
+    best = local_mode.search(text="green", top_k=10, prefix="uploads/", min_score=cut)
+    assert _keys(best) == [local_mode.key_for(GREEN)]
+    assert local_mode.search(text="green", top_k=10, min_score=1.0) == []
+
+
 def test_a_broken_file_is_rejected_with_a_reason(
     local_mode: LocalProcess, collection: dict[str, dict[str, Any]]
 ) -> None:

@@ -25,7 +25,7 @@ from PIL import Image
 
 from fakes import imagefactory as images
 from fakes.bedrock import FakeBedrock
-from tests.e2e.conftest import LocalProcess
+from tests.e2e.conftest import LocalProcess, _new_instance
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 CHROMIUM_ARGS = [
@@ -648,6 +648,67 @@ def test_more_like_this_and_delete_from_the_detail_view(page: Any, indexed: Loca
     page.locator("#detail").wait_for(state="hidden")
     _wait_status(page, f"Deleted {name}")
     indexed.wait_gone(name)
+
+
+@pytest.fixture(scope="module")
+def scale_tier(
+    tmp_path_factory: pytest.TempPathFactory,
+    imagesearch_command: list[str],
+    local_env: dict[str, str],
+) -> Iterator[LocalProcess]:
+    """Local mode on the scale tier (S3 Vectors emulator), with red and blue indexed."""
+    instance = _new_instance(
+        tmp_path_factory,
+        imagesearch_command,
+        {**local_env, "VECTOR_STORE": "s3vectors"},
+        "page-s3vectors",
+    )
+    instance.start()
+    try:
+        instance.drop(RED, images.jpeg(120, 90, images.RED))
+        instance.drop(BLUE, images.jpeg(100, 100, images.BLUE))
+        keys = {record["key"] for record in instance.wait_indexed(RED, BLUE)}
+        instance.wait_until(
+            lambda: keys <= {hit["key"] for hit in instance.search(text="image", top_k=100)},
+            message="the images to be searchable",
+        )
+        yield instance
+    finally:
+        instance.stop()
+
+
+def test_search_and_delete_on_the_scale_tier(
+    new_page: PageFactory, scale_tier: LocalProcess
+) -> None:
+    assert scale_tier.get("/local/resources").json()["vector_store"] == "s3vectors"
+    page = new_page(scale_tier.url + "/")
+
+    # Searching by text ranks the red image first, from the S3 Vectors index
+    _search(page, "red")
+    page.wait_for_selector("#results .result[data-score]")
+    assert _first_tile(page).get_attribute("data-key") == scale_tier.key_for(RED)
+    assert SCORE.match(_first_tile(page).locator(".score").inner_text())
+
+    # More like the blue image leaves the blue image out
+    page.goto(f"{scale_tier.url}/?like={scale_tier.image_id_for(BLUE)}")
+    _wait_status(page, f"images like {BLUE}")
+    assert _keys(page) == [scale_tier.key_for(RED)]
+
+    # Deleting the red image from its detail view removes it from the results
+    page.goto(f"{scale_tier.url}/?id={scale_tier.image_id_for(RED)}")
+    page.wait_for_selector('#detail-meta dd[data-field="key"]')
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("#detail-delete")
+    page.locator("#detail").wait_for(state="hidden")
+    _wait_status(page, f"Deleted {RED}")
+    scale_tier.wait_gone(RED)
+    scale_tier.wait_until(
+        lambda: scale_tier.key_for(RED) not in [h["key"] for h in scale_tier.search(text="red")],
+        message="the red image to leave the index",
+    )
+    _search(page, "red")
+    page.wait_for_selector("#results .result[data-score]")
+    assert _keys(page) == [scale_tier.key_for(BLUE)]
 
 
 # --- Keyboard, layout, colours, labels -----------------------------------------------------
