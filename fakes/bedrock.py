@@ -39,7 +39,10 @@ Embeddings
 Fault injection (thread-safe, changeable while running)
     ``throttle_rate`` (429 ThrottlingException, seeded RNG), ``timeout_rate`` +
     ``timeout_seconds`` (sleep before answering so the client's read timeout fires),
-    ``fail_next(n, code)`` (scripted errors), ``latency_seconds`` (for benchmarks).
+    ``fail_next(n, code)`` (scripted errors), ``latency_seconds`` (for benchmarks),
+    ``refuse_image(data)`` (a ValidationException for every request carrying those
+    image bytes, as a model refuses an image it cannot read; a multi-image request
+    is refused whole).
     Counters: ``calls``, ``successes``, ``status_counts``, ``log`` (model id, has text,
     has image, dimension, status per call; never content).
 
@@ -62,6 +65,7 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import hashlib
 import io
 import json
 import math
@@ -327,6 +331,7 @@ class FakeBedrock:
         self._timeout_seconds = timeout_seconds
         self._latency_seconds = latency_seconds
         self._scripted: list[BedrockError] = []
+        self._refused: set[str] = set()
         self._calls = 0
         self._successes = 0
         self._status_counts: Counter[int] = Counter()
@@ -377,6 +382,16 @@ class FakeBedrock:
         with self._lock:
             self._scripted.extend([error] * n)
 
+    def refuse_image(self, data: bytes) -> None:
+        """Answer ValidationException to every request that carries these image bytes."""
+        with self._lock:
+            self._refused.add(hashlib.sha256(data).hexdigest())
+
+    def _refuses(self, images: Sequence[bytes | None]) -> bool:
+        with self._lock:
+            refused = set(self._refused)
+        return any(i is not None and hashlib.sha256(i).hexdigest() in refused for i in images)
+
     @property
     def calls(self) -> int:
         with self._lock:
@@ -407,6 +422,7 @@ class FakeBedrock:
             self._status_counts.clear()
             self._log.clear()
             self._scripted.clear()
+            self._refused.clear()
             self._throttle_rate = self._timeout_rate = 0.0
 
     # Lifecycle.
@@ -536,8 +552,16 @@ class FakeBedrock:
                 raise _malformed("request body is not valid JSON")
             if protocol is not None:
                 parsed: Request = protocol.parse(document)
+                images = [item.image for item in parsed.items]
             else:
                 request = _titan_request(document)
+                images = [request.image]
+            if self._refuses(images):
+                refusal = BedrockError(
+                    "ValidationException", "Unable to process the provided image."
+                )
+                # logged with what the refused request carried
+                return _error_reply(refusal), parsed if protocol is not None else None
         except BedrockError as error:
             return _error_reply(error), None
         started = time.perf_counter()

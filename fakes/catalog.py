@@ -28,8 +28,10 @@ class InMemoryCatalog:
         self.records: dict[str, ImageRecord] = {}
         self.list_calls: list[dict[str, Any]] = []
         self.writes = 0
-        # Called before each read or write with its name: tests interleave writers here.
-        self.before: Callable[[str, str], None] = lambda operation, image_id: None
+        self.batch_reads = 0
+        # Called before each read or write with its name and ids: tests interleave
+        # writers here (a batch read is one call, as BatchGetItem is one request).
+        self.before: Callable[[str, list[str]], None] = lambda operation, image_ids: None
 
     # -- writes ------------------------------------------------------------------
 
@@ -38,11 +40,11 @@ class InMemoryCatalog:
             raise ValueError(f"cannot put a record with status {record.status!r}")
         if not record.sequencer:
             raise ValueError("record.sequencer is required to order writes")
-        self.before("put", record.image_id)
+        self.before("put", [record.image_id])
         return self._write(replace(record, revision=uuid.uuid4().hex))
 
     def delete(self, image_id: str, *, key: str, sequencer: str) -> bool:
-        self.before("delete", image_id)
+        self.before("delete", [image_id])
         tombstone = ImageRecord(
             image_id=image_id,
             key=key,
@@ -65,18 +67,30 @@ class InMemoryCatalog:
     def get(
         self, image_id: str, *, with_vector: bool = False, include_deleted: bool = False
     ) -> ImageRecord | None:
-        self.before("get", image_id)
+        self.before("get", [image_id])
         record = self.records.get(image_id)
         if record is None or (record.status == "deleted" and not include_deleted):
             return None
         return replace(record, vector=record.vector if with_vector else None)
 
-    def get_many(self, image_ids: Sequence[str]) -> dict[str, ImageRecord]:
+    def get_many(
+        self,
+        image_ids: Sequence[str],
+        *,
+        with_vector: bool = False,
+        include_deleted: bool = False,
+        consistent: bool = False,
+    ) -> dict[str, ImageRecord]:
+        """One batch read: a single ``before`` call (one BatchGetItem request)."""
+        wanted = list(dict.fromkeys(image_ids))
+        self.before("get_many", wanted)
+        self.batch_reads += 1
         found = {}
-        for image_id in image_ids:
-            record = self.get(image_id)
-            if record is not None:
-                found[image_id] = record
+        for image_id in wanted:
+            record = self.records.get(image_id)
+            if record is None or (record.status == "deleted" and not include_deleted):
+                continue
+            found[image_id] = replace(record, vector=record.vector if with_vector else None)
         return found
 
     def list(

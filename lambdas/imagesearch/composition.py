@@ -10,11 +10,11 @@ needs a client never pays for it at cold start.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from imagesearch.embedders.base import ModelLimits, Purpose, Vector
+from imagesearch.embedders.base import EmbedInput, ModelLimits, Purpose, Vector, embed_images
 from imagesearch.errors import EmbedderConfigurationError
 from imagesearch.resources import METRIC_SNAPSHOT_FALLBACKS, STATUS_INDEXED, vector_index_name
 from imagesearch.settings import CommonSettings, IngestSettings, SearchSettings, SettingsError
@@ -171,6 +171,10 @@ class LazyEmbedder:
         self, *, text: str | None = None, image: bytes | None = None, purpose: Purpose = "query"
     ) -> Vector:
         return self._built().embed(text=text, image=image, purpose=purpose)
+
+    def embed_images(self, items: Sequence[EmbedInput]) -> list[Vector]:
+        """Several stored images in as few calls as the model allows."""
+        return embed_images(self._built(), items)
 
     def _built(self) -> Embedder:
         # Building the adapter is cheap; its Bedrock client is built on its first call.

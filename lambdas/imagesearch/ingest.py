@@ -1,4 +1,4 @@
-"""Ingest: one S3 object event in, exactly one visible state out.
+"""Ingest: S3 object events in, exactly one visible state per object out.
 
 Every object under the upload prefix ends ``indexed`` or ``rejected`` (with a
 reason) in the catalog; transient and configuration failures raise so the queue
@@ -8,15 +8,25 @@ Events are hints, S3 is the truth: a "created" event reads the object as it is
 now (gone -> treated as a delete), a "removed" event checks that the key is really
 gone. Ordering tokens (S3 ``sequencer``) guard every catalog write, so an older
 event can never overwrite a newer state, whatever order the queue delivers in.
+
+A Lambda invocation brings up to ten messages; ``handle_batch`` takes them together:
+each message's images are read and prepared in turn (a message starts only while the
+time gate allows), the embedder gets them in one multi-image call where it offers one
+(``ModelLimits.max_batch`` > 1: Cohere v4), the records are written one by one
+(conditional, as ever), and the vector index follows all of them at once
+(``VectorSync.sync``: one batched read-after-write). What fails (a model error, a
+vector sync that could not finish) fails only the messages whose images it touched.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
-from typing import Literal
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from functools import partial
+from typing import Literal, Protocol
 
-from imagesearch.embedders.base import Embedder, limits_of
+from imagesearch.embedders.base import Embedder, EmbedInput, Vector, embed_images, limits_of
 from imagesearch.errors import (
     EmbedderConfigurationError,
     ImageRejected,
@@ -48,12 +58,110 @@ MAX_CAPTION_EMBED_CHARS = 500
 _BACKFILL_FLOOR_TOKEN = "0"
 
 
+# Outcomes after which the index must follow the catalog (unchanged: a retried message
+# may find the record written but not its vector).
+_SYNCED: frozenset[str] = frozenset({"indexed", "rejected", "deleted", "unchanged"})
+
+
 @dataclass(frozen=True)
 class IngestOutcome:
     action: Action
     key: str
     image_id: str
     reason: str | None = None
+
+
+@dataclass(frozen=True)
+class MessageResult:
+    """What became of one message: its outcomes, or the error that fails it (the queue
+    retries it), or not started at all (handed back by the time gate)."""
+
+    outcomes: list[IngestOutcome]
+    error: Exception | None = None
+    error_key: str | None = None
+    started: bool = True
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None or not self.started
+
+
+class NotStarted(Exception):
+    """Too little time was left in the invocation to start this work."""
+
+
+class TimeGate(Protocol):
+    """The invocation's time budget (decision 23), as the ingest handler keeps it."""
+
+    def admit(self, position: int) -> bool:
+        """Whether message ``position`` may start (asked once per message, in order)."""
+        ...
+
+    def has_time(self) -> bool:
+        """Whether one more slow model call still fits (for work already started)."""
+        ...
+
+
+class _NoGate:
+    def admit(self, position: int) -> bool:
+        return True
+
+    def has_time(self) -> bool:
+        return True
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """An image read and prepared for the model, its record waiting for the vector."""
+
+    record: ImageRecord
+    token: str
+    image: bytes = field(repr=False)
+    text: str | None
+    thumbnail: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class _Waiting:
+    """A prepared image of message ``position`` (event ``slot`` of the batch)."""
+
+    position: int
+    slot: int
+    prepared: _Prepared
+
+
+class _Run:
+    """Results of one ``handle_batch`` call as they come in."""
+
+    def __init__(self, messages: Sequence[Sequence[ObjectEvent]]) -> None:
+        self.messages = messages
+        self.started = [False] * len(messages)
+        self.outcomes: list[dict[int, IngestOutcome]] = [{} for _ in messages]
+        self.errors: dict[int, tuple[str, Exception]] = {}
+        # image id -> (message position, key) of every catalog write to sync
+        self.written: dict[str, list[tuple[int, str]]] = {}
+
+    def add(self, position: int, slot: int, outcome: IngestOutcome) -> None:
+        self.outcomes[position][slot] = outcome
+
+    def fail(self, position: int, key: str, error: Exception) -> None:
+        self.errors.setdefault(position, (key, error))  # the first error names the message
+
+    def wrote(self, position: int, key: str, image_id: str) -> None:
+        self.written.setdefault(image_id, []).append((position, key))
+
+    def results(self) -> list[MessageResult]:
+        results = []
+        for position, outcomes in enumerate(self.outcomes):
+            ordered = [outcomes[slot] for slot in sorted(outcomes)]
+            if not self.started[position]:
+                results.append(MessageResult([], started=False))
+            elif position in self.errors:
+                key, error = self.errors[position]
+                results.append(MessageResult(ordered, error=error, error_key=key))
+            else:
+                results.append(MessageResult(ordered))
+        return results
 
 
 def caption_for_embedding(caption: str, max_chars: int = MAX_CAPTION_EMBED_CHARS) -> str:
@@ -78,7 +186,7 @@ class IngestService:
     ) -> None:
         self._store = store
         self._catalog = catalog
-        # The vector index follows each catalog write through this (ports.VectorSync).
+        # The vector index follows the catalog writes of a batch through this (ports.VectorSync).
         self._vectors = vectors
         self._embedder = embedder
         self._upload_prefix = upload_prefix
@@ -86,7 +194,59 @@ class IngestService:
         self._max_object_bytes = max_object_bytes
 
     def handle(self, event: ObjectEvent) -> IngestOutcome:
-        image_id = image_id_for_key(event.key)
+        """One event on its own (a batch of one message); raises what fails it."""
+        [result] = self.handle_batch([[event]])
+        if result.error is not None:
+            raise result.error
+        return result.outcomes[0]
+
+    def handle_batch(
+        self, messages: Sequence[Sequence[ObjectEvent]], gate: TimeGate | None = None
+    ) -> list[MessageResult]:
+        """The events of a batch of messages, one result per message, in order.
+
+        Messages start in order while ``gate`` admits them; one that is not admitted
+        is not touched (no read, no model call). Images wait for the model together
+        when it takes several per call; a second event for an image already waiting
+        sends the waiting ones to the model first, so events of one key still apply
+        in order. Errors fail only the messages they concern."""
+        gate = gate if gate is not None else _NoGate()
+        batching = limits_of(self._embedder).max_batch > 1
+        run = _Run(messages)
+        waiting: list[_Waiting] = []
+        slot = 0
+        for position, events in enumerate(messages):
+            if not gate.admit(position):
+                continue
+            run.started[position] = True
+            for event in events:
+                slot += 1
+                image_id = image_id_for_key(event.key)
+                if any(item.prepared.record.image_id == image_id for item in waiting):
+                    self._embed_and_write(waiting, run, gate)
+                    waiting = []
+                note = partial(run.wrote, position, event.key)
+                try:
+                    step = self._start(event, image_id, note)
+                except Exception as error:  # noqa: BLE001  (fails its message: raised by the handler)
+                    run.fail(position, event.key, error)
+                    continue
+                if isinstance(step, IngestOutcome):
+                    run.add(position, slot, step)
+                    continue
+                waiting.append(_Waiting(position, slot, step))
+                if not batching:  # one call per image anyway: made before the next starts
+                    self._embed_and_write(waiting, run, gate)
+                    waiting = []
+        self._embed_and_write(waiting, run, gate)
+        self._sync(run)
+        return run.results()
+
+    # --- reading and preparing ------------------------------------------------------
+
+    def _start(
+        self, event: ObjectEvent, image_id: str, note: Callable[[str], None]
+    ) -> IngestOutcome | _Prepared:
         if not event.key.startswith(self._upload_prefix) or event.key.startswith(THUMBNAIL_PREFIX):
             # Not ours (the notification filter should already prevent this).
             return IngestOutcome("ignored", event.key, image_id, "outside the upload prefix")
@@ -103,16 +263,21 @@ class IngestService:
                 return IngestOutcome("stale", event.key, image_id, "a newer event was applied")
 
         if event.kind == "removed" and self._store.head(event.key) is None:
-            return self._delete(event.key, image_id, token)
+            return self._delete(event.key, image_id, token, note)
         # A removal whose key still exists: uploaded again since, or (versioned bucket)
         # a noncurrent version was deleted, or the current one, so that an older version
         # is current again. Reading the object as it is now covers all three: same
         # ETag as indexed -> unchanged, another one -> indexed anew.
-        return self._create(event, image_id, token, existing)
+        return self._create(event, image_id, token, existing, note)
 
     def _create(
-        self, event: ObjectEvent, image_id: str, token: str, existing: ImageRecord | None
-    ) -> IngestOutcome:
+        self,
+        event: ObjectEvent,
+        image_id: str,
+        token: str,
+        existing: ImageRecord | None,
+        note: Callable[[str], None],
+    ) -> IngestOutcome | _Prepared:
         key = event.key
         try:
             obj = self._store.get(key, max_bytes=self._max_object_bytes)
@@ -121,10 +286,11 @@ class IngestService:
                 ImageRecord(image_id=image_id, key=key, status=STATUS_REJECTED, size=error.size),
                 token,
                 f"file is {error.size} bytes; the limit is {error.limit} bytes",
+                note,
             )
         if obj is None:
             # Deleted since the event was sent: the delete is the state to record.
-            return self._delete(key, image_id, token)
+            return self._delete(key, image_id, token, note)
 
         settled = existing is not None and existing.status not in (STATUS_DELETED, STATUS_FAILED)
         if existing is not None and settled and existing.etag == obj.etag:
@@ -135,7 +301,7 @@ class IngestService:
             # Rejected by our own checks (no model involved): unchanged whatever the model.
             if same_model or (existing.status == STATUS_REJECTED and existing.model_id is None):
                 # A retried message may find the record written but not what follows it.
-                self._vectors.written(image_id)
+                note(image_id)
                 self._ensure_thumbnail(existing, obj)
                 return IngestOutcome("unchanged", key, image_id)
             if event.backfill and not event.force:
@@ -169,7 +335,7 @@ class IngestService:
         except ImageRejected as rejected:
             # Rejections by our own checks do not depend on the model.
             record = replace(record, model_id=None, dimension=None)
-            return self._reject(record, token, rejected.reason)
+            return self._reject(record, token, rejected.reason, note)
         record = replace(
             record,
             content_type=prepared.content_type,
@@ -181,26 +347,91 @@ class IngestService:
             if self._joint_caption and record.caption
             else None
         )
-        try:
-            vector = self._embedder.embed(text=text, image=prepared.model_bytes, purpose="document")
-        except InvalidEmbeddingInput as refused:
-            return self._reject(record, token, f"the model refused the image: {refused}")
-        except (EmbedderConfigurationError, TransientEmbeddingError) as error:
-            # Visible as failed with the cause while the queue retries; then re-raised.
-            self._record_failure(record, token, str(error))
-            raise
+        return _Prepared(record, token, prepared.model_bytes, text, thumbnail)
 
-        record = replace(record, vector=vector, indexed_at=utc_now_iso())
+    # --- embedding and writing --------------------------------------------------------
+
+    def _embed_and_write(self, waiting: list[_Waiting], run: _Run, gate: TimeGate) -> None:
+        if not waiting:
+            return
+        results = self._embed([item.prepared for item in waiting], gate)
+        for item, result in zip(waiting, results, strict=True):
+            key = item.prepared.record.key
+            try:
+                outcome = self._finish(
+                    item.prepared, result, partial(run.wrote, item.position, key)
+                )
+            except Exception as error:  # noqa: BLE001  (fails its message: raised by the handler)
+                run.fail(item.position, key, error)
+            else:
+                run.add(item.position, item.slot, outcome)
+
+    def _embed(self, items: list[_Prepared], gate: TimeGate) -> list[Vector | Exception]:
+        """Each item's vector or the error that stopped it, in as few calls as the model
+        allows. A multi-image request fails whole: a refusal (one bad image) is retried
+        one image per call, so that only the bad one ends rejected; any other error is
+        every item's (throttling: their messages retry)."""
+        if len(items) == 1 or limits_of(self._embedder).max_batch <= 1:
+            return [self._embed_one(item) for item in items]
+        try:
+            vectors = embed_images(self._embedder, [EmbedInput(i.image, i.text) for i in items])
+            return list(vectors)
+        except InvalidEmbeddingInput as refused:
+            logger.info(
+                "the model refused a batch of %d images (%s): one call each", len(items), refused
+            )
+        except Exception as error:  # noqa: BLE001  (each item's message fails with it)
+            return [error] * len(items)
+        results: list[Vector | Exception] = []
+        for item in items:
+            if gate.has_time():
+                results.append(self._embed_one(item))
+            else:  # the invocation could time out in the next call: the message retries
+                results.append(NotStarted("not enough time left for another model call"))
+        return results
+
+    def _embed_one(self, item: _Prepared) -> Vector | Exception:
+        try:
+            return self._embedder.embed(text=item.text, image=item.image, purpose="document")
+        except Exception as error:  # noqa: BLE001  (its message fails with it)
+            return error
+
+    def _finish(
+        self, item: _Prepared, result: Vector | Exception, note: Callable[[str], None]
+    ) -> IngestOutcome:
+        record, token = item.record, item.token
+        if isinstance(result, InvalidEmbeddingInput):
+            return self._reject(record, token, f"the model refused the image: {result}", note)
+        if isinstance(result, EmbedderConfigurationError | TransientEmbeddingError):
+            # Visible as failed with the cause while the queue retries; then raised.
+            self._record_failure(record, token, str(result), note)
+            raise result
+        if isinstance(result, Exception):
+            raise result
+        record = replace(record, vector=result, indexed_at=utc_now_iso())
         if not self._catalog.put(record):
-            return IngestOutcome("stale", key, image_id, "a newer event was applied")
-        self._vectors.written(image_id)
+            return IngestOutcome("stale", record.key, record.image_id, "a newer event was applied")
+        note(record.image_id)
         # Written after the record so that only the winning version writes it; a
         # failure here retries the message, which then finds the record unchanged
         # and restores the thumbnail without another model call.
-        self._store.put(thumbnail_key(image_id), thumbnail, content_type="image/jpeg")
-        return IngestOutcome("indexed", key, image_id)
+        self._store.put(thumbnail_key(record.image_id), item.thumbnail, content_type="image/jpeg")
+        return IngestOutcome("indexed", record.key, record.image_id)
 
-    def _record_failure(self, record: ImageRecord, token: str, cause: str) -> None:
+    def _sync(self, run: _Run) -> None:
+        """The vector index follows every catalog write of the batch at once; the
+        messages of the images it could not sync fail (their retry syncs again)."""
+        if not run.written:
+            return
+        for image_id, error in self._vectors.sync(list(run.written)).items():
+            for position, key in run.written.get(image_id, []):
+                run.fail(position, key, error)
+
+    # --- record states ---------------------------------------------------------------
+
+    def _record_failure(
+        self, record: ImageRecord, token: str, cause: str, note: Callable[[str], None]
+    ) -> None:
         """Record ``failed`` with the last cause (ordered like every write: a newer
         state wins). Best effort: the model's error is what the caller must see."""
         failed = replace(
@@ -208,12 +439,14 @@ class IngestService:
         )
         try:
             if self._catalog.put(failed):
-                self._vectors.written(record.image_id)
+                note(record.image_id)
         except Exception as error:  # noqa: BLE001  (adapter errors of any kind)
             # Not swallowed: logged, and the model's error is raised by the caller.
             logger.warning("could not record %s as failed: %s", record.key, error)
 
-    def _reject(self, record: ImageRecord, token: str, reason: str) -> IngestOutcome:
+    def _reject(
+        self, record: ImageRecord, token: str, reason: str, note: Callable[[str], None]
+    ) -> IngestOutcome:
         record = replace(
             record,
             status=STATUS_REJECTED,
@@ -224,14 +457,16 @@ class IngestService:
         )
         if not self._catalog.put(record):
             return IngestOutcome("stale", record.key, record.image_id, "a newer event was applied")
-        self._vectors.written(record.image_id)
+        note(record.image_id)
         self._store.delete(thumbnail_key(record.image_id))
         return IngestOutcome("rejected", record.key, record.image_id, reason)
 
-    def _delete(self, key: str, image_id: str, token: str) -> IngestOutcome:
+    def _delete(
+        self, key: str, image_id: str, token: str, note: Callable[[str], None]
+    ) -> IngestOutcome:
         if not self._catalog.delete(image_id, key=key, sequencer=token):
             return IngestOutcome("stale", key, image_id, "a newer event was applied")
-        self._vectors.written(image_id)
+        note(image_id)
         self._store.delete(thumbnail_key(image_id))
         return IngestOutcome("deleted", key, image_id)
 

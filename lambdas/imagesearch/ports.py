@@ -73,8 +73,16 @@ class Catalog(Protocol):
         """The record, read consistently; deleted images are None unless ``include_deleted``."""
         ...
 
-    def get_many(self, image_ids: Sequence[str]) -> dict[str, ImageRecord]:
-        """Records (without vectors) of the ids that exist; missing and deleted are left out."""
+    def get_many(
+        self,
+        image_ids: Sequence[str],
+        *,
+        with_vector: bool = False,
+        include_deleted: bool = False,
+        consistent: bool = False,
+    ) -> dict[str, ImageRecord]:
+        """Records of the ids that exist (missing ones left out; deleted ones too unless
+        ``include_deleted``), in batches; ``consistent`` reads see every earlier write."""
         ...
 
     def list(
@@ -125,9 +133,13 @@ class VectorIndex(Protocol):
 
 
 class VectorSync(Protocol):
-    """Makes the vector index agree with the catalog after a catalog write (ingest)."""
+    """Makes the vector index agree with the catalog after catalog writes (ingest)."""
 
-    def written(self, image_id: str) -> None: ...
+    def sync(self, image_ids: Sequence[str]) -> dict[str, Exception]:
+        """Sync the vectors of ``image_ids`` (written to the catalog before the call) in
+        as few index calls as possible. Returns the ids it could not sync, each with
+        its error: their messages must fail so that the queue retries them."""
+        ...
 
 
 @dataclass(frozen=True)

@@ -190,6 +190,27 @@ def test_get_many_reads_in_chunks_and_skips_missing_and_deleted(
     assert [len(b["RequestItems"][TABLE]["Keys"]) for b in batches] == [100, 31]
 
 
+def test_get_many_for_the_vector_sync_reads_consistently_with_vectors_and_tombstones(
+    catalog: DynamoDBCatalog, client: Any
+) -> None:
+    spy = SpyClient(client)
+    reader = DynamoDBCatalog(TABLE, client=spy)
+    catalog.put(record("uploads/kept.jpg", axis(1)))
+    catalog.put(record("uploads/gone.jpg", axis(2)))
+    catalog.delete(image_id_for_key("uploads/gone.jpg"), key="uploads/gone.jpg", sequencer="S0009")
+    wanted = [image_id_for_key(k) for k in ("uploads/kept.jpg", "uploads/gone.jpg")]
+
+    found = reader.get_many(wanted, with_vector=True, include_deleted=True, consistent=True)
+
+    kept, gone = (found[i] for i in wanted)
+    assert kept.vector is not None
+    np.testing.assert_allclose(kept.vector, axis(1))
+    assert (gone.status, gone.vector, gone.sequencer) == ("deleted", None, "S0009")
+    assert kept.revision and gone.revision  # what the sync compares between two reads
+    [batch] = [kwargs for name, kwargs in spy.calls if name == "batch_get_item"]
+    assert batch["RequestItems"][TABLE]["ConsistentRead"] is True
+
+
 def test_get_many_retries_unprocessed_keys(catalog: DynamoDBCatalog, client: Any) -> None:
     spy = SpyClient(client)
     spy.withhold_batch_keys = 2

@@ -38,14 +38,16 @@ def test_200_uploads_with_throttling_and_timeouts_each_indexed_exactly_once(
     monkeypatch.setenv("BEDROCK_RETRY_MODE", "standard")
     # and a spy on the outcomes the real service produces
     outcomes: Counter[tuple[str, str]] = Counter()
-    real_handle = IngestService.handle
+    real_handle_batch = IngestService.handle_batch
 
-    def spy(self, event):
-        outcome = real_handle(self, event)
-        outcomes[(outcome.key, outcome.action)] += 1
-        return outcome
+    def spy(self, messages, gate=None):
+        results = real_handle_batch(self, messages, gate)
+        for result in results:
+            for outcome in result.outcomes:
+                outcomes[(outcome.key, outcome.action)] += 1
+        return results
 
-    monkeypatch.setattr(IngestService, "handle", spy)
+    monkeypatch.setattr(IngestService, "handle_batch", spy)
 
     # When 200 images are uploaded and the queue is fed to the handler like Lambda does
     images = {

@@ -157,3 +157,79 @@ def test_an_unreachable_index_fails_the_message_for_a_retry(
     result = deliver(created(aws, key, "0055AED6DCD9028C0A"))
     assert result["batchItemFailures"] == [{"itemIdentifier": "m-0"}]
     assert aws.record(key).status == "indexed"  # the catalog is ahead; the retry syncs
+
+
+def index_calls(emulator: S3VectorsEmulator, since: int) -> dict[str, int]:
+    calls = emulator.service.calls[since:]
+    return {name: calls.count(name) for name in ("PutVectors", "DeleteVectors")}
+
+
+def test_a_message_batch_of_ten_images_is_one_put_vectors_call(
+    aws, index, deliver, fake_bedrock, emulator
+):
+    # Given ten uploads, each announced by its own message of one batch
+    keys = [aws.upload(f"ten/{n}.jpg", (RED, BLUE, GREEN)[n % 3]) for n in range(10)]
+    before = len(emulator.service.calls)
+    # When the batch is delivered
+    result = deliver(*(created(aws, key, f"0055AED6DCD9028C{n:02d}") for n, key in enumerate(keys)))
+    # Then every message succeeded, and one PutVectors call carried all ten vectors
+    assert result["batchItemFailures"] == []
+    assert index_calls(emulator, before) == {"PutVectors": 1, "DeleteVectors": 0}
+    assert index.count() == 10
+    assert_index_equals_catalog(aws, index, *keys)
+
+
+def test_a_batch_of_creates_and_deletes_is_one_put_and_one_delete(
+    aws, index, deliver, fake_bedrock, emulator
+):
+    # Given four indexed images that are then deleted, and six new uploads
+    old = [aws.upload(f"mixed/old-{n}.jpg", RED) for n in range(4)]
+    assert deliver(*(created(aws, k, "0055AED6DCD9028C0A") for k in old))["batchItemFailures"] == []
+    for key in old:
+        aws.s3.delete_object(Bucket=aws.bucket, Key=key)
+    new = [aws.upload(f"mixed/new-{n}.jpg", BLUE) for n in range(6)]
+    before = len(emulator.service.calls)
+    # When one batch brings the four deletes and the six creates, interleaved
+    bodies = [removed(aws, k, "0055AED6DCD9028C0B") for k in old]
+    bodies += [created(aws, k, "0055AED6DCD9028C0B") for k in new]
+    result = deliver(*bodies[::2], *bodies[1::2])
+    # Then one PutVectors wrote the six and one DeleteVectors removed the four
+    assert result["batchItemFailures"] == []
+    assert index_calls(emulator, before) == {"PutVectors": 1, "DeleteVectors": 1}
+    assert index.count() == 6
+    assert_index_equals_catalog(aws, index, *old, *new)
+
+
+def test_a_failed_vector_sync_fails_only_the_messages_it_concerns_and_the_retry_syncs(
+    aws, index, deliver, fake_bedrock, emulator, monkeypatch
+):
+    from imagesearch.local.s3vectors_emulator import ServiceError
+
+    # Given an image whose newer state is already applied (its old event is stale)
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # the SDK's own retries are not the point
+    stale = aws.upload("sync/stale.jpg", GREEN)
+    assert deliver(created(aws, stale, "0055AED6DCD9028C0B"))["batchItemFailures"] == []
+    keys = [aws.upload(f"sync/{n}.jpg", RED) for n in range(3)]
+
+    # and an index that throttles every PutVectors
+    def throttled(params: dict[str, Any]) -> dict[str, Any]:
+        raise ServiceError("TooManyRequestsException", "slow down", 429)
+
+    bodies = [created(aws, key, "0055AED6DCD9028C0A") for key in keys]
+    with monkeypatch.context() as patch:
+        patch.setattr(emulator.service, "_put_vectors", throttled)
+        # When one batch brings the three uploads and the stale event
+        result = deliver(*bodies, created(aws, stale, "0055AED6DCD9028C0A"))
+    # Then the three messages whose images could not be synced fail (SQS retries them),
+    # the stale one, which wrote nothing, does not
+    assert result["batchItemFailures"] == [{"itemIdentifier": f"m-{n}"} for n in range(3)]
+    # And the records are kept: the catalog is ahead of the index, not lost
+    assert [aws.record(key).status for key in keys] == ["indexed"] * 3
+    assert index.get_vectors([image_id_for_key(k) for k in keys]) == {}
+    # When the index recovers and the queue redelivers the three
+    calls = fake_bedrock.calls
+    assert deliver(*bodies)["batchItemFailures"] == []
+    # Then they are synced from the records as they are, without another model call
+    assert fake_bedrock.calls == calls
+    assert_index_equals_catalog(aws, index, *keys, stale)
+    assert index.count() == 4

@@ -10,7 +10,7 @@ import pytest
 
 from imagesearch.events import ObjectEvent
 from imagesearch.handlers import ingest as handler
-from imagesearch.ingest import IngestOutcome
+from imagesearch.ingest import IngestOutcome, MessageResult
 from imagesearch.settings import IngestSettings
 from tests.support.lambda_runtime import sqs_event
 from tests.support.s3events import s3_event_body, sqs_message
@@ -36,10 +36,21 @@ class SlowService:
         self.seconds = seconds
         self.started: list[str] = []
 
-    def handle(self, event: ObjectEvent) -> IngestOutcome:
-        self.started.append(event.key)
-        self.clock.remaining -= self.seconds.get(event.key, 1.0)
-        return IngestOutcome("indexed", event.key, "id-" + event.key)
+    def handle_batch(
+        self, messages: list[list[ObjectEvent]], gate: handler._StartGate
+    ) -> list[MessageResult]:
+        results = []
+        for position, events in enumerate(messages):
+            if not gate.admit(position):
+                results.append(MessageResult([], started=False))
+                continue
+            outcomes = []
+            for event in events:
+                self.started.append(event.key)
+                self.clock.remaining -= self.seconds.get(event.key, 1.0)
+                outcomes.append(IngestOutcome("indexed", event.key, "id-" + event.key))
+            results.append(MessageResult(outcomes))
+        return results
 
 
 def batch(keys: list[str]) -> dict[str, Any]:

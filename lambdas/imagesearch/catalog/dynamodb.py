@@ -309,17 +309,26 @@ class DynamoDBCatalog:
             return None
         return _item_record(item, with_vector=with_vector)
 
-    def get_many(self, image_ids: Iterable[str]) -> dict[str, ImageRecord]:
-        """Records (without vectors) by id via BatchGetItem; missing ids and tombstones
-        are left out."""
+    def get_many(
+        self,
+        image_ids: Iterable[str],
+        *,
+        with_vector: bool = False,
+        include_deleted: bool = False,
+        consistent: bool = False,
+    ) -> dict[str, ImageRecord]:
+        """Records by id via BatchGetItem (100 keys a call); missing ids are left out,
+        tombstones too unless ``include_deleted``. ``consistent``: strongly consistent
+        reads (the vector sync's reads must see every earlier write)."""
         wanted = list(dict.fromkeys(image_ids))
-        projection, attribute_names = _projection(list(_RECORD_ATTRIBUTES))
+        names = [*_RECORD_ATTRIBUTES, *([ATTR_VECTOR] if with_vector else [])]
+        projection, attribute_names = _projection(names)
         found: dict[str, ImageRecord] = {}
         for start in range(0, len(wanted), _BATCH_GET_SIZE):
             keys = [{ATTR_IMAGE_ID: {"S": i}} for i in wanted[start : start + _BATCH_GET_SIZE]]
-            for item in self._batch_get(keys, projection, attribute_names):
-                if item.get(ATTR_STATUS, {}).get("S") != STATUS_DELETED:
-                    record = _item_record(item, with_vector=False)
+            for item in self._batch_get(keys, projection, attribute_names, consistent=consistent):
+                if include_deleted or item.get(ATTR_STATUS, {}).get("S") != STATUS_DELETED:
+                    record = _item_record(item, with_vector=with_vector)
                     found[record.image_id] = record
         return found
 

@@ -1,10 +1,13 @@
 """Ingest Lambda: SQS batch of S3 notifications -> IngestService, partial batch failures.
 
-Thin: parse the batch, call the service per object event, log and count the outcome.
-Transient and configuration errors fail only their own message (retried by SQS, DLQ
-after five receives); everything else ends as a visible record state. A message is
-only started while the invocation has the time one image may need; the others are
-handed back unstarted, so one hung model call cannot time out the whole batch.
+Thin: parse the messages, hand the batch to the service (``handle_batch``: one
+multi-image model call where the model allows, one vector sync for all), then report
+each message's result through Powertools' BatchProcessor: log and count its outcomes,
+or fail it. Transient and configuration errors fail only the messages they concern
+(retried by SQS, DLQ after five receives); everything else ends as a visible record
+state. A message is only started while the invocation has the time one image may
+need; the others are handed back unstarted, so one hung model call cannot time out
+the whole batch.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from imagesearch.composition import build_ingest_service
 from imagesearch.errors import EmbedderConfigurationError, TransientEmbeddingError
 from imagesearch.events import MalformedEvent, ObjectEvent, parse_message_body
-from imagesearch.ingest import IngestOutcome, IngestService
+from imagesearch.ingest import IngestOutcome, IngestService, MessageResult, NotStarted
 from imagesearch.resources import METRIC_CONFIGURATION_ERRORS, METRICS_NAMESPACE
 from imagesearch.settings import CommonSettings, IngestSettings, load_settings
 
@@ -66,10 +69,6 @@ def seconds_per_image(settings: CommonSettings) -> float:
     return calls + backoff + IMAGE_WORK_SECONDS
 
 
-class NotStarted(Exception):
-    """Too little time was left in the invocation to start this message."""
-
-
 class _Clock(Protocol):
     def get_remaining_time_in_millis(self) -> int: ...
 
@@ -80,27 +79,37 @@ class _StartGate:
     mode's defaults), no wait could help: every message starts, as without the gate,
     rather than all but one being handed back again and again."""
 
-    def __init__(self, context: Any, need: float | None) -> None:
+    def __init__(self, context: Any, records: list[SQSRecord], need: float | None) -> None:
         clock = context if hasattr(context, "get_remaining_time_in_millis") else None
         self._clock: _Clock | None = clock if need is not None else None
+        self._records = records
         self._need = need or 0.0
         self._started = 0
-        self.handed_back = 0
+        self.handed_back: dict[str, str] = {}  # message id -> why
         self.remaining_at_stop: float | None = None
 
-    def admit(self, record: SQSRecord) -> None:
+    def _remaining(self) -> float:
+        assert self._clock is not None
+        return self._clock.get_remaining_time_in_millis() / 1000
+
+    def admit(self, position: int) -> bool:
         if self._clock is not None:
-            remaining = self._clock.get_remaining_time_in_millis() / 1000
+            remaining = self._remaining()
             if not self._started and remaining < self._need:
                 self._clock = None  # the function timeout cannot fit one slow image anyway
             elif self._started and remaining < self._need:
-                self.handed_back += 1
+                record = self._records[position]
                 self.remaining_at_stop = remaining
-                raise NotStarted(
+                self.handed_back[record.message_id] = (
                     f"{remaining:.1f} s left, one image may need {self._need:.0f} s: "
                     f"message {record.message_id} handed back unstarted"
                 )
+                return False
         self._started += 1
+        return True
+
+    def has_time(self) -> bool:
+        return self._clock is None or self._remaining() >= self._need
 
 
 def configure(service: IngestService | None) -> None:
@@ -117,9 +126,9 @@ def current_service() -> IngestService:
     return _configured if _configured is not None else default_service()
 
 
-def process_record(record: SQSRecord, service: IngestService) -> list[IngestOutcome]:
+def _parse(record: SQSRecord) -> list[ObjectEvent] | MalformedEvent:
     try:
-        events = parse_message_body(record.body)
+        return parse_message_body(record.body)
     except MalformedEvent as error:
         # Never dropped: it fails until SQS parks it in the DLQ, where the alarm sees it.
         logger.error(
@@ -127,41 +136,51 @@ def process_record(record: SQSRecord, service: IngestService) -> list[IngestOutc
             message_id=record.message_id,
             error=str(error),
         )
-        raise
-    return [_process_event(event, service) for event in events]
+        return error
 
 
-def _process_event(event: ObjectEvent, service: IngestService) -> IngestOutcome:
-    try:
-        outcome = service.handle(event)
-    except EmbedderConfigurationError as error:
+def _report(result: MessageResult) -> list[IngestOutcome]:
+    """Log and count one message's result; raise what fails it."""
+    if result.error is not None:
+        _log_error(result.error, result.error_key)
+        raise result.error
+    for outcome in result.outcomes:
+        log = logger.warning if outcome.action == "rejected" else logger.info
+        log(
+            f"{outcome.action} {outcome.key}",
+            action=outcome.action,
+            key=outcome.key,
+            image_id=outcome.image_id,
+            reason=outcome.reason,
+        )
+        if outcome.action in _OUTCOME_METRICS:
+            metrics.add_metric(
+                name=_OUTCOME_METRICS[outcome.action], unit=MetricUnit.Count, value=1
+            )
+    return result.outcomes
+
+
+def _log_error(error: Exception, key: str | None) -> None:
+    if isinstance(error, EmbedderConfigurationError):
         # An operator must act (model access, region, permissions): say so loudly.
-        logger.error("embedding model misconfigured", key=event.key, error=str(error))
+        logger.error("embedding model misconfigured", key=key, error=str(error))
         metrics.add_metric(name=METRIC_CONFIGURATION_ERRORS, unit=MetricUnit.Count, value=1)
-        raise
-    except TransientEmbeddingError as error:
+    elif isinstance(error, TransientEmbeddingError):
         logger.warning(
             "transient model error; message will be retried",
-            key=event.key,
+            key=key,
             error=str(error),
             throttled=error.throttled,
         )
         metrics.add_metric(name="TransientModelErrors", unit=MetricUnit.Count, value=1)
-        raise
-    except Exception:
-        logger.exception("ingest failed; message will be retried", key=event.key)
-        raise
-    log = logger.warning if outcome.action == "rejected" else logger.info
-    log(
-        f"{outcome.action} {outcome.key}",
-        action=outcome.action,
-        key=outcome.key,
-        image_id=outcome.image_id,
-        reason=outcome.reason,
-    )
-    if outcome.action in _OUTCOME_METRICS:
-        metrics.add_metric(name=_OUTCOME_METRICS[outcome.action], unit=MetricUnit.Count, value=1)
-    return outcome
+    elif isinstance(error, NotStarted):
+        logger.warning("message will be retried", key=key, error=str(error))
+    else:
+        logger.error(
+            "ingest failed; message will be retried",
+            key=key,
+            exc_info=(type(error), error, error.__traceback__),
+        )
 
 
 def handle_batch(
@@ -171,14 +190,32 @@ def handle_batch(
     *,
     seconds_per_image: float | None = None,
 ) -> dict[str, Any]:
-    """Process the batch in order; with ``seconds_per_image``, a message starts only
-    while the context has that much time left, and the rest are reported as batch item
-    failures without being touched (SQS redelivers just those)."""
-    gate = _StartGate(context, seconds_per_image)
+    """Process the batch; with ``seconds_per_image``, a message starts only while the
+    context has that much time left, and the rest are reported as batch item failures
+    without being touched (SQS redelivers just those)."""
+    records = [SQSRecord(raw) for raw in event.get("Records", [])]
+    parsed = [_parse(record) for record in records]
+    readable = [
+        (record, events)
+        for record, events in zip(records, parsed, strict=True)
+        if not isinstance(events, MalformedEvent)
+    ]
+    gate = _StartGate(context, [record for record, _ in readable], seconds_per_image)
+    results = service.handle_batch([events for _, events in readable], gate)
+    by_id: dict[str, MessageResult | MalformedEvent] = {
+        record.message_id: result for (record, _), result in zip(readable, results, strict=True)
+    }
+    for record, events in zip(records, parsed, strict=True):
+        if isinstance(events, MalformedEvent):
+            by_id[record.message_id] = events
 
     def record_handler(record: SQSRecord) -> list[IngestOutcome]:
-        gate.admit(record)
-        return process_record(record, service)
+        result = by_id[record.message_id]
+        if isinstance(result, MalformedEvent):
+            raise result
+        if not result.started:
+            raise NotStarted(gate.handed_back.get(record.message_id, "handed back unstarted"))
+        return _report(result)
 
     # Partial responses even when every record failed: SQS retries just those,
     # and failures stay visible per message instead of as one invocation error.
@@ -192,11 +229,13 @@ def handle_batch(
     if gate.handed_back:
         logger.warning(
             "not enough time left for another image; messages handed back unstarted",
-            handed_back=gate.handed_back,
+            handed_back=len(gate.handed_back),
             remaining_seconds=gate.remaining_at_stop,
             seconds_per_image=seconds_per_image,
         )
-        metrics.add_metric(name="MessagesHandedBack", unit=MetricUnit.Count, value=gate.handed_back)
+        metrics.add_metric(
+            name="MessagesHandedBack", unit=MetricUnit.Count, value=len(gate.handed_back)
+        )
     return dict(response)
 
 

@@ -5,26 +5,33 @@ The catalog is the source of truth and orders every write by the S3 sequencer
 Vectors), so it is never written from what a writer *meant* to store, only from what
 the catalog *holds*, verified afterwards:
 
-    read the record -> write its state to the index -> read again
-    until two reads agree (same revision)
+    read the records -> write their state to the index -> read them again
+    until two reads of each agree (same revision)
 
 Why that is enough, for any interleaving of writers: take the last index write W of
 an image. Its writer read the record before W and reads it again after W; if the two
 reads agree, no catalog write fell between them, and any later catalog write has its
 own writer's index write after it, later than W: a contradiction. So when every writer
 has returned, the index holds exactly the catalog's state: an older event never
-leaves its vector, a deleted image never leaves a vector. A writer that crashes in
+leaves its vector, a deleted image never leaves a vector. A writer that fails in
 between fails its message, and the retry syncs again.
+
+The argument is per image, so it holds unchanged for a batch: ingest syncs the images
+of a whole SQS message batch together, one consistent BatchGetItem, one PutVectors for
+the indexed ones and one DeleteVectors for the rest (500 per call), one verifying
+BatchGetItem, and another round only for the ids whose two reads disagree.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
 
 from imagesearch.errors import ImageSearchError
 from imagesearch.ports import Catalog, VectorEntry, VectorIndex
 from imagesearch.records import ImageRecord
 from imagesearch.resources import STATUS_INDEXED
 
-# Each round means another writer changed the record meanwhile: a handful of rounds
+# Each round means another writer changed a record meanwhile: a handful of rounds
 # covers any realistic burst of events for one key; then the message is retried.
 MAX_SYNC_ROUNDS = 8
 
@@ -36,6 +43,9 @@ class SyncContention(ImageSearchError):
 class FollowsCatalog:
     """The embedded tier: search instances read the catalog's change log themselves,
     so there is nothing to write at ingest."""
+
+    def sync(self, image_ids: Sequence[str]) -> dict[str, Exception]:
+        return {}
 
     def written(self, image_id: str) -> None:
         return None
@@ -59,30 +69,67 @@ class ReadAfterWriteSync:
         self._dimension = dimension
         self._max_rounds = max_rounds
 
+    def sync(self, image_ids: Sequence[str]) -> dict[str, Exception]:
+        """Bring the index in line with the catalog for ``image_ids``. Returns the ids
+        it could not (a failed call fails every id it carried; ids whose record kept
+        changing fail with SyncContention), each with its error: their messages fail
+        and the queue retries them. An empty dict: all synced."""
+        pending = list(dict.fromkeys(image_ids))
+        if not pending:
+            return {}
+        try:
+            records = self._read(pending)
+            for _ in range(self._max_rounds):
+                self._write(pending, records)
+                again = self._read(pending)
+                pending = [
+                    i for i in pending if _revision(again.get(i)) != _revision(records.get(i))
+                ]
+                if not pending:
+                    return {}
+                records = again
+        except Exception as error:  # noqa: BLE001  (returned: the caller fails these messages)
+            return dict.fromkeys(pending, error)
+        return {
+            image_id: SyncContention(
+                f"the record of {image_id} changed {self._max_rounds} times while its vector"
+                " was written; retrying"
+            )
+            for image_id in pending
+        }
+
     def written(self, image_id: str) -> None:
-        record = self._catalog.get(image_id, with_vector=True, include_deleted=True)
-        for _ in range(self._max_rounds):
-            searchable = (
+        """Sync one image; raises what ``sync`` would return for it."""
+        failed = self.sync([image_id])
+        if failed:
+            raise failed[image_id]
+
+    def _read(self, image_ids: Sequence[str]) -> Mapping[str, ImageRecord]:
+        return self._catalog.get_many(
+            image_ids, with_vector=True, include_deleted=True, consistent=True
+        )
+
+    def _write(self, image_ids: Sequence[str], records: Mapping[str, ImageRecord]) -> None:
+        entries: list[VectorEntry] = []
+        gone: list[str] = []
+        for image_id in image_ids:
+            record = records.get(image_id)
+            if (
                 record is not None
                 and record.status == STATUS_INDEXED
                 and record.vector is not None
                 and record.model_id == self._model_id
                 and record.dimension == self._dimension
-            )
-            if searchable:
-                assert record is not None and record.vector is not None
-                entry = VectorEntry(record.image_id, record.key, record.content_type, record.vector)
-                self._index.upsert([entry])
+            ):
+                entries.append(
+                    VectorEntry(record.image_id, record.key, record.content_type, record.vector)
+                )
             else:
-                self._index.delete([image_id])
-            again = self._catalog.get(image_id, with_vector=True, include_deleted=True)
-            if _revision(again) == _revision(record):
-                return
-            record = again
-        raise SyncContention(
-            f"the record of {image_id} changed {self._max_rounds} times while its vector"
-            " was written; retrying"
-        )
+                gone.append(image_id)
+        if entries:
+            self._index.upsert(entries)
+        if gone:
+            self._index.delete(gone)
 
 
 def _revision(record: ImageRecord | None) -> tuple[str | None, str | None] | None:

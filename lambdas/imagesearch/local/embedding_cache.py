@@ -8,11 +8,20 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from imagesearch.embedders.base import Embedder, ModelLimits, Purpose, Vector, limits_of
+from imagesearch.embedders.base import (
+    Embedder,
+    EmbedInput,
+    ModelLimits,
+    Purpose,
+    Vector,
+    embed_images,
+    limits_of,
+)
 
 CACHE_NAME = "embeddings.sqlite"
 
@@ -100,3 +109,23 @@ class CachedEmbedder:
         vector = self._inner.embed(text=text, image=image, purpose=purpose)
         self._cache.put(key, vector)
         return vector
+
+    def embed_images(self, items: Sequence[EmbedInput]) -> list[Vector]:
+        """Stored images: the cached ones as they are, the misses in as few model calls
+        as the inner embedder allows."""
+        keys = [
+            cache_key(self.model_id, self.dimension, i.text, i.image, "document") for i in items
+        ]
+        found: list[Vector | None] = []
+        for key in keys:
+            cached = self._cache.get(key)
+            found.append(
+                cached if cached is not None and cached.shape == (self.dimension,) else None
+            )
+        missing = [n for n, vector in enumerate(found) if vector is None]
+        for n, vector in zip(
+            missing, embed_images(self._inner, [items[n] for n in missing]), strict=True
+        ):
+            self._cache.put(keys[n], vector)
+            found[n] = vector
+        return [vector for vector in found if vector is not None]
