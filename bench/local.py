@@ -4,14 +4,19 @@ Starts ``imagesearch local`` as a user does (the console script, a subprocess) w
 a zero-latency fake Bedrock, drops N small JPEGs into the folder at once (renamed
 in from a staging folder, as a file manager's move does) and times drop -> all
 indexed; then times POST /search over HTTP with keep-alive: text queries (one fake
-Bedrock call each) and "more like this" (no model call). Then stops it (Ctrl-C: the
-state is saved) and starts it again on the same state folder: time to /health, to the
-first search over all N images, and the model calls the restart made (none expected).
+Bedrock call each) and "more like this" (no model call). Then it drops more images
+until 1,000 are indexed (untimed), stops (Ctrl-C: the state is saved) and starts again
+on the same state folder, a fresh process as the user runs it: the time from launch
+until the first text search over all of them answers, where that time went (Python and
+imports, moto, the state restore, the handlers, the index, the first search), and the
+model calls the restart made besides the searched text (none expected); once on the
+embedded index and once with ``--vector-store s3vectors`` (its emulator is rebuilt
+from the catalog at start).
 
-Run: ``python -m bench local`` (500 images, 200 searches of each kind: about a
-minute), ``python -m bench.local --full`` (1,000 images: about two minutes) or
-``python -m bench.local --images 5000 --searches 500``; env BENCH_LOCAL_IMAGES and
-BENCH_LOCAL_SEARCHES set the defaults.
+Run: ``python -m bench local`` (500 images ingested, 1,000 restarted, 200 searches of
+each kind: about three minutes), ``python -m bench.local --full`` (1,000 images
+ingested) or ``python -m bench.local --images 5000 --searches 500``; env
+BENCH_LOCAL_IMAGES and BENCH_LOCAL_SEARCHES set the defaults.
 """
 
 from __future__ import annotations
@@ -40,6 +45,9 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_IMAGES = 500
 FULL_IMAGES = 1000
 DEFAULT_SEARCHES = 200
+# Issue 11: a restart with 1,000 indexed images answers searches within 5 s.
+RESTART_IMAGES = 1000
+RESTART_TARGET_SECONDS = 5.0
 WARMUP = 10
 POLL_SECONDS = 0.5
 QUERIES = ("red", "a green field", "blue sky", "yellow flowers", "purple", "black and white")
@@ -84,12 +92,14 @@ def _environment(bedrock_url: str) -> dict[str, str]:
     return env
 
 
-def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+def _wait(
+    predicate: Callable[[], bool], timeout: float, what: str, interval: float = POLL_SECONDS
+) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(POLL_SECONDS)
+        time.sleep(interval)
 
 
 def _percentiles(samples: list[float]) -> str:
@@ -116,8 +126,9 @@ def run_benchmark(images: int, searches: int) -> None:
         base = Path(tmp)
         staging, dropbox = base / "staging", base / "dropbox"
         staging.mkdir()
-        for n in range(images):
+        for n in range(max(images, RESTART_IMAGES)):
             (staging / f"img{n:05d}.jpg").write_bytes(small_jpeg(n))
+        ingested = sorted(staging.iterdir())[:images]
         port = _free_port()
         url = f"http://127.0.0.1:{port}"
         command = [
@@ -152,7 +163,7 @@ def run_benchmark(images: int, searches: int) -> None:
             _time_searches(session, url, [{"text": "warm up", "top_k": 10}] * WARMUP)
             during: list[float] = []
             dropped = time.perf_counter()
-            for path in staging.iterdir():
+            for path in ingested:
                 path.rename(dropbox / path.name)
             mirrored = None
             deadline = dropped + 1800
@@ -201,6 +212,11 @@ def run_benchmark(images: int, searches: int) -> None:
                 f"more like this, {searches} requests",
                 _percentiles(_time_searches(session, url, similar)),
             )
+            # The restart's input: 1,000 indexed images (more dropped, untimed).
+            restarted = max(images, RESTART_IMAGES)
+            for path in staging.iterdir():
+                path.rename(dropbox / path.name)
+            _wait(lambda: stats()["images"]["indexed"] == restarted, 1800, "the top-up")
         finally:
             session.close()
             stopping = time.perf_counter()
@@ -210,10 +226,13 @@ def run_benchmark(images: int, searches: int) -> None:
             raise RuntimeError(f"local mode exited with {process.returncode}")
         snapshot = base / "state" / "moto.pickle"
         report(
-            f"restart: stop with {images} images (state saved)",
+            f"restart: stop with {restarted} images (state saved)",
             f"{time.perf_counter() - stopping:.1f} s, state {snapshot.stat().st_size / 1e6:.1f} MB",
         )
-        _time_restart(command, bedrock, url, images, base)
+        _time_restart(command, bedrock, url, restarted, base, "")
+        _time_restart(
+            [*command, "--vector-store", "s3vectors"], bedrock, url, restarted, base, "s3vectors"
+        )
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -226,40 +245,60 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 
 def _time_restart(
-    command: list[str], bedrock: FakeBedrock, url: str, images: int, base: Path
+    command: list[str], bedrock: FakeBedrock, url: str, images: int, base: Path, store: str
 ) -> None:
-    """Start again on the saved state: every image searchable, and no embedding."""
+    """Start again on the saved state, a fresh process as the user runs it: the time
+    until the first text search over all ``images`` answers, and where it went."""
     calls = len(bedrock.call_log)
     session = requests.Session()
+    answered: list[float] = []  # when each search that answered did
+    # A text never searched before: the embedding cache must not answer it.
+    text = f"red {store or 'dynamodb'} {time.time_ns()}"
+
+    def first_search() -> bool:
+        try:
+            response = session.post(f"{url}/search", json={"text": text, "top_k": 5}, timeout=60)
+        except requests.RequestException:
+            return False  # not listening yet
+        if response.status_code != 200:
+            return False
+        answered.append(time.perf_counter())
+        health: dict[str, Any] = session.get(f"{url}/health", timeout=60).json()
+        return health["images"] == images
+
     with (base / "local.log").open("ab") as log:
+        launched_at = time.time()
         started = time.perf_counter()
         process = subprocess.Popen(
             command, env=_environment(bedrock.endpoint_url), stdout=log, stderr=subprocess.STDOUT
         )
     try:
-        _wait(lambda: _healthy(session, url), 120, "local mode to restart")
-        healthy = time.perf_counter()
-        anchor = _image_ids(session, url)[0]
-
-        def answers_over_all() -> bool:
-            response = session.post(
-                f"{url}/search", json={"image_id": anchor, "top_k": 5}, timeout=60
-            )
-            health = session.get(f"{url}/health", timeout=60).json()
-            return response.status_code == 200 and health["images"] == images
-
-        _wait(answers_over_all, 120, "the first search after the restart")
-        searched = time.perf_counter()
+        _wait(first_search, 120, "the first search after the restart", interval=0.05)
+        elapsed = answered[-1] - started
+        startup = session.get(f"{url}/local/stats", timeout=60).json()["startup"]
     finally:
         session.close()
         _stop(process)
     embedded = [c for c in bedrock.call_log[calls:] if c.has_text or c.has_image]
-    report(f"restart with {images} indexed images: to /health 200", f"{healthy - started:.1f} s")
-    report(
-        f"restart with {images} indexed images: to a search over all",
-        f"{searched - started:.1f} s",
+    store_note = f" on --vector-store {store}" if store else ""
+    verdict = "met" if elapsed <= RESTART_TARGET_SECONDS else "NOT MET"
+    print(
+        f"local restart with {images:,} images{store_note}: first search answered after "
+        f"{elapsed:.1f} s (fresh process, fake Bedrock, state folder of {images:,} indexed "
+        f"64x64 JPEGs, text search polled every 50 ms)   (target <= "
+        f"{RESTART_TARGET_SECONDS:.0f} s)  {verdict}",
+        flush=True,
     )
-    report(f"restart with {images} indexed images: model calls", str(len(embedded)))
+    steps: dict[str, float] = startup["steps"]
+    listening = startup["began_at"] - launched_at + sum(steps.values())
+    parts = [f"python + imports {startup['began_at'] - launched_at:.2f} s"]
+    parts += [f"{name} {seconds:.2f} s" for name, seconds in steps.items()]
+    parts.append(f"first search {elapsed - listening:.2f} s")
+    report("  where the restart's time went", ", ".join(parts))
+    report(
+        f"restart with {images} images{store_note}: model calls",
+        f"{len(embedded) - len(answered)} besides the {len(answered)} searched text(s)",
+    )
 
 
 def _healthy(session: requests.Session, url: str) -> bool:

@@ -105,6 +105,8 @@ def test_a_restart_makes_no_model_call_and_keeps_everything(
     assert record["status"] == "indexed"
     stats = instance.get("/local/stats").json()
     assert stats["dropbox"]["files"] == len(DROPPED) - 2  # one removed, one deleted
+    # (the start's steps are timed for bench/local.py)
+    assert {"moto", "state", "handlers", "index", "listening"} <= set(stats["startup"]["steps"])
     instance.wait_until(
         lambda: instance.get("/local/stats").json()["images"]["indexed"] == len(remaining),
         message="the page's counts to match",

@@ -16,7 +16,7 @@ from moto import mock_aws
 from imagesearch.catalog.dynamodb import DynamoDBCatalog
 from imagesearch.index.embedded import EmbeddedIndex
 from imagesearch.local.state import WriteGate
-from imagesearch.local.table_feed import MotoTableFeed
+from imagesearch.local.table_feed import MotoTableCatalog
 from imagesearch.ports import QueryFilters
 from imagesearch.records import encode_vector, image_id_for_key
 from imagesearch.resources import table_definition
@@ -73,7 +73,7 @@ def by_id(items: Any) -> dict[str, Any]:
 
 @pytest.mark.parametrize("segments", [1, 4])
 def test_the_feed_answers_what_the_scan_answers(catalog: DynamoDBCatalog, segments: int) -> None:
-    feed = MotoTableFeed(catalog, gate(), region=REGION)
+    feed = MotoTableCatalog.over(catalog, gate=gate(), region=REGION)
 
     parts = [
         list(
@@ -99,7 +99,7 @@ def test_the_index_loads_without_a_scan_and_refreshes_through_the_catalog(
     spy = SpyClient(client)
     watched = DynamoDBCatalog(TABLE, client=spy, clock=clock)
     index = EmbeddedIndex(
-        MotoTableFeed(watched, gate(), region=REGION),
+        MotoTableCatalog.over(watched, gate=gate(), region=REGION),
         model_id=MODEL,
         dimension=DIM,
         clock=clock,
@@ -127,7 +127,7 @@ def test_the_index_loads_without_a_scan_and_refreshes_through_the_catalog(
 
 def test_the_feed_waits_for_requests_inside_moto(catalog: DynamoDBCatalog) -> None:
     writes = gate()
-    feed = MotoTableFeed(catalog, writes, region=REGION)
+    feed = MotoTableCatalog.over(catalog, gate=writes, region=REGION)
     read: list[int] = []
 
     def load() -> None:
@@ -144,3 +144,17 @@ def test_the_feed_waits_for_requests_inside_moto(catalog: DynamoDBCatalog) -> No
         assert read == []
     loader.join(10)
     assert read == [6]
+
+
+def test_a_reindex_reads_the_same_vectors(catalog: DynamoDBCatalog) -> None:
+    feed = MotoTableCatalog.over(catalog, gate=gate(), region=REGION)
+
+    def entries(source: DynamoDBCatalog) -> dict[str, tuple[str, str | None, list[float]]]:
+        return {
+            entry.image_id: (entry.key, entry.content_type, list(entry.vector))
+            for entry in source.indexed_vectors(model_id=MODEL, dimension=DIM)
+        }
+
+    read = entries(feed)
+    assert len(read) == 6
+    assert read == entries(catalog)

@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import warnings
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -27,6 +28,7 @@ from imagesearch import resources as r
 from imagesearch.catalog.dynamodb import DynamoDBCatalog
 from imagesearch.local.embedding_cache import CACHE_NAME, CachedEmbedder, EmbeddingCache
 from imagesearch.local.gateway import Gateway, GatewayServer, allowed_hosts
+from imagesearch.local.lambda_runtime import trace_nothing
 from imagesearch.local.mirror import POLL_SECONDS, DropboxMirror
 from imagesearch.local.moto_env import (
     VISIBILITY_TIMEOUT_SECONDS,
@@ -157,6 +159,7 @@ class LocalMode:
         # moto stays on loopback whatever --host says: only this process talks to it.
         self._moto = MotoServer(LOOPBACK, middleware=self._gated if self._store else None)
         self.restored: Snapshot | None = None
+        self._startup = _Startup()
         self.model_problem: ProbeFailure | None = None
         self._cache: EmbeddingCache | None = None
         self._watch_stop = threading.Event()
@@ -206,6 +209,7 @@ class LocalMode:
         return self
 
     def _start(self) -> None:
+        self._startup.begin()
         self.model_id, self.dimension = embedder_settings(self.embedder, *self._model_choice)
         try:
             self.dropbox.mkdir(parents=True, exist_ok=True)
@@ -235,6 +239,7 @@ class LocalMode:
             except StateError as error:
                 raise LocalModeError(str(error)) from error
         endpoint = self._moto.start()
+        self._startup.mark("moto")
         for name, value in moto_endpoint_environ(endpoint).items():
             self._env.set(name, value)
         self._clients = redirected_clients(self._session.install(region), endpoint)
@@ -242,13 +247,18 @@ class LocalMode:
             r.table_definition(self.names.table), self.names, VISIBILITY_TIMEOUT_SECONDS
         )
         full_restore = self._restore(region, shape)
+        self._startup.mark("state")
         self.resources = create_resources(self._clients, self.names, region=region)
+        self._startup.mark("resources")
         if self.vector_store == "s3vectors":
             self._start_vectors(region)
+            self._startup.mark("vectors")
         for name, value in self._handler_environ().items():
             self._env.set(name, value)
         ingest_handler, api_handler = _cold_handlers()
+        self._startup.mark("handlers")
         self._configure_services()
+        self._startup.mark("index")
 
         self._worker = IngestWorker(
             handler=ingest_handler,
@@ -276,11 +286,13 @@ class LocalMode:
         if self.restored is not None and full_restore:
             self._worker.restore_states(self.restored.extra.get("worker") or {})
         self.model_problem = self.probe()
+        self._startup.mark("probe")
         self._worker.start()
         if self.restored is not None and not full_restore:
             self.reindexing = self._enqueue_stored_objects()
         self._mirror.start()
         self._server.start(gateway)
+        self._startup.mark("listening")
         if self._store is not None:
             mirror, worker = self._mirror, self._worker
             self._saver = Saver(
@@ -320,10 +332,12 @@ class LocalMode:
         if self._gates and self.resources is not None:
             # With a state folder the index's full load reads moto's table in-process
             # (the restored state: milliseconds, not a 2 s Scan through moto's HTTP API).
-            from imagesearch.local.table_feed import MotoTableFeed
+            from imagesearch.local.table_feed import MotoTableCatalog
 
             gate, region = self._gates[0], self.resources.region
-            clients.index_feed = lambda catalog: MotoTableFeed(catalog, gate, region=region)
+            clients.index_feed = lambda catalog: MotoTableCatalog.over(
+                catalog, gate=gate, region=region
+            )
         ingest_handler.configure(build_ingest_service(ingest_settings, clients))
         search = build_search_service(load_settings(SearchSettings), clients)
         # No snapshot writer runs here (the index loads by a Scan or the in-process read
@@ -504,8 +518,13 @@ class LocalMode:
             from imagesearch.index.s3vectors import S3VectorsIndex
 
             assert self._clients is not None
+            catalog = DynamoDBCatalog(self.resources.table, client=self._clients.dynamodb)
+            if self._gates:  # a restored state: read its vectors in-process (table_feed)
+                from imagesearch.local.table_feed import MotoTableCatalog
+
+                catalog = MotoTableCatalog.over(catalog, gate=self._gates[0], region=region)
             copied = reindex(
-                DynamoDBCatalog(self.resources.table, client=self._clients.dynamodb),
+                catalog,
                 S3VectorsIndex(
                     client,
                     bucket=LOCAL_VECTOR_BUCKET,
@@ -597,6 +616,7 @@ class LocalMode:
             "dimension": self.dimension,
             "state": self._state_stats(),
             "model": self._model_stats(),
+            "startup": self._startup.stats(),
         }
 
     def _model_stats(self) -> dict[str, Any]:
@@ -664,6 +684,29 @@ class LocalMode:
         return "\n".join(lines)
 
 
+class _Startup:
+    """How long each step of the start took (``GET /local/stats``: bench/local.py
+    prints a restart's breakdown from it): seconds per step, in order, and the wall
+    clock time the start began (what came before it was Python's and the imports')."""
+
+    def __init__(self) -> None:
+        self.began_at = 0.0
+        self._last = 0.0
+        self.steps: dict[str, float] = {}
+
+    def begin(self) -> None:
+        self.began_at = time.time()
+        self._last = time.perf_counter()
+
+    def mark(self, step: str) -> None:
+        now = time.perf_counter()
+        self.steps[step] = round(now - self._last, 3)
+        self._last = now
+
+    def stats(self) -> dict[str, Any]:
+        return {"began_at": self.began_at, "steps": dict(self.steps)}
+
+
 def _state_line_for(store: StateStore | None, restored: Snapshot | None, reindexing: int) -> str:
     if store is None:
         return "in memory: gone on exit"
@@ -689,7 +732,8 @@ def lan_address() -> str | None:
 
 def _cold_handlers() -> tuple[Any, Any]:
     """The real handlers, as a fresh Lambda container builds them from the
-    environment just set."""
+    environment just set (tracing off: no X-Ray SDK)."""
+    trace_nothing()
     ingest = importlib.import_module("imagesearch.handlers.ingest")
     api = importlib.import_module("imagesearch.handlers.api")
     _forget_services()

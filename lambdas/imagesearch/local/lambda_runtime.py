@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
+from typing import Any
+
+from aws_lambda_powertools import Tracer
+from aws_lambda_powertools.tracing.base import BaseProvider, BaseSegment
 
 from imagesearch.local.moto_env import DEFAULT_REGION
 
@@ -41,3 +47,63 @@ class FakeLambdaContext:
 
     def get_remaining_time_in_millis(self) -> int:
         return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+
+def trace_nothing() -> None:
+    """Give the handlers' Powertools ``Tracer`` a provider that records nothing.
+
+    Tracing is off in local mode (``POWERTOOLS_TRACE_DISABLED``), yet a ``Tracer``
+    without a provider imports the X-Ray SDK, whose recorder builds a botocore session
+    and an X-Ray client outside Lambda: a third of a second of every start. Tracer
+    instances share their configuration, so one made first with this provider serves
+    the handlers' module-level ``Tracer()`` too (call before importing them).
+    """
+    Tracer(provider=NoTracing(), disabled=True, auto_patch=False)
+
+
+class NoSegment(BaseSegment):
+    """A trace segment that records nothing."""
+
+    def close(self, end_time: int | None = None) -> None:
+        pass
+
+    def add_subsegment(self, subsegment: Any) -> None:
+        pass
+
+    def remove_subsegment(self, subsegment: Any) -> None:
+        pass
+
+    def put_annotation(self, key: str, value: Any) -> None:
+        pass
+
+    def put_metadata(self, key: str, value: Any, namespace: str = "default") -> None:
+        pass
+
+    def add_exception(self, exception: BaseException, stack: Any, remote: bool = False) -> None:
+        pass
+
+
+class NoTracing(BaseProvider):
+    """A Powertools tracing provider that records nothing (local mode)."""
+
+    @contextmanager
+    def in_subsegment(self, name: Any = None, **kwargs: Any) -> Iterator[NoSegment]:
+        yield NoSegment()
+
+    @asynccontextmanager
+    async def in_subsegment_async(
+        self, name: Any = None, **kwargs: Any
+    ) -> AsyncIterator[NoSegment]:
+        yield NoSegment()
+
+    def put_annotation(self, key: str, value: Any) -> None:
+        pass
+
+    def put_metadata(self, key: str, value: Any, namespace: str = "default") -> None:
+        pass
+
+    def patch(self, modules: Any) -> None:
+        pass
+
+    def patch_all(self) -> None:
+        pass

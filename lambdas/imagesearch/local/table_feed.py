@@ -1,25 +1,27 @@
-"""The embedded index's full load in local mode: moto's table read in the process.
+"""Full reads of the catalog's vectors in local mode: moto's table read in the process.
 
-The search handler's index loads every vector once at start (and again only when a
-refresh cannot catch up). Through moto's HTTP API that is a Scan that moto answers item
-by item in Python, with every vector base64-encoded into JSON and parsed back: 1.8 s
-for 1,000 images, most of a restart. moto runs in this process, so ``MotoTableFeed``
+At start the embedded index loads every vector (and again only when a refresh cannot
+catch up), and on ``--vector-store s3vectors`` the emulator is rebuilt from every vector
+(``imagesearch reindex``). Through moto's HTTP API that is a Scan that moto answers item
+by item in Python, with every vector base64-encoded into JSON and parsed back: 1.8 s for
+1,000 images, most of a restart. moto runs in this process, so ``MotoTableCatalog``
 reads the table's items directly instead (milliseconds), while the moto server admits
 no request (``WriteGate``'s exclusive side: never half a write). It answers exactly what
 ``DynamoDBCatalog.scan_vector_items`` answers (raw items of the indexed records of one
 model and dimension, split into segments by a hash of the image id), so the index
-builds, checks and normalises its matrix as after a Scan. The change log and the
-vectors fetched by a refresh go through the catalog over HTTP as usual.
+builds, checks and normalises its matrix as after a Scan and a reindex copies the same
+entries. The change log, the vectors fetched by a refresh and everything else go
+through moto's HTTP API as usual.
 """
 
 from __future__ import annotations
 
 import base64
 import zlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
-from imagesearch.catalog.dynamodb import DynamoDBCatalog
+from imagesearch.catalog.dynamodb import DynamoDBCatalog, Item
 from imagesearch.local.state import ACCOUNT_ID, WriteGate
 from imagesearch.resources import (
     ATTR_IMAGE_ID,
@@ -30,20 +32,24 @@ from imagesearch.resources import (
     STATUS_INDEXED,
 )
 
-Item = Mapping[str, Mapping[str, Any]]
-
 # What DynamoDBCatalog.scan_vector_items projects.
 _PROJECTED = (ATTR_IMAGE_ID, ATTR_KEY, "content_type", ATTR_VECTOR, ATTR_REVISION)
 
 
-class MotoTableFeed:
-    """``index.embedded.CatalogFeed`` over ``catalog``, whose full load reads moto's
-    table in-process (see the module docstring)."""
+class MotoTableCatalog(DynamoDBCatalog):
+    """The catalog on moto's table, whose full reads of the vectors (the embedded index's
+    load, a reindex) take the table from moto's memory (see the module docstring); every
+    other call goes to moto over HTTP as usual."""
 
-    def __init__(self, catalog: DynamoDBCatalog, gate: WriteGate, *, region: str) -> None:
-        self._catalog = catalog
+    def __init__(self, table_name: str, *, gate: WriteGate, region: str, **options: Any) -> None:
+        super().__init__(table_name, **options)
         self._gate = gate
         self._region = region
+
+    @classmethod
+    def over(cls, catalog: DynamoDBCatalog, *, gate: WriteGate, region: str) -> MotoTableCatalog:
+        """The same table and client as ``catalog``."""
+        return cls(catalog.table_name, client=catalog.client, gate=gate, region=region)
 
     def scan_vector_items(
         self, *, model_id: str, dimension: int, segment: int = 0, total_segments: int = 1
@@ -53,9 +59,7 @@ class MotoTableFeed:
         wanted = {ATTR_STATUS: STATUS_INDEXED, "model_id": model_id, "dimension": str(dimension)}
         found: list[Item] = []
         with self._gate.lock.exclusive():
-            table = get_backend("dynamodb")[ACCOUNT_ID][self._region].get_table(
-                self._catalog.table_name
-            )
+            table = get_backend("dynamodb")[ACCOUNT_ID][self._region].get_table(self.table_name)
             # No range key: one moto Item per hash key.
             stored: list[Any] = list(table.items.values())
             for item in stored:
@@ -71,12 +75,6 @@ class MotoTableFeed:
                 found.append(_raw(attrs))
         return iter(found)
 
-    def changes(self, since_ms: int, until_ms: int) -> Iterator[Item]:
-        return self._catalog.changes(since_ms, until_ms)
-
-    def vector_items(self, image_ids: Iterable[str]) -> Mapping[str, Item]:
-        return self._catalog.vector_items(image_ids)
-
 
 def _segment(image_id: str, total_segments: int) -> int:
     return zlib.crc32(image_id.encode("utf-8")) % total_segments
@@ -85,7 +83,7 @@ def _segment(image_id: str, total_segments: int) -> int:
 def _raw(attrs: Mapping[str, Any]) -> Item:
     """The projected attributes as the low-level client returns them (binary as bytes;
     moto keeps what the wire carried, base64 text)."""
-    raw: dict[str, dict[str, Any]] = {}
+    raw: Item = {}
     for name in _PROJECTED:
         attribute = attrs.get(name)
         if attribute is None:
