@@ -73,13 +73,19 @@ def build_vector_index(
     if settings.vector_store == "dynamodb":
         from imagesearch.index.embedded import EmbeddedIndex
 
-        refresh = settings.index_refresh_seconds if isinstance(settings, SearchSettings) else 1.0
         feed = (clients or Clients()).index_feed
+        options: dict[str, Any] = {}
+        if isinstance(settings, SearchSettings):
+            options = {
+                "refresh_interval": settings.index_refresh_seconds,
+                "refresh_overlap": settings.index_refresh_overlap_seconds,
+                "background_refresh": settings.index_refresh_background,
+            }
         return EmbeddedIndex(
             catalog if feed is None else feed(catalog),
             model_id=settings.model_id,
             dimension=settings.dimension,
-            refresh_interval=refresh,
+            **options,
             snapshots=build_snapshot_store(settings, clients),
             on_fallback=_count_snapshot_fallback,
         )

@@ -210,6 +210,8 @@ ENV_BEDROCK_READ_TIMEOUT: Final = "BEDROCK_READ_TIMEOUT_S"
 ENV_BEDROCK_MAX_ATTEMPTS: Final = "BEDROCK_MAX_ATTEMPTS"
 ENV_BEDROCK_RETRY_MODE: Final = "BEDROCK_RETRY_MODE"
 ENV_INDEX_REFRESH_SECONDS: Final = "INDEX_REFRESH_SECONDS"
+ENV_INDEX_REFRESH_OVERLAP: Final = "INDEX_REFRESH_OVERLAP_SECONDS"
+ENV_INDEX_REFRESH_BACKGROUND: Final = "INDEX_REFRESH_BACKGROUND"  # local mode: "true"
 ENV_MAX_UPLOAD_BYTES: Final = "MAX_UPLOAD_BYTES"
 ENV_EMBEDDED_MAX_IMAGES: Final = "EMBEDDED_MAX_IMAGES"
 ENV_SNAPSHOT_PREFIX: Final = "INDEX_SNAPSHOT_PREFIX"  # unset: no snapshot (Scan cold start)
@@ -267,6 +269,9 @@ RECORD_FIELDS: Final = (
 # CHANGE_SHARDS partitions; an image always lands in the same shard.
 INDEX_CHANGES: Final = "changes_by_shard"
 CHANGE_SHARDS: Final = 4
+# Each refresh re-reads this much before its watermark: GSIs are eventually consistent
+# and writers' clocks differ (re-applying a change is harmless; it is not fetched again).
+INDEX_REFRESH_OVERLAP_SECONDS: Final = 30.0
 CHANGES_PROJECTION: Final = (
     ATTR_KEY,
     ATTR_STATUS,

@@ -333,6 +333,12 @@ class SearchService:
         if callable(refresh):
             refresh()
 
+    def wait_for_refresh(self, timeout: float = 10.0) -> None:
+        """Let a background index refresh finish (local mode, before it stops moto)."""
+        wait = getattr(self._index, "wait_for_refresh", None)
+        if callable(wait):
+            wait(timeout)
+
     def health(self) -> HealthResponse:
         """Liveness. The embedded tier answers from cheap state only (never loads the
         index or reads the table: the route is unauthenticated): an index with

@@ -55,6 +55,9 @@ class IngestSettings(CommonSettings):
 
 class SearchSettings(CommonSettings):
     index_refresh_seconds: float = Field(default=1.0, ge=0)
+    index_refresh_overlap_seconds: float = Field(default=r.INDEX_REFRESH_OVERLAP_SECONDS, ge=0)
+    # Local mode: refresh in a thread of its own, requests answer from the state in hand.
+    index_refresh_background: bool = False
     # Embedded tier: where its snapshots live in the images bucket (None: no snapshots,
     # cold starts Scan: local mode), and its capacity (/health warns at 80 %).
     snapshot_prefix: str | None = None
@@ -76,6 +79,8 @@ _ENV_FIELDS = {
     "bedrock_retry_mode": r.ENV_BEDROCK_RETRY_MODE,
     "caption_mode": r.ENV_CAPTION_MODE,
     "index_refresh_seconds": r.ENV_INDEX_REFRESH_SECONDS,
+    "index_refresh_overlap_seconds": r.ENV_INDEX_REFRESH_OVERLAP,
+    "index_refresh_background": r.ENV_INDEX_REFRESH_BACKGROUND,
     "max_upload_bytes": r.ENV_MAX_UPLOAD_BYTES,
     "clip_model": r.ENV_CLIP_MODEL,
     "vector_bucket": r.ENV_VECTOR_BUCKET,

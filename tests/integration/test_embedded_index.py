@@ -52,7 +52,7 @@ def catalog(client: Any, clock: Clock) -> DynamoDBCatalog:
 
 
 def embedded(
-    catalog: DynamoDBCatalog, clock: Any, dimension: int = DIM, **options: Any
+    catalog: DynamoDBCatalog | Any, clock: Any, dimension: int = DIM, **options: Any
 ) -> EmbeddedIndex:
     """What a search instance holds: the embedded index over the catalog."""
     return EmbeddedIndex(catalog, model_id=MODEL, dimension=dimension, clock=clock, **options)
@@ -366,3 +366,92 @@ def test_concurrent_searches_while_the_table_changes(client: Any) -> None:
     assert errors == []
     clock.advance(5)
     assert search.count() == 40
+
+
+# -- background refresh (local mode) ----------------------------------------------------
+
+
+class SlowChangeLog:
+    """The catalog feed, with the change-log read held until ``release`` is set."""
+
+    def __init__(self, catalog: DynamoDBCatalog) -> None:
+        self._catalog = catalog
+        self.release = threading.Event()
+        self.release.set()
+        self.reading = threading.Event()
+
+    def scan_vector_items(self, **options: Any) -> Iterator[Any]:
+        return self._catalog.scan_vector_items(**options)
+
+    def changes(self, since_ms: int, until_ms: int) -> Iterator[Any]:
+        self.reading.set()
+        assert self.release.wait(30)
+        return self._catalog.changes(since_ms, until_ms)
+
+    def vector_items(self, image_ids: Any) -> Any:
+        return self._catalog.vector_items(image_ids)
+
+
+def test_a_background_refresh_lets_searches_answer_from_the_state_in_hand(
+    client: Any, clock: Clock
+) -> None:
+    writer = DynamoDBCatalog(TABLE, client=client, clock=clock)
+    writer.put(record("uploads/a.jpg", axis(0)))
+    feed = SlowChangeLog(DynamoDBCatalog(TABLE, client=client, clock=clock))
+    search = embedded(feed, clock, refresh_interval=1.0, background_refresh=True)
+    assert search.count() == 1
+
+    # When an image is added and the next refresh's change-log read is slow
+    clock.advance(2)
+    writer.put(record("uploads/b.jpg", axis(1)))
+    clock.advance(2)
+    feed.release.clear()
+
+    # Then searches answer at once from the state in hand while the refresh reads
+    hits = search.query(axis(1), 5, QueryFilters())
+    assert [hit.image_id for hit in hits] == [image_id_for_key("uploads/a.jpg")]
+    assert feed.reading.wait(30)
+    assert search.count() == 1
+    assert not search.wait_for_refresh(0.05)  # still reading: one refresh at a time
+
+    # And once the read is done, the change is there
+    feed.release.set()
+    assert search.wait_for_refresh(30)
+    hits = search.query(axis(1), 5, QueryFilters())
+    assert hits[0].image_id == image_id_for_key("uploads/b.jpg")
+    assert search.applied_changes == 1
+
+
+def test_a_failing_background_refresh_serves_the_last_state_then_503s(
+    client: Any, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    spy = SpyClient(client)
+    writer = DynamoDBCatalog(TABLE, client=client, clock=clock)
+    search = embedded(
+        DynamoDBCatalog(TABLE, client=spy, clock=clock),
+        clock,
+        refresh_interval=1.0,
+        max_staleness=60,
+        background_refresh=True,
+    )
+    writer.put(record("uploads/a.jpg"))
+    assert search.count() == 1
+
+    # When the change log throttles, searches answer from memory; the refresh logs why
+    spy.fail_queries = True
+    clock.advance(30)
+    with caplog.at_level(logging.WARNING, logger="imagesearch.index.embedded"):
+        assert len(search.query(axis(0), 5, QueryFilters())) == 1
+        assert search.wait_for_refresh(30)
+    assert "index refresh failed" in caplog.text
+
+    # But past the staleness limit the request refreshes itself, and fails
+    clock.advance(40)
+    with pytest.raises(StaleIndexError):
+        search.query(axis(0), 5, QueryFilters())
+
+    # And the first request after the table answers again is served fresh
+    spy.fail_queries = False
+    writer.put(record("uploads/b.jpg", axis(1)))
+    clock.advance(1)
+    assert search.count() == 2

@@ -10,8 +10,11 @@ by BatchGetItem only for rows it does not hold at that revision. Ingest writes o
 the catalog (see ``index.sync.FollowsCatalog``); ``upsert``/``delete`` here change this
 instance's memory only (tests, and the tier's contract suite).
 
-Thread-safe: one lock guards loading, refreshing and reading (local mode serves
-requests from several threads).
+Thread-safe: one lock guards loading, applying changes and reading (local mode serves
+requests from several threads). With ``background_refresh`` (local mode, where one
+process also runs ingest and the AWS emulator) a due refresh runs in a thread of its
+own: the request answers from the state in hand at once, the catalog reads happen
+without the lock, and only applying what they found takes it.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from imagesearch.resources import (
     ATTR_REVISION,
     ATTR_STATUS,
     ATTR_VECTOR,
+    INDEX_REFRESH_OVERLAP_SECONDS,
     STATUS_INDEXED,
     TOMBSTONE_TTL_SECONDS,
 )
@@ -139,10 +143,11 @@ class EmbeddedIndex:
         refresh_interval: float = 1.0,
         clock: Callable[[], float] = time.time,
         scan_segments: int = 4,
-        refresh_overlap: float = 30.0,
+        refresh_overlap: float = INDEX_REFRESH_OVERLAP_SECONDS,
         max_staleness: float = 60.0,
         snapshots: SnapshotSource | None = None,
         on_fallback: Callable[[str], None] | None = None,
+        background_refresh: bool = False,
     ) -> None:
         if dimension < 1:
             raise ValueError("dimension must be positive")
@@ -161,6 +166,11 @@ class EmbeddedIndex:
         self._max_staleness = max_staleness
         self._snapshots = snapshots
         self._on_fallback = on_fallback
+        self._background = background_refresh
+        self._refresher: threading.Thread | None = None
+        # The last background refresh's failure (None once one succeeds): past
+        # max_staleness, requests raise it as StaleIndexError.
+        self._refresh_error: Exception | None = None
         self._lock = threading.RLock()
         self._matrix: MatrixIndex | None = None
         # The catalog revision of each image this instance last applied (None: loaded
@@ -219,6 +229,15 @@ class EmbeddedIndex:
             else:
                 self._refresh(self._clock())
 
+    def wait_for_refresh(self, timeout: float | None = None) -> bool:
+        """Wait for a background refresh in progress (tests, shutdown); False if it
+        is still running after ``timeout``."""
+        refresher = self._refresher
+        if refresher is None:
+            return True
+        refresher.join(timeout)
+        return not refresher.is_alive()
+
     # -- cheap state (GET /health, the maintenance handler) ----------------------------
 
     def loaded_count(self) -> int | None:
@@ -271,7 +290,9 @@ class EmbeddedIndex:
             self._load()
         else:
             now = self._clock()
-            if now - self._attempted >= self._refresh_interval:
+            if now - self._attempted >= self._refresh_interval and self._background:
+                self._refresh_behind(now)
+            elif now - self._attempted >= self._refresh_interval:
                 try:
                     self._refresh(now)
                 except (ClientError, BotoCoreError, CatalogThrottled) as error:
@@ -287,6 +308,61 @@ class EmbeddedIndex:
                     )
         assert self._matrix is not None
         return self._matrix
+
+    def _refresh_behind(self, now: float) -> None:
+        """Start a background refresh unless one runs. Called with the lock held.
+
+        Once the last one failed and the state in hand is older than ``max_staleness``,
+        the request refreshes itself, as without a background thread: it answers from
+        a fresh state or raises ``StaleIndexError``."""
+        error = self._refresh_error
+        staleness = now - self._watermark
+        if error is not None and staleness > self._max_staleness:
+            try:
+                self._refresh(now)
+            except (ClientError, BotoCoreError, CatalogThrottled) as failure:
+                self._refresh_error = failure
+                raise StaleIndexError(
+                    f"search index not refreshed for {staleness:.0f} s: {failure}"
+                ) from failure
+            self._refresh_error = None
+            return
+        if self._refresher is None or not self._refresher.is_alive():
+            self._attempted = now
+            self._refresher = threading.Thread(
+                target=self._refresh_in_background, name="index-refresh", daemon=True
+            )
+            self._refresher.start()
+
+    def _refresh_in_background(self) -> None:
+        now = self._clock()
+        watermark = self._watermark
+        try:
+            with self._lock:
+                watermark = self._watermark
+                if self._matrix is None or now - watermark > TOMBSTONE_TTL_SECONDS / 2:
+                    # Not loaded, or a gap only a full load covers: that holds the lock.
+                    if self._matrix is None:
+                        self._load()
+                    else:
+                        self._refresh(now)
+                    self._refresh_error = None
+                    return
+            pending, fetched = self._read_changes(watermark, now)  # without the lock
+            with self._lock:
+                if self._watermark != watermark or self._matrix is None:
+                    return  # loaded or refreshed meanwhile: what was read may be older
+                self._apply_changes(pending, fetched, now)
+            self._refresh_error = None
+        except Exception as error:
+            # No request waits on this thread: the failure is logged here and, once the
+            # state is older than max_staleness, raised by requests as StaleIndexError.
+            self._refresh_error = error
+            logger.warning(
+                "index refresh failed; serving the state of %.1f s ago",
+                now - watermark,
+                exc_info=error,
+            )
 
     def _load(self) -> None:
         started = self._clock()
@@ -381,32 +457,45 @@ class EmbeddedIndex:
             self._matrix = None
             self._load()
             return
-        since_ms = int((self._watermark - self._overlap) * 1000)
+        pending, fetched = self._read_changes(self._watermark, now)
+        self._apply_changes(pending, fetched, now)
+
+    def _read_changes(
+        self, watermark: float, now: float
+    ) -> tuple[dict[str, Item], Mapping[str, Item]]:
+        """The catalog reads of a refresh (no state changes): the newest change of each
+        image not applied yet, and the vector items of the searchable ones."""
+        since_ms = int((watermark - self._overlap) * 1000)
         until_ms = int((now + self._overlap) * 1000)
         latest: dict[str, Item] = {}
         for item in self._catalog.changes(since_ms, until_ms):  # oldest first
             latest[item[ATTR_IMAGE_ID]["S"]] = item
-        wanted: list[str] = []
+        pending: dict[str, Item] = {}
         for image_id, item in latest.items():
             revision = item.get(ATTR_REVISION, {}).get("S")
             if revision is not None and self._revisions.get(image_id, "") == revision:
                 continue  # applied already (the overlap re-reads it)
-            if self._searchable(item):
-                wanted.append(image_id)
-            else:  # deleted, rejected, or of another model: no vector needed
+            pending[image_id] = item
+        wanted = [image_id for image_id, item in pending.items() if self._searchable(item)]
+        fetched = self._catalog.vector_items(wanted) if wanted else {}
+        return pending, fetched
+
+    def _apply_changes(
+        self, pending: Mapping[str, Item], fetched: Mapping[str, Item], now: float
+    ) -> None:
+        assert self._matrix is not None
+        for image_id, item in pending.items():
+            if not self._searchable(item):  # deleted, rejected, or of another model
                 self._matrix.remove(image_id)
-                self._revisions[image_id] = revision
-                self.applied_changes += 1
-        if wanted:
-            fetched = self._catalog.vector_items(wanted)
-            for image_id in wanted:
+                self._revisions[image_id] = item.get(ATTR_REVISION, {}).get("S")
+            else:
                 found = fetched.get(image_id)
                 if found is None:  # gone from the table (a tombstone's TTL ran out)
                     self._matrix.remove(image_id)
                     self._revisions.pop(image_id, None)
                 else:
                     self._apply(self._matrix, found)
-            self.applied_changes += len(wanted)
+            self.applied_changes += 1
         self._watermark = now
 
     def _searchable(self, item: Item) -> bool:

@@ -70,6 +70,12 @@ _WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})  # noqa: S104  (names, not bi
 # sentence-transformers' clip-ViT-B-32 produces 512-dimensional vectors.
 CLIP_DIMENSION = 512
 LOCAL_VECTOR_BUCKET = "imagesearch-local-vectors"
+# The embedded index's refresh here: moto writes an item and its change-log entry at
+# once and every writer shares this clock, so a short re-read window suffices (the
+# 30 s of Lambda re-read every second cost moto most of its time during a bulk
+# ingest); and a due refresh runs beside the request, not inside it (one process
+# runs ingest, moto and the API: docs/decisions.md).
+LOCAL_REFRESH_OVERLAP_SECONDS = 10.0
 # Handlers log JSON for CloudWatch; in a terminal only their errors are worth
 # showing (local mode prints one readable line per file itself).
 _POWERTOOLS_DEFAULTS = {
@@ -167,6 +173,7 @@ class LocalMode:
         self._dummy_credentials = False
         self.reindexing = 0  # objects re-enqueued because the saved table had another shape
         self._server: GatewayServer | None = None
+        self._search: Any | None = None
         self._worker: IngestWorker | None = None
         self._mirror: DropboxMirror | None = None
         self._clients: AwsClients | None = None
@@ -345,6 +352,7 @@ class LocalMode:
         # so /health counts from the start.
         search.warm()
         api_handler.configure(search)
+        self._search = search
 
     def probe(self) -> ProbeFailure | None:
         """One free call that tells whether the model works (see local/probe.py)."""
@@ -551,7 +559,10 @@ class LocalMode:
 
     def _handler_environ(self) -> dict[str, str]:
         assert self.resources is not None
-        vectors = {}
+        vectors = {
+            r.ENV_INDEX_REFRESH_OVERLAP: str(LOCAL_REFRESH_OVERLAP_SECONDS),
+            r.ENV_INDEX_REFRESH_BACKGROUND: "true",
+        }
         if self.vector_store == "s3vectors":
             vectors = {
                 r.ENV_VECTOR_BUCKET: LOCAL_VECTOR_BUCKET,
@@ -580,6 +591,8 @@ class LocalMode:
             self._mirror.stop()
         if self._worker is not None:
             self._worker.stop()
+        if self._search is not None:
+            self._search.wait_for_refresh()  # before moto goes
         try:
             if self._saver is not None:
                 self._saver.stop()
