@@ -244,6 +244,14 @@ class ImageSearchStack(Stack):
                     resources=[self._snapshots_arn()],
                 )
             )
+            # GET /health before the first snapshot: the table's item count (no item read).
+            grant(
+                iam.PolicyStatement(
+                    sid="DescribeImageTable",
+                    actions=["dynamodb:DescribeTable"],
+                    resources=[table_arn],
+                )
+            )
 
     def _grant_maintenance(self) -> None:
         if self.maintenance is None:

@@ -303,8 +303,9 @@ class UploadResponse(_Response):
 
 class HealthResponse(_Response):
     status: Literal["ok"] = "ok"
-    # From cheap state only (never a table read): the instance's loaded index, else
-    # the index snapshot's header; null when neither exists yet.
+    # From cheap state only (never a record read): the instance's loaded index, else
+    # the index snapshot's header, else the table's approximate item count
+    # (DescribeTable); null only when that fails too.
     images: int | None
     model_id: str
     dimension: int

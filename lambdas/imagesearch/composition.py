@@ -231,4 +231,5 @@ def build_search_service(settings: SearchSettings, clients: Clients | None = Non
         # indexed records (what the index converges to; `imagesearch status` shows both).
         image_count=indexed_in_catalog if settings.vector_store == "s3vectors" else None,
         capacity=settings.embedded_max_images if settings.vector_store == "dynamodb" else None,
+        table_count=catalog.approximate_count if settings.vector_store == "dynamodb" else None,
     )

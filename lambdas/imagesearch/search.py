@@ -92,12 +92,16 @@ class SearchService:
         max_upload_bytes: int | None = None,
         image_count: Callable[[], int] | None = None,
         capacity: int | None = None,
+        table_count: Callable[[], int | None] | None = None,
     ) -> None:
         self._catalog = catalog
         # /health's image count; by default the index's own count (S3 Vectors has no
         # count API: listing it is for status and reindex only, see composition).
         self._image_count = image_count or index.count
         self._has_own_count = image_count is None
+        # /health's last resort on the embedded tier (a cold instance, no snapshot yet):
+        # an approximate count that reads no record (the table's DescribeTable count).
+        self._table_count = table_count
         self._index = index
         self._embedder = embedder
         self._store = store
@@ -342,14 +346,17 @@ class SearchService:
     def health(self) -> HealthResponse:
         """Liveness. The embedded tier answers from cheap state only (never loads the
         index or reads the table: the route is unauthenticated): an index with
-        ``health_count`` answers from what it holds or its snapshot's header; otherwise
-        ``image_count`` (the scale tier: the catalog's count)."""
+        ``health_count`` answers from what it holds or its snapshot's header, else (no
+        snapshot yet) from ``table_count``; otherwise ``image_count`` (the scale tier:
+        the catalog's count)."""
         health_count = getattr(self._index, "health_count", None)
         images = (
             health_count()
             if callable(health_count) and self._has_own_count
             else self._image_count()
         )
+        if images is None and self._table_count is not None:
+            images = self._table_count()
         near = (
             self.capacity is not None
             and images is not None

@@ -148,6 +148,7 @@ def test_search_role_grants_exactly(any_app: Synthesized) -> None:
         ),
         ({"s3:PutObject", "s3:DeleteObject"}, [arns.objects(arns.prefix)]),
         ("bedrock:InvokeModel", [arns.model]),
+        ("dynamodb:DescribeTable", [arns.table]),
     )
 
 

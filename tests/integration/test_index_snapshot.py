@@ -6,12 +6,14 @@ and GET /health answering without a table read."""
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from typing import Any
 
 import boto3
 import numpy as np
 import pytest
+from botocore.exceptions import ClientError
 from moto import mock_aws
 
 from imagesearch.catalog.dynamodb import DynamoDBCatalog
@@ -445,7 +447,8 @@ def test_health_reads_no_table_and_never_loads(
         put(catalog, n, axis(n))
     spied, spy = spied_catalog(aws, clock)
 
-    # Without a snapshot, a cold instance does not know yet (and does not look)
+    # Without a snapshot, a cold instance answers the table's item count: DescribeTable,
+    # no record read (cached: the page polls /health)
     service = SearchService(
         spied,
         index_of(spied, clock, store_of(aws[1], clock)),
@@ -455,9 +458,13 @@ def test_health_reads_no_table_and_never_loads(
         model_id=MODEL,
         dimension=DIM,
         capacity=6,
+        table_count=spied.approximate_count,
     )
     health = service.health()
-    assert health.images is None and spy.calls == []
+    assert health.images == 5 and spy.calls == ["describe_table"]
+    clock.advance(60)
+    assert service.health().images == 5 and spy.calls == ["describe_table"]
+    spy.calls.clear()
 
     # With one, the snapshot header says how many (one small S3 GET)
     build_first(catalog, aws[1], clock)
@@ -471,6 +478,7 @@ def test_health_reads_no_table_and_never_loads(
         model_id=MODEL,
         dimension=DIM,
         capacity=6,
+        table_count=spied.approximate_count,
     )
     health = service.health()
     assert (health.images, health.capacity, health.near_capacity) == (5, 6, True)
@@ -481,3 +489,32 @@ def test_health_reads_no_table_and_never_loads(
     spy.calls.clear()
     clock.advance(10)
     assert service.health().images == 5 and spy.calls == []
+
+
+def test_health_without_a_snapshot_or_the_table_count_answers_null(
+    aws: tuple[Any, Any], clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    class NoDescribe(Spy):
+        def describe_table(self, **kwargs: Any) -> Any:
+            self.calls.append("describe_table")
+            raise ClientError(
+                {"Error": {"Code": "AccessDeniedException", "Message": "no"}}, "DescribeTable"
+            )
+
+    spy = NoDescribe(aws[0])
+    catalog = DynamoDBCatalog(TABLE, client=spy, clock=clock)
+    service = SearchService(
+        catalog,
+        index_of(catalog, clock, store_of(aws[1], clock)),
+        None,
+        None,  # type: ignore[arg-type]
+        upload_prefix="uploads/",
+        model_id=MODEL,
+        dimension=DIM,
+        table_count=catalog.approximate_count,
+    )
+
+    with caplog.at_level(logging.WARNING, logger="imagesearch.catalog.dynamodb"):
+        assert service.health().images is None
+    assert "could not read the table's item count" in caplog.text
+    assert spy.calls == ["describe_table"]

@@ -33,7 +33,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from imagesearch.ports import Page, VectorEntry
 from imagesearch.records import (
@@ -208,6 +208,7 @@ class DynamoDBCatalog:
         self._clock = clock
         self._sleep = sleep
         self._client_lock = threading.Lock()
+        self._table_count: tuple[float, int | None] | None = None  # (read at, count)
 
     @property
     def table_name(self) -> str:
@@ -467,6 +468,24 @@ class DynamoDBCatalog:
     def counts(self) -> dict[str, int]:
         """Records per listable status (COUNT queries on ``by_status``: no item data)."""
         return {status: self._count(status) for status in _LISTABLE_STATUSES}
+
+    def approximate_count(self, max_age: float = 300.0) -> int | None:
+        """The table's item count as DescribeTable reports it (no item is read; DynamoDB
+        updates it about every six hours, and it counts every record, whatever its
+        status), cached ``max_age`` seconds; None (logged) when it cannot be had."""
+        now = self._clock()
+        cached = self._table_count
+        if cached is not None and now - cached[0] < max_age:
+            return cached[1]
+        try:
+            count: int | None = int(
+                self.client.describe_table(TableName=self._table)["Table"]["ItemCount"]
+            )
+        except (ClientError, BotoCoreError, KeyError, ValueError) as error:
+            logger.warning("could not read the table's item count: %s", error)
+            count = None
+        self._table_count = (now, count)
+        return count
 
     def count_other_model(self, model_id: str, dimension: int) -> int:
         """Indexed records embedded with another model or dimension."""
