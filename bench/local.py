@@ -77,7 +77,12 @@ def _free_port() -> int:
 
 
 def _environment(bedrock_url: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "POWERTOOLS_"))}
+    # PYTHONDONTWRITEBYTECODE left out: a user's restart imports compiled bytecode.
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("AWS_", "POWERTOOLS_")) and k != "PYTHONDONTWRITEBYTECODE"
+    }
     env.update(
         {
             "AWS_ACCESS_KEY_ID": "bench",

@@ -364,17 +364,28 @@ class DefaultSession:
     ``boto3.DEFAULT_SESSION`` (what the handlers' ``boto3.client`` calls use): a
     session reads botocore's endpoint and service data on its first client of each
     service (a quarter of a second for S3 alone), so every client of local mode, its
-    handlers and its probe shares one. ``restore`` puts the previous one back."""
+    handlers and its probe shares one, and so does moto, which otherwise makes a session
+    of its own to list each service's regions (reading botocore's 1.2 MB endpoint file
+    again). ``restore`` puts the previous ones back."""
 
     def __init__(self) -> None:
-        self._saved: list[Any] = []
+        self._saved: list[tuple[Any, Any]] = []
 
     def install(self, region: str) -> Any:
+        from moto.core.base_backend import AccountSpecificBackend
+
         session = boto3.session.Session(region_name=region)
-        self._saved.append(boto3.DEFAULT_SESSION)
+        self._saved.append((boto3.DEFAULT_SESSION, AccountSpecificBackend.__dict__["get_session"]))
         boto3.DEFAULT_SESSION = session
+        AccountSpecificBackend.get_session = classmethod(  # type: ignore[method-assign,assignment]
+            lambda cls: session
+        )
         return session
 
     def restore(self) -> None:
+        from moto.core.base_backend import AccountSpecificBackend
+
         while self._saved:
-            boto3.DEFAULT_SESSION = self._saved.pop()
+            default, moto_sessions = self._saved.pop()
+            boto3.DEFAULT_SESSION = default
+            AccountSpecificBackend.get_session = moto_sessions  # type: ignore[method-assign]
