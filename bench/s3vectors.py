@@ -14,6 +14,9 @@
   emulator in its own process over loopback HTTP (our side plus the emulator's work).
   Next to them, ``... before:`` the same input through the adapter as it was (float
   lists serialised by botocore, sequential), on fewer vectors.
+- ``s3vectors emulator PutVectors 500 x 1024:``: the emulator's own work per request
+  (JSON parsing, then validation and storage), in process, on the bodies our client
+  sends: what bounds the line through the emulator.
 
 Run: ``python -m bench s3vectors``.
 """
@@ -41,7 +44,11 @@ from imagesearch.catalog.dynamodb import DynamoDBCatalog
 from imagesearch.cli.vectors import reindex
 from imagesearch.index.matrix import MatrixIndex
 from imagesearch.index.s3vectors import S3VectorsIndex, metadata_for
-from imagesearch.local.s3vectors_emulator import S3VectorsEmulator, ensure_index
+from imagesearch.local.s3vectors_emulator import (
+    S3VectorsEmulator,
+    S3VectorsService,
+    ensure_index,
+)
 from imagesearch.ports import QueryFilters, VectorEntry
 from imagesearch.resources import S3VECTORS_NON_FILTERABLE_KEYS
 
@@ -219,9 +226,10 @@ def _catalog(pages: _ScanPages) -> DynamoDBCatalog:
     return DynamoDBCatalog("bench-images", client=client)
 
 
-def _stubbed_index() -> S3VectorsIndex:
+def _stubbed_index(bodies: list[bytes] | None = None) -> S3VectorsIndex:
     """The adapter on a client whose requests are answered at ``before-send``: every
-    PutVectors is built, serialised and signed as for the service, then answered."""
+    PutVectors is built, serialised and signed as for the service, then answered (and
+    its body kept in ``bodies`` when given)."""
     client = boto3.client(
         "s3vectors",
         endpoint_url="http://127.0.0.1:9",
@@ -232,6 +240,8 @@ def _stubbed_index() -> S3VectorsIndex:
     )
 
     def answer(request: Any, **_: Any) -> AWSResponse:
+        if bodies is not None and request.url.endswith("/PutVectors"):
+            bodies.append(bytes(request.body))
         return _json_response(request, b'{"vectors":[]}')
 
     client.meta.events.register("before-send.s3vectors", answer)
@@ -281,6 +291,44 @@ def _emulator_process() -> tuple[subprocess.Popen[str], str]:
     return process, process.stdout.readline().strip()
 
 
+def bench_emulator_alone(requests: int = 10) -> None:
+    """The emulator's own work per PutVectors of 500 (the bodies our client sends),
+    in this process without HTTP: parsing the JSON, then validating and storing."""
+    bodies: list[bytes] = []
+    _stubbed_index(bodies).upsert(list(_entries(requests * 500, DIMENSION)))
+    service = S3VectorsService()
+    service.handle("CreateVectorBucket", {"vectorBucketName": "bench-vectors"})
+    service.handle(
+        "CreateIndex",
+        {
+            "vectorBucketName": "bench-vectors",
+            "indexName": "bench-reindex",
+            "dataType": "float32",
+            "dimension": DIMENSION,
+            "distanceMetric": "cosine",
+            "metadataConfiguration": {
+                "nonFilterableMetadataKeys": list(S3VECTORS_NON_FILTERABLE_KEYS)
+            },
+        },
+    )
+    parse = handle = 0.0
+    for body in bodies:
+        started = time.perf_counter()
+        params = json.loads(body)
+        parsed = time.perf_counter()
+        service.handle("PutVectors", params)
+        parse += parsed - started
+        handle += time.perf_counter() - parsed
+    count = requests * 500
+    report(
+        f"s3vectors emulator PutVectors 500 x {DIMENSION}:",
+        f"{count / (parse + handle):8.0f} vectors/s  the emulator alone, no HTTP"
+        f" ({(parse + handle) / len(bodies) * 1000:.0f} ms a request: JSON parsing"
+        f" {parse / len(bodies) * 1000:.0f} ms, validating and storing"
+        f" {handle / len(bodies) * 1000:.0f} ms; {len(bodies[0]) / 2**20:.1f} MiB bodies)",
+    )
+
+
 def bench_reindex(count: int = REINDEX_COUNT, before_count: int = BEFORE_COUNT) -> None:
     print(
         f"reindex: catalog Scan pages of {PAGE_ITEMS} items as DynamoDB wire bytes (botocore"
@@ -304,6 +352,7 @@ def bench_reindex(count: int = REINDEX_COUNT, before_count: int = BEFORE_COUNT) 
         f"{written / seconds:8.0f} vectors/s  our side alone, as it was (one Scan, float"
         " lists serialised by botocore, one request at a time)",
     )
+    bench_emulator_alone()
     process, endpoint = _emulator_process()
     try:
         client = _client(endpoint)

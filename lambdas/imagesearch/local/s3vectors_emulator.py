@@ -278,6 +278,8 @@ class S3VectorsService:
         if report.has_errors():
             raise _invalid(report.generate_report())
         _check_maxima(shaped, shape, "")
+        if checked:  # the operation reads the arrays already made
+            params = _with_arrays(params, checked)
         method = getattr(self, "_" + _snake(operation), None)
         if method is None:
             raise ServiceError(
@@ -602,6 +604,14 @@ def _with_stand_ins(params: dict[str, Any], checked: dict[int, Any]) -> dict[str
     for position in checked:
         vector = vectors[position]
         vectors[position] = {**vector, "data": {**vector["data"], "float32": [1.0]}}
+    return {**params, "vectors": vectors}
+
+
+def _with_arrays(params: dict[str, Any], checked: dict[int, Any]) -> dict[str, Any]:
+    vectors = list(params["vectors"])
+    for position, array in checked.items():
+        vector = vectors[position]
+        vectors[position] = {**vector, "data": {**vector["data"], "float32": array}}
     return {**params, "vectors": vectors}
 
 
