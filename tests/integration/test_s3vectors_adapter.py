@@ -15,6 +15,7 @@ from botocore.stub import Stubber
 
 from imagesearch.errors import IndexUnavailable
 from imagesearch.index.s3vectors import (
+    LIST_SEGMENTS,
     MAX_FOLDER_DEPTH,
     S3VectorsIndex,
     folder_id,
@@ -196,3 +197,18 @@ def test_written_vectors_read_back_exactly(spy: tuple[Spy, S3VectorsIndex]) -> N
     sent = index._units([entry.vector for entry in written])  # the unit rows written
     for row, entry in enumerate(written):
         assert np.array_equal(stored[entry.image_id], sent[row])  # bit for bit
+
+
+def test_listing_runs_in_parallel_segments(spy: tuple[Spy, S3VectorsIndex]) -> None:
+    client, index = spy
+    index.upsert(entries(1201))
+    whole = list(index.keys(segments=1))
+    assert len(whole) == len(set(whole)) == 1201
+    assert [call.get("segmentCount") for call in client.named("list_vectors")] == [None, None]
+    client.calls.clear()
+    listed = list(index.keys())
+    assert sorted(listed) == sorted(whole)  # every key once
+    calls = client.named("list_vectors")
+    assert {call["segmentCount"] for call in calls} == {LIST_SEGMENTS}
+    assert {call["segmentIndex"] for call in calls} == set(range(LIST_SEGMENTS))
+    assert index.count() == 1201

@@ -44,6 +44,7 @@ import hashlib
 import json
 import math
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -68,6 +69,7 @@ PUT_BUDGET_BYTES = MAX_PAYLOAD_BYTES - 64 * 1024
 MAX_DELETE = 500  # keys per DeleteVectors
 MAX_GET = 100  # keys per GetVectors
 MAX_LIST = 1000  # vectors per ListVectors page
+LIST_SEGMENTS = 8  # parallel ListVectors segments (the service allows 16)
 MAX_FOLDER_DEPTH = 64  # ancestor folders stored per vector (64 x 12 chars < 1 KB)
 
 
@@ -343,11 +345,25 @@ class S3VectorsIndex:
             raise IndexUnavailable(f"vector index read failed: {type(error).__name__}") from error
         return found
 
-    def keys(self) -> Iterator[str]:
-        """Every vector key (image id) held, page by page (status and reindex only)."""
+    def keys(self, segments: int = LIST_SEGMENTS) -> Iterator[str]:
+        """Every vector key (image id) held (status and reindex only): ListVectors pages
+        of 1,000, ``segments`` parallel listings (the service takes up to 16), since a
+        million vectors are a thousand pages."""
+        if segments == 1:
+            yield from self._list(None, None)
+            return
+        with ThreadPoolExecutor(max_workers=segments, thread_name_prefix="list-vectors") as pool:
+            parts = pool.map(lambda n: list(self._list(n, segments)), range(segments))
+            for part in parts:
+                yield from part
+
+    def _list(self, segment: int | None, segments: int | None) -> Iterator[str]:
         token: str | None = None
         while True:
             kwargs: dict[str, Any] = {**self._target(), "maxResults": MAX_LIST}
+            if segments is not None:
+                kwargs["segmentCount"] = segments
+                kwargs["segmentIndex"] = segment
             if token:
                 kwargs["nextToken"] = token
             response = self._client.list_vectors(**kwargs)
