@@ -4,7 +4,10 @@ Each case runs in a fresh interpreter that first imports the ingest handler (so 
 baseline is the function's own runtime), reads the file (the object body) and calls
 ``prepare_with_thumbnail``. The peak is the child's ``ru_maxrss`` as its parent sees
 it, and must stay below the memory the stack gives the function. The search case
-sends ten worst-case query images in one request through ``SearchService``.
+sends ten worst-case query images in one request through ``SearchService``. The batch
+case prepares the images of one SQS message batch for a multi-image model (Cohere v4),
+holding nine near the model's byte limit while the worst decode runs, then builds the
+multi-image requests.
 
 Subprocesses: Linux carries ``ru_maxrss`` over fork + exec, so the child would report
 this (large) pytest process's peak. A small launcher in between starts clean.
@@ -19,11 +22,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from fakes.imagefactory import MEMORY_WORST_CASES, WorstCase
 from imagesearch import images
+from imagesearch.embedders.cohere import COHERE_LIMITS
 from stacks.ingest import MEMORY_MB as INGEST_MEMORY_MB
 from stacks.search_api import MEMORY_MB as SEARCH_MEMORY_MB
 
@@ -41,6 +46,7 @@ _INGEST_CHILD = """
 import json, sys, time
 import imagesearch.handlers.ingest  # the function's runtime: boto3, powertools, pydantic
 from imagesearch import images
+from imagesearch.embedders.cohere import COHERE_LIMITS
 from imagesearch.errors import ImageRejected
 data = open(sys.argv[1], "rb").read()
 started = time.perf_counter()
@@ -87,12 +93,49 @@ print(json.dumps(result))
 """
 
 
-def measure(script: str, path: Path) -> tuple[dict[str, object], float]:
-    """Run ``script`` on ``path`` in a clean child: (its JSON result, its peak RSS in MB)."""
+_BATCH_CHILD = """
+import json, sys, time
+import imagesearch.handlers.ingest  # the function's runtime
+from imagesearch import images
+from imagesearch.embedders.cohere import COHERE_LIMITS
+from imagesearch.embedders import EmbedInput
+from imagesearch.embedders.cohere import COHERE_LIMITS, CohereEmbedV4Embedder
+
+class NoNetwork(CohereEmbedV4Embedder):
+    def invoke(self, body):  # the request is built in full; the answer is one per image
+        count = body.count(b'"data:image/')
+        return json.dumps({"embeddings": {"float": [[1.0] * 1536] * count}}).encode()
+
+started = time.perf_counter()
+waiting = []  # what ingest holds per image until the model call: model bytes, thumbnail
+for path in sys.argv[1:]:
+    data = open(path, "rb").read()
+    prepared, thumbnail = images.prepare_with_thumbnail(
+        data,
+        max_side=COHERE_LIMITS.max_side,
+        max_bytes=COHERE_LIMITS.max_bytes,
+        native_formats=COHERE_LIMITS.native_formats,
+        max_area=COHERE_LIMITS.max_area,
+    )
+    del data
+    waiting.append((prepared.model_bytes, thumbnail))
+embedder = NoNetwork(dimension=1536, client=object())
+vectors = embedder.embed_images([EmbedInput(image) for image, _ in waiting])
+print(json.dumps({
+    "outcome": "indexed",
+    "vectors": len(vectors),
+    "held_bytes": sum(len(image) for image, _ in waiting),
+    "seconds": time.perf_counter() - started,
+}))
+"""
+
+
+def measure(script: str, *paths: Path) -> tuple[dict[str, object], float]:
+    """Run ``script`` on ``paths`` in a clean child: (its JSON result, its peak RSS in MB)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "lambdas"), str(ROOT)])
     completed = subprocess.run(
-        [sys.executable, "-c", _LAUNCHER, sys.executable, "-c", script, str(path)],
+        [sys.executable, "-c", _LAUNCHER, sys.executable, "-c", script, *map(str, paths)],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -171,3 +214,33 @@ def test_ten_worst_case_query_images_fit_the_search_function(case_id: str, tmp_p
     assert result["outcome"] == case.outcome, result
     # And the peak RSS stays below the search function's memory
     assert peak_mb < SEARCH_MEMORY_MB, f"10 x {case.description}: peak {peak_mb:.0f} MB"
+
+
+def noise_png_near(limit: int) -> bytes:
+    """An RGB noise PNG just under ``limit`` bytes: passed to the model untouched, so
+    the batch holds it whole until the call."""
+    side = int((limit / 3) ** 0.5) - 8
+    pixels = np.random.default_rng(5).integers(0, 256, (side, side, 3), dtype=np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(pixels, "RGB").save(out, "PNG", compress_level=1)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("case_id", ["png", "webp"])
+def test_a_message_batch_for_a_multi_image_model_fits_the_ingest_function(
+    case_id: str, tmp_path: Path
+) -> None:
+    # Given one message batch for Cohere v4: nine images near its 5 MiB limit, which
+    # wait for the model whole, and the worst decode of a format last
+    heavy = tmp_path / "heavy.png"
+    heavy.write_bytes(noise_png_near(COHERE_LIMITS.max_bytes))
+    assert len(heavy.read_bytes()) > 0.85 * COHERE_LIMITS.max_bytes
+    worst = build(next(c for c in MEMORY_WORST_CASES if c.id == case_id), tmp_path)
+
+    # When ingest prepares all ten and builds the multi-image requests
+    result, peak_mb = measure(_BATCH_CHILD, *[heavy] * 9, worst)
+
+    # Then every image gets its vector, and the peak RSS stays below the function's memory
+    assert result["vectors"] == 10, result
+    assert int(str(result["held_bytes"])) > 9 * 0.85 * COHERE_LIMITS.max_bytes
+    assert peak_mb < INGEST_MEMORY_MB, f"9 x 5 MiB + {case_id}: peak {peak_mb:.0f} MB"

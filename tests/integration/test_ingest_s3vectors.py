@@ -233,3 +233,43 @@ def test_a_failed_vector_sync_fails_only_the_messages_it_concerns_and_the_retry_
     assert fake_bedrock.calls == calls
     assert_index_equals_catalog(aws, index, *keys, stale)
     assert index.count() == 4
+
+
+def test_local_modes_worker_syncs_a_received_batch_with_one_put_vectors_call(
+    aws, index, deliver, ingest_handler, fake_bedrock, emulator
+):
+    from imagesearch.catalog.dynamodb import DynamoDBCatalog
+    from imagesearch.local.moto_env import LocalResources
+    from imagesearch.local.worker import IngestWorker
+
+    # Given eight uploads whose notifications wait in the ingest queue
+    keys = [aws.upload(f"worker/{n}.jpg", (RED, BLUE)[n % 2]) for n in range(8)]
+    aws.sqs.purge_queue(QueueUrl=aws.queue_url)  # (S3's test event)
+    for n, key in enumerate(keys):
+        aws.sqs.send_message(QueueUrl=aws.queue_url, MessageBody=created(aws, key, f"00A{n:02d}"))
+    arn = aws.sqs.get_queue_attributes(QueueUrl=aws.queue_url, AttributeNames=["QueueArn"])
+    resources = LocalResources(
+        endpoint_url="",
+        region="us-east-1",
+        bucket=aws.bucket,
+        table=aws.table,
+        queue_url=aws.queue_url,
+        queue_arn=arn["Attributes"]["QueueArn"],
+        dlq_url=aws.dlq_url,
+        upload_prefix=aws.upload_prefix,
+    )
+    worker = IngestWorker(
+        handler=ingest_handler,
+        sqs=aws.sqs,
+        catalog=DynamoDBCatalog(aws.table, client=aws.dynamodb),
+        resources=resources,
+    )
+    received = aws.sqs.receive_message(QueueUrl=aws.queue_url, MaxNumberOfMessages=10)["Messages"]
+    assert len(received) == 8
+    before = len(emulator.service.calls)
+    # When local mode's worker processes the batch it received
+    assert worker.process_batch(received) == set()
+    # Then the handler's batched path ran: one PutVectors for the eight
+    assert index_calls(emulator, before) == {"PutVectors": 1, "DeleteVectors": 0}
+    assert_index_equals_catalog(aws, index, *keys)
+    assert aws.queue_depth(aws.queue_url) == 0
