@@ -218,3 +218,24 @@ def test_a_failed_catalog_read_ends_the_copy_with_its_error(catalog, index) -> N
         run(catalog, index)
     # the other readers and the writers have stopped
     assert not [t for t in threading.enumerate() if t.name.startswith("reindex-")]
+
+
+class Progress:
+    def __init__(self) -> None:
+        self.steps: list[int] = []
+        self.threads: set[str] = set()
+
+    def update(self, count: int) -> None:
+        self.steps.append(count)
+        self.threads.add(threading.current_thread().name)
+
+
+def test_the_progress_bar_counts_every_vector_once(catalog, index) -> None:
+    for n in range(1100):
+        put(catalog, n)
+    index.upsert(list(catalog.indexed_vectors(model_id=MODEL, dimension=DIM))[:300])
+    progress = Progress()
+    result = run(catalog, index, progress=progress)
+    assert (result["written"], result["skipped"]) == (800, 300)
+    assert sum(progress.steps) == 1100
+    assert progress.threads == {threading.current_thread().name}  # the caller's thread only

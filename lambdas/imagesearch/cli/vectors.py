@@ -34,7 +34,7 @@ from typing import Any, TextIO
 
 from imagesearch import resources as r
 from imagesearch.cli.errors import CliError
-from imagesearch.index.s3vectors import MAX_PUT, S3VectorsIndex
+from imagesearch.index.s3vectors import LIST_SEGMENTS, MAX_PUT, S3VectorsIndex
 from imagesearch.ports import VectorEntry
 
 # The change log is an eventually consistent GSI and writers' clocks differ.
@@ -57,7 +57,7 @@ def vector_index(ctx: Any) -> S3VectorsIndex | None:
 
     config = Config(
         retries={"mode": "adaptive", "max_attempts": 10},
-        max_pool_connections=WRITERS + 2,
+        max_pool_connections=max(WRITERS, LIST_SEGMENTS) + 2,
     )
     if backend.vectors_endpoint_url:
         import boto3
