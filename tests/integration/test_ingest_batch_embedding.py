@@ -279,3 +279,77 @@ def test_the_same_image_twice_in_a_batch_applies_in_order(
     assert [c.items for c in fake_bedrock.call_log] == [2, 1]
     fake_bedrock.reset()
     assert_stored(aws, keys, single_call_vectors(fake_bedrock, images))
+
+
+def test_an_error_reading_one_image_fails_only_its_message(
+    aws, cohere_env, ingest_handler, fake_bedrock: FakeBedrock, monkeypatch
+) -> None:
+    from botocore.exceptions import ClientError
+
+    from imagesearch.objectstore import S3ObjectStore
+
+    # Given three uploads, and S3 failing to serve the second
+    images = [jpeg(n) for n in range(3)]
+    keys = [aws.upload(f"s3error/{n}.jpg", image) for n, image in enumerate(images)]
+    real_get = S3ObjectStore.get
+
+    def flaky_get(self: S3ObjectStore, key: str, *, max_bytes: int) -> Any:
+        if key == keys[1]:
+            error = {"Error": {"Code": "SlowDown", "Message": "Please reduce your request rate."}}
+            raise ClientError(error, "GetObject")
+        return real_get(self, key, max_bytes=max_bytes)
+
+    monkeypatch.setattr(S3ObjectStore, "get", flaky_get)
+    # When they arrive in one batch, and a malformed message beside them
+    event = sqs_event(
+        [
+            *(
+                sqs_message(json.dumps({"Records": [created(aws, key, n)]}), f"m-{n}")
+                for n, key in enumerate(keys)
+            ),
+            sqs_message("not json", "m-bad"),
+        ],
+        QUEUE_ARN,
+    )
+    response = handler.handler(event, FakeLambdaContext())
+    # Then only that image's message and the malformed one fail; the other two were
+    # embedded together and indexed
+    assert [i["itemIdentifier"] for i in response["batchItemFailures"]] == ["m-1", "m-bad"]
+    assert [c.items for c in fake_bedrock.call_log] == [2]
+    assert aws.record(keys[1]) is None
+    fake_bedrock.reset()
+    assert_stored(
+        aws, [keys[0], keys[2]], single_call_vectors(fake_bedrock, [images[0], images[2]])
+    )
+
+
+def test_an_error_writing_one_record_fails_only_its_message(
+    aws, cohere_env, ingest_handler, fake_bedrock: FakeBedrock, monkeypatch
+) -> None:
+    from botocore.exceptions import ClientError
+
+    from imagesearch.catalog.dynamodb import DynamoDBCatalog
+
+    # Given three uploads, and the catalog throttling the write of the third's record
+    images = [jpeg(n) for n in range(3)]
+    keys = [aws.upload(f"puterror/{n}.jpg", image) for n, image in enumerate(images)]
+    real_put = DynamoDBCatalog.put
+
+    def throttled_put(self: DynamoDBCatalog, record: Any) -> bool:
+        if record.key == keys[2]:
+            error = {"Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"}}
+            raise ClientError(error, "PutItem")
+        return real_put(self, record)
+
+    messages = [[created(aws, key, n)] for n, key in enumerate(keys)]
+    with monkeypatch.context() as patch:
+        patch.setattr(DynamoDBCatalog, "put", throttled_put)
+        # When they arrive in one batch (one model call for the three)
+        assert deliver(messages) == ["m-2"]
+    # Then only its message fails; the others' records are written
+    assert [aws.record(k) is not None for k in keys] == [True, True, False]
+    # When the queue redelivers the batch, only the third image is embedded again
+    assert deliver(messages) == []
+    assert [c.items for c in fake_bedrock.call_log] == [3, 1]
+    fake_bedrock.reset()
+    assert_stored(aws, keys, single_call_vectors(fake_bedrock, images))
