@@ -6,7 +6,8 @@ does not count against the measured process.
 
 DIR holds ``s3/<bucket>/<key>`` files, ``changes.json`` (change-log items, each with the
 partition it belongs to) and ``vectors.json`` (items by id). Change items are visible
-only after ``POST /_control/changes`` (the bench switches them on between refreshes).
+only after ``POST /_control/changes`` (the bench switches them on between refreshes),
+or from the start with a third argument ``changes``.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ from urllib.parse import unquote
 
 
 class State:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, changes_visible: bool = False) -> None:
         self.root = root
-        self.changes_visible = False
+        self.changes_visible = changes_visible
         changes = (
             json.loads((root / "changes.json").read_text())
             if (root / "changes.json").exists()
@@ -125,7 +126,8 @@ def make_handler(state: State) -> type[BaseHTTPRequestHandler]:
 
 def main(argv: list[str]) -> None:
     root, port_file = Path(argv[0]), Path(argv[1])
-    server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(State(root)))
+    state = State(root, changes_visible=argv[2:] == ["changes"])
+    server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(state))
     server.daemon_threads = True
     port_file.write_text(str(server.server_address[1]))
     server.serve_forever()

@@ -18,8 +18,9 @@ from stacks.functions import LoggedFunction, runtime_environment
 from stacks.search_api import embedded_environment, embedded_memory_mb
 
 SERVICE_NAME = "imagesearch-maintenance"
-# A snapshot is at most this old when a search instance starts (plus its catch-up).
-SCHEDULE = Duration.minutes(10)
+# How often it checks (cheaply: a pointer GET and COUNT queries) whether a new snapshot
+# is due: after r.SNAPSHOT_AFTER_CHANGES changes, or r.SNAPSHOT_MAX_LAG_SECONDS with any.
+SCHEDULE = Duration.minutes(1)
 # A Scan of 1M rows (fallback) and a multi-GB upload fit with room to spare.
 TIMEOUT = Duration.minutes(10)
 
@@ -44,7 +45,7 @@ class IndexMaintenance(Construct):
             "Handler",
             code=code,
             handler=r.MAINTENANCE_HANDLER,
-            description="Embedded index maintenance: writes the index snapshot on a schedule",
+            description="Embedded index maintenance: writes the index snapshot when due",
             # The loaded index plus the snapshot's metadata while it is written.
             memory_mb=embedded_memory_mb(config.embedded_max_images, config.embedding_dimension),
             timeout=TIMEOUT,

@@ -188,6 +188,12 @@ SNAPSHOT_PREFIX: Final = "index-snapshots/"
 # this many days (maintenance stopped) expires: readers then use the Scan path.
 SNAPSHOT_NONCURRENT_DAYS: Final = 1
 SNAPSHOT_EXPIRATION_DAYS: Final = 14
+# The maintenance function checks every minute (a pointer GET and COUNT queries of the
+# change log) and writes a new snapshot once this many changes have accumulated since
+# the current one, or once it is this old with any change: a cold start catches up at
+# most about that many changes (docs/decisions.md).
+SNAPSHOT_AFTER_CHANGES: Final = 1000
+SNAPSHOT_MAX_LAG_SECONDS: Final = 600
 # S3's limit on an object key, in UTF-8 bytes; also the limit of a DynamoDB sort key.
 MAX_KEY_BYTES: Final = 1024
 # Receives of one ingest message before the queue parks it in the dead-letter queue.

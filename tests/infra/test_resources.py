@@ -577,7 +577,7 @@ def test_maintenance_runs_on_a_schedule_with_the_search_memory(default_app: Synt
     variables = function["Environment"]["Variables"]
     assert variables[r.ENV_SNAPSHOT_PREFIX] == r.SNAPSHOT_PREFIX
     rule = resource_of(default_app, stack.maintenance.rule)["Properties"]
-    assert rule["ScheduleExpression"] == "rate(10 minutes)"
+    assert rule["ScheduleExpression"] == "rate(1 minute)"
     assert rule["Targets"][0]["Arn"] == {
         "Fn::GetAtt": [default_app.logical_id(stack.maintenance.function), "Arn"]
     }

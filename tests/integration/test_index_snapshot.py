@@ -39,6 +39,7 @@ class Spy:
     def __init__(self, client: Any) -> None:
         self._client = client
         self.calls: list[str] = []
+        self.kwargs: list[dict[str, Any]] = []
 
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self._client, name)
@@ -47,6 +48,7 @@ class Spy:
 
         def call(*args: Any, **kwargs: Any) -> Any:
             self.calls.append(name)
+            self.kwargs.append(kwargs)
             return attribute(*args, **kwargs)
 
         return call
@@ -518,3 +520,116 @@ def test_health_without_a_snapshot_or_the_table_count_answers_null(
         assert service.health().images is None
     assert "could not read the table's item count" in caplog.text
     assert spy.calls == ["describe_table"]
+
+
+# -- when maintenance writes ------------------------------------------------------------
+
+
+def test_maintenance_writes_after_enough_changes_or_once_they_are_old(
+    aws: tuple[Any, Any], catalog: DynamoDBCatalog, clock: Clock
+) -> None:
+    for n in range(3):
+        put(catalog, n, axis(n))
+    clock.advance(1)
+    build_first(catalog, aws[1], clock)
+    spied, spy = spied_catalog(aws, clock)
+
+    def run() -> Any:
+        store = store_of(aws[1], clock)
+        return refresh_snapshot(
+            index_of(spied, clock, store),
+            store,
+            clock=clock,
+            count_changes=spied.count_changes,
+            after_changes=3,
+            max_lag=600,
+        )
+
+    # With nothing new, a run reads the header and counts: no load
+    clock.advance(60)
+    spy.calls.clear()
+    spy.kwargs.clear()
+    quiet = run()
+    assert (quiet.written, quiet.reason, quiet.count) == (False, "unchanged", 3)
+    assert set(spy.calls) == {"query"}  # COUNT queries of the change log only
+    assert {kwargs.get("Select") for kwargs in spy.kwargs} == {"COUNT"}
+
+    # With fewer changes than the threshold, a young snapshot stays
+    clock.advance(60)
+    put(catalog, 3, axis(3), sequencer="S2")
+    put(catalog, 4, axis(4), sequencer="S2")
+    clock.advance(60)
+    waiting = run()
+    assert not waiting.written and waiting.reason.startswith("2 changes in")
+
+    # And the third change makes one due at once
+    put(catalog, 5, axis(5), sequencer="S2")
+    clock.advance(60)
+    due = run()
+    assert due.written and due.reason == "3 changes since the snapshot" and due.count == 6
+
+    # A single change waits until the snapshot is max_lag old, then is written
+    clock.advance(60)
+    delete(catalog, 0)
+    clock.advance(60)
+    assert not run().written
+    clock.advance(600)
+    late = run()
+    assert late.written and late.count == 5
+    clock.advance(60)
+    assert run().reason == "unchanged"
+
+
+def test_changes_counted_but_already_in_the_snapshot_are_written_once(
+    aws: tuple[Any, Any], catalog: DynamoDBCatalog, clock: Clock
+) -> None:
+    # Given changes stamped the very millisecond the snapshot's load started (they are
+    # in it, but the count since its watermark includes them)
+    put(catalog, 0, axis(0))
+    put(catalog, 1, axis(1))
+    build_first(catalog, aws[1], clock)
+
+    def run() -> Any:
+        store = store_of(aws[1], clock)
+        return refresh_snapshot(
+            index_of(catalog, clock, store),
+            store,
+            clock=clock,
+            count_changes=catalog.count_changes,
+            max_lag=600,
+        )
+
+    clock.advance(601)
+    # Then, once old enough, a run writes (nothing new to apply) and moves the watermark
+    first = run()
+    assert first.written and first.reason.startswith("2 changes in") and first.count == 2
+    # So that the next runs stop at the cheap check instead of loading every minute
+    clock.advance(60)
+    assert run().reason == "unchanged"
+
+
+def test_maintenance_handler_builds_the_first_snapshot_then_checks_cheaply(
+    aws: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from imagesearch import resources as r
+    from imagesearch.handlers import maintenance
+
+    environment = {
+        r.ENV_BUCKET: BUCKET,
+        r.ENV_TABLE: TABLE,
+        r.ENV_SNAPSHOT_PREFIX: PREFIX,
+        r.ENV_MODEL_ID: MODEL,
+        r.ENV_EMBEDDING_DIMENSION: str(DIM),
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    writer = DynamoDBCatalog(TABLE, client=aws[0])
+    for n in range(3):
+        put(writer, n, axis(n))
+
+    first = maintenance.handler({}, None)
+    assert (first["written"], first["reason"], first["images"]) == (True, "no usable snapshot", 3)
+    second = maintenance.handler({}, None)
+    assert (second["written"], second["images"]) == (False, 3)
+    assert second["watermark_ms"] == first["watermark_ms"]

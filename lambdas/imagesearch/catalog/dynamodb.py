@@ -599,8 +599,27 @@ class DynamoDBCatalog:
         found.sort(key=lambda item: int(item[ATTR_CHANGED_AT]["N"]))
         return iter(found)
 
-    def _change_partition(self, partition: str, since_ms: int) -> Iterator[Item]:
-        request: dict[str, Any] = {
+    def count_changes(self, since_ms: int, until_ms: int) -> int:
+        """How many change-log entries were written from ``since_ms`` on (COUNT
+        queries: no item comes back; the snapshot writer's cheap check)."""
+        total = 0
+        for day in _days(since_ms, until_ms):
+            for shard in range(CHANGE_SHARDS):
+                request: dict[str, Any] = {
+                    **self._change_query(f"{day}#{shard}", since_ms),
+                    "Select": "COUNT",
+                }
+                while True:
+                    response = self.client.query(**request)
+                    total += int(response.get("Count", 0))
+                    last = response.get("LastEvaluatedKey")
+                    if last is None:
+                        break
+                    request["ExclusiveStartKey"] = last
+        return total
+
+    def _change_query(self, partition: str, since_ms: int) -> dict[str, Any]:
+        return {
             "TableName": self._table,
             "IndexName": INDEX_CHANGES,
             "KeyConditionExpression": "#shard = :shard AND #changed >= :since",
@@ -610,6 +629,9 @@ class DynamoDBCatalog:
                 ":since": {"N": str(since_ms)},
             },
         }
+
+    def _change_partition(self, partition: str, since_ms: int) -> Iterator[Item]:
+        request = self._change_query(partition, since_ms)
         while True:
             response = self.client.query(**request)
             yield from response.get("Items", [])

@@ -23,13 +23,14 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     store = build_snapshot_store(settings)
     if store is None:
         raise SettingsError("the maintenance function needs INDEX_SNAPSHOT_PREFIX")
+    catalog = build_catalog(settings)
     index = EmbeddedIndex(
-        build_catalog(settings),
+        catalog,
         model_id=settings.model_id,
         dimension=settings.dimension,
         snapshots=store,  # no fallback metric here: building the first one is normal
     )
-    result = refresh_snapshot(index, store, clock=time.time)
+    result = refresh_snapshot(index, store, clock=time.time, count_changes=catalog.count_changes)
     count(METRIC_INDEXED_IMAGES, result.count)
     return {
         "written": result.written,

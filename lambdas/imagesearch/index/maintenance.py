@@ -1,6 +1,10 @@
 """Keeping the embedded index's snapshot current (the maintenance handler's work).
 
-Each run loads the index the way a search instance does (the current snapshot plus the
+Each run (every minute) first checks cheaply: the current snapshot's header (one small
+GET) and how many change-log entries were written since its watermark (COUNT queries,
+no item read). With fewer than ``after_changes`` changes and a snapshot younger than
+``max_lag`` (or no change at all and one younger than ``max_age``) it stops there.
+Otherwise it loads the index the way a search instance does (the snapshot plus the
 change log since its watermark, or a Scan when there is no usable snapshot) and writes
 a new snapshot when anything changed, when there was none usable, or when the current
 one is older than ``max_age`` (so the bucket's expiry never removes a live snapshot).
@@ -14,6 +18,7 @@ from dataclasses import dataclass
 
 from imagesearch.index.embedded import EmbeddedIndex
 from imagesearch.index.snapshot import SnapshotStore
+from imagesearch.resources import SNAPSHOT_AFTER_CHANGES, SNAPSHOT_MAX_LAG_SECONDS
 
 logger = logging.getLogger(__name__)
 
@@ -34,12 +39,27 @@ def refresh_snapshot(
     *,
     clock: Callable[[], float],
     max_age: float = DEFAULT_MAX_AGE,
+    count_changes: Callable[[int, int], int] | None = None,
+    after_changes: int = SNAPSHOT_AFTER_CHANGES,
+    max_lag: float = SNAPSHOT_MAX_LAG_SECONDS,
 ) -> MaintenanceResult:
-    """Bring ``store``'s snapshot up to date with the catalog (see module doc)."""
+    """Bring ``store``'s snapshot up to date with the catalog (see module doc).
+    ``count_changes(since_ms, until_ms)``: the change log's count (None: no cheap check,
+    every run loads)."""
+    due = None
+    if count_changes is not None:
+        checked = _check(index, store, clock(), count_changes, after_changes, max_lag, max_age)
+        if isinstance(checked, MaintenanceResult):
+            return checked
+        due = checked
     index.refresh()  # loads: snapshot + catch-up, or Scan (fallback logged)
     header = index.snapshot_header(max_age=0)
     if index.source != "snapshot" or header is None:
         reason = "no usable snapshot"
+    elif due is not None:
+        # Written even when every counted change was in the snapshot already (written
+        # while it was being made): the watermark moves past them, or every run would load.
+        reason = due
     elif index.applied_changes:
         reason = f"{index.applied_changes} changes since the snapshot"
     elif clock() - header.created_ms / 1000 > max_age:
@@ -60,3 +80,29 @@ def refresh_snapshot(
     )
     logger.info("wrote an index snapshot of %d vectors (%s)", written.count, reason)
     return MaintenanceResult(True, reason, written.count, written.watermark_ms)
+
+
+def _check(
+    index: EmbeddedIndex,
+    store: SnapshotStore,
+    now: float,
+    count_changes: Callable[[int, int], int],
+    after_changes: int,
+    max_lag: float,
+    max_age: float,
+) -> MaintenanceResult | str | None:
+    """The result of a run that writes nothing; else why a write is due (None: no
+    usable snapshot, or one past its maximum age: the full path decides)."""
+    header = store.read_header()
+    if header is None or (header.model_id, header.dimension) != (index.model_id, index.dimension):
+        return None
+    if now - header.created_ms / 1000 > max_age:
+        return None
+    lag = now - header.watermark_ms / 1000
+    changes = count_changes(header.watermark_ms, int(now * 1000))
+    if changes >= after_changes:
+        return f"{changes} changes since the snapshot"
+    if changes and lag >= max_lag:
+        return f"{changes} changes in {lag:.0f} s"
+    reason = "unchanged" if not changes else f"{changes} changes in {lag:.0f} s: not due yet"
+    return MaintenanceResult(False, reason, header.count, header.watermark_ms)
