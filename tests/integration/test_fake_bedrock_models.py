@@ -200,3 +200,29 @@ def test_nova_joint_query_is_two_calls_of_one_modality(fake_bedrock: FakeBedrock
     image = np.asarray(fake_embedding(None, png(), 1024, "nova"))
     expected = text / np.linalg.norm(text) + image / np.linalg.norm(image)
     assert vector == pytest.approx(expected / np.linalg.norm(expected), abs=1e-5)
+
+
+def test_a_refused_image_fails_every_request_that_carries_it(fake_bedrock: FakeBedrock) -> None:
+    bad, good = png((1, 2, 3)), png((200, 100, 50))
+    fake_bedrock.refuse_image(bad)
+    uri = "data:image/png;base64,"
+    # A multi-image request is refused whole, as the model refuses it
+    message = refused(
+        fake_bedrock, COHERE_MODEL_ID, cohere(images=[uri + b64(good), uri + b64(bad)])
+    )
+    assert "Unable to process the provided image" in message
+    # with what it carried logged
+    assert [(c.status, c.items) for c in fake_bedrock.call_log] == [(400, 2)]
+    # Other images, and Titan requests without it, are answered; Titan's with it are not
+    assert (
+        len(
+            invoke(fake_bedrock, COHERE_MODEL_ID, cohere(images=[uri + b64(good)]))["embeddings"][
+                "float"
+            ]
+        )
+        == 1
+    )
+    refused(fake_bedrock, "amazon.titan-embed-image-v1", {"inputImage": b64(bad)})
+    # reset forgets it
+    fake_bedrock.reset()
+    invoke(fake_bedrock, COHERE_MODEL_ID, cohere(images=[uri + b64(bad)]))
