@@ -368,11 +368,19 @@ class IngestService:
 
     def _embed(self, items: list[_Prepared], gate: TimeGate) -> list[Vector | Exception]:
         """Each item's vector or the error that stopped it, in as few calls as the model
-        allows. A multi-image request fails whole: a refusal (one bad image) is retried
-        one image per call, so that only the bad one ends rejected; any other error is
-        every item's (throttling: their messages retry)."""
-        if len(items) == 1 or limits_of(self._embedder).max_batch <= 1:
+        allows (groups of its ``max_batch``, so that a failed call costs only its own)."""
+        size = limits_of(self._embedder).max_batch
+        if len(items) == 1 or size <= 1:
             return [self._embed_one(item) for item in items]
+        results: list[Vector | Exception] = []
+        for start in range(0, len(items), size):
+            results.extend(self._embed_together(items[start : start + size], gate))
+        return results
+
+    def _embed_together(self, items: list[_Prepared], gate: TimeGate) -> list[Vector | Exception]:
+        """A multi-image request fails whole: a refusal (one bad image) is retried one
+        image per call, so that only the bad one ends rejected; any other error is every
+        item's (throttling: their messages retry)."""
         try:
             vectors = embed_images(self._embedder, [EmbedInput(i.image, i.text) for i in items])
             return list(vectors)

@@ -109,6 +109,32 @@ def test_a_hundred_images_take_two_calls_of_at_most_96(
     assert_stored(aws, keys, single_call_vectors(fake_bedrock, images))
 
 
+def test_a_throttled_call_of_a_large_batch_fails_only_the_messages_it_carried(
+    aws, cohere_env, ingest_handler, fake_bedrock: FakeBedrock
+) -> None:
+    # Given a hundred images in ten messages, and a model that throttles the second call
+    images = [jpeg(n, (24, 16)) for n in range(100)]
+    keys = [aws.upload(f"second/{n:03d}.jpg", image) for n, image in enumerate(images)]
+    messages = [[created(aws, keys[m * 10 + i], m * 10 + i) for i in range(10)] for m in range(10)]
+    real_handle = fake_bedrock.handle
+    answered = []
+
+    def throttle_the_second(*args: Any) -> Any:
+        answered.append(1)
+        if len(answered) == 2:
+            fake_bedrock.fail_next(1, "ThrottlingException")
+        return real_handle(*args)
+
+    fake_bedrock.handle = throttle_the_second  # type: ignore[method-assign]
+    # When they arrive as one batch
+    failed = deliver(messages)
+    # Then the first call's 96 images are indexed; the last four (message 9's) failed
+    assert [(c.status, c.items) for c in fake_bedrock.call_log] == [(200, 96), (429, 1)]
+    assert failed == ["m-9"]
+    statuses = [aws.record(k).status for k in keys]  # type: ignore[union-attr]
+    assert statuses == ["indexed"] * 96 + ["failed"] * 4
+
+
 def test_a_batch_over_the_request_size_is_split_by_bytes(
     aws, cohere_env, ingest_handler, fake_bedrock: FakeBedrock, monkeypatch
 ) -> None:
