@@ -29,6 +29,7 @@ class InMemoryCatalog:
         self.list_calls: list[dict[str, Any]] = []
         self.writes = 0
         self.batch_reads = 0
+        self.item_by_item_batches = False
         # Called before each read or write with its name and ids: tests interleave
         # writers here (a batch read is one call, as BatchGetItem is one request).
         self.before: Callable[[str, list[str]], None] = lambda operation, image_ids: None
@@ -81,12 +82,17 @@ class InMemoryCatalog:
         include_deleted: bool = False,
         consistent: bool = False,
     ) -> dict[str, ImageRecord]:
-        """One batch read: a single ``before`` call (one BatchGetItem request)."""
+        """One batch read: a single ``before`` call (one BatchGetItem request), or with
+        ``item_by_item_batches`` one per item (DynamoDB reads the items of a batch at
+        different moments)."""
         wanted = list(dict.fromkeys(image_ids))
-        self.before("get_many", wanted)
+        if not self.item_by_item_batches:
+            self.before("get_many", wanted)
         self.batch_reads += 1
         found = {}
         for image_id in wanted:
+            if self.item_by_item_batches:
+                self.before("get_many", [image_id])
             record = self.records.get(image_id)
             if record is None or (record.status == "deleted" and not include_deleted):
                 continue
