@@ -18,6 +18,7 @@ from imagesearch.embedders.base import EmbedInput, ModelLimits, Purpose, Vector,
 from imagesearch.errors import EmbedderConfigurationError
 from imagesearch.resources import METRIC_SNAPSHOT_FALLBACKS, STATUS_INDEXED, vector_index_name
 from imagesearch.settings import CommonSettings, IngestSettings, SearchSettings, SettingsError
+from imagesearch.switch import ServingSpaces, Space
 
 if TYPE_CHECKING:  # the runtime imports are deferred to keep cold starts short
     from imagesearch.catalog.dynamodb import DynamoDBCatalog
@@ -25,7 +26,8 @@ if TYPE_CHECKING:  # the runtime imports are deferred to keep cold starts short
     from imagesearch.ingest import IngestService
     from imagesearch.objectstore import S3ObjectStore
     from imagesearch.ports import VectorIndex, VectorSync
-    from imagesearch.search import SearchService
+    from imagesearch.search import SearchService, SpaceView
+    from imagesearch.switch import SwitchOrchestrator
 
 
 @dataclass
@@ -66,10 +68,25 @@ def build_object_store(settings: CommonSettings, clients: Clients | None = None)
     return S3ObjectStore(settings.bucket, client=client if client is not None else s3_client())
 
 
+def vector_index_of(settings: CommonSettings, space: Space) -> str:
+    """The S3 Vectors index of a model space: the configured one for the deployed space,
+    else the one named after the model and dimension (as the stack names them)."""
+    if space == settings.deployed_space and settings.vector_index:
+        return settings.vector_index
+    return vector_index_name(space.model_id, space.dimension)
+
+
 def build_vector_index(
-    settings: CommonSettings, catalog: DynamoDBCatalog, clients: Clients | None = None
+    settings: CommonSettings,
+    catalog: DynamoDBCatalog,
+    clients: Clients | None = None,
+    space: Space | None = None,
 ) -> VectorIndex:
-    """The vector index of the configured store (``vectorStore``)."""
+    """The vector index of the configured store (``vectorStore``) for ``space`` (default:
+    the deployed model's)."""
+    if space is not None and space != settings.deployed_space:
+        index_name = vector_index_of(settings, space)
+        settings = settings.for_space(space).model_copy(update={"vector_index": index_name})
     if settings.vector_store == "dynamodb":
         from imagesearch.index.embedded import EmbeddedIndex
 
@@ -210,18 +227,48 @@ def build_ingest_service(settings: IngestSettings, clients: Clients | None = Non
 
 
 def build_search_service(settings: SearchSettings, clients: Clients | None = None) -> SearchService:
-    from imagesearch.search import SearchService
+    import time
+
+    from imagesearch.resources import SWITCH_STATE_TTL_SECONDS
+    from imagesearch.search import SearchService, SpaceView
 
     catalog = build_catalog(settings, clients)
-    index = build_vector_index(settings, catalog, clients)
+
+    def view_of(space: Space) -> SpaceView:
+        # Local mode's shared embedder (clients.embedder) is the deployed model's.
+        embedder_clients = (
+            clients if space == settings.deployed_space else _without_embedder(clients)
+        )
+        return SpaceView(
+            space,
+            build_vector_index(settings, catalog, clients, space),
+            LazyEmbedder(settings.for_space(space), embedder_clients),
+        )
+
+    def load(view: SpaceView) -> None:
+        refresh = getattr(view.index, "refresh", None)  # the embedded tier loads its matrix
+        if callable(refresh):
+            refresh()
+
+    # Without previousModelId nothing reads the switch state (ServingSpaces).
+    spaces = ServingSpaces(
+        deployed=settings.deployed_space,
+        previous=settings.previous_space,
+        build=view_of,
+        read_state=catalog.model_state,
+        prepare=load,
+        clock=time.monotonic,
+        ttl=SWITCH_STATE_TTL_SECONDS,
+    )
 
     def indexed_in_catalog() -> int:
         return catalog.counts().get(STATUS_INDEXED, 0)
 
+    first = spaces.peek()[1]
     return SearchService(
         catalog,
-        index,
-        LazyEmbedder(settings, clients),
+        first.index,
+        first.embedder,
         build_object_store(settings, clients),
         upload_prefix=settings.upload_prefix,
         model_id=settings.model_id,
@@ -232,4 +279,52 @@ def build_search_service(settings: SearchSettings, clients: Clients | None = Non
         image_count=indexed_in_catalog if settings.vector_store == "s3vectors" else None,
         capacity=settings.embedded_max_images if settings.vector_store == "dynamodb" else None,
         table_count=catalog.approximate_count if settings.vector_store == "dynamodb" else None,
+        spaces=spaces,
+    )
+
+
+def _without_embedder(clients: Clients | None) -> Clients | None:
+    if clients is None or clients.embedder is None:
+        return clients
+    from dataclasses import replace
+
+    return replace(clients, embedder=None)
+
+
+def build_switch_orchestrator(
+    settings: SearchSettings,
+    catalog: DynamoDBCatalog,
+    clients: Clients | None = None,
+    *,
+    sqs: Any | None = None,
+    clock: Any = None,
+) -> SwitchOrchestrator | None:
+    """The maintenance function's model switch step; None without a switch configured."""
+    import time
+
+    from imagesearch.queue import SqsReembed
+    from imagesearch.switch import SwitchOrchestrator
+
+    previous = settings.previous_space
+    if previous is None:
+        return None
+    reembed = (
+        SqsReembed(settings.ingest_queue_url, settings.bucket, client=sqs)
+        if settings.ingest_queue_url
+        else None
+    )
+    eraser = None
+    if settings.vector_store == "s3vectors":
+        from imagesearch.index.s3vectors import S3VectorsIndex
+
+        old = build_vector_index(settings, catalog, clients, previous)
+        assert isinstance(old, S3VectorsIndex)
+        eraser = old.erase
+    return SwitchOrchestrator(
+        catalog,
+        deployed=settings.deployed_space,
+        previous=previous,
+        reembed=reembed,
+        erase_previous_index=eraser,
+        clock=clock or time.time,
     )

@@ -97,6 +97,18 @@ class ImageRecord:
     sequencer: str | None = None
     revision: str | None = None  # changes with every catalog write
     vector: Vector | None = field(default=None, repr=False)
+    # During a model switch: the vector of the model being replaced (docs/decisions.md 22).
+    alt_model_id: str | None = None
+    alt_dimension: int | None = None
+    alt_vector: Vector | None = field(default=None, repr=False)
+
+    def vector_for(self, model_id: str, dimension: int) -> Vector | None:
+        """The record's vector of this model and dimension (either slot), or None."""
+        if (self.model_id, self.dimension) == (model_id, dimension) and self.vector is not None:
+            return self.vector
+        if (self.alt_model_id, self.alt_dimension) == (model_id, dimension):
+            return self.alt_vector
+        return None
 
     def public_fields(self) -> dict[str, Any]:
         """The record as the API shows it: no vector, no bookkeeping."""

@@ -221,6 +221,9 @@ ENV_INDEX_REFRESH_BACKGROUND: Final = "INDEX_REFRESH_BACKGROUND"  # local mode: 
 ENV_MAX_UPLOAD_BYTES: Final = "MAX_UPLOAD_BYTES"
 ENV_EMBEDDED_MAX_IMAGES: Final = "EMBEDDED_MAX_IMAGES"
 ENV_SNAPSHOT_PREFIX: Final = "INDEX_SNAPSHOT_PREFIX"  # unset: no snapshot (Scan cold start)
+ENV_PREVIOUS_MODEL_ID: Final = "PREVIOUS_MODEL_ID"  # during a model switch only
+ENV_PREVIOUS_EMBEDDING_DIMENSION: Final = "PREVIOUS_EMBEDDING_DIMENSION"
+ENV_INGEST_QUEUE_URL: Final = "INGEST_QUEUE_URL"  # maintenance, during a switch: re-embeds
 ENV_CLIP_MODEL: Final = "IMAGESEARCH_CLIP_MODEL"  # local mode only: path of CLIP weights
 
 # --- Images table -------------------------------------------------------------
@@ -239,6 +242,26 @@ ATTR_CHANGE_DAY: Final = "change_day"  # S, UTC day of changed_at (legacy GSI pa
 ATTR_CHANGE_SHARD: Final = "change_shard"  # S, "<UTC day>#<shard>" (change-log partition)
 ATTR_EXPIRES_AT: Final = "expires_at"  # N, epoch seconds (TTL, tombstones only)
 ATTR_REVISION: Final = "revision"  # S, random per write (readers detect any rewrite)
+
+# During a model switch a record holds a second vector: the primary slot (``vector``,
+# ``model_id``, ``dimension``) is the newest model's, this one the model it replaces.
+# Readers take whichever slot is of their model (never projected into the GSIs).
+ATTR_ALT_VECTOR: Final = "alt_vector"
+ATTR_ALT_MODEL_ID: Final = "alt_model_id"
+ATTR_ALT_DIMENSION: Final = "alt_dimension"
+
+# The model switch's state: one item in the images table under an id no image can have
+# (image ids are 32 hex digits). It has no status and no change shard, so it is in
+# neither GSI: listings, counts and the change log never see it.
+MODEL_STATE_ID: Final = "#model-state"
+# Re-embed messages the maintenance function sends per run (every minute; none while
+# the queue still holds this many); ingestMaxConcurrency sets how fast they are worked off.
+SWITCH_ENQUEUE_PER_RUN: Final = 1000
+# After the flip, the previous model's vectors stay this long before they are removed,
+# so that every search instance has changed over (they read the state every few s).
+SWITCH_REMOVAL_GRACE_SECONDS: Final = 300
+# How long a search instance serves its last known state before reading it again.
+SWITCH_STATE_TTL_SECONDS: Final = 5.0
 
 STATUS_INDEXED: Final = "indexed"
 STATUS_REJECTED: Final = "rejected"

@@ -14,6 +14,7 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -47,6 +48,7 @@ from imagesearch.resources import (
     STATUS_INDEXED,
     thumbnail_key,
 )
+from imagesearch.switch import ServingSpaces, Space
 
 # A sum of weighted unit vectors (the largest weight scaled to 1) shorter than this
 # has no usable direction.
@@ -74,9 +76,20 @@ def decode_base64_image(value: str) -> bytes:
     return data
 
 
+@dataclass(frozen=True)
+class SpaceView:
+    """What one request searches with: a model space, its index and its embedder."""
+
+    space: Space
+    index: VectorIndex
+    embedder: Embedder
+
+
 class SearchService:
     """Search, images and uploads on top of the catalog, vector index, embedder and
-    object store ports."""
+    object store ports. During a model switch ``spaces`` says, per request, which
+    model's index and embedder serve (``imagesearch.switch``): one per request, so a
+    query vector only ever meets vectors of its own model."""
 
     def __init__(
         self,
@@ -93,24 +106,42 @@ class SearchService:
         image_count: Callable[[], int] | None = None,
         capacity: int | None = None,
         table_count: Callable[[], int | None] | None = None,
+        spaces: ServingSpaces[SpaceView] | None = None,
     ) -> None:
         self._catalog = catalog
         # /health's image count; by default the index's own count (S3 Vectors has no
         # count API: listing it is for status and reindex only, see composition).
-        self._image_count = image_count or index.count
+        self._image_count = image_count
         self._has_own_count = image_count is None
         # /health's last resort on the embedded tier (a cold instance, no snapshot yet):
         # an approximate count that reads no record (the table's DescribeTable count).
         self._table_count = table_count
-        self._index = index
-        self._embedder = embedder
+        if spaces is None:
+            fixed = SpaceView(Space(model_id, dimension), index, embedder)
+            spaces = ServingSpaces(
+                deployed=fixed.space,
+                previous=None,
+                build=lambda _: fixed,
+                clock=time.monotonic,
+                ttl=float("inf"),
+            )
+        self._spaces = spaces
         self._store = store
         self.upload_prefix = upload_prefix
-        self.model_id = model_id
-        self.dimension = dimension
         self.url_ttl = url_ttl
         self.max_upload_bytes = max_upload_bytes
         self.capacity = capacity
+
+    @property
+    def model_id(self) -> str:
+        return self._view().space.model_id
+
+    @property
+    def dimension(self) -> int:
+        return self._view().space.dimension
+
+    def _view(self) -> SpaceView:
+        return self._spaces.current()[1]
 
     # --- search -------------------------------------------------------------------
 
@@ -128,8 +159,9 @@ class SearchService:
             # "More like this" answers with other images, not the query image itself.
             exclude_ids=tuple(self._query_image_ids(request)),
         )
-        vector = self.query_vector(request)
-        hits: Sequence[ScoredId] = self._index.query(vector, request.top_k, filters)
+        view = self._view()  # one model space for the whole request
+        vector = self.query_vector(request, view)
+        hits: Sequence[ScoredId] = view.index.query(vector, request.top_k, filters)
         records = self._catalog.get_many([hit.image_id for hit in hits]) if hits else {}
         results = []
         for hit in hits:
@@ -140,28 +172,29 @@ class SearchService:
         return SearchResponse(
             results=results,
             count=len(results),
-            model_id=self.model_id,
-            dimension=self.dimension,
+            model_id=view.space.model_id,
+            dimension=view.space.dimension,
             took_ms=round((time.perf_counter() - started) * 1000, 2),
         )
 
-    def query_vector(self, request: SearchRequest) -> Vector:
+    def query_vector(self, request: SearchRequest, view: SpaceView | None = None) -> Vector:
         """The unit query vector: one embedding (text and image together are one joint
         call), a stored vector, or the renormalised weighted sum of several parts."""
+        view = view or self._view()
         if request.queries is None:
-            return self._embed(request.text, request.image, request.image_id)
+            return self._embed(view, request.text, request.image, request.image_id)
         parts = request.queries
         if len(parts) == 1:
-            vectors = [self._part_vector(parts[0])]
+            vectors = [self._part_vector(view, parts[0])]
         else:
             # Parts are independent model calls: run them side by side, not one by one.
             with ThreadPoolExecutor(max_workers=min(len(parts), _MAX_PARALLEL_EMBEDS)) as pool:
-                vectors = list(pool.map(self._part_vector, parts))
+                vectors = list(pool.map(lambda part: self._part_vector(view, part), parts))
         # Only the weights' ratios matter: dividing by the largest keeps every term
         # within [-1, 1] in float64, so no finite weight (1e37, 1e308) can overflow.
         weights = np.array([part.weight for part in parts], dtype=np.float64)
         weights /= float(np.max(np.abs(weights)))
-        combined = np.zeros(self.dimension, dtype=np.float64)
+        combined = np.zeros(view.space.dimension, dtype=np.float64)
         for weight, vector in zip(weights, vectors, strict=True):
             combined += weight * vector.astype(np.float64)
         norm = float(np.linalg.norm(combined))
@@ -169,48 +202,50 @@ class SearchService:
             raise InvalidRequest("the weights cancel out: the combined query vector is zero")
         return unit_vector(combined / norm)
 
-    def _part_vector(self, part: QueryPart) -> Vector:
-        return self._embed(part.text, part.image, part.image_id)
+    def _part_vector(self, view: SpaceView, part: QueryPart) -> Vector:
+        return self._embed(view, part.text, part.image, part.image_id)
 
-    def _embed(self, text: str | None, image: str | None, image_id: str | None) -> Vector:
+    def _embed(
+        self, view: SpaceView, text: str | None, image: str | None, image_id: str | None
+    ) -> Vector:
         if image_id is not None:
-            return self._stored_vector(image_id)
-        image_bytes = self._model_image(image) if image is not None else None
-        vector = self._embedder.embed(text=text, image=image_bytes, purpose="query")
-        return self._checked(vector)
+            return self._stored_vector(view, image_id)
+        image_bytes = self._model_image(view, image) if image is not None else None
+        vector = view.embedder.embed(text=text, image=image_bytes, purpose="query")
+        return self._checked(view, vector)
 
-    def _stored_vector(self, image_id: str) -> Vector:
+    def _stored_vector(self, view: SpaceView, image_id: str) -> Vector:
         """From the index, else from the catalog (it may be newer than the index)."""
-        vector = self._index.get_vectors([image_id]).get(image_id)
+        vector = view.index.get_vectors([image_id]).get(image_id)
         if vector is None:
             record = self._catalog.get(image_id, with_vector=True)
-            if (
-                record is None
-                or record.status != STATUS_INDEXED
-                or record.vector is None
-                or record.model_id != self.model_id
-                or record.dimension != self.dimension
-            ):
+            space = view.space
+            vector = (
+                record.vector_for(space.model_id, space.dimension)
+                if record is not None and record.status == STATUS_INDEXED
+                else None
+            )
+            if vector is None:
                 raise NotFound(f"image {image_id} is not indexed")
-            vector = record.vector
         try:
-            return self._checked(vector)
+            return self._checked(view, vector)
         except ValueError:  # zero or non-finite stored vector
             raise NotFound(f"image {image_id} has no usable vector") from None
 
-    def _checked(self, vector: Vector) -> Vector:
-        if vector.shape != (self.dimension,):
+    def _checked(self, view: SpaceView, vector: Vector) -> Vector:
+        dimension = view.space.dimension
+        if vector.shape != (dimension,):
             raise InvalidRequest(
-                f"vector has {vector.shape[-1]} dimensions; this index uses {self.dimension}"
+                f"vector has {vector.shape[-1]} dimensions; this index uses {dimension}"
             )
         return unit_vector(vector)
 
-    def _model_image(self, value: str) -> bytes:
+    def _model_image(self, view: SpaceView, value: str) -> bytes:
         # Pillow is imported on the first image query only: text queries and the
         # other routes do not pay for it at cold start.
         from imagesearch.images import prepare_image
 
-        limits = limits_of(self._embedder)
+        limits = limits_of(view.embedder)
         return prepare_image(
             decode_base64_image(value),
             max_side=limits.max_side,
@@ -333,13 +368,13 @@ class SearchService:
     def warm(self) -> None:
         """Load the vector index now (local mode at start: it has no snapshot, and
         /health never loads the index by itself)."""
-        refresh = getattr(self._index, "refresh", None)
+        refresh = getattr(self._view().index, "refresh", None)
         if callable(refresh):
             refresh()
 
     def wait_for_refresh(self, timeout: float = 10.0) -> None:
         """Let a background index refresh finish (local mode, before it stops moto)."""
-        wait = getattr(self._index, "wait_for_refresh", None)
+        wait = getattr(self._spaces.peek()[1].index, "wait_for_refresh", None)
         if callable(wait):
             wait(timeout)
 
@@ -349,12 +384,16 @@ class SearchService:
         ``health_count`` answers from what it holds or its snapshot's header, else (no
         snapshot yet) from ``table_count``; otherwise ``image_count`` (the scale tier:
         the catalog's count)."""
-        health_count = getattr(self._index, "health_count", None)
-        images = (
-            health_count()
-            if callable(health_count) and self._has_own_count
-            else self._image_count()
-        )
+        # The space served now, without reading the switch state or loading anything;
+        # before the first request, the one this instance would serve first.
+        view = self._spaces.peek()[1]
+        health_count = getattr(view.index, "health_count", None)
+        if callable(health_count) and self._has_own_count:
+            images = health_count()
+        elif self._image_count is not None:
+            images = self._image_count()
+        else:
+            images = view.index.count()
         if images is None and self._table_count is not None:
             images = self._table_count()
         near = (
@@ -364,8 +403,8 @@ class SearchService:
         )
         return HealthResponse(
             images=images,
-            model_id=self.model_id,
-            dimension=self.dimension,
+            model_id=view.space.model_id,
+            dimension=view.space.dimension,
             capacity=self.capacity,
             near_capacity=near,
         )

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Literal, TypeVar
+from typing import Literal, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from imagesearch import resources as r
+from imagesearch.switch import Space
 
 
 class SettingsError(RuntimeError):
@@ -40,6 +41,23 @@ class CommonSettings(BaseModel):
     # s3vectors only; the index defaults to the one named after model and dimension.
     vector_bucket: str | None = None
     vector_index: str | None = None
+    # During a model switch: the model being replaced (docs/decisions.md entry 22).
+    previous_model_id: str | None = None
+    previous_dimension: int | None = None
+
+    @property
+    def deployed_space(self) -> Space:
+        return Space(self.model_id, self.dimension)
+
+    @property
+    def previous_space(self) -> Space | None:
+        if not self.previous_model_id:
+            return None
+        return Space(self.previous_model_id, self.previous_dimension or self.dimension)
+
+    def for_space(self, space: Space) -> Self:
+        """These settings with another model and dimension (the other side of a switch)."""
+        return self.model_copy(update={"model_id": space.model_id, "dimension": space.dimension})
 
     @field_validator("upload_prefix")
     @classmethod
@@ -62,6 +80,8 @@ class SearchSettings(CommonSettings):
     # cold starts Scan: local mode), and its capacity (/health warns at 80 %).
     snapshot_prefix: str | None = None
     embedded_max_images: int = Field(default=r.CONTEXT_DEFAULTS["embeddedMaxImages"], ge=1)
+    # The maintenance function, during a model switch: where re-embed messages go.
+    ingest_queue_url: str | None = None
 
 
 SettingsT = TypeVar("SettingsT", bound="CommonSettings")
@@ -87,6 +107,9 @@ _ENV_FIELDS = {
     "vector_index": r.ENV_VECTOR_INDEX,
     "snapshot_prefix": r.ENV_SNAPSHOT_PREFIX,
     "embedded_max_images": r.ENV_EMBEDDED_MAX_IMAGES,
+    "previous_model_id": r.ENV_PREVIOUS_MODEL_ID,
+    "previous_dimension": r.ENV_PREVIOUS_EMBEDDING_DIMENSION,
+    "ingest_queue_url": r.ENV_INGEST_QUEUE_URL,
 }
 
 

@@ -115,8 +115,24 @@ def test_cold_load_reads_only_searchable_vectors(
     scans = [kwargs for name, kwargs in spy.calls if name == "scan"]
     assert sorted(s.get("Segment", 0) for s in scans) == list(range(segments))
     assert all(s.get("TotalSegments", 1) == segments for s in scans)
-    # The projection leaves every other attribute behind
-    assert all(s["ProjectionExpression"] == "#id, #key, #ct, #vec, #rev" for s in scans)
+    # The projection leaves every other attribute behind: the record's fields a matrix
+    # row needs, and both vector slots with their model (either may be of this model
+    # during a model switch)
+    projected = {name.strip() for name in scans[0]["ProjectionExpression"].split(",")}
+    names = {scans[0]["ExpressionAttributeNames"][alias] for alias in projected}
+    assert names == {
+        "image_id",
+        "key",
+        "content_type",
+        "vector",
+        "revision",
+        "model_id",
+        "dimension",
+        "alt_vector",
+        "alt_model_id",
+        "alt_dimension",
+    }
+    assert all(s["ProjectionExpression"] == scans[0]["ProjectionExpression"] for s in scans)
 
 
 def test_cold_load_follows_scan_pages(client: Any, clock: Clock, catalog: DynamoDBCatalog) -> None:

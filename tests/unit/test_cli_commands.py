@@ -486,7 +486,14 @@ def count_params(status: str, **extra: Any) -> dict[str, Any]:
 
 
 def stub_status(
-    db: Stubber, sqs: Stubber, *, other_model: int, dead_letters: int = 0, failed: int = 0
+    db: Stubber,
+    sqs: Stubber,
+    *,
+    other_model: int,
+    dead_letters: int = 0,
+    failed: int = 0,
+    state: dict[str, Any] | None = None,
+    covered: int = 0,
 ) -> None:
     db.add_response("query", {"Count": 7, "ScannedCount": 7}, count_params("indexed"))
     db.add_response("query", {"Count": 2, "ScannedCount": 2}, count_params("rejected"))
@@ -533,6 +540,27 @@ def stub_status(
         }
     ][:failed]
     db.add_response("query", {"Items": failures, "Count": len(failures)})
+    # The model switch's state item, and during a switch its live progress
+    db.add_response(
+        "get_item",
+        {"Item": state} if state else {},
+        {
+            "TableName": "local-table",
+            "Key": {"image_id": {"S": r.MODEL_STATE_ID}},
+            "ConsistentRead": True,
+        },
+    )
+    if state and state["phase"]["S"] == "switching":
+        db.add_response(
+            "query",
+            {"Count": covered, "ScannedCount": 7},
+            count_params(
+                "indexed",
+                FilterExpression="#m = :m AND #d = :d",
+                names={"#m": "model_id", "#d": "dimension"},
+                values={":m": state["target_model_id"], ":d": state["target_dimension"]},
+            ),
+        )
     db.add_response(
         "query",
         {"Count": other_model, "ScannedCount": 7},
@@ -567,6 +595,46 @@ def test_status_reports_counts_queues_rejections_and_the_backfill_hint() -> None
         "hint: 3 indexed records were embedded with another model or dimension than"
         " amazon.titan-embed-image-v1 (1024): run `imagesearch backfill --force` to re-embed them"
     ) in text
+
+
+def test_status_shows_a_model_switchs_progress_instead_of_the_backfill_hint() -> None:
+    clients = moto_clients()
+    session, _ = local_api()
+    out = io.StringIO()
+    state = {
+        "image_id": {"S": r.MODEL_STATE_ID},
+        "phase": {"S": "switching"},
+        "version": {"N": "4"},
+        "enqueued": {"N": "7"},
+        "removed": {"N": "0"},
+        "serving_model_id": {"S": "amazon.titan-embed-image-v1"},
+        "serving_dimension": {"N": "1024"},
+        "target_model_id": {"S": r.NOVA_MODEL_ID},
+        "target_dimension": {"N": "1024"},
+        "started_at": {"S": "2026-03-01T00:00:00.000Z"},
+    }
+    with Stubber(clients["dynamodb"]) as db, Stubber(clients["sqs"]) as sqs:
+        stub_status(db, sqs, other_model=4, state=state, covered=3)
+        code = run(["--url", LOCAL, "status"], http=session, clients=clients, stdout=out)
+    assert code == 0
+    text = out.getvalue()
+    assert (
+        "switch       amazon.titan-embed-image-v1 (1024) -> "
+        f"{r.NOVA_MODEL_ID} (1024): 3/7 re-embedded, serving amazon.titan-embed-image-v1 (1024)"
+    ) in text
+    assert "backfill --force" not in text  # the 4 of the old model are being re-embedded
+    assert "hint: switching models: search answers from amazon.titan-embed-image-v1" in text
+
+    with Stubber(clients["dynamodb"]) as db, Stubber(clients["sqs"]) as sqs:
+        stub_status(db, sqs, other_model=4, state=state, covered=3)
+        out = io.StringIO()
+        assert (
+            run(["--url", LOCAL, "status", "--json"], http=session, clients=clients, stdout=out)
+            == 0
+        )
+    switch = json.loads(out.getvalue())["switch"]
+    assert (switch["phase"], switch["covered"], switch["total"]) == ("switching", 3, 7)
+    assert switch["target"] == {"model_id": r.NOVA_MODEL_ID, "dimension": 1024}
 
 
 def test_status_json_without_records_of_another_model_has_no_hint() -> None:

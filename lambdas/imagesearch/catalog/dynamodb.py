@@ -30,7 +30,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from botocore.exceptions import BotoCoreError, ClientError
@@ -44,6 +44,9 @@ from imagesearch.records import (
     is_valid_image_id,
 )
 from imagesearch.resources import (
+    ATTR_ALT_DIMENSION,
+    ATTR_ALT_MODEL_ID,
+    ATTR_ALT_VECTOR,
     ATTR_CHANGE_DAY,
     ATTR_CHANGE_SHARD,
     ATTR_CHANGED_AT,
@@ -58,6 +61,7 @@ from imagesearch.resources import (
     INDEX_BY_STATUS,
     INDEX_CHANGES,
     MAX_KEY_BYTES,
+    MODEL_STATE_ID,
     RECORD_FIELDS,
     STATUS_DELETED,
     STATUS_FAILED,
@@ -66,6 +70,7 @@ from imagesearch.resources import (
     TOMBSTONE_TTL_SECONDS,
     change_shard,
 )
+from imagesearch.switch import ModelState, Space
 
 DynamoDBClient = Any  # the low-level boto3 client (no stubs at runtime)
 
@@ -73,7 +78,7 @@ logger = logging.getLogger(__name__)
 
 Item = dict[str, dict[str, Any]]
 
-_NUMBER_FIELDS = frozenset({"size", "width", "height", "dimension"})
+_NUMBER_FIELDS = frozenset({"size", "width", "height", "dimension", ATTR_ALT_DIMENSION})
 _LISTABLE_STATUSES = (STATUS_INDEXED, STATUS_REJECTED, STATUS_FAILED)
 _MAX_LIST_LIMIT = 1000
 _BATCH_GET_SIZE = 100
@@ -82,8 +87,16 @@ _MAX_CURSOR_CHARS = 8192
 _CURSOR_VERSION = 1
 _WRITABLE_STATUSES = (STATUS_INDEXED, STATUS_REJECTED, STATUS_FAILED)
 _CONDITION_NEWER_OR_SAME = "attribute_not_exists(#id) OR #seq <= :seq"
-# What a record read returns: the public fields plus the ordering bookkeeping.
-_RECORD_ATTRIBUTES = (*RECORD_FIELDS, ATTR_SEQUENCER, ATTR_REVISION)
+# What a record read returns: the public fields plus the ordering bookkeeping and the
+# model of a second vector (during a model switch).
+_RECORD_ATTRIBUTES = (
+    *RECORD_FIELDS,
+    ATTR_SEQUENCER,
+    ATTR_REVISION,
+    ATTR_ALT_MODEL_ID,
+    ATTR_ALT_DIMENSION,
+)
+_VECTOR_ATTRIBUTES = (ATTR_VECTOR, ATTR_ALT_VECTOR)
 
 
 class CatalogThrottled(RuntimeError):
@@ -110,6 +123,10 @@ def _record_item(record: ImageRecord) -> Item:
     if record.status == STATUS_INDEXED:
         assert record.vector is not None
         item[ATTR_VECTOR] = {"B": encode_vector(record.vector)}
+        if record.alt_vector is not None and record.alt_model_id and record.alt_dimension:
+            item[ATTR_ALT_VECTOR] = {"B": encode_vector(record.alt_vector)}
+            item[ATTR_ALT_MODEL_ID] = {"S": record.alt_model_id}
+            item[ATTR_ALT_DIMENSION] = {"N": str(int(record.alt_dimension))}
     return item
 
 
@@ -122,7 +139,93 @@ def _item_record(item: Mapping[str, Mapping[str, Any]], *, with_vector: bool) ->
         values[name] = int(attribute["N"]) if name in _NUMBER_FIELDS else attribute["S"]
     if with_vector and ATTR_VECTOR in item:
         values["vector"] = decode_vector(bytes(item[ATTR_VECTOR]["B"])).copy()
+    if with_vector and ATTR_ALT_VECTOR in item:
+        values["alt_vector"] = decode_vector(bytes(item[ATTR_ALT_VECTOR]["B"])).copy()
     return ImageRecord(**values)
+
+
+def select_slot(
+    item: Mapping[str, Mapping[str, Any]], model_id: str, dimension: int
+) -> Item | None:
+    """``item`` with the vector of ``model_id`` at ``dimension`` as its ``vector`` (and
+    that model in ``model_id``/``dimension``), whichever slot holds it; None when
+    neither does. Readers of one model space use this on raw items."""
+    dim = str(dimension)
+    if (
+        item.get("model_id", {}).get("S") == model_id
+        and item.get("dimension", {}).get("N") == dim
+        and ATTR_VECTOR in item
+    ):
+        return cast(Item, dict(item))
+    if (
+        item.get(ATTR_ALT_MODEL_ID, {}).get("S") == model_id
+        and item.get(ATTR_ALT_DIMENSION, {}).get("N") == dim
+        and ATTR_ALT_VECTOR in item
+    ):
+        chosen = cast(Item, dict(item))
+        chosen[ATTR_VECTOR] = dict(item[ATTR_ALT_VECTOR])
+        chosen["model_id"] = {"S": model_id}
+        chosen["dimension"] = {"N": dim}
+        return chosen
+    return None
+
+
+def _state_item(state: ModelState) -> Item:
+    item: Item = {
+        ATTR_IMAGE_ID: {"S": MODEL_STATE_ID},
+        "phase": {"S": state.phase},
+        "version": {"N": str(state.version)},
+        "enqueued": {"N": str(state.enqueued)},
+        "removed": {"N": str(state.removed)},
+    }
+    for name in ("serving", "target", "previous"):
+        space: Space | None = getattr(state, name)
+        if space is not None:
+            item[f"{name}_model_id"] = {"S": space.model_id}
+            item[f"{name}_dimension"] = {"N": str(space.dimension)}
+    for name in ("covered", "total"):
+        if getattr(state, name) is not None:
+            item[name] = {"N": str(getattr(state, name))}
+    for name in ("cursor", "started_at", "flipped_at", "finished_at", "updated_at"):
+        if getattr(state, name) is not None:
+            item[name] = {"S": str(getattr(state, name))}
+    return item
+
+
+def _item_state(item: Mapping[str, Mapping[str, Any]]) -> ModelState:
+    def space(name: str) -> Space | None:
+        model = item.get(f"{name}_model_id", {}).get("S")
+        dimension = item.get(f"{name}_dimension", {}).get("N")
+        return None if model is None or dimension is None else Space(model, int(dimension))
+
+    def number(name: str) -> int | None:
+        value = item.get(name, {}).get("N")
+        return None if value is None else int(value)
+
+    def text(name: str) -> str | None:
+        value = item.get(name, {}).get("S")
+        return None if value is None else str(value)
+
+    serving = space("serving")
+    phase = text("phase")
+    if serving is None or phase not in ("serving", "switching", "removing"):
+        raise ValueError("the model switch state item is malformed")
+    return ModelState(
+        phase=phase,  # type: ignore[arg-type]
+        serving=serving,
+        target=space("target"),
+        previous=space("previous"),
+        covered=number("covered"),
+        total=number("total"),
+        enqueued=number("enqueued") or 0,
+        removed=number("removed") or 0,
+        cursor=text("cursor"),
+        started_at=text("started_at"),
+        flipped_at=text("flipped_at"),
+        finished_at=text("finished_at"),
+        updated_at=text("updated_at"),
+        version=number("version") or 0,
+    )
 
 
 # --- cursors -------------------------------------------------------------------
@@ -243,6 +346,10 @@ class DynamoDBCatalog:
                 raise ValueError(
                     f"vector has {length} dimensions; the record says {record.dimension}"
                 )
+            if record.alt_vector is not None:
+                alt = int(np.asarray(record.alt_vector).size)
+                if not record.alt_model_id or alt != record.alt_dimension:
+                    raise ValueError("the second vector needs its model and dimension")
         item = _record_item(record)
         item.update(self._change_attributes(record.image_id))
         return self._conditional_put(item, record.sequencer)
@@ -294,7 +401,7 @@ class DynamoDBCatalog:
         self, image_id: str, *, with_vector: bool = False, include_deleted: bool = False
     ) -> ImageRecord | None:
         """The record, read consistently (tombstones are None unless ``include_deleted``)."""
-        names = [*_RECORD_ATTRIBUTES, *([ATTR_VECTOR] if with_vector else [])]
+        names = [*_RECORD_ATTRIBUTES, *(_VECTOR_ATTRIBUTES if with_vector else ())]
         projection, attribute_names = _projection(names)
         response = self.client.get_item(
             TableName=self._table,
@@ -496,6 +603,139 @@ class DynamoDBCatalog:
             values={":m": {"S": model_id}, ":d": {"N": str(dimension)}},
         )
 
+    def count_model(self, model_id: str, dimension: int) -> int:
+        """Indexed records whose primary vector is of this model and dimension."""
+        return self._count(
+            STATUS_INDEXED,
+            FilterExpression="#m = :m AND #d = :d",
+            names={"#m": "model_id", "#d": "dimension"},
+            values={":m": {"S": model_id}, ":d": {"N": str(dimension)}},
+        )
+
+    def lacking(
+        self, model_id: str, dimension: int, *, limit: int, cursor: str | None
+    ) -> tuple[builtins.list[str], str | None]:
+        """Keys of indexed records whose primary vector is not of this model and
+        dimension (``by_status`` GSI, no vectors read), from ``cursor`` on, at most
+        ``limit``, and the cursor to continue from (None: the end was reached)."""
+        request: dict[str, Any] = {
+            "TableName": self._table,
+            "IndexName": INDEX_BY_STATUS,
+            "KeyConditionExpression": "#s = :s",
+            "FilterExpression": "#m <> :m OR #d <> :d OR attribute_not_exists(#m)",
+            "ProjectionExpression": "#s, #k, #id",
+            "ExpressionAttributeNames": {
+                "#s": ATTR_STATUS,
+                "#k": ATTR_KEY,
+                "#id": ATTR_IMAGE_ID,
+                "#m": "model_id",
+                "#d": "dimension",
+            },
+            "ExpressionAttributeValues": {
+                ":s": {"S": STATUS_INDEXED},
+                ":m": {"S": model_id},
+                ":d": {"N": str(dimension)},
+            },
+        }
+        if cursor:
+            try:
+                request["ExclusiveStartKey"] = json.loads(cursor)
+            except ValueError:
+                logger.warning("ignoring a malformed switch cursor")
+        keys: builtins.list[str] = []
+        while len(keys) < limit:
+            request["Limit"] = max(limit - len(keys), 100)
+            response = self.client.query(**request)
+            items = response.get("Items", [])
+            for n, item in enumerate(items):
+                keys.append(item[ATTR_KEY]["S"])
+                if len(keys) == limit and n + 1 < len(items):
+                    return keys, json.dumps(_status_key(item))
+            last = response.get("LastEvaluatedKey")
+            if last is None:
+                return keys, None
+            request["ExclusiveStartKey"] = last
+        return keys, json.dumps(request["ExclusiveStartKey"])
+
+    def alt_ids(self, model_id: str, dimension: int) -> Iterator[str]:
+        """Ids of records holding a second vector of this model and dimension (a Scan:
+        the alt slot is in no index; run once per switch, after the flip)."""
+        request: dict[str, Any] = {
+            "TableName": self._table,
+            "FilterExpression": "#am = :m AND #ad = :d",
+            "ProjectionExpression": "#id",
+            "ExpressionAttributeNames": {
+                "#id": ATTR_IMAGE_ID,
+                "#am": ATTR_ALT_MODEL_ID,
+                "#ad": ATTR_ALT_DIMENSION,
+            },
+            "ExpressionAttributeValues": {":m": {"S": model_id}, ":d": {"N": str(dimension)}},
+        }
+        while True:
+            response = self.client.scan(**request)
+            for item in response.get("Items", []):
+                yield item[ATTR_IMAGE_ID]["S"]
+            last = response.get("LastEvaluatedKey")
+            if last is None:
+                return
+            request["ExclusiveStartKey"] = last
+
+    def remove_alt(self, image_id: str, model_id: str, dimension: int) -> bool:
+        """Remove the record's second vector if it is of this model and dimension. Not
+        a new revision: no reader of the record's primary model needs to know."""
+        try:
+            self.client.update_item(
+                TableName=self._table,
+                Key={ATTR_IMAGE_ID: {"S": image_id}},
+                UpdateExpression="REMOVE #av, #am, #ad",
+                ConditionExpression="#am = :m AND #ad = :d",
+                ExpressionAttributeNames={
+                    "#av": ATTR_ALT_VECTOR,
+                    "#am": ATTR_ALT_MODEL_ID,
+                    "#ad": ATTR_ALT_DIMENSION,
+                },
+                ExpressionAttributeValues={":m": {"S": model_id}, ":d": {"N": str(dimension)}},
+            )
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    # -- the model switch's state item ----------------------------------------------
+
+    def model_state(self) -> ModelState | None:
+        """The model switch's state (None: no switch ever ran)."""
+        response = self.client.get_item(
+            TableName=self._table, Key={ATTR_IMAGE_ID: {"S": MODEL_STATE_ID}}, ConsistentRead=True
+        )
+        item = response.get("Item")
+        return None if not item else _item_state(item)
+
+    def put_model_state(self, state: ModelState, *, expected_version: int | None) -> bool:
+        """Write the state if the stored one has ``expected_version`` (None: if there is
+        none). False when another writer came first."""
+        if expected_version is None:
+            condition = "attribute_not_exists(#id)"
+            values: dict[str, Any] = {}
+        else:
+            condition = "#v = :v"
+            values = {":v": {"N": str(expected_version)}}
+        names = {"#id": ATTR_IMAGE_ID} if expected_version is None else {"#v": "version"}
+        try:
+            self.client.put_item(
+                TableName=self._table,
+                Item=_state_item(state),
+                ConditionExpression=condition,
+                ExpressionAttributeNames=names,
+                **({"ExpressionAttributeValues": values} if values else {}),
+            )
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
     def _count(self, status: str, **extra: Any) -> int:
         names = {"#s": ATTR_STATUS, **extra.pop("names", {})}
         values = {":s": {"S": status}, **extra.pop("values", {})}
@@ -533,8 +773,8 @@ class DynamoDBCatalog:
     def indexed_vectors(
         self, *, model_id: str, dimension: int, segment: int = 0, total_segments: int = 1
     ) -> Iterator[VectorEntry]:
-        """Every indexed vector of ``model_id`` at ``dimension`` (reindex, rebuilds), or
-        those of one parallel Scan segment."""
+        """Every indexed vector of ``model_id`` at ``dimension``, either slot (reindex,
+        rebuilds), or those of one parallel Scan segment."""
         expected = dimension * VECTOR_DTYPE.itemsize
         for item in self.scan_vector_items(
             model_id=model_id, dimension=dimension, segment=segment, total_segments=total_segments
@@ -555,12 +795,18 @@ class DynamoDBCatalog:
     ) -> Iterator[Item]:
         """Raw items (id, key, content type, vector bytes) of the indexed records of one
         model and dimension, one Scan segment of ``total_segments``. Raw, so that a bulk
-        loader copies vector bytes straight into its matrix."""
+        loader copies vector bytes straight into its matrix. During a model switch the
+        vector may be in the second slot: each item comes with it as ``vector``."""
         request: dict[str, Any] = {
             "TableName": self._table,
-            "FilterExpression": "#status = :indexed AND #model = :model AND #dim = :dim",
-            "ProjectionExpression": "#id, #key, #ct, #vec, #rev",
+            "FilterExpression": "#status = :indexed AND ((#model = :model AND #dim = :dim)"
+            " OR (#amodel = :model AND #adim = :dim))",
+            "ProjectionExpression": "#id, #key, #ct, #vec, #rev, #model, #dim, #avec, #amodel,"
+            " #adim",
             "ExpressionAttributeNames": {
+                "#avec": ATTR_ALT_VECTOR,
+                "#amodel": ATTR_ALT_MODEL_ID,
+                "#adim": ATTR_ALT_DIMENSION,
                 "#rev": ATTR_REVISION,
                 "#status": ATTR_STATUS,
                 "#model": "model_id",
@@ -581,7 +827,11 @@ class DynamoDBCatalog:
             request["TotalSegments"] = total_segments
         while True:
             response = self.client.scan(**request)
-            yield from response.get("Items", [])
+            for item in response.get("Items", []):
+                chosen = select_slot(item, model_id, dimension)
+                if chosen is not None:
+                    chosen.pop(ATTR_ALT_VECTOR, None)
+                    yield chosen
             last = response.get("LastEvaluatedKey")
             if last is None:
                 return
@@ -642,8 +892,9 @@ class DynamoDBCatalog:
 
     def vector_items(self, image_ids: Iterable[str]) -> dict[str, Item]:
         """Raw items WITH vectors (id, key, status, revision, content type, model,
-        dimension, vector) of the ids that exist, read consistently by BatchGetItem:
-        the state at least as new as the change that named them."""
+        dimension, vector, and a second vector's model, dimension and bytes) of the ids
+        that exist, read consistently by BatchGetItem: the state at least as new as the
+        change that named them (``select_slot`` picks one model's vector)."""
         wanted = builtins.list(dict.fromkeys(image_ids))
         names = [
             ATTR_IMAGE_ID,
@@ -654,6 +905,9 @@ class DynamoDBCatalog:
             "model_id",
             "dimension",
             ATTR_VECTOR,
+            ATTR_ALT_MODEL_ID,
+            ATTR_ALT_DIMENSION,
+            ATTR_ALT_VECTOR,
         ]
         projection, attribute_names = _projection(names)
         found: dict[str, Item] = {}

@@ -634,10 +634,12 @@ def status_report(ctx: Context) -> dict[str, Any]:
         "other_model": None,
     }
     hints: list[str] = []
+    report["switch"], switch_hints = switch_status(catalog, report["images"]["indexed"])
+    switching = bool(report["switch"]) and report["switch"]["phase"] == "switching"
     if backend.model_id and backend.dimension:
         other = catalog.count_other_model(backend.model_id, backend.dimension)
         report["other_model"] = other
-        if other:
+        if other and not switching:  # during a switch the re-embeds are under way
             hints.append(
                 f"{other} indexed record{'s were' if other != 1 else ' was'} embedded with"
                 f" another model or dimension than {backend.model_id} ({backend.dimension}):"
@@ -665,8 +667,35 @@ def status_report(ctx: Context) -> dict[str, Any]:
 
     report["vector_index"], vector_hints = vector_status(ctx, report["images"]["indexed"])
     hints.extend(vector_hints)
+    hints.extend(switch_hints)
     report["hints"] = hints
     return report
+
+
+def switch_status(catalog: Any, indexed: int) -> tuple[dict[str, Any] | None, list[str]]:
+    """The model switch's progress, read from the catalog: the state item, and during a
+    switch the records holding the new model's vector now (the state's figures are
+    from the last maintenance run)."""
+    from imagesearch.switch import state_fields
+
+    state = catalog.model_state()
+    if state is None:
+        return None, []
+    report = state_fields(state)
+    hints: list[str] = []
+    if state.phase == "switching" and state.target is not None:
+        report["covered"] = catalog.count_model(state.target.model_id, state.target.dimension)
+        report["total"] = indexed
+        hints.append(
+            f"switching models: search answers from {state.serving} until every indexed"
+            f" image has a vector of {state.target}; re-embeds run through the ingest queue"
+        )
+    elif state.phase == "removing":
+        hints.append(
+            f"switched to {state.serving}: the vectors of {state.previous} are removed by"
+            " the next maintenance runs; then deploy without previousModelId"
+        )
+    return report, hints
 
 
 def cmd_status(args: Any, ctx: Context, out: TextIO) -> int:

@@ -143,6 +143,31 @@ def record_text(record: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _space_text(space: Mapping[str, Any] | None) -> str:
+    return "?" if not space else f"{space.get('model_id')} ({space.get('dimension')})"
+
+
+def switch_text(switch: Mapping[str, Any]) -> str:
+    """One line of the model switch's progress."""
+    phase = switch.get("phase")
+    serving = _space_text(switch.get("serving"))
+    if phase == "switching":
+        covered, total = switch.get("covered"), switch.get("total")
+        progress = f"{covered}/{total} re-embedded" if total is not None else "starting"
+        return f"{serving} -> {_space_text(switch.get('target'))}: {progress}, serving {serving}"
+    if phase == "removing":
+        return (
+            f"serving {serving} since {switch.get('flipped_at')};"
+            f" removing the vectors of {_space_text(switch.get('previous'))}"
+        )
+    if switch.get("previous"):
+        return (
+            f"complete: serving {serving}, the vectors of"
+            f" {_space_text(switch.get('previous'))} removed at {switch.get('finished_at')}"
+        )
+    return f"serving {serving}"
+
+
 def status_text(report: Mapping[str, Any]) -> str:
     """The ``status`` report: counts, queues, model, latest rejections and hints."""
     images = report["images"]
@@ -157,6 +182,9 @@ def status_text(report: Mapping[str, Any]) -> str:
         f" {queues['ingest']['in_flight']} in flight",
         f"dead letters {queues['dead_letter']['waiting'] + queues['dead_letter']['in_flight']}",
     ]
+    switch = report.get("switch")
+    if switch:
+        lines.insert(2, "switch       " + switch_text(switch))
     vectors = report.get("vector_index") or {}
     if "vectors" in vectors:
         lines.insert(

@@ -30,7 +30,7 @@ from typing import Any, Protocol
 import numpy as np
 from botocore.exceptions import BotoCoreError, ClientError
 
-from imagesearch.catalog.dynamodb import CatalogThrottled
+from imagesearch.catalog.dynamodb import CatalogThrottled, select_slot
 from imagesearch.embedders.base import Vector
 from imagesearch.errors import IndexUnavailable
 from imagesearch.index.matrix import MatrixIndex
@@ -485,7 +485,7 @@ class EmbeddedIndex:
     ) -> None:
         assert self._matrix is not None
         for image_id, item in pending.items():
-            if not self._searchable(item):  # deleted, rejected, or of another model
+            if not self._searchable(item):  # deleted, rejected or failed
                 self._matrix.remove(image_id)
                 self._revisions[image_id] = item.get(ATTR_REVISION, {}).get("S")
             else:
@@ -499,21 +499,19 @@ class EmbeddedIndex:
         self._watermark = now
 
     def _searchable(self, item: Item) -> bool:
-        return (
-            item.get(ATTR_STATUS, {}).get("S") == STATUS_INDEXED
-            and item.get("model_id", {}).get("S") == self._model_id
-            and item.get("dimension", {}).get("N") == str(self._dimension)
-        )
+        """Whether a change row may carry a vector of this model: any indexed record,
+        since during a model switch this model's vector may be in the second slot of a
+        record of the other model (the fetched item says which: ``_apply``)."""
+        return item.get(ATTR_STATUS, {}).get("S") == STATUS_INDEXED
 
     def _apply(self, matrix: MatrixIndex, item: Item) -> None:
         image_id = item[ATTR_IMAGE_ID]["S"]
         self._revisions[image_id] = item.get(ATTR_REVISION, {}).get("S")
-        blob = item.get(ATTR_VECTOR, {}).get("B")
-        searchable = (
-            self._searchable(item)
-            and blob is not None
-            and len(blob) == self._dimension * VECTOR_DTYPE.itemsize
+        chosen = (
+            select_slot(item, self._model_id, self._dimension) if self._searchable(item) else None
         )
+        blob = None if chosen is None else chosen.get(ATTR_VECTOR, {}).get("B")
+        searchable = blob is not None and len(blob) == self._dimension * VECTOR_DTYPE.itemsize
         if searchable:
             assert blob is not None
             content_type = item.get("content_type", {}).get("S")

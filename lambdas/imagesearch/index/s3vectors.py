@@ -377,6 +377,20 @@ class S3VectorsIndex:
         """Vectors held: a full listing (ListVectors), for status and reindex only."""
         return sum(1 for _ in self.keys())
 
+    def erase(self) -> int:
+        """Delete every vector (the previous model's index after a switch); returns how
+        many. Lists from the start again after each batch, so deletes never disturb
+        a listing in progress."""
+        from itertools import islice
+
+        removed = 0
+        while True:
+            batch = list(islice(self.keys(), MAX_DELETE))
+            if not batch:
+                return removed
+            self.delete(batch)
+            removed += len(batch)
+
     # -- internals ------------------------------------------------------------------
 
     def _units(self, vectors: Sequence[Vector]) -> Any:
