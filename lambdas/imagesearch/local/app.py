@@ -41,9 +41,11 @@ from imagesearch.local.moto_env import (
     MotoServer,
     create_resources,
     ensure_credentials,
+    existing_resources,
     moto_endpoint_environ,
     redirected_clients,
     resolve_region,
+    resources_fingerprint,
 )
 from imagesearch.local.probe import ProbeFailure, probe_bedrock, probe_clip_weights
 from imagesearch.local.state import (
@@ -255,7 +257,13 @@ class LocalMode:
         )
         full_restore = self._restore(region, shape)
         self._startup.mark("state")
-        self.resources = create_resources(self._clients, self.names, region=region)
+        configured = resources_fingerprint(self.names, region)
+        self.resources = self._resources(
+            region,
+            full_restore
+            and self.restored is not None
+            and self.restored.extra.get("resources") == configured,
+        )
         self._startup.mark("resources")
         if self.vector_store == "s3vectors":
             self._start_vectors(region)
@@ -308,6 +316,7 @@ class LocalMode:
                 region=region,
                 shape=shape,
                 extra=lambda: {
+                    "resources": configured,
                     "mirror": mirror.uploaded_files(),
                     "worker": worker.known_states(),
                 },
@@ -316,6 +325,17 @@ class LocalMode:
 
         self._watcher = threading.Thread(target=self._watch_model, name="model-watch", daemon=True)
         self._watcher.start()
+
+    def _resources(self, region: str, restored: bool) -> LocalResources:
+        """The stack's resources in moto: looked up when the restored state holds them
+        as this version makes them, else created (idempotent over a restored state)."""
+        assert self._clients is not None
+        if restored:
+            try:
+                return existing_resources(self._clients, self.names, region=region)
+            except ClientError as error:
+                logger.warning("the saved state lacks a resource (%s): creating it", error)
+        return create_resources(self._clients, self.names, region=region)
 
     def _configure_services(self) -> None:
         """The handlers' services as composition builds them, sharing one embedder
