@@ -19,7 +19,12 @@ from imagesearch.local.state import WriteGate
 from imagesearch.local.table_feed import MotoTableCatalog
 from imagesearch.ports import QueryFilters
 from imagesearch.records import encode_vector, image_id_for_key
-from imagesearch.resources import table_definition
+from imagesearch.resources import (
+    ATTR_ALT_DIMENSION,
+    ATTR_ALT_MODEL_ID,
+    ATTR_ALT_VECTOR,
+    table_definition,
+)
 from tests.integration.catalog_support import (
     DIM,
     MODEL,
@@ -60,6 +65,22 @@ def catalog(client: Any, clock: Clock) -> DynamoDBCatalog:
     catalog.delete(
         image_id_for_key("uploads/no/deleted.jpg"), key="uploads/no/deleted.jpg", sequencer="S9"
     )
+    # During a model switch this model's vector may sit in the second slot
+    client.put_item(
+        TableName=TABLE,
+        Item={
+            "image_id": {"S": image_id_for_key("uploads/ok/switching.jpg")},
+            "key": {"S": "uploads/ok/switching.jpg"},
+            "status": {"S": "indexed"},
+            "model_id": {"S": "next-model"},
+            "dimension": {"N": "4"},
+            "vector": {"B": encode_vector(np.ones(4, dtype=np.float32))},
+            ATTR_ALT_MODEL_ID: {"S": MODEL},
+            ATTR_ALT_DIMENSION: {"N": str(DIM)},
+            ATTR_ALT_VECTOR: {"B": encode_vector(axis(6))},
+            "sequencer": {"S": "S0001"},
+        },
+    )
     return catalog
 
 
@@ -85,7 +106,7 @@ def test_the_feed_answers_what_the_scan_answers(catalog: DynamoDBCatalog, segmen
     ]
 
     scanned = by_id(catalog.scan_vector_items(model_id=MODEL, dimension=DIM))
-    assert len(scanned) == 6
+    assert len(scanned) == 7
     read = [item for part in parts for item in part]
     assert len(read) == len(by_id(read))  # each image in one segment only
     assert by_id(read) == scanned  # same attributes, vectors as bytes
@@ -109,7 +130,7 @@ def test_the_index_loads_without_a_scan_and_refreshes_through_the_catalog(
     # The full load: every searchable image, and no request to moto at all
     hits = index.query(axis(3), 2, QueryFilters())
     assert keys_of(catalog, hits)[0] == "uploads/ok/3.jpg"
-    assert index.count() == 6
+    assert index.count() == 7
     assert [name for name, _ in spy.calls if name == "scan"] == []
 
     # A later change arrives by the change log and a vector fetch, as usual
@@ -119,7 +140,7 @@ def test_the_index_loads_without_a_scan_and_refreshes_through_the_catalog(
     clock.advance(1)
 
     assert keys_of(catalog, index.query(axis(7), 1, QueryFilters())) == ["uploads/ok/new.jpg"]
-    assert index.count() == 6
+    assert index.count() == 7
     called = {name for name, _ in spy.calls}
     assert {"query", "batch_get_item"} <= called
     assert "scan" not in called
@@ -143,7 +164,7 @@ def test_the_feed_waits_for_requests_inside_moto(catalog: DynamoDBCatalog) -> No
         assert loader.is_alive()
         assert read == []
     loader.join(10)
-    assert read == [6]
+    assert read == [7]
 
 
 def test_a_reindex_reads_the_same_vectors(catalog: DynamoDBCatalog) -> None:
@@ -156,5 +177,5 @@ def test_a_reindex_reads_the_same_vectors(catalog: DynamoDBCatalog) -> None:
         }
 
     read = entries(feed)
-    assert len(read) == 6
+    assert len(read) == 7
     assert read == entries(catalog)

@@ -7,10 +7,10 @@ index operation (a batch read, PutVectors or DeleteVectors is one operation, as 
 one request); a scheduler decides who goes next, so an interleaving is a sequence of
 thread names. All interleavings of two writers are run, including batches that share
 an image, and seeded random ones of three, and random ones where a batch read
-reads its items one at a time with other writers in between. After every schedule the index must hold
-exactly the catalog's state for every image: an older event never leaves its vector, a
-deleted image never leaves a vector. A sync that writes what the catalog held once,
-without the verifying read, fails these schedules.
+reads its items one at a time with other writers in between. After every schedule the
+index must hold exactly the catalog's state for every image: an older event never
+leaves its vector, a deleted image never leaves a vector. A sync that writes what the
+catalog held once, without the verifying read, fails these schedules.
 """
 
 from __future__ import annotations

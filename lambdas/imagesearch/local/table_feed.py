@@ -21,9 +21,12 @@ import zlib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from imagesearch.catalog.dynamodb import DynamoDBCatalog, Item
+from imagesearch.catalog.dynamodb import DynamoDBCatalog, Item, select_slot
 from imagesearch.local.state import ACCOUNT_ID, WriteGate
 from imagesearch.resources import (
+    ATTR_ALT_DIMENSION,
+    ATTR_ALT_MODEL_ID,
+    ATTR_ALT_VECTOR,
     ATTR_IMAGE_ID,
     ATTR_KEY,
     ATTR_REVISION,
@@ -33,7 +36,18 @@ from imagesearch.resources import (
 )
 
 # What DynamoDBCatalog.scan_vector_items projects.
-_PROJECTED = (ATTR_IMAGE_ID, ATTR_KEY, "content_type", ATTR_VECTOR, ATTR_REVISION)
+_PROJECTED = (
+    ATTR_IMAGE_ID,
+    ATTR_KEY,
+    "content_type",
+    ATTR_VECTOR,
+    ATTR_REVISION,
+    "model_id",
+    "dimension",
+    ATTR_ALT_VECTOR,
+    ATTR_ALT_MODEL_ID,
+    ATTR_ALT_DIMENSION,
+)
 
 
 class MotoTableCatalog(DynamoDBCatalog):
@@ -56,7 +70,6 @@ class MotoTableCatalog(DynamoDBCatalog):
     ) -> Iterator[Item]:
         from moto.backends import get_backend
 
-        wanted = {ATTR_STATUS: STATUS_INDEXED, "model_id": model_id, "dimension": str(dimension)}
         found: list[Item] = []
         with self._gate.lock.exclusive():
             table = get_backend("dynamodb")[ACCOUNT_ID][self._region].get_table(self.table_name)
@@ -64,15 +77,17 @@ class MotoTableCatalog(DynamoDBCatalog):
             stored: list[Any] = list(table.items.values())
             for item in stored:
                 attrs = item.attrs
-                if any(
-                    name not in attrs or attrs[name].value != value
-                    for name, value in wanted.items()
-                ):
+                status = attrs.get(ATTR_STATUS)
+                if status is None or status.value != STATUS_INDEXED:
                     continue
                 image_id = attrs[ATTR_IMAGE_ID].value
                 if total_segments > 1 and _segment(image_id, total_segments) != segment:
                     continue
-                found.append(_raw(attrs))
+                # Either slot may hold this model's vector during a model switch.
+                chosen = select_slot(_raw(attrs), model_id, dimension)
+                if chosen is not None:
+                    chosen.pop(ATTR_ALT_VECTOR, None)
+                    found.append(chosen)
         return iter(found)
 
 
