@@ -372,11 +372,18 @@ class SearchService:
         if callable(refresh):
             refresh()
 
-    def wait_for_refresh(self, timeout: float = 10.0) -> None:
-        """Let a background index refresh finish (local mode, before it stops moto)."""
-        wait = getattr(self._spaces.peek()[1].index, "wait_for_refresh", None)
-        if callable(wait):
-            wait(timeout)
+    def refresh_soon(self) -> None:
+        """Ask the serving index's background refresher, if it has one, to run now."""
+        nudge = getattr(self._spaces.peek()[1].index, "refresh_soon", None)
+        if callable(nudge):
+            nudge()
+
+    def stop_refreshing(self, timeout: float = 10.0) -> None:
+        """Stop the serving index's background refresher, if it has one (local mode,
+        before it stops moto)."""
+        stop = getattr(self._spaces.peek()[1].index, "stop_refreshing", None)
+        if callable(stop):
+            stop(timeout)
 
     def health(self) -> HealthResponse:
         """Liveness. The embedded tier answers from cheap state only (never loads the

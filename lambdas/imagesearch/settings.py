@@ -74,7 +74,7 @@ class IngestSettings(CommonSettings):
 class SearchSettings(CommonSettings):
     index_refresh_seconds: float = Field(default=1.0, ge=0)
     index_refresh_overlap_seconds: float = Field(default=r.INDEX_REFRESH_OVERLAP_SECONDS, ge=0)
-    # Local mode: refresh in a thread of its own, requests answer from the state in hand.
+    # Local mode: a thread refreshes every index_refresh_seconds; requests never wait.
     index_refresh_background: bool = False
     # Embedded tier: where its snapshots live in the images bucket (None: no snapshots,
     # cold starts Scan: local mode), and its capacity (/health warns at 80 %).

@@ -54,7 +54,12 @@ def test_local_mode_with_each_model_from_the_environment(
     local.drop("blue.jpg", jpeg((20, 20, 220)))
     records = local.wait_indexed("red.jpg", "blue.jpg")
     assert {(rec["model_id"], rec["dimension"]) for rec in records} == {(model_id, 1024)}
-    # Then search by text answers from that model's vectors
+    # Then search by text answers from that model's vectors (once the index, which
+    # refreshes every second, has them)
+    local.wait_until(
+        lambda: len(local.search(text="crimson", top_k=2)) == 2,
+        message="both images to be searchable",
+    )
     assert local.search(text="crimson", top_k=2)[0]["key"] == local.key_for("red.jpg")
     assert local.search(text="navy", top_k=2)[0]["key"] == local.key_for("blue.jpg")
     assert any(c.model_id == model_id and c.status == 200 for c in bedrock.call_log)

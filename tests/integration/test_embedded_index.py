@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -408,34 +409,39 @@ class SlowChangeLog:
         return self._catalog.vector_items(image_ids)
 
 
-def test_a_background_refresh_lets_searches_answer_from_the_state_in_hand(
+def eventually(predicate: Any, timeout: float = 30.0) -> None:
+    """Wait for the background refresher (a bounded wait, not a timing assertion)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "the background refresh did not get there"
+        time.sleep(0.01)
+
+
+def test_a_background_refresher_lets_searches_answer_from_the_state_in_hand(
     client: Any, clock: Clock
 ) -> None:
     writer = DynamoDBCatalog(TABLE, client=client, clock=clock)
     writer.put(record("uploads/a.jpg", axis(0)))
     feed = SlowChangeLog(DynamoDBCatalog(TABLE, client=client, clock=clock))
-    search = embedded(feed, clock, refresh_interval=1.0, background_refresh=True)
-    assert search.count() == 1
+    search = embedded(feed, clock, refresh_interval=0.05, background_refresh=True)
+    assert search.count() == 1  # the first load starts the refresher
 
-    # When an image is added and the next refresh's change-log read is slow
+    # When an image is added while the refresher's change-log read is slow
+    feed.release.clear()
+    feed.reading.clear()
     clock.advance(2)
     writer.put(record("uploads/b.jpg", axis(1)))
-    clock.advance(2)
-    feed.release.clear()
+    assert feed.reading.wait(30)
 
-    # Then searches answer at once from the state in hand while the refresh reads
+    # Then searches answer at once from the state in hand while it reads
     hits = search.query(axis(1), 5, QueryFilters())
     assert [hit.image_id for hit in hits] == [image_id_for_key("uploads/a.jpg")]
-    assert feed.reading.wait(30)
-    assert search.count() == 1
-    assert not search.wait_for_refresh(0.05)  # still reading: one refresh at a time
 
-    # And once the read is done, the change is there
+    # And once the read is done the change is there, without a search asking for it
     feed.release.set()
-    assert search.wait_for_refresh(30)
-    hits = search.query(axis(1), 5, QueryFilters())
-    assert hits[0].image_id == image_id_for_key("uploads/b.jpg")
-    assert search.applied_changes == 1
+    eventually(lambda: search.count() == 2)
+    assert search.query(axis(1), 5, QueryFilters())[0].image_id == image_id_for_key("uploads/b.jpg")
+    assert search.stop_refreshing(30)
 
 
 def test_a_failing_background_refresh_serves_the_last_state_then_503s(
@@ -446,28 +452,73 @@ def test_a_failing_background_refresh_serves_the_last_state_then_503s(
     search = embedded(
         DynamoDBCatalog(TABLE, client=spy, clock=clock),
         clock,
-        refresh_interval=1.0,
+        refresh_interval=0.05,
         max_staleness=60,
         background_refresh=True,
     )
     writer.put(record("uploads/a.jpg"))
     assert search.count() == 1
 
-    # When the change log throttles, searches answer from memory; the refresh logs why
-    spy.fail_queries = True
-    clock.advance(30)
+    # When the change log throttles, searches answer from memory; the refresher logs why
     with caplog.at_level(logging.WARNING, logger="imagesearch.index.embedded"):
+        spy.fail_queries = True
+        clock.advance(30)
+        eventually(lambda: "index refresh failed" in caplog.text)
         assert len(search.query(axis(0), 5, QueryFilters())) == 1
-        assert search.wait_for_refresh(30)
-    assert "index refresh failed" in caplog.text
 
-    # But past the staleness limit the request refreshes itself, and fails
-    clock.advance(40)
-    with pytest.raises(StaleIndexError):
-        search.query(axis(0), 5, QueryFilters())
+        # But past the staleness limit the request refreshes itself, and fails
+        clock.advance(40)
+        with pytest.raises(StaleIndexError):
+            search.query(axis(0), 5, QueryFilters())
 
-    # And the first request after the table answers again is served fresh
+    # And once the table answers again, so does the index, with what changed
     spy.fail_queries = False
     writer.put(record("uploads/b.jpg", axis(1)))
     clock.advance(1)
-    assert search.count() == 2
+    eventually(lambda: search.count() == 2)
+    assert search.stop_refreshing(30)
+
+
+def test_refresh_soon_runs_the_background_refresher_now(client: Any, clock: Clock) -> None:
+    writer = DynamoDBCatalog(TABLE, client=client, clock=clock)
+    writer.put(record("uploads/a.jpg", axis(0)))
+    search = embedded(
+        DynamoDBCatalog(TABLE, client=client, clock=clock),
+        clock,
+        refresh_interval=3600,  # left alone, the next refresh is an hour away
+        background_refresh=True,
+    )
+    assert search.count() == 1
+
+    # When ingest has written an image and nudges the index (local mode's worker)
+    clock.advance(2)
+    writer.put(record("uploads/b.jpg", axis(1)))
+    search.refresh_soon()
+
+    # Then it is searchable without waiting for the interval
+    eventually(lambda: search.count() == 2)
+    assert search.stop_refreshing(30)
+
+
+def test_an_index_nobody_holds_any_more_stops_its_background_refresher(
+    client: Any, clock: Clock
+) -> None:
+    import gc
+
+    search = embedded(
+        DynamoDBCatalog(TABLE, client=client, clock=clock),
+        clock,
+        refresh_interval=0.05,
+        background_refresh=True,
+    )
+    search.refresh()
+    refresher = search._refresher
+    assert refresher is not None and refresher.is_alive()
+
+    # When the index is dropped (a model switch serves another one)
+    del search
+    gc.collect()
+
+    # Then its refresher ends instead of refreshing for nobody
+    refresher.join(30)
+    assert not refresher.is_alive()

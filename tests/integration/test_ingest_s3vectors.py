@@ -258,17 +258,20 @@ def test_local_modes_worker_syncs_a_received_batch_with_one_put_vectors_call(
         dlq_url=aws.dlq_url,
         upload_prefix=aws.upload_prefix,
     )
+    nudges: list[str] = []
     worker = IngestWorker(
         handler=ingest_handler,
         sqs=aws.sqs,
         catalog=DynamoDBCatalog(aws.table, client=aws.dynamodb),
         resources=resources,
+        after_batch=lambda: nudges.append("batch handled"),
     )
     received = aws.sqs.receive_message(QueueUrl=aws.queue_url, MaxNumberOfMessages=10)["Messages"]
     assert len(received) == 8
     before = len(emulator.service.calls)
     # When local mode's worker processes the batch it received
     assert worker.process_batch(received) == set()
+    assert nudges == ["batch handled"]  # local mode: the search index refreshes now
     # Then the handler's batched path ran: one PutVectors for the eight
     assert index_calls(emulator, before) == {"PutVectors": 1, "DeleteVectors": 0}
     assert_index_equals_catalog(aws, index, *keys)

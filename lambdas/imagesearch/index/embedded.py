@@ -12,9 +12,10 @@ instance's memory only (tests, and the tier's contract suite).
 
 Thread-safe: one lock guards loading, applying changes and reading (local mode serves
 requests from several threads). With ``background_refresh`` (local mode, where one
-process also runs ingest and the AWS emulator) a due refresh runs in a thread of its
-own: the request answers from the state in hand at once, the catalog reads happen
-without the lock, and only applying what they found takes it.
+process also runs ingest and the AWS emulator) a thread of its own refreshes every
+``refresh_interval`` from the first load on: requests answer from the state in hand
+at once, the catalog reads happen without the lock, and only applying what they found
+takes it.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import logging
 import math
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
@@ -168,6 +170,8 @@ class EmbeddedIndex:
         self._on_fallback = on_fallback
         self._background = background_refresh
         self._refresher: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._nudged = threading.Event()
         # The last background refresh's failure (None once one succeeds): past
         # max_staleness, requests raise it as StaleIndexError.
         self._refresh_error: Exception | None = None
@@ -229,9 +233,16 @@ class EmbeddedIndex:
             else:
                 self._refresh(self._clock())
 
-    def wait_for_refresh(self, timeout: float | None = None) -> bool:
-        """Wait for a background refresh in progress (tests, shutdown); False if it
-        is still running after ``timeout``."""
+    def refresh_soon(self) -> None:
+        """Have the background refresher run now rather than at its next interval
+        (local mode's ingest worker, after each batch: what it indexed shows at once)."""
+        self._nudged.set()
+
+    def stop_refreshing(self, timeout: float | None = None) -> bool:
+        """Stop the background refresher, letting a refresh in progress finish (local
+        mode, before it stops moto); False if it still runs after ``timeout``."""
+        self._stopping.set()
+        self._nudged.set()
         refresher = self._refresher
         if refresher is None:
             return True
@@ -290,7 +301,7 @@ class EmbeddedIndex:
             self._load()
         else:
             now = self._clock()
-            if now - self._attempted >= self._refresh_interval and self._background:
+            if self._background:
                 self._refresh_behind(now)
             elif now - self._attempted >= self._refresh_interval:
                 try:
@@ -310,11 +321,11 @@ class EmbeddedIndex:
         return self._matrix
 
     def _refresh_behind(self, now: float) -> None:
-        """Start a background refresh unless one runs. Called with the lock held.
+        """The background refresher keeps the state current; called with the lock held.
 
-        Once the last one failed and the state in hand is older than ``max_staleness``,
-        the request refreshes itself, as without a background thread: it answers from
-        a fresh state or raises ``StaleIndexError``."""
+        Once its last refresh failed and the state in hand is older than
+        ``max_staleness``, the request refreshes itself, as without a background
+        thread: it answers from a fresh state or raises ``StaleIndexError``."""
         error = self._refresh_error
         staleness = now - self._watermark
         if error is not None and staleness > self._max_staleness:
@@ -326,16 +337,20 @@ class EmbeddedIndex:
                     f"search index not refreshed for {staleness:.0f} s: {failure}"
                 ) from failure
             self._refresh_error = None
-            return
-        if self._refresher is None or not self._refresher.is_alive():
-            self._attempted = now
+
+    def _start_refresher(self) -> None:
+        if self._background and self._refresher is None and not self._stopping.is_set():
             self._refresher = threading.Thread(
-                target=self._refresh_in_background, name="index-refresh", daemon=True
+                target=_keep_refreshing,
+                args=(weakref.ref(self), self._nudged, self._stopping, self._refresh_interval),
+                name="index-refresh",
+                daemon=True,
             )
             self._refresher.start()
 
     def _refresh_in_background(self) -> None:
         now = self._clock()
+        self._attempted = now
         watermark = self._watermark
         try:
             with self._lock:
@@ -370,12 +385,14 @@ class EmbeddedIndex:
         if self._snapshots is not None:
             try:
                 self._load_snapshot(started)
+                self._start_refresher()
                 return
             except SnapshotError as error:
                 self._fell_back(error.reason, str(error))
             except (ClientError, BotoCoreError) as error:
                 self._fell_back("unreadable", f"index snapshot could not be read: {error}")
         self._load_scan(started)
+        self._start_refresher()
 
     def _fell_back(self, reason: str, message: str) -> None:
         logger.warning("loading the index by Scan: %s", message)
@@ -521,6 +538,24 @@ class EmbeddedIndex:
             except ValueError:
                 logger.warning("skipped a record with an unusable vector")
         matrix.remove(image_id)
+
+
+def _keep_refreshing(
+    index_ref: weakref.ReferenceType[EmbeddedIndex],
+    nudged: threading.Event,
+    stopping: threading.Event,
+    interval: float,
+) -> None:
+    """The background refresher's loop. It holds its index weakly: an index nobody
+    serves any more (a model switch replaced it) stops refreshing."""
+    while True:
+        nudged.wait(max(interval, 0.05))
+        nudged.clear()
+        index = index_ref()
+        if index is None or stopping.is_set():
+            return
+        index._refresh_in_background()
+        del index
 
 
 def _drain(parts: list[list[Item]]) -> Iterator[Item]:

@@ -75,7 +75,7 @@ LOCAL_VECTOR_BUCKET = "imagesearch-local-vectors"
 # The embedded index's refresh here: moto writes an item and its change-log entry at
 # once and every writer shares this clock, so a short re-read window suffices (the
 # 30 s of Lambda re-read every second cost moto most of its time during a bulk
-# ingest); and a due refresh runs beside the request, not inside it (one process
+# ingest); and a thread refreshes every second instead of the requests (one process
 # runs ingest, moto and the API: docs/decisions.md).
 LOCAL_REFRESH_OVERLAP_SECONDS = 10.0
 # Handlers log JSON for CloudWatch; in a terminal only their errors are worth
@@ -280,6 +280,7 @@ class LocalMode:
             sqs=self._clients.sqs,
             catalog=DynamoDBCatalog(self.resources.table, client=self._clients.dynamodb),
             resources=self.resources,
+            after_batch=self._search.refresh_soon if self._search is not None else None,
         )
         self._mirror = DropboxMirror(
             self.dropbox,
@@ -612,7 +613,7 @@ class LocalMode:
         if self._worker is not None:
             self._worker.stop()
         if self._search is not None:
-            self._search.wait_for_refresh()  # before moto goes
+            self._search.stop_refreshing()  # before moto goes
         try:
             if self._saver is not None:
                 self._saver.stop()

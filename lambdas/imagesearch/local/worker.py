@@ -70,8 +70,12 @@ class IngestWorker:
         sqs: Any,
         catalog: Catalog,
         resources: LocalResources,
+        after_batch: Callable[[], None] | None = None,
     ) -> None:
+        """``after_batch``: called once each batch is handled (local mode nudges the
+        search index's refresher, so that what was indexed is searchable at once)."""
         self._handler = handler
+        self._after_batch = after_batch
         self._sqs = sqs
         self._catalog = catalog
         self._resources = resources
@@ -173,6 +177,8 @@ class IngestWorker:
             logger.exception("the ingest handler failed; the batch will be retried")
             failed = all_ids
         done = [message for message in messages if message["MessageId"] not in failed]
+        if self._after_batch is not None:
+            self._after_batch()
         self._delete(done)
         with self._lock:
             self._batches += 1
