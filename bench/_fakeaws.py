@@ -105,6 +105,13 @@ def make_handler(state: State) -> type[BaseHTTPRequestHandler]:
                     if state.changes_visible
                     else []
                 )
+                if "ProjectionExpression" in request:  # as DynamoDB does: only those
+                    names = request.get("ExpressionAttributeNames", {})
+                    wanted = [
+                        names.get(part.strip(), part.strip())
+                        for part in request["ProjectionExpression"].split(",")
+                    ]
+                    items = [{k: item[k] for k in wanted if k in item} for item in items]
                 answer: dict[str, Any] = {"Items": items, "Count": len(items)}
                 answer["ScannedCount"] = len(items)
             elif target == "BatchGetItem":

@@ -183,5 +183,7 @@ class EmptyCatalogFeed:
     ) -> Iterator[dict[str, Any]]:
         return iter(())
 
-    def changes(self, since_ms: int, until_ms: int) -> Iterator[dict[str, Any]]:
+    def changes(
+        self, since_ms: int, until_ms: int, *, brief: bool = False
+    ) -> Iterator[dict[str, Any]]:
         return iter(())

@@ -400,10 +400,10 @@ class SlowChangeLog:
     def scan_vector_items(self, **options: Any) -> Iterator[Any]:
         return self._catalog.scan_vector_items(**options)
 
-    def changes(self, since_ms: int, until_ms: int) -> Iterator[Any]:
+    def changes(self, since_ms: int, until_ms: int, **options: Any) -> Iterator[Any]:
         self.reading.set()
         assert self.release.wait(30)
-        return self._catalog.changes(since_ms, until_ms)
+        return self._catalog.changes(since_ms, until_ms, **options)
 
     def vector_items(self, image_ids: Any) -> Any:
         return self._catalog.vector_items(image_ids)
@@ -522,3 +522,26 @@ def test_an_index_nobody_holds_any_more_stops_its_background_refresher(
     # Then its refresher ends instead of refreshing for nobody
     refresher.join(30)
     assert not refresher.is_alive()
+
+
+def test_a_refresh_reads_only_what_it_decides_on_from_the_change_log(
+    client: Any, clock: Clock
+) -> None:
+    spy = SpyClient(client)
+    writer = DynamoDBCatalog(TABLE, client=client, clock=clock)
+    search = embedded(DynamoDBCatalog(TABLE, client=spy, clock=clock), clock)
+    writer.put(record("uploads/a.jpg", axis(0)))
+    assert search.count() == 1
+    clock.advance(2)
+    writer.put(record("uploads/b.jpg", axis(1)))
+    spy.calls.clear()
+
+    clock.advance(2)
+    assert search.count() == 2
+
+    queries = [kwargs for name, kwargs in spy.calls if name == "query"]
+    assert queries
+    for query in queries:
+        names = query["ExpressionAttributeNames"]
+        projected = {names[part.strip()] for part in query["ProjectionExpression"].split(",")}
+        assert projected == {"image_id", "status", "revision", "changed_at"}

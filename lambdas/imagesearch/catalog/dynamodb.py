@@ -837,15 +837,17 @@ class DynamoDBCatalog:
                 return
             request["ExclusiveStartKey"] = last
 
-    def changes(self, since_ms: int, until_ms: int) -> Iterator[Item]:
+    def changes(self, since_ms: int, until_ms: int, *, brief: bool = False) -> Iterator[Item]:
         """Raw change-log items written from ``since_ms`` on, WITHOUT vectors (id, key,
-        status, revision, content type, model, dimension, changed_at), oldest first
-        (``changed_at`` ascending over every day and shard), so that when an item
-        changes while this is read, its newest state comes last."""
+        status, revision, content type, model, dimension, changed_at; with ``brief``
+        only id, status, revision and changed_at: what an index refresh decides on, and
+        half the parsing), oldest first (``changed_at`` ascending over every day and
+        shard), so that when an item changes while this is read, its newest state comes
+        last."""
         found: builtins.list[Item] = []
         for day in _days(since_ms, until_ms):
             for shard in range(CHANGE_SHARDS):
-                found.extend(self._change_partition(f"{day}#{shard}", since_ms))
+                found.extend(self._change_partition(f"{day}#{shard}", since_ms, brief))
         found.sort(key=lambda item: int(item[ATTR_CHANGED_AT]["N"]))
         return iter(found)
 
@@ -880,8 +882,13 @@ class DynamoDBCatalog:
             },
         }
 
-    def _change_partition(self, partition: str, since_ms: int) -> Iterator[Item]:
+    def _change_partition(self, partition: str, since_ms: int, brief: bool) -> Iterator[Item]:
         request = self._change_query(partition, since_ms)
+        if brief:
+            request["ProjectionExpression"] = "#id, #status, #rev, #changed"
+            request["ExpressionAttributeNames"].update(
+                {"#id": ATTR_IMAGE_ID, "#status": ATTR_STATUS, "#rev": ATTR_REVISION}
+            )
         while True:
             response = self.client.query(**request)
             yield from response.get("Items", [])

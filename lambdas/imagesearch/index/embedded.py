@@ -67,7 +67,7 @@ class CatalogFeed(Protocol):
         self, *, model_id: str, dimension: int, segment: int = 0, total_segments: int = 1
     ) -> Iterator[Item]: ...
 
-    def changes(self, since_ms: int, until_ms: int) -> Iterator[Item]: ...
+    def changes(self, since_ms: int, until_ms: int, *, brief: bool = False) -> Iterator[Item]: ...
 
     def vector_items(self, image_ids: Iterable[str]) -> Mapping[str, Item]: ...
 
@@ -485,7 +485,7 @@ class EmbeddedIndex:
         since_ms = int((watermark - self._overlap) * 1000)
         until_ms = int((now + self._overlap) * 1000)
         latest: dict[str, Item] = {}
-        for item in self._catalog.changes(since_ms, until_ms):  # oldest first
+        for item in self._catalog.changes(since_ms, until_ms, brief=True):  # oldest first
             latest[item[ATTR_IMAGE_ID]["S"]] = item
         pending: dict[str, Item] = {}
         for image_id, item in latest.items():
