@@ -239,3 +239,38 @@ def test_the_progress_bar_counts_every_vector_once(catalog, index) -> None:
     assert (result["written"], result["skipped"]) == (800, 300)
     assert sum(progress.steps) == 1100
     assert progress.threads == {threading.current_thread().name}  # the caller's thread only
+
+
+def test_images_written_just_before_the_copy_are_synced_again_in_one_batch(
+    catalog, index, clock
+) -> None:
+    # Given images the catalog wrote moments ago (inside the change-log margin)
+    clock.now = time.time()
+    for n in range(30):
+        put(catalog, n)
+
+    result = run(catalog, index)
+
+    # Then the copy writes them, and verifies them with one PutVectors, not one per image
+    assert result["written"] == 30
+    assert result["resynced"] == 30
+    assert index._client.puts == [30, 30]
+    assert_index_equals_catalog(catalog, index)
+
+
+def test_a_failed_resync_ends_the_copy_with_its_error(catalog, index, clock) -> None:
+    clock.now = time.time()
+    for n in range(3):
+        put(catalog, n)
+    upsert = index.upsert
+    calls = []
+
+    def failing(batch: list[VectorEntry]) -> None:
+        calls.append(len(batch))
+        if len(calls) == 2:  # the copy's write went through; the resync's is refused
+            raise RuntimeError("PutVectors refused")
+        upsert(batch)
+
+    index.upsert = failing  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError, match="PutVectors refused"):
+        run(catalog, index, writers=1)

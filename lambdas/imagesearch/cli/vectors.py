@@ -245,8 +245,11 @@ def reindex(
             started_ms - CHANGE_LOG_MARGIN_MS, int(clock() * 1000) + CHANGE_LOG_MARGIN_MS
         )
     }
-    for image_id in sorted(changed):
-        sync.written(image_id)
+    # One batched, verified sync of everything written meanwhile (not one image at a
+    # time: right after an ingest the window holds every recent image).
+    failed = sync.sync(sorted(changed))
+    if failed:
+        raise next(iter(failed.values()))  # the copy ends with the error, as a write's does
     return {"written": written, "skipped": skipped, "removed": len(stale), "resynced": len(changed)}
 
 
