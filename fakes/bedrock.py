@@ -332,6 +332,7 @@ class FakeBedrock:
         self._latency_seconds = latency_seconds
         self._scripted: list[BedrockError] = []
         self._refused: set[str] = set()
+        self._throttled_models: set[str] = set()
         self._calls = 0
         self._successes = 0
         self._status_counts: Counter[int] = Counter()
@@ -387,6 +388,15 @@ class FakeBedrock:
         with self._lock:
             self._refused.add(hashlib.sha256(data).hexdigest())
 
+    def throttle_model(self, model_id: str, throttled: bool = True) -> None:
+        """Answer ThrottlingException to every call of this model (one model of a
+        switch failing while the other works) until called with ``throttled=False``."""
+        with self._lock:
+            if throttled:
+                self._throttled_models.add(model_id)
+            else:
+                self._throttled_models.discard(model_id)
+
     def _refuses(self, images: Sequence[bytes | None]) -> bool:
         with self._lock:
             refused = set(self._refused)
@@ -423,6 +433,7 @@ class FakeBedrock:
             self._log.clear()
             self._scripted.clear()
             self._refused.clear()
+            self._throttled_models.clear()
             self._throttle_rate = self._timeout_rate = 0.0
 
     # Lifecycle.
@@ -495,7 +506,9 @@ class FakeBedrock:
                 if scripted is None and self._rng.random() < self._timeout_rate
                 else None
             )
-            throttled = scripted is None and self._rng.random() < self._throttle_rate
+            throttled = scripted is None and (
+                self._rng.random() < self._throttle_rate or model_id in self._throttled_models
+            )
             latency = self._latency_seconds
 
         if timeout is not None:

@@ -60,6 +60,9 @@ class AppConfig:
     region: str | None = None
     embedded_max_images: int = r.CONTEXT_DEFAULTS["embeddedMaxImages"]
     keep_legacy_change_index: bool = r.CONTEXT_DEFAULTS["keepLegacyChangeIndex"]
+    # A model switch in progress: the model (and dimension) being replaced; None: none.
+    previous_model_id: str | None = r.CONTEXT_DEFAULTS["previousModelId"]
+    previous_embedding_dimension: int | None = r.CONTEXT_DEFAULTS["previousEmbeddingDimension"]
 
     def __post_init__(self) -> None:
         for region in self.model_regions:
@@ -69,6 +72,7 @@ class AppConfig:
                 )
         _check_model(self.model_id, self.embedding_dimension)
         _check_model_region(self.model_id, self.region, self.model_regions)
+        self._check_switch()
         _check_prefix(self.upload_prefix)
         _check_vector_store(self.vector_store)
         if not MIN_INGEST_CONCURRENCY <= self.ingest_max_concurrency <= MAX_INGEST_CONCURRENCY:
@@ -105,10 +109,56 @@ class AppConfig:
                 f"got {self.embedded_max_images}; beyond that use vectorStore=s3vectors"
             )
 
+    def _check_switch(self) -> None:
+        if self.previous_model_id is None:
+            if self.previous_embedding_dimension is not None:
+                raise ConfigError(
+                    "previousEmbeddingDimension is set without previousModelId: name the "
+                    "model being replaced too, or leave both out when not switching models"
+                )
+            return
+        previous = self.previous_space
+        assert previous is not None
+        try:
+            _check_model(previous[0], previous[1])
+        except ConfigError as error:
+            raise ConfigError(
+                str(error)
+                .replace("modelId", "previousModelId", 1)
+                .replace("embeddingDimension", "previousEmbeddingDimension", 1)
+            ) from None
+        if previous == (self.model_id, self.embedding_dimension):
+            raise ConfigError(
+                f"previousModelId {previous[0]} with dimension {previous[1]} is the deployed "
+                "modelId and embeddingDimension: there is nothing to switch from. To switch, "
+                "deploy the new model as modelId and the serving one as previousModelId; "
+                "when `imagesearch status` says the switch is complete, deploy without "
+                "previousModelId"
+            )
+        _check_model_region(previous[0], self.region, self.model_regions)
+
+    @property
+    def previous_space(self) -> tuple[str, int] | None:
+        """(model, dimension) being switched from; None when no switch is configured."""
+        if self.previous_model_id is None:
+            return None
+        dimension = self.previous_embedding_dimension or self.embedding_dimension
+        return self.previous_model_id, dimension
+
+    @property
+    def model_ids(self) -> tuple[str, ...]:
+        """Every model the functions call: the deployed one and, during a switch, the
+        one being replaced."""
+        previous = self.previous_space
+        if previous is None or previous[0] == self.model_id:
+            return (self.model_id,)
+        return (self.model_id, previous[0])
+
     @property
     def allowed_model_regions(self) -> tuple[str, ...]:
-        """Regions the model id can be called from: our table plus ``modelRegions``."""
-        return tuple(sorted(set(r.model_regions(self.model_id)) | set(self.model_regions)))
+        """Regions every model id can be called from: our table plus ``modelRegions``."""
+        allowed = set.intersection(*(set(r.model_regions(m)) for m in self.model_ids))
+        return tuple(sorted(allowed | set(self.model_regions)))
 
     @classmethod
     def from_context(
@@ -145,6 +195,12 @@ class AppConfig:
             keep_legacy_change_index=_as_bool(
                 "keepLegacyChangeIndex", value("keepLegacyChangeIndex")
             ),
+            previous_model_id=_as_optional_str("previousModelId", value("previousModelId")),
+            previous_embedding_dimension=(
+                None
+                if _as_optional_str("x", value("previousEmbeddingDimension")) is None
+                else _as_int("previousEmbeddingDimension", value("previousEmbeddingDimension"))
+            ),
         )
 
 
@@ -152,6 +208,17 @@ def _as_str(key: str, raw: Any, *, strip: bool = True) -> str:
     if not isinstance(raw, str):
         raise ConfigError(f"{key} must be a string, got {raw!r}")
     return raw.strip() if strip else raw
+
+
+def _as_optional_str(key: str, raw: Any) -> str | None:
+    """None, or "" on the command line (``-c previousModelId=``), mean unset."""
+    if raw is None:
+        return None
+    if isinstance(raw, str):
+        return raw.strip() or None
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        return str(raw)
+    raise ConfigError(f"{key} must be a string, got {raw!r}")
 
 
 def _as_int(key: str, raw: Any) -> int:

@@ -35,7 +35,17 @@ def runtime_environment(
 ) -> dict[str, str]:
     """Environment both functions share (names from imagesearch.resources)."""
     connect, read, attempts = bedrock_timeouts
+    previous = config.previous_space
+    switch = (
+        {}
+        if previous is None
+        else {
+            r.ENV_PREVIOUS_MODEL_ID: previous[0],
+            r.ENV_PREVIOUS_EMBEDDING_DIMENSION: str(previous[1]),
+        }
+    )
     return {
+        **switch,
         r.ENV_BUCKET: bucket_name,
         r.ENV_TABLE: table_name,
         r.ENV_UPLOAD_PREFIX: config.upload_prefix,

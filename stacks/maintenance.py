@@ -1,6 +1,8 @@
-"""Embedded index maintenance: a scheduled function that keeps the index snapshot in the
-images bucket current (so search cold starts map it instead of scanning the table) and
-reports the number of indexed images (the capacity alarm's metric)."""
+"""Index maintenance: a scheduled function that moves a configured model switch on by one
+step (imagesearch.switch), keeps the embedded index's snapshot in the images bucket
+current (so search cold starts map it instead of scanning the table) and reports the
+number of indexed images (the capacity alarm's metric). The embedded tier always has
+it; the scale tier only while ``previousModelId`` is deployed."""
 
 from __future__ import annotations
 
@@ -23,6 +25,8 @@ SERVICE_NAME = "imagesearch-maintenance"
 SCHEDULE = Duration.minutes(1)
 # A Scan of 1M rows (fallback) and a multi-GB upload fit with room to spare.
 TIMEOUT = Duration.minutes(10)
+# The scale tier runs it only during a model switch: queries, messages, deletes.
+SWITCH_ONLY_MEMORY_MB = 512
 
 
 class IndexMaintenance(Construct):
@@ -45,9 +49,13 @@ class IndexMaintenance(Construct):
             "Handler",
             code=code,
             handler=r.MAINTENANCE_HANDLER,
-            description="Embedded index maintenance: writes the index snapshot when due",
+            description=("Index maintenance: model switch steps, and the index snapshot when due"),
             # The loaded index plus the snapshot's metadata while it is written.
-            memory_mb=embedded_memory_mb(config.embedded_max_images, config.embedding_dimension),
+            memory_mb=(
+                embedded_memory_mb(config.embedded_max_images, config.embedding_dimension)
+                if config.vector_store == "dynamodb"
+                else SWITCH_ONLY_MEMORY_MB
+            ),
             timeout=TIMEOUT,
             environment={
                 **runtime_environment(

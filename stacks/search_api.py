@@ -163,6 +163,13 @@ ACCESS_LOG_FORMAT = {
 }
 
 
+def switch_dimensions(config: AppConfig) -> int:
+    """The dimensions held in memory at once: during a model switch an instance loads
+    the new model's matrix before it lets the previous one go."""
+    previous = config.previous_space
+    return config.embedding_dimension + (previous[1] if previous is not None else 0)
+
+
 def embedded_environment(config: AppConfig) -> dict[str, str]:
     """The embedded tier's settings (search and maintenance functions)."""
     if config.vector_store != "dynamodb":
@@ -194,7 +201,7 @@ class SearchApi(Construct):
             code=code,
             handler=r.API_HANDLER,
             description="Image search API: embeds queries, exact cosine search in memory",
-            memory_mb=embedded_memory_mb(config.embedded_max_images, config.embedding_dimension),
+            memory_mb=embedded_memory_mb(config.embedded_max_images, switch_dimensions(config)),
             timeout=TIMEOUT,
             environment={
                 **runtime_environment(

@@ -60,13 +60,21 @@ class ImageSearchStack(Stack):
             for function in (self.ingest.function, self.search.function):
                 function.add_environment(r.ENV_VECTOR_BUCKET, self.vectors.bucket_name)
                 function.add_environment(r.ENV_VECTOR_INDEX, self.vectors.index_name)
+        # The embedded tier's snapshots, and any tier's model switch (previousModelId).
         self.maintenance = (
             IndexMaintenance(
                 self, "IndexMaintenance", config=config, code=code, bucket=bucket, table=table
             )
-            if config.vector_store == "dynamodb"
+            if config.vector_store == "dynamodb" or config.previous_space is not None
             else None
         )
+        if self.maintenance is not None and self.vectors is not None:
+            self.maintenance.function.add_environment(r.ENV_VECTOR_BUCKET, self.vectors.bucket_name)
+            self.maintenance.function.add_environment(r.ENV_VECTOR_INDEX, self.vectors.index_name)
+        if self.maintenance is not None and config.previous_space is not None:
+            self.maintenance.function.add_environment(
+                r.ENV_INGEST_QUEUE_URL, self.ingest.queue.queue_url
+            )
         self.monitoring = Monitoring(
             self,
             "Monitoring",
@@ -190,7 +198,7 @@ class ImageSearchStack(Stack):
                 iam.PolicyStatement(
                     sid="WriteVectorIndex",
                     actions=["s3vectors:PutVectors", "s3vectors:DeleteVectors"],
-                    resources=[self.vectors.index_arn],
+                    resources=self.vectors.index_arns,
                 )
             )
 
@@ -233,10 +241,10 @@ class ImageSearchStack(Stack):
                 iam.PolicyStatement(
                     sid="QueryVectorIndex",
                     actions=["s3vectors:QueryVectors", "s3vectors:GetVectors"],
-                    resources=[self.vectors.index_arn],
+                    resources=self.vectors.index_arns,
                 )
             )
-        if self.maintenance is not None:
+        if self.maintenance is not None and self.config.vector_store == "dynamodb":
             grant(
                 iam.PolicyStatement(
                     sid="ReadIndexSnapshots",
@@ -255,6 +263,9 @@ class ImageSearchStack(Stack):
 
     def _grant_maintenance(self) -> None:
         if self.maintenance is None:
+            return
+        self._grant_switch()
+        if self.config.vector_store != "dynamodb":
             return
         grant = self.maintenance.handler.add_to_role_policy
         table_arn = self.storage.table.table_arn
@@ -288,6 +299,50 @@ class ImageSearchStack(Stack):
             )
         )
 
+    def _grant_switch(self) -> None:
+        """The model switch's orchestration (maintenance), only while one is configured."""
+        if self.maintenance is None or self.config.previous_space is None:
+            return
+        grant = self.maintenance.handler.add_to_role_policy
+        table_arn = self.storage.table.table_arn
+        # The state item (GetItem, conditional PutItem); the previous vectors' removal
+        # (Scan for records holding one, conditional UpdateItem removing it).
+        grant(
+            iam.PolicyStatement(
+                sid="ModelSwitchCatalog",
+                actions=[
+                    "dynamodb:GetItem",
+                    "dynamodb:PutItem",
+                    "dynamodb:UpdateItem",
+                    "dynamodb:Scan",
+                ],
+                resources=[table_arn],
+            )
+        )
+        # Counts and the records still lacking the new model's vector (no vectors read).
+        grant(
+            iam.PolicyStatement(
+                sid="ModelSwitchProgress",
+                actions=["dynamodb:Query"],
+                resources=[f"{table_arn}/index/{r.INDEX_BY_STATUS}"],
+            )
+        )
+        grant(
+            iam.PolicyStatement(
+                sid="ModelSwitchReembed",
+                actions=["sqs:SendMessage", "sqs:GetQueueAttributes"],
+                resources=[self.ingest.queue.queue_arn],
+            )
+        )
+        if self.vectors is not None and self.vectors.previous_index is not None:
+            grant(
+                iam.PolicyStatement(
+                    sid="ModelSwitchRemovePreviousVectors",
+                    actions=["s3vectors:ListVectors", "s3vectors:DeleteVectors"],
+                    resources=[self.vectors.previous_index.attr_index_arn],
+                )
+            )
+
     def _snapshots_arn(self) -> str:
         return self.storage.bucket.arn_for_objects(f"{r.SNAPSHOT_PREFIX}*")
 
@@ -312,10 +367,13 @@ class ImageSearchStack(Stack):
         )
 
     def _invoke_model_statement(self) -> iam.PolicyStatement:
+        # During a model switch both models: ingest embeds new uploads with both, search
+        # embeds queries with whichever serves. The next deploy drops the previous one.
+        arns = [arn for model_id in self.config.model_ids for arn in self.model_arns(model_id)]
         return iam.PolicyStatement(
             sid="InvokeEmbeddingModel",
             actions=["bedrock:InvokeModel"],
-            resources=self.model_arns(self.config.model_id),
+            resources=list(dict.fromkeys(arns)),
         )
 
     # --- outputs ----------------------------------------------------------------

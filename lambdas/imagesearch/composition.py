@@ -151,11 +151,26 @@ def build_vector_sync(
 
     if settings.vector_store == "dynamodb":
         return FollowsCatalog()
+    previous = settings.previous_space
+    # During a model switch the previous model's index follows too (its vectors are in
+    # the records' second slot), until the switch's cleanup empties it.
+    also = (
+        [
+            (
+                build_vector_index(settings, catalog, clients, previous),
+                previous.model_id,
+                previous.dimension,
+            )
+        ]
+        if previous is not None
+        else []
+    )
     return ReadAfterWriteSync(
         catalog,
         build_vector_index(settings, catalog, clients),
         model_id=settings.model_id,
         dimension=settings.dimension,
+        also=also,
     )
 
 
@@ -215,6 +230,7 @@ def build_ingest_service(settings: IngestSettings, clients: Clients | None = Non
     from imagesearch.ingest import IngestService
 
     catalog = build_catalog(settings, clients)
+    previous = settings.previous_space
     return IngestService(
         store=build_object_store(settings, clients),
         catalog=catalog,
@@ -223,6 +239,13 @@ def build_ingest_service(settings: IngestSettings, clients: Clients | None = Non
         upload_prefix=settings.upload_prefix,
         caption_mode=settings.caption_mode,
         max_object_bytes=settings.max_upload_bytes,
+        # During a model switch: the previous model and the switch's state.
+        previous_embedder=(
+            LazyEmbedder(settings.for_space(previous), _without_embedder(clients))
+            if previous is not None
+            else None
+        ),
+        switch_state=catalog.model_state if previous is not None else None,
     )
 
 

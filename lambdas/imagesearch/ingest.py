@@ -34,7 +34,7 @@ from imagesearch.errors import (
     TransientEmbeddingError,
 )
 from imagesearch.events import ObjectEvent
-from imagesearch.images import make_thumbnail, prepare_with_thumbnail
+from imagesearch.images import make_thumbnail, prepare_image, prepare_with_thumbnail
 from imagesearch.ports import Catalog, ObjectStore, ObjectTooLarge, StoredObject, VectorSync
 from imagesearch.records import ImageRecord, image_id_for_key, ordering_token, utc_now_iso
 from imagesearch.resources import (
@@ -45,6 +45,7 @@ from imagesearch.resources import (
     THUMBNAIL_PREFIX,
     thumbnail_key,
 )
+from imagesearch.switch import ModelState, Space, ingest_spaces
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +120,10 @@ class _Prepared:
     image: bytes = field(repr=False)
     text: str | None
     thumbnail: bytes = field(repr=False)
+    # During a model switch: the previous model's input (prepared from its own limits)
+    # when that model must embed it too, or its vector kept from the stored record.
+    previous_image: bytes | None = field(default=None, repr=False)
+    previous_vector: Vector | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -183,8 +188,16 @@ class IngestService:
         upload_prefix: str,
         caption_mode: str = "none",
         max_object_bytes: int = 50 * 1024 * 1024,
+        previous_embedder: Embedder | None = None,
+        switch_state: Callable[[], ModelState | None] | None = None,
     ) -> None:
         self._store = store
+        # During a model switch (docs/decisions.md 22): the model being replaced, and the
+        # catalog's switch state (read once per batch). Until the flip, new images are
+        # embedded by both models (primary slot: the new one's vector).
+        self._previous = previous_embedder
+        self._switch_state = switch_state
+        self._switching = False
         self._catalog = catalog
         # The vector index follows the catalog writes of a batch through this (ports.VectorSync).
         self._vectors = vectors
@@ -211,6 +224,7 @@ class IngestService:
         sends the waiting ones to the model first, so events of one key still apply
         in order. Errors fail only the messages they concern."""
         gate = gate if gate is not None else _NoGate()
+        self._switching = self._switch_in_progress()
         batching = limits_of(self._embedder).max_batch > 1
         run = _Run(messages)
         waiting: list[_Waiting] = []
@@ -241,6 +255,21 @@ class IngestService:
         self._embed_and_write(waiting, run, gate)
         self._sync(run)
         return run.results()
+
+    def _switch_in_progress(self) -> bool:
+        """Whether new vectors need the previous model's too (before the flip)."""
+        if self._previous is None or self._switch_state is None:
+            return False
+        deployed = Space(self._embedder.model_id, self._embedder.dimension)
+        previous = Space(self._previous.model_id, self._previous.dimension)
+        return len(ingest_spaces(deployed, previous, self._switch_state())) > 1
+
+    def _holds(self, record: ImageRecord, embedder: Embedder) -> bool:
+        space = (embedder.model_id, embedder.dimension)
+        return (record.model_id, record.dimension) == space or (
+            record.alt_model_id,
+            record.alt_dimension,
+        ) == space
 
     # --- reading and preparing ------------------------------------------------------
 
@@ -293,11 +322,26 @@ class IngestService:
             return self._delete(key, image_id, token, note)
 
         settled = existing is not None and existing.status not in (STATUS_DELETED, STATUS_FAILED)
+        keep: Vector | None = None  # the previous model's vector, kept from the record
         if existing is not None and settled and existing.etag == obj.etag:
             same_model = (
                 existing.model_id == self._embedder.model_id
                 and existing.dimension == self._embedder.dimension
             )
+            if (
+                self._switching
+                and self._previous is not None
+                and existing.status == STATUS_INDEXED
+                and self._holds(existing, self._previous)
+            ):
+                if same_model:  # both models' vectors already stored
+                    note(image_id)
+                    self._ensure_thumbnail(existing, obj)
+                    return IngestOutcome("unchanged", key, image_id)
+                # The switch's re-embed: the new model's call only, the old vector kept.
+                stored = self._catalog.get(image_id, with_vector=True)
+                if stored is not None and stored.revision == existing.revision:
+                    keep = stored.vector_for(self._previous.model_id, self._previous.dimension)
             # Rejected by our own checks (no model involved): unchanged whatever the model.
             if same_model or (existing.status == STATUS_REJECTED and existing.model_id is None):
                 # A retried message may find the record written but not what follows it.
@@ -347,7 +391,35 @@ class IngestService:
             if self._joint_caption and record.caption
             else None
         )
-        return _Prepared(record, token, prepared.model_bytes, text, thumbnail)
+        previous_image = None
+        if self._switching and keep is None and self._previous is not None:
+            previous_image = self._previous_input(obj.body)
+        return _Prepared(
+            record,
+            token,
+            prepared.model_bytes,
+            text,
+            thumbnail,
+            previous_image=previous_image,
+            previous_vector=keep,
+        )
+
+    def _previous_input(self, body: bytes) -> bytes | None:
+        """The image prepared from the previous model's own limits (None: it cannot
+        take it, so the record waits for the flip to be found)."""
+        assert self._previous is not None
+        limits = limits_of(self._previous)
+        try:
+            return prepare_image(
+                body,
+                max_side=limits.max_side,
+                max_bytes=limits.max_bytes,
+                native_formats=limits.native_formats,
+                max_area=limits.max_area,
+            ).model_bytes
+        except ImageRejected as rejected:
+            logger.warning("the previous model cannot take an image: %s", rejected.reason)
+            return None
 
     # --- embedding and writing --------------------------------------------------------
 
@@ -408,6 +480,15 @@ class IngestService:
         self, item: _Prepared, result: Vector | Exception, note: Callable[[str], None]
     ) -> IngestOutcome:
         record, token = item.record, item.token
+        refused = isinstance(result, InvalidEmbeddingInput)  # rejected as ever
+        previous = self._previous_vector(item) if self._switching and not refused else None
+        if isinstance(result, Exception) and not refused and previous is not None:
+            # The new model failed during a switch: the image stays (or becomes)
+            # searchable with the serving model's vector, and the message retries the
+            # new model's call (the switch does not flip while a record lacks it).
+            if item.previous_image is not None:  # a new image: write what we have
+                self._write_previous_only(item, previous, note)
+            raise result
         if isinstance(result, InvalidEmbeddingInput):
             return self._reject(record, token, f"the model refused the image: {result}", note)
         if isinstance(result, EmbedderConfigurationError | TransientEmbeddingError):
@@ -417,6 +498,13 @@ class IngestService:
         if isinstance(result, Exception):
             raise result
         record = replace(record, vector=result, indexed_at=utc_now_iso())
+        if previous is not None and self._previous is not None:
+            record = replace(
+                record,
+                alt_model_id=self._previous.model_id,
+                alt_dimension=self._previous.dimension,
+                alt_vector=previous,
+            )
         if not self._catalog.put(record):
             return IngestOutcome("stale", record.key, record.image_id, "a newer event was applied")
         note(record.image_id)
@@ -425,6 +513,31 @@ class IngestService:
         # and restores the thumbnail without another model call.
         self._store.put(thumbnail_key(record.image_id), item.thumbnail, content_type="image/jpeg")
         return IngestOutcome("indexed", record.key, record.image_id)
+
+    def _previous_vector(self, item: _Prepared) -> Vector | None:
+        """The previous model's vector of a new image (one call), or the one kept."""
+        if item.previous_vector is not None or item.previous_image is None:
+            return item.previous_vector
+        assert self._previous is not None
+        # Errors of the serving model fail the message like any model error.
+        return self._previous.embed(text=item.text, image=item.previous_image, purpose="document")
+
+    def _write_previous_only(
+        self, item: _Prepared, vector: Vector, note: Callable[[str], None]
+    ) -> None:
+        assert self._previous is not None
+        record = replace(
+            item.record,
+            model_id=self._previous.model_id,
+            dimension=self._previous.dimension,
+            vector=vector,
+            indexed_at=utc_now_iso(),
+        )
+        if self._catalog.put(record):
+            note(record.image_id)
+            self._store.put(
+                thumbnail_key(record.image_id), item.thumbnail, content_type="image/jpeg"
+            )
 
     def _sync(self, run: _Run) -> None:
         """The vector index follows every catalog write of the batch at once; the

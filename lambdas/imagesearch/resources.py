@@ -38,6 +38,12 @@ CONTEXT_DEFAULTS: Final[dict[str, Any]] = {
     # Upgrading a stack created before the sharded change index: keep the old by_change
     # index for one deploy (CloudFormation adds or deletes one GSI per update).
     "keepLegacyChangeIndex": False,
+    # Switching models without downtime (docs/decisions.md entry 22): deploy the new
+    # modelId/embeddingDimension with the serving ones here; deploy again without them
+    # once `imagesearch status` says the switch is complete. None: no switch.
+    "previousModelId": None,
+    # None: the same as embeddingDimension.
+    "previousEmbeddingDimension": None,
 }
 
 # --- Embedding models ----------------------------------------------------------

@@ -429,7 +429,7 @@ class DynamoDBCatalog:
         tombstones too unless ``include_deleted``. ``consistent``: strongly consistent
         reads (the vector sync's reads must see every earlier write)."""
         wanted = list(dict.fromkeys(image_ids))
-        names = [*_RECORD_ATTRIBUTES, *([ATTR_VECTOR] if with_vector else [])]
+        names = [*_RECORD_ATTRIBUTES, *(_VECTOR_ATTRIBUTES if with_vector else ())]
         projection, attribute_names = _projection(names)
         found: dict[str, ImageRecord] = {}
         for start in range(0, len(wanted), _BATCH_GET_SIZE):

@@ -65,6 +65,8 @@ def seconds_per_image(settings: CommonSettings) -> float:
     and read timeouts, the SDK's backoff between attempts, and the work on the image."""
     attempts = settings.bedrock_max_attempts
     calls = attempts * (settings.bedrock_connect_timeout + settings.bedrock_read_timeout)
+    if settings.previous_space is not None:  # a model switch: both models embed each image
+        calls *= 2
     backoff = sum(min(2.0 ** (n - 1), _SDK_MAX_BACKOFF_SECONDS) for n in range(1, attempts))
     return calls + backoff + IMAGE_WORK_SECONDS
 

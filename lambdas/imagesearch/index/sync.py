@@ -62,11 +62,12 @@ class ReadAfterWriteSync:
         model_id: str,
         dimension: int,
         max_rounds: int = MAX_SYNC_ROUNDS,
+        also: Sequence[tuple[VectorIndex, str, int]] = (),
     ) -> None:
         self._catalog = catalog
-        self._index = index
-        self._model_id = model_id
-        self._dimension = dimension
+        # (index, model, dimension): during a model switch also the previous model's
+        # index, which gets each record's vector of that model (either slot).
+        self._indexes = [(index, model_id, dimension), *also]
         self._max_rounds = max_rounds
 
     def sync(self, image_ids: Sequence[str]) -> dict[str, Exception]:
@@ -110,26 +111,26 @@ class ReadAfterWriteSync:
         )
 
     def _write(self, image_ids: Sequence[str], records: Mapping[str, ImageRecord]) -> None:
-        entries: list[VectorEntry] = []
-        gone: list[str] = []
-        for image_id in image_ids:
-            record = records.get(image_id)
-            if (
-                record is not None
-                and record.status == STATUS_INDEXED
-                and record.vector is not None
-                and record.model_id == self._model_id
-                and record.dimension == self._dimension
-            ):
-                entries.append(
-                    VectorEntry(record.image_id, record.key, record.content_type, record.vector)
+        for index, model_id, dimension in self._indexes:
+            entries: list[VectorEntry] = []
+            gone: list[str] = []
+            for image_id in image_ids:
+                record = records.get(image_id)
+                vector = (
+                    record.vector_for(model_id, dimension)
+                    if record is not None and record.status == STATUS_INDEXED
+                    else None
                 )
-            else:
-                gone.append(image_id)
-        if entries:
-            self._index.upsert(entries)
-        if gone:
-            self._index.delete(gone)
+                if record is not None and vector is not None:
+                    entries.append(
+                        VectorEntry(record.image_id, record.key, record.content_type, vector)
+                    )
+                else:
+                    gone.append(image_id)
+            if entries:
+                index.upsert(entries)
+            if gone:
+                index.delete(gone)
 
 
 def _revision(record: ImageRecord | None) -> tuple[str | None, str | None] | None:

@@ -1,0 +1,331 @@
+"""The model switch end to end, on both vector stores: the real ingest, search and
+maintenance handlers on moto (and the S3 Vectors emulator), the fake Bedrock speaking
+Titan and Nova 2 (whose vectors of the same input differ: each model has its own
+projection). Index with Titan, deploy Nova with previousModelId=Titan, and search
+answers from Titan vectors until the switch completes and from Nova vectors only
+afterwards; an upload during the switch is found in both phases, a delete during the
+switch in neither. The test prints its timeline (run with -s to see it)."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fakes.bedrock import FakeBedrock, fake_embedding
+from imagesearch import resources as r
+from imagesearch.handlers import api, ingest, maintenance
+from imagesearch.index.s3vectors import NON_FILTERABLE_METADATA_KEYS
+from imagesearch.local.s3vectors_emulator import S3VectorsEmulator, ensure_index
+from imagesearch.records import image_id_for_key
+from tests.integration.api_fixtures import rest_event
+from tests.support.lambda_runtime import FakeLambdaContext, drain_queue, sqs_event
+from tests.support.s3vectors import client_for
+
+TITAN, NOVA, DIM = r.TITAN_MODEL_ID, r.NOVA_MODEL_ID, 1024
+SPACE = {TITAN: "titan", NOVA: "nova"}
+COLOURS = {
+    "red": (220, 20, 20),
+    "green": (20, 200, 20),
+    "blue": (20, 20, 220),
+    "yellow": (230, 220, 30),
+    "white": (245, 245, 245),
+    "black": (10, 10, 10),
+}
+
+
+def png(colour: tuple[int, int, int]) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (48, 40), colour).save(out, "PNG")
+    return out.getvalue()
+
+
+def unit(vector: Any) -> np.ndarray:
+    array = np.asarray(vector, dtype=np.float64)
+    return array / np.linalg.norm(array)
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[S3VectorsEmulator]:
+    with S3VectorsEmulator() as running:
+        yield running
+
+
+class Switch:
+    """The deployment as the stack configures it, phase by phase."""
+
+    def __init__(self, aws: Any, monkeypatch: pytest.MonkeyPatch, store: str, emulator: Any):
+        self.aws, self.monkeypatch, self.store = aws, monkeypatch, store
+        self.timeline: list[str] = []
+        monkeypatch.setattr(r, "SWITCH_STATE_TTL_SECONDS", 0.0)  # read at every request
+        monkeypatch.setenv(r.ENV_SNAPSHOT_PREFIX, r.SNAPSHOT_PREFIX)
+        if store == "s3vectors":
+            client = client_for(emulator)
+            bucket = f"switch-vectors-{id(self)}"
+            for model in (TITAN, NOVA):
+                ensure_index(
+                    client,
+                    bucket=bucket,
+                    index=r.vector_index_name(model, DIM),
+                    dimension=DIM,
+                    non_filterable_keys=NON_FILTERABLE_METADATA_KEYS,
+                )
+            self.vectors = client
+            self.vector_bucket = bucket
+            monkeypatch.setenv(r.ENV_VECTOR_STORE, "s3vectors")
+            monkeypatch.setenv(r.ENV_VECTOR_BUCKET, bucket)
+            monkeypatch.setenv("AWS_ENDPOINT_URL_S3VECTORS", emulator.endpoint_url)
+        self.deploy(TITAN)
+
+    def deploy(self, model_id: str, previous: str | None = None) -> None:
+        """What `cdk deploy` changes: the functions' environment (new containers)."""
+        env = self.monkeypatch
+        env.setenv(r.ENV_MODEL_ID, model_id)
+        env.setenv(r.ENV_EMBEDDING_DIMENSION, str(DIM))
+        if self.store == "s3vectors":
+            env.setenv(r.ENV_VECTOR_INDEX, r.vector_index_name(model_id, DIM))
+        if previous is None:
+            for name in (r.ENV_PREVIOUS_MODEL_ID, r.ENV_PREVIOUS_EMBEDDING_DIMENSION):
+                env.delenv(name, raising=False)
+            env.delenv(r.ENV_INGEST_QUEUE_URL, raising=False)
+        else:
+            env.setenv(r.ENV_PREVIOUS_MODEL_ID, previous)
+            env.setenv(r.ENV_PREVIOUS_EMBEDDING_DIMENSION, str(DIM))
+            env.setenv(r.ENV_INGEST_QUEUE_URL, self.aws.queue_url)
+        api.configure(None)
+        ingest.configure(None)
+
+    def note(self, line: str) -> None:
+        self.timeline.append(f"{len(self.timeline) + 1:2d}. {line}")
+
+    def ingest(self) -> Any:
+        return drain_queue(self.aws.sqs, self.aws.queue_url, ingest.handler)
+
+    def ingest_some(self, count: int) -> None:
+        """One ingest invocation with ``count`` messages of the queue (the rest wait)."""
+        sqs, url = self.aws.sqs, self.aws.queue_url
+        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
+        received = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=count)["Messages"]
+        assert len(received) == count
+        response = ingest.handler(sqs_event(received, arn), FakeLambdaContext())
+        assert response["batchItemFailures"] == []
+        for message in received:
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+
+    def maintain(self) -> dict[str, Any]:
+        answer: dict[str, Any] = maintenance.handler({}, FakeLambdaContext())
+        return answer
+
+    def search(self, text: str, top_k: int = 10) -> dict[str, Any]:
+        raw = api.handler(
+            rest_event("POST", "/search", body={"text": text, "top_k": top_k}),
+            FakeLambdaContext(),
+        )
+        assert raw["statusCode"] == 200, raw["body"]
+        found: dict[str, Any] = json.loads(raw["body"])
+        return found
+
+    def answers_from(self, text: str, model_id: str) -> dict[str, Any]:
+        """Search, and check the answer came from ``model_id``'s vectors only: every
+        score is the cosine of that model's query vector and stored vector, and not
+        what the other model's vectors would give."""
+        found = self.search(text)
+        assert found["model_id"] == model_id
+        other = NOVA if model_id == TITAN else TITAN
+        query = {m: unit(fake_embedding(text, None, DIM, SPACE[m])) for m in (TITAN, NOVA)}
+        for hit in found["results"]:
+            record = self.aws.catalog.get(hit["image_id"], with_vector=True)
+            assert record is not None
+            mine = record.vector_for(model_id, DIM)
+            assert mine is not None, f"{hit['key']} has no {model_id} vector"
+            assert hit["score"] == pytest.approx(float(query[model_id] @ unit(mine)), abs=1e-5)
+            theirs = record.vector_for(other, DIM)
+            if theirs is not None:
+                assert hit["score"] != pytest.approx(float(query[other] @ unit(theirs)), abs=1e-5)
+        return found
+
+    def keys(self, found: dict[str, Any]) -> set[str]:
+        return {hit["key"] for hit in found["results"]}
+
+    def coverage(self) -> tuple[int, int]:
+        state = self.aws.catalog.model_state()
+        assert state is not None
+        total = self.aws.catalog.counts()["indexed"]
+        return self.aws.catalog.count_model(NOVA, DIM), total
+
+    def index_holds(self, model_id: str) -> set[str]:
+        """Image ids in the model's S3 Vectors index (s3vectors only)."""
+        from imagesearch.index.s3vectors import S3VectorsIndex
+
+        index = S3VectorsIndex(
+            self.vectors,
+            bucket=self.vector_bucket,
+            index=r.vector_index_name(model_id, DIM),
+            dimension=DIM,
+        )
+        return set(index.keys())
+
+
+@pytest.mark.parametrize("store", ["dynamodb", "s3vectors"])
+def test_switch_from_titan_to_nova_without_downtime(
+    store: str,
+    aws: Any,
+    fake_bedrock: FakeBedrock,
+    emulator: S3VectorsEmulator,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    switch = Switch(aws, monkeypatch, store, emulator)
+    try:
+        _run_switch(switch, aws, fake_bedrock, store)
+    finally:
+        api.configure(None)
+        ingest.configure(None)
+        print(f"\nthe switch test's timeline ({store}):")
+        print("\n".join(switch.timeline))
+
+
+def _run_switch(switch: Switch, aws: Any, fake_bedrock: FakeBedrock, store: str) -> None:
+    # Given a catalog indexed with Titan
+    keys = {name: aws.upload(f"{name}.png", png(colour)) for name, colour in COLOURS.items()}
+    switch.ingest()
+    assert {c.model_id for c in fake_bedrock.call_log} == {TITAN}
+    found = switch.answers_from("red", TITAN)
+    assert found["results"][0]["key"] == keys["red"]
+    switch.note(f"indexed {len(keys)} images with Titan; search answers from Titan")
+
+    # When Nova is deployed with previousModelId=Titan, and maintenance runs
+    switch.deploy(NOVA, previous=TITAN)
+    answer = switch.maintain()
+    assert answer["switch"]["action"] == "switch started"
+    switch.note(
+        f"deployed Nova with previousModelId=Titan; maintenance: {answer['switch']['state']}"
+    )
+    switch.answers_from("red", TITAN)
+
+    # An upload during the switch: embedded by both models, found in Titan's phase
+    fake_bedrock.reset()
+    purple = aws.upload("purple.png", png((150, 30, 160)))
+    switch.ingest()
+    assert sorted(c.model_id for c in fake_bedrock.call_log) == sorted([NOVA, TITAN])
+    assert keys["red"] in switch.keys(switch.answers_from("purple", TITAN))
+    assert switch.search("purple")["results"][0]["key"] == purple
+    switch.note("uploaded purple.png during the switch: embedded by Nova and Titan, found (Titan)")
+
+    # A delete during the switch: gone at once
+    aws.s3.delete_object(Bucket=aws.bucket, Key=keys["green"])
+    switch.ingest()
+    assert keys["green"] not in switch.keys(switch.answers_from("green", TITAN))
+    switch.note("deleted green.png during the switch: gone from search (Titan)")
+
+    # Maintenance sends re-embed messages; ingest works off a part of them
+    fake_bedrock.reset()
+    answer = switch.maintain()
+    assert (answer["switch"]["action"], answer["switch"]["enqueued"]) == ("re-embedding", 5)
+    switch.ingest_some(2)
+    assert {c.model_id for c in fake_bedrock.call_log} == {NOVA}  # Titan vectors kept
+    covered, total = switch.coverage()
+    assert (covered, total) == (3, 6)  # purple, and two re-embedded
+    switch.answers_from("red", TITAN)
+    switch.note(f"re-embedding through the ingest queue: {covered}/{total} have a Nova vector")
+    answer = switch.maintain()
+    assert answer["switch"]["state"].endswith(f"{covered}/{total} re-embedded")
+    switch.note(f"maintenance: {answer['switch']['state']}; search still answers from Titan")
+
+    # The rest is re-embedded; the next clean pass flips
+    switch.ingest()
+    assert switch.coverage() == (6, 6)
+    switch.answers_from("red", TITAN)
+    answer = switch.maintain()
+    assert answer["switch"]["action"] == "flipped"
+    switch.note(f"6/6 re-embedded; maintenance flipped: {answer['switch']['state']}")
+
+    # Then search answers from Nova vectors only, the upload still found, the delete not
+    found = switch.answers_from("red", NOVA)
+    assert found["results"][0]["key"] == keys["red"]
+    assert switch.search("purple")["results"][0]["key"] == purple
+    assert keys["green"] not in switch.keys(switch.answers_from("green", NOVA))
+    health = api.handler(rest_event("GET", "/health"), FakeLambdaContext())
+    assert json.loads(health["body"])["model_id"] == NOVA
+    switch.note("search answers from Nova: purple.png found, green.png not; /health says Nova")
+
+    # After the grace period the Titan vectors are removed
+    red = aws.catalog.get(image_id_for_key(keys["red"]), with_vector=True)
+    assert red is not None and red.vector_for(TITAN, DIM) is not None
+    if store == "s3vectors":
+        assert len(switch.index_holds(TITAN)) == 6
+    state = aws.catalog.model_state()
+    assert state is not None
+    aws.catalog.put_model_state(
+        type(state)(**{**state.__dict__, "flipped_at": "2000-01-01T00:00:00.000Z"}),
+        expected_version=state.version,
+    )  # the grace period has passed
+    answer = switch.maintain()
+    assert answer["switch"]["action"] == "previous vectors removed"
+    for record in aws.records():
+        stored = aws.catalog.get(record.image_id, with_vector=True)
+        assert stored is not None and stored.vector_for(TITAN, DIM) is None
+        assert stored.vector_for(NOVA, DIM) is not None
+    if store == "s3vectors":
+        assert switch.index_holds(TITAN) == set()
+        assert len(switch.index_holds(NOVA)) == 6
+    switch.answers_from("red", NOVA)
+    switch.note(f"old vectors removed ({answer['switch']['removed']}); {answer['switch']['state']}")
+
+    # The next deploy without previousModelId: Nova alone, nothing reads the state
+    switch.deploy(NOVA)
+    found = switch.answers_from("purple", NOVA)
+    assert found["results"][0]["key"] == purple
+    switch.note("deployed again without previousModelId: Nova only")
+
+
+def test_a_failing_new_model_keeps_titan_serving_and_the_switch_unflipped(
+    aws: Any,
+    fake_bedrock: FakeBedrock,
+    emulator: S3VectorsEmulator,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # One attempt per call, no adaptive slow-down: every Nova call fails at once
+    monkeypatch.setenv(r.ENV_BEDROCK_MAX_ATTEMPTS, "1")
+    monkeypatch.setenv(r.ENV_BEDROCK_RETRY_MODE, "standard")
+    switch = Switch(aws, monkeypatch, "dynamodb", emulator)
+    try:
+        keys = {n: aws.upload(f"{n}.png", png(c)) for n, c in list(COLOURS.items())[:3]}
+        switch.ingest()
+        switch.deploy(NOVA, previous=TITAN)
+        switch.maintain()
+
+        # Nova throttles every call
+        fake_bedrock.throttle_model(NOVA)
+        purple = aws.upload("purple.png", png((150, 30, 160)))
+        switch.ingest()  # retried until the DLQ: Nova never answers
+        # The upload is searchable with Titan's vector all the same
+        assert switch.search("purple")["results"][0]["key"] == purple
+        switch.answers_from("red", TITAN)
+        for _ in range(3):
+            answer = switch.maintain()
+            switch.ingest()
+            assert answer["switch"]["action"] in ("re-embedding", "waiting for the ingest queue")
+        state = aws.catalog.model_state()
+        assert state is not None and state.phase == "switching" and state.serving.model_id == TITAN
+        assert switch.coverage() == (0, 4)
+        assert aws.queue_depth(aws.dlq_url) > 0  # visible: the alarm on the DLQ fires
+        switch.answers_from("red", TITAN)
+
+        # Nova recovers: the next passes re-embed everything and the switch flips
+        fake_bedrock.throttle_model(NOVA, throttled=False)
+        switch.maintain()
+        switch.ingest()
+        assert switch.coverage() == (4, 4)
+        assert switch.maintain()["switch"]["action"] == "flipped"
+        assert switch.answers_from("red", NOVA)["results"][0]["key"] == keys["red"]
+        assert switch.search("purple")["results"][0]["key"] == purple
+    finally:
+        api.configure(None)
+        ingest.configure(None)
