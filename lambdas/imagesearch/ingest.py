@@ -481,7 +481,12 @@ class IngestService:
     ) -> IngestOutcome:
         record, token = item.record, item.token
         refused = isinstance(result, InvalidEmbeddingInput)  # rejected as ever
-        previous = self._previous_vector(item) if self._switching and not refused else None
+        try:
+            previous = self._previous_vector(item) if self._switching and not refused else None
+        except (EmbedderConfigurationError, TransientEmbeddingError) as error:
+            # The serving model failed: visible as failed while the queue retries.
+            self._record_failure(record, token, str(error), note)
+            raise
         if isinstance(result, Exception) and not refused and previous is not None:
             # The new model failed during a switch: the image stays (or becomes)
             # searchable with the serving model's vector, and the message retries the

@@ -329,3 +329,46 @@ def test_a_failing_new_model_keeps_titan_serving_and_the_switch_unflipped(
     finally:
         api.configure(None)
         ingest.configure(None)
+
+
+def test_during_a_switch_a_failing_serving_model_shows_failed_and_a_refusal_rejects(
+    aws: Any,
+    fake_bedrock: FakeBedrock,
+    emulator: S3VectorsEmulator,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(r.ENV_BEDROCK_MAX_ATTEMPTS, "1")
+    monkeypatch.setenv(r.ENV_BEDROCK_RETRY_MODE, "standard")
+    switch = Switch(aws, monkeypatch, "dynamodb", emulator)
+    try:
+        switch.deploy(NOVA, previous=TITAN)
+        switch.maintain()  # switching
+
+        # Titan (still serving) throttles: the upload is visible as failed, with the cause
+        fake_bedrock.throttle_model(TITAN)
+        key = aws.upload("orange.png", png((240, 140, 20)))
+        switch.ingest()
+        record = aws.record(key)
+        assert record is not None and record.status == r.STATUS_FAILED
+        assert "throttl" in (record.reason or "").lower()
+
+        # Titan recovers: the redriven message indexes it with both models
+        fake_bedrock.throttle_model(TITAN, throttled=False)
+        aws.upload("orange.png", png((240, 140, 21)))
+        switch.ingest()
+        record = aws.record(key)
+        assert record is not None and record.status == r.STATUS_INDEXED
+        assert record.vector_for(NOVA, DIM) is not None
+        assert record.vector_for(TITAN, DIM) is not None
+
+        # The new model refuses an image: rejected, as it would be after the switch
+        refused = png((1, 2, 3))
+        fake_bedrock.refuse_image(refused)
+        bad = aws.upload("refused.png", refused)
+        switch.ingest()
+        record = aws.record(bad)
+        assert record is not None and record.status == r.STATUS_REJECTED
+        assert "refused" in (record.reason or "")
+    finally:
+        api.configure(None)
+        ingest.configure(None)
