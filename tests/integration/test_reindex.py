@@ -274,3 +274,19 @@ def test_a_failed_resync_ends_the_copy_with_its_error(catalog, index, clock) -> 
     index.upsert = failing  # type: ignore[method-assign]
     with pytest.raises(RuntimeError, match="PutVectors refused"):
         run(catalog, index, writers=1)
+
+
+def test_without_resync_the_copy_reads_no_change_log(catalog, index, clock) -> None:
+    # Given images written moments ago, and nothing writing during the copy (local mode
+    # rebuilding its emulator before its worker starts)
+    clock.now = time.time()
+    for n in range(5):
+        put(catalog, n)
+
+    result = run(catalog, index, resync=False)
+
+    # Then they are copied once, with no second pass
+    assert result["written"] == 5
+    assert result["resynced"] == 0
+    assert index._client.puts == [5]
+    assert_index_equals_catalog(catalog, index)

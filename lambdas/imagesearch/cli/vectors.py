@@ -173,8 +173,11 @@ def reindex(
     clock: Any = time.time,
     segments: int = SCAN_SEGMENTS,
     writers: int = WRITERS,
+    resync: bool = True,
 ) -> dict[str, int]:
-    """Copy the catalog's vectors into ``index``; see the module docstring."""
+    """Copy the catalog's vectors into ``index``; see the module docstring. ``resync``
+    False: nothing writes the catalog meanwhile (local mode rebuilding its emulator at
+    start, before its worker runs), so the change-log pass is left out."""
     from imagesearch.index.sync import ReadAfterWriteSync
 
     started_ms = int(clock() * 1000)
@@ -241,8 +244,12 @@ def reindex(
     sync = ReadAfterWriteSync(catalog, index, model_id=model_id, dimension=dimension)
     changed = {
         item[r.ATTR_IMAGE_ID]["S"]
-        for item in catalog.changes(
-            started_ms - CHANGE_LOG_MARGIN_MS, int(clock() * 1000) + CHANGE_LOG_MARGIN_MS
+        for item in (
+            catalog.changes(
+                started_ms - CHANGE_LOG_MARGIN_MS, int(clock() * 1000) + CHANGE_LOG_MARGIN_MS
+            )
+            if resync
+            else ()
         )
     }
     # One batched, verified sync of everything written meanwhile (not one image at a

@@ -562,6 +562,7 @@ class LocalMode:
                 ),
                 model_id=self.model_id,
                 dimension=self.dimension,
+                resync=False,  # the worker starts later: nothing writes meanwhile
             )
             logger.info(
                 "vector index rebuilt from the saved catalog: %d vectors", copied["written"]
