@@ -153,6 +153,7 @@ def bench_overhead() -> None:
     )
 
 
+BENCH_MODEL = "bench"  # the model id of every catalog item and of the reindex
 PAGE_ITEMS = 180  # a DynamoDB Scan page is at most 1 MB: ~180 items of 1,024 floats
 _PAGE_MARK = b"PAGEMARK"
 
@@ -180,6 +181,9 @@ class _ScanPages:
                         "content_type": {"S": "image/jpeg" if n % 2 else "image/png"},
                         r.ATTR_VECTOR: {"B": base64.b64encode(vector.tobytes()).decode()},
                         r.ATTR_REVISION: {"S": f"rev{n}"},
+                        # The catalog keeps only this model's vectors (model switch).
+                        "model_id": {"S": BENCH_MODEL},
+                        "dimension": {"N": str(dimension)},
                     }
                 )
             self._templates.append(json.dumps({"Items": items}).encode())
@@ -269,10 +273,18 @@ class _BotocoreFloats(S3VectorsIndex):
             )
 
 
-def _timed_reindex(catalog: Any, index: S3VectorsIndex, **options: Any) -> tuple[int, float]:
+def _timed_reindex(
+    catalog: Any, index: S3VectorsIndex, *, expected: int, **options: Any
+) -> tuple[int, float]:
     started = time.perf_counter()
-    result = reindex(catalog, index, model_id="bench", dimension=DIMENSION, full=True, **options)
-    return result["written"], time.perf_counter() - started
+    result = reindex(
+        catalog, index, model_id=BENCH_MODEL, dimension=DIMENSION, full=True, **options
+    )
+    seconds = time.perf_counter() - started
+    if result["written"] != expected:
+        # A rate over the wrong number of vectors is no figure: fail loudly instead.
+        raise RuntimeError(f"reindex copied {result['written']} vectors, expected {expected}")
+    return result["written"], seconds
 
 
 def _emulator_process() -> tuple[subprocess.Popen[str], str]:
@@ -335,7 +347,7 @@ def bench_reindex(count: int = REINDEX_COUNT, before_count: int = BEFORE_COUNT) 
         f" parses them; no network), {DIMENSION}-d vectors, PutVectors of 500"
     )
     pages = _ScanPages(count, DIMENSION)
-    written, seconds = _timed_reindex(_catalog(pages), _stubbed_index())
+    written, seconds = _timed_reindex(_catalog(pages), _stubbed_index(), expected=count)
     report(
         f"s3vectors reindex {count // 1000}k x {DIMENSION}:",
         f"{written / seconds:8.0f} vectors/s  our side alone ({seconds:.1f} s: parallel Scan"
@@ -345,7 +357,11 @@ def bench_reindex(count: int = REINDEX_COUNT, before_count: int = BEFORE_COUNT) 
         _stubbed_index()._client, bucket="bench-vectors", index="bench-reindex", dimension=DIMENSION
     )
     written, seconds = _timed_reindex(
-        _catalog(_ScanPages(before_count, DIMENSION)), old, segments=1, writers=1
+        _catalog(_ScanPages(before_count, DIMENSION)),
+        old,
+        expected=before_count,
+        segments=1,
+        writers=1,
     )
     report(
         f"s3vectors reindex {before_count // 1000}k x {DIMENSION} before:",
@@ -366,7 +382,7 @@ def bench_reindex(count: int = REINDEX_COUNT, before_count: int = BEFORE_COUNT) 
         index = S3VectorsIndex(
             client, bucket="bench-vectors", index="bench-reindex", dimension=DIMENSION
         )
-        written, seconds = _timed_reindex(_catalog(pages), index)
+        written, seconds = _timed_reindex(_catalog(pages), index, expected=count)
         held = index.count()
     finally:
         process.kill()
