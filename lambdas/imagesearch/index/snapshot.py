@@ -296,17 +296,7 @@ class SnapshotStore:
         return response["Body"]
 
     def _range(self, header: SnapshotHeader, start: int, length: int) -> bytes:
-        try:
-            response = self.client.get_object(
-                Bucket=self._bucket,
-                Key=header.object_key,
-                Range=f"bytes={start}-{start + length - 1}",
-            )
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                raise SnapshotError("missing", "snapshot object is gone") from None
-            raise
-        blob: bytes = response["Body"].read()
+        blob: bytes = self._get_range(header, start, length).read()
         if len(blob) != length:
             raise SnapshotError("corrupt", "snapshot object is shorter than its header says")
         return blob
