@@ -375,6 +375,7 @@ def host_asset() -> Path:
     if (target / "imagesearch").is_dir():
         return target
     args = [a.replace("aarch64", machine) for a in bundling.PIP_TARGET_ARGS]
+    CACHE.mkdir(parents=True, exist_ok=True)  # also when called without main()
     building = Path(tempfile.mkdtemp(prefix="asset-", dir=CACHE))
     command = [
         sys.executable,
