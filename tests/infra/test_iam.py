@@ -94,13 +94,9 @@ class Arns:
         return {"Fn::GetAtt": [self.app.logical_id(handler.log_group), "Arn"]}
 
 
-def test_ingest_role_grants_exactly(any_app: Synthesized) -> None:
-    arns = Arns(any_app)
-    ingest = any_app.stack.ingest.handler
-
-    grants = role_grants(any_app, any_app.logical_id(ingest.role))
-
-    assert grants == expand(
+def ingest_grants(arns: Arns, ingest: Any) -> tuple[tuple[Any, list[Any]], ...]:
+    """The ingest role's grants on every tier (the scale tier adds its index's)."""
+    return (
         ({"logs:CreateLogStream", "logs:PutLogEvents"}, [arns.log_group(ingest)]),
         (XRAY, ["*"]),
         (
@@ -123,6 +119,15 @@ def test_ingest_role_grants_exactly(any_app: Synthesized) -> None:
         ("bedrock:InvokeModel", [arns.model]),
         ({"dynamodb:GetItem", "dynamodb:PutItem"}, [arns.table]),
     )
+
+
+def test_ingest_role_grants_exactly(any_app: Synthesized) -> None:
+    arns = Arns(any_app)
+    ingest = any_app.stack.ingest.handler
+
+    grants = role_grants(any_app, any_app.logical_id(ingest.role))
+
+    assert grants == expand(*ingest_grants(arns, ingest))
 
 
 def test_search_role_grants_exactly(any_app: Synthesized) -> None:

@@ -11,7 +11,7 @@ import pytest
 from imagesearch import resources as r
 from tests.infra import test_compliance as compliance
 from tests.infra.conftest import Synthesized
-from tests.infra.test_iam import XRAY, Arns, When, expand, role_grants
+from tests.infra.test_iam import XRAY, Arns, expand, ingest_grants, role_grants
 
 
 # One full synth of the scale tier (the slow part); the retained variant is checked on
@@ -96,25 +96,7 @@ def test_ingest_writes_the_index_and_nothing_more(s3v_app: Synthesized) -> None:
     ingest = s3v_app.stack.ingest.handler
     grants = role_grants(s3v_app, s3v_app.logical_id(ingest.role))
     assert grants == expand(
-        ({"logs:CreateLogStream", "logs:PutLogEvents"}, [arns.log_group(ingest)]),
-        (XRAY, ["*"]),
-        (
-            {
-                "sqs:ReceiveMessage",
-                "sqs:DeleteMessage",
-                "sqs:ChangeMessageVisibility",
-                "sqs:GetQueueAttributes",
-            },
-            [arns.queue],
-        ),
-        ("s3:GetObject", [arns.objects(arns.prefix), arns.objects(r.THUMBNAIL_PREFIX)]),
-        (
-            "s3:ListBucket",
-            [When(arns.bucket, {"StringLike": {"s3:prefix": [f"{arns.prefix}*"]}})],
-        ),
-        ({"s3:PutObject", "s3:DeleteObject"}, [arns.objects(r.THUMBNAIL_PREFIX)]),
-        ("bedrock:InvokeModel", [arns.model]),
-        ({"dynamodb:GetItem", "dynamodb:PutItem"}, [arns.table]),
+        *ingest_grants(arns, ingest),
         ({"s3vectors:PutVectors", "s3vectors:DeleteVectors"}, [_index_arn(s3v_app)]),
     )
 
