@@ -40,10 +40,9 @@ class Clients:
     s3vectors: Any | None = None
     # An embedder to use as is (local mode shares one, with its embedding cache).
     embedder: Any | None = None
-    # Builds the catalog feed the embedded index loads from (``index.embedded.
-    # CatalogFeed``) out of the catalog; None: the catalog itself (local mode reads
-    # moto's table in-process for the full load).
-    index_feed: Callable[[DynamoDBCatalog], Any] | None = None
+    # Wraps every catalog built here (None: the DynamoDB catalog as is). Local mode
+    # reads moto's table in its own process (``local/moto_catalog.py``).
+    wrap_catalog: Callable[[DynamoDBCatalog], DynamoDBCatalog] | None = None
 
 
 def s3_client() -> Any:
@@ -58,7 +57,9 @@ def s3_client() -> Any:
 def build_catalog(settings: CommonSettings, clients: Clients | None = None) -> DynamoDBCatalog:
     from imagesearch.catalog.dynamodb import DynamoDBCatalog
 
-    return DynamoDBCatalog(settings.table, client=(clients or Clients()).dynamodb)
+    clients = clients or Clients()
+    catalog = DynamoDBCatalog(settings.table, client=clients.dynamodb)
+    return catalog if clients.wrap_catalog is None else clients.wrap_catalog(catalog)
 
 
 def build_object_store(settings: CommonSettings, clients: Clients | None = None) -> S3ObjectStore:
@@ -90,7 +91,6 @@ def build_vector_index(
     if settings.vector_store == "dynamodb":
         from imagesearch.index.embedded import EmbeddedIndex
 
-        feed = (clients or Clients()).index_feed
         options: dict[str, Any] = {}
         if isinstance(settings, SearchSettings):
             options = {
@@ -99,7 +99,7 @@ def build_vector_index(
                 "background_refresh": settings.index_refresh_background,
             }
         return EmbeddedIndex(
-            catalog if feed is None else feed(catalog),
+            catalog,
             model_id=settings.model_id,
             dimension=settings.dimension,
             **options,

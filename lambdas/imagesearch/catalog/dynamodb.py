@@ -448,6 +448,8 @@ class DynamoDBCatalog:
         *,
         consistent: bool = False,
     ) -> Iterator[Item]:
+        # Every read of items by key comes here (local mode reads moto's memory instead:
+        # local/moto_catalog.py).
         request: dict[str, Any] = {
             self._table: {
                 "Keys": keys,

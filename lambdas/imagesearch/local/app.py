@@ -357,13 +357,14 @@ class LocalMode:
             self._cache = EmbeddingCache(self._store.directory / CACHE_NAME)
             embedder = CachedEmbedder(embedder, self._cache)
         clients = Clients(embedder=embedder)
-        if self._gates and self.resources is not None:
-            # With a state folder the index's full load reads moto's table in-process
-            # (the restored state: milliseconds, not a 2 s Scan through moto's HTTP API).
-            from imagesearch.local.table_feed import MotoTableCatalog
+        if self.resources is not None:
+            # moto runs in this process: the services read its table in memory (records
+            # by key, the index's full load) instead of through its HTTP API.
+            from imagesearch.local.moto_catalog import MotoTableCatalog
 
-            gate, region = self._gates[0], self.resources.region
-            clients.index_feed = lambda catalog: MotoTableCatalog.over(
+            gate = self._gates[0] if self._gates else None
+            region = self.resources.region
+            clients.wrap_catalog = lambda catalog: MotoTableCatalog.over(
                 catalog, gate=gate, region=region
             )
         ingest_handler.configure(build_ingest_service(ingest_settings, clients))
@@ -548,8 +549,8 @@ class LocalMode:
 
             assert self._clients is not None
             catalog = DynamoDBCatalog(self.resources.table, client=self._clients.dynamodb)
-            if self._gates:  # a restored state: read its vectors in-process (table_feed)
-                from imagesearch.local.table_feed import MotoTableCatalog
+            if self._gates:  # a restored state: read its vectors in-process (moto_catalog)
+                from imagesearch.local.moto_catalog import MotoTableCatalog
 
                 catalog = MotoTableCatalog.over(catalog, gate=self._gates[0], region=region)
             copied = reindex(

@@ -1,6 +1,6 @@
-"""Local mode's full load of the embedded index (local/table_feed.py): moto's table read
-in-process answers what the catalog's Scan answers, waits for requests inside moto, and
-leaves the change log and vector fetches to the catalog."""
+"""Local mode's catalog (local/moto_catalog.py): moto's table read in-process answers
+what the catalog's requests answer (records by key, vector fetches, the full load), the
+full load waits for requests inside moto, and the change log still goes to moto."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from moto import mock_aws
 
 from imagesearch.catalog.dynamodb import DynamoDBCatalog
 from imagesearch.index.embedded import EmbeddedIndex
+from imagesearch.local.moto_catalog import MotoTableCatalog
 from imagesearch.local.state import WriteGate
-from imagesearch.local.table_feed import MotoTableCatalog
 from imagesearch.ports import QueryFilters
 from imagesearch.records import encode_vector, image_id_for_key
 from imagesearch.resources import (
@@ -92,9 +92,12 @@ def by_id(items: Any) -> dict[str, Any]:
     return {item["image_id"]["S"]: item for item in items}
 
 
+@pytest.mark.parametrize("gated", [True, False])  # False: local mode without a state folder
 @pytest.mark.parametrize("segments", [1, 4])
-def test_the_feed_answers_what_the_scan_answers(catalog: DynamoDBCatalog, segments: int) -> None:
-    feed = MotoTableCatalog.over(catalog, gate=gate(), region=REGION)
+def test_the_feed_answers_what_the_scan_answers(
+    catalog: DynamoDBCatalog, segments: int, gated: bool
+) -> None:
+    feed = MotoTableCatalog.over(catalog, gate=gate() if gated else None, region=REGION)
 
     parts = [
         list(
@@ -141,9 +144,8 @@ def test_the_index_loads_without_a_scan_and_refreshes_through_the_catalog(
 
     assert keys_of(catalog, index.query(axis(7), 1, QueryFilters())) == ["uploads/ok/new.jpg"]
     assert index.count() == 7
-    called = {name for name, _ in spy.calls}
-    assert {"query", "batch_get_item"} <= called
-    assert "scan" not in called
+    # The change log through moto's API; the changed vectors read in-process
+    assert {name for name, _ in spy.calls} == {"query"}
 
 
 def test_the_feed_waits_for_requests_inside_moto(catalog: DynamoDBCatalog) -> None:
@@ -179,3 +181,77 @@ def test_a_reindex_reads_the_same_vectors(catalog: DynamoDBCatalog) -> None:
     read = entries(feed)
     assert len(read) == 7
     assert read == entries(catalog)
+
+
+# --- records by key ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("with_vector", [False, True])
+@pytest.mark.parametrize("include_deleted", [False, True])
+def test_records_by_key_are_what_the_catalog_reads_through_moto(
+    client: Any, catalog: DynamoDBCatalog, with_vector: bool, include_deleted: bool
+) -> None:
+    spy = SpyClient(client)
+    local = MotoTableCatalog(TABLE, client=spy, gate=None, region=REGION)
+    ids = [
+        image_id_for_key(key)
+        for key in (
+            "uploads/ok/1.jpg",
+            "uploads/no/rejected.jpg",
+            "uploads/no/deleted.jpg",
+            "uploads/ok/switching.jpg",
+            "uploads/never/there.jpg",
+        )
+    ]
+
+    read = local.get_many(ids, with_vector=with_vector, include_deleted=include_deleted)
+    expected = catalog.get_many(ids, with_vector=with_vector, include_deleted=include_deleted)
+
+    assert len(read) == (4 if include_deleted else 3)
+    assert sorted(read) == sorted(expected)
+    for image_id, want in expected.items():
+        got = read[image_id]
+        indexed = want.status == "indexed"
+        assert (got.vector is not None) == (want.vector is not None) == (with_vector and indexed)
+        for mine, theirs in ((got.vector, want.vector), (got.alt_vector, want.alt_vector)):
+            assert (mine is None) == (theirs is None)
+            if mine is not None and theirs is not None:
+                assert mine.tobytes() == theirs.tobytes()
+        got.vector = want.vector = got.alt_vector = want.alt_vector = None
+        assert got == want
+    for image_id in ids:
+        assert local.get(image_id, include_deleted=include_deleted) == catalog.get(
+            image_id, include_deleted=include_deleted
+        )
+    assert spy.calls == []  # no request to moto at all
+
+
+def test_vector_fetches_are_what_the_catalog_reads_through_moto(
+    client: Any, catalog: DynamoDBCatalog
+) -> None:
+    spy = SpyClient(client)
+    local = MotoTableCatalog(TABLE, client=spy, gate=None, region=REGION)
+    ids = [
+        image_id_for_key(key)
+        for key in ("uploads/ok/2.jpg", "uploads/ok/switching.jpg", "uploads/no/deleted.jpg")
+    ]
+
+    assert local.vector_items(ids) == catalog.vector_items(ids)
+    assert len(local.vector_items(ids)) == 3
+    assert spy.calls == []
+
+
+def test_a_read_sees_the_write_that_just_answered(client: Any, catalog: DynamoDBCatalog) -> None:
+    local = MotoTableCatalog(TABLE, client=client, gate=None, region=REGION)
+    image_id = image_id_for_key("uploads/ok/3.jpg")
+    assert local.get(image_id) is not None
+
+    catalog.delete(image_id, key="uploads/ok/3.jpg", sequencer="S9")
+    assert local.get(image_id) is None
+    deleted = local.get(image_id, include_deleted=True)
+    assert deleted is not None and deleted.status == "deleted"
+
+    local.put(record("uploads/ok/3.jpg", axis(3), sequencer="S99"))  # writes go to moto
+    again = local.get(image_id, with_vector=True)
+    assert again is not None and again.status == "indexed"
+    assert again.vector is not None and again.vector.tobytes() == axis(3).tobytes()
