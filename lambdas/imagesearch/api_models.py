@@ -243,7 +243,7 @@ class SearchResult(_Response):
     image_id: str
     key: str
     score: float = Field(description="Cosine similarity, -1..1, higher is closer")
-    url: str = Field(description="Presigned GET of the original (15 minutes)")
+    url: str = Field(description="Presigned GET of the original (valid for at least 15 minutes)")
     thumbnail_url: str = Field(description="Presigned GET of the 256-px JPEG thumbnail")
     content_type: str | None = None
     width: int | None = None

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -13,6 +15,11 @@ from botocore.exceptions import ClientError
 
 from imagesearch.ports import ObjectInfo, ObjectTooLarge, StoredObject
 
+# A GET URL signed this recently for the same object, version and headers is handed
+# out again (see presign_get).
+URL_REUSE_SECONDS = 60
+# At most this many signed URLs kept (about 1.5 KB each with a session token).
+_MAX_REUSABLE_URLS = 4096
 _MISSING = ("NoSuchKey", "404", "NotFound")
 _DENIED = ("AccessDenied", "403", "Forbidden")
 
@@ -24,11 +31,23 @@ def _iso(value: datetime | None) -> str | None:
 
 
 class S3ObjectStore:
-    def __init__(self, bucket: str, *, client: Any | None = None) -> None:
+    def __init__(
+        self,
+        bucket: str,
+        *,
+        client: Any | None = None,
+        url_reuse_seconds: float = URL_REUSE_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.bucket = bucket
         # SigV4 presigning: boto3's default still signs some regions' URLs with SigV2,
         # which S3 refuses for buckets created since 2020.
         self._client = client or boto3.client("s3", config=Config(signature_version="s3v4"))
+        self._url_reuse_seconds = url_reuse_seconds
+        self._clock = clock
+        # (key, version, headers, expiry) -> (signed at, URL), oldest first
+        self._signed: dict[tuple[Any, ...], tuple[float, str]] = {}
+        self._signed_lock = threading.Lock()
 
     def get(self, key: str, *, max_bytes: int) -> StoredObject | None:
         try:
@@ -107,8 +126,40 @@ class S3ObjectStore:
                 )
 
     def presign_get(
-        self, key: str, *, expires_in: int = 900, content_type: str, attachment: bool = False
+        self,
+        key: str,
+        *,
+        expires_in: int = 900,
+        content_type: str,
+        attachment: bool = False,
+        version: str | None = None,
     ) -> str:
+        """A GET URL valid for at least ``expires_in`` seconds. One signed in the last
+        ``url_reuse_seconds`` for the same key, ``version`` (the object's ETag: other
+        bytes get a new URL, never a browser's cached copy of the old ones) and headers
+        is handed out again, so it is signed for ``expires_in`` plus that. Signing costs
+        ~0.3 ms of CPU, twice per search result; and a browser caches the thumbnails of
+        a search it repeats (docs/decisions.md, decision 32)."""
+        reusable = (key, version, content_type, attachment, expires_in)
+        now = self._clock()
+        with self._signed_lock:
+            signed = self._signed.get(reusable)
+        if signed is not None and now - signed[0] < self._url_reuse_seconds:
+            return signed[1]
+        url = self._sign_get(
+            key,
+            expires_in=expires_in + int(self._url_reuse_seconds),
+            content_type=content_type,
+            attachment=attachment,
+        )
+        with self._signed_lock:
+            self._signed.pop(reusable, None)  # re-inserted last: the dict stays oldest first
+            self._signed[reusable] = (now, url)
+            while len(self._signed) > _MAX_REUSABLE_URLS:
+                del self._signed[next(iter(self._signed))]
+        return url
+
+    def _sign_get(self, key: str, *, expires_in: int, content_type: str, attachment: bool) -> str:
         params: dict[str, Any] = {
             "Bucket": self.bucket,
             "Key": key,

@@ -185,10 +185,18 @@ class ObjectStore(Protocol):
     def list_keys(self, prefix: str) -> Iterator[ObjectInfo]: ...
 
     def presign_get(
-        self, key: str, *, expires_in: int = 900, content_type: str, attachment: bool = False
+        self,
+        key: str,
+        *,
+        expires_in: int = 900,
+        content_type: str,
+        attachment: bool = False,
+        version: str | None = None,
     ) -> str:
-        """A GET URL whose response says ``content_type`` (whatever the object's own
-        metadata claims) and, with ``attachment``, makes a browser download, not render."""
+        """A GET URL, valid for at least ``expires_in`` seconds, whose response says
+        ``content_type`` (whatever the object's own metadata claims) and, with
+        ``attachment``, makes a browser download, not render. ``version`` (the object's
+        ETag, when known): the same URL may be handed out again only for the same one."""
         ...
 
     def presign_put(

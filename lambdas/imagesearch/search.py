@@ -330,16 +330,26 @@ class SearchService:
         whose stored Content-Type lies) downloads as opaque bytes."""
         if record.status == STATUS_INDEXED and record.content_type in UPLOAD_CONTENT_TYPES:
             return self._store.presign_get(
-                record.key, expires_in=self.url_ttl, content_type=record.content_type
+                record.key,
+                expires_in=self.url_ttl,
+                content_type=record.content_type,
+                version=record.etag,
             )
         return self._store.presign_get(
-            record.key, expires_in=self.url_ttl, content_type=_OPAQUE, attachment=True
+            record.key,
+            expires_in=self.url_ttl,
+            content_type=_OPAQUE,
+            attachment=True,
+            version=record.etag,
         )
 
     def _thumbnail_url(self, record: ImageRecord) -> str:
-        # Thumbnails are JPEGs we wrote ourselves.
+        # Thumbnails are JPEGs we wrote ourselves, from the image of this ETag.
         return self._store.presign_get(
-            thumbnail_key(record.image_id), expires_in=self.url_ttl, content_type="image/jpeg"
+            thumbnail_key(record.image_id),
+            expires_in=self.url_ttl,
+            content_type="image/jpeg",
+            version=record.etag,
         )
 
     # --- uploads and health -------------------------------------------------------

@@ -228,6 +228,17 @@ def key_of_url(url: str) -> str:
     return path
 
 
+def seconds_valid(url: str) -> float:
+    """How long a presigned SigV4 URL stays valid from now (X-Amz-Date + X-Amz-Expires)."""
+    from datetime import UTC, datetime
+    from urllib.parse import parse_qs, urlparse
+
+    query = parse_qs(urlparse(url).query)
+    signed = datetime.strptime(query["X-Amz-Date"][0], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    expires = signed.timestamp() + int(query["X-Amz-Expires"][0])
+    return expires - datetime.now(UTC).timestamp()
+
+
 def quoted(key: str) -> str:
     return quote(key)
 

@@ -115,7 +115,13 @@ class FakeStore:
         self.served: dict[str, tuple[str, bool]] = {}  # key -> (content type, attachment)
 
     def presign_get(
-        self, key: str, *, expires_in: int = 900, content_type: str, attachment: bool = False
+        self,
+        key: str,
+        *,
+        expires_in: int = 900,
+        content_type: str,
+        attachment: bool = False,
+        version: str | None = None,
     ) -> str:
         self.served[key] = (content_type, attachment)
         return f"https://bucket.test/{key}?X-Amz-Expires={expires_in}"
