@@ -109,13 +109,17 @@ def new_page(browser: Any) -> Iterator[PageFactory]:
     contexts: list[Any] = []
     errors: list[str] = []
 
-    def open_page(url: str, **options: Any) -> Any:
+    def open_page(url: str, *, hold: list[Any] | None = None, **options: Any) -> Any:
+        """``hold``: requests to /local/stats wait, appended there, until the test
+        lets them go (``route.continue_()``)."""
         options.setdefault("viewport", {"width": 1200, "height": 800})
         context = browser.new_context(**options)
         contexts.append(context)
         page = context.new_page()
         page.set_default_timeout(TIMEOUT_MS)
         page.on("pageerror", lambda error: errors.append(str(error)))
+        if hold is not None:
+            page.route("**/local/stats", lambda route: hold.append(route))
         page.goto(url)
         return page
 
@@ -502,6 +506,41 @@ def test_api_errors_are_shown_with_their_message(page: Any) -> None:
     error.wait_for(state="visible")
     assert "HTTP 422" in error.inner_text()
     assert "1000" in error.inner_text()  # the API's own words: at most 1000 characters
+
+
+def test_a_search_asked_while_the_page_starts_runs_once(
+    new_page: PageFactory, indexed: LocalProcess
+) -> None:
+    # Given a page still starting (its first count from the server has not come back)
+    held: list[Any] = []
+    page = new_page(indexed.url + "/", hold=held)
+    searches: list[str] = []
+    page.on(
+        "request",
+        lambda request: searches.append(request.url) if request.url.endswith("/search") else None,
+    )
+    page.wait_for_function("() => document.readyState === 'complete'")
+    assert held, "the page asks for its counts first"
+
+    # When a search is asked meanwhile, and the server refuses it
+    page.fill("#query", "x" * 1500)
+    page.press("#query", "Enter")
+    error = page.locator("#error")
+    error.wait_for(state="visible")
+    assert "HTTP 422" in error.inner_text()
+
+    # And the page then finishes starting
+    for route in held:
+        route.continue_()
+    page.unroute("**/local/stats")
+    page.wait_for_function(
+        "() => /^[0-9]+$/.test(document.getElementById('stat-indexed').textContent)"
+    )
+    page.evaluate("() => new Promise((done) => setTimeout(done, 0))")
+
+    # Then the search was not asked again, and its error stays
+    assert len(searches) == 1
+    assert "HTTP 422" in error.inner_text()
 
 
 def test_failed_files_are_shown_with_their_cause(page: Any, indexed: LocalProcess) -> None:

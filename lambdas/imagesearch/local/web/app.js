@@ -1096,7 +1096,9 @@ async function start() {
   syncDetail(id); // a shared link to one image
   replaceUrl();
   await refreshStats();
-  if (!offline) run();
+  // A query asked while the page was starting has run already: not again (it would
+  // clear its results or error and ask the server twice).
+  if (!offline && !view.generation) run();
   setInterval(() => {
     if (!document.hidden) refreshStats();
   }, STATS_EVERY_MS);
