@@ -113,6 +113,7 @@ class FakeStore:
         self.deleted: list[str] = []
         self.put_requests: list[dict[str, Any]] = []
         self.served: dict[str, tuple[str, bool]] = {}  # key -> (content type, attachment)
+        self.versions: dict[str, str | None] = {}  # key -> the version asked for
 
     def presign_get(
         self,
@@ -124,6 +125,7 @@ class FakeStore:
         version: str | None = None,
     ) -> str:
         self.served[key] = (content_type, attachment)
+        self.versions[key] = version
         return f"https://bucket.test/{key}?X-Amz-Expires={expires_in}"
 
     def presign_put(
@@ -144,7 +146,15 @@ class FakeStore:
 @pytest.fixture
 def index() -> FakeIndex:
     index = FakeIndex()
-    index.add("uploads/shoes/red.jpg", axis(0), width=640, height=480, size=1234, caption="red")
+    index.add(
+        "uploads/shoes/red.jpg",
+        axis(0),
+        width=640,
+        height=480,
+        size=1234,
+        caption="red",
+        etag="etag-red",
+    )
     index.add("uploads/shoes/blue.jpg", axis(0, 1, 0.5))
     index.add("uploads/bags/green.jpg", axis(1))
     index.add("uploads/bags/broken.jpg", None, status="rejected", reason="not an image")
@@ -554,6 +564,17 @@ def test_only_indexed_images_are_served_inline_as_their_type(
     assert store.served[f"thumbnails/{red_id}.jpg"] == ("image/jpeg", False)
     # ...and the rejected object downloads as opaque bytes
     assert store.served["uploads/bags/broken.jpg"] == ("application/octet-stream", True)
+
+
+def test_result_urls_are_asked_for_the_records_version(
+    service: SearchService, store: FakeStore
+) -> None:
+    # The object store may hand out a URL again only for the same ETag (a replaced
+    # image must not show a browser's cached copy of the old one).
+    (hit,) = service.search(SearchRequest(text="red shoe", top_k=1)).results
+    assert hit.key == "uploads/shoes/red.jpg"
+    assert store.versions[hit.key] == "etag-red"
+    assert store.versions[f"thumbnails/{hit.image_id}.jpg"] == "etag-red"
 
 
 def test_create_upload_refuses_sizes_over_the_limit(service: SearchService) -> None:
