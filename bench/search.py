@@ -1,9 +1,9 @@
 """Embedded index figures: top-10 over N x d with and without filters next to a bare
 numpy matrix-vector product on the same matrix, the naive per-item Python loop, the
 cold build of 100k x 1024 from DynamoDB-format items, the presigned URLs of a page of
-results, and the search handler's import time. Targets (SPEC section 7): top-10 over 100k x 1024 within 1.3x of the bare
-matvec and >= 300x faster than the naive loop; cold build <= 2 s; handler import
-<= 1 s. Run: ``python -m bench search``.
+results, and the search handler's import time. Targets (SPEC section 7): top-10 over
+100k x 1024 within 1.3x of the bare matvec and >= 300x faster than the naive loop;
+cold build <= 2 s; handler import <= 1 s. Run: ``python -m bench search``.
 """
 
 from __future__ import annotations
