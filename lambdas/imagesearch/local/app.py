@@ -909,7 +909,7 @@ def run(
             logger.error("local mode could not start: %s", error)
             return 1
         logger.info(mode.describe())
-        stop.wait()
+        wait_for_stop(stop)
         logger.info("stopping...")
         mode.stop()
         logger.info("stopped")
@@ -917,6 +917,15 @@ def run(
     finally:
         _restore_signal_handlers(previous)
         sys.stdout = stdout
+
+
+def wait_for_stop(stop: threading.Event, poll_seconds: float = 0.5) -> None:
+    """Until ``stop`` is set, waking every ``poll_seconds``. Never one blocking wait:
+    the kernel may hand Ctrl-C to any thread, and then CPython only notes it for the
+    main thread, which runs the handler when it next runs Python code; a main thread
+    blocked on a lock would never stop (seen under load: SIGINT ignored for good)."""
+    while not stop.wait(poll_seconds):
+        pass
 
 
 def _install_signal_handlers(stop: threading.Event) -> dict[int, Any]:
