@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -148,7 +149,7 @@ class S3ObjectStore:
             return signed[1]
         url = self._sign_get(
             key,
-            expires_in=expires_in + int(self._url_reuse_seconds),
+            expires_in=expires_in + math.ceil(self._url_reuse_seconds),
             content_type=content_type,
             attachment=attachment,
         )
