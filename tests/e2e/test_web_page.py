@@ -689,6 +689,34 @@ def test_more_like_this_and_delete_from_the_detail_view(page: Any, indexed: Loca
     indexed.wait_gone(name)
 
 
+def test_a_deletion_made_while_the_page_starts_is_still_said(
+    new_page: PageFactory, indexed: LocalProcess
+) -> None:
+    # Given a shared link to one image, opened while the page's first count is held
+    name = "shared link/orange.png"
+    indexed.drop(name, images.png(40, 40, (250, 140, 0)))
+    indexed.wait_indexed(name)
+    held: list[Any] = []
+    page = new_page(f"{indexed.url}/?id={indexed.image_id_for(name)}", hold=held)
+    page.wait_for_selector('#detail-meta dd[data-field="key"]')
+    assert held, "the page is still starting"
+
+    # When it is deleted from the detail view before the page has finished starting
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("#detail-delete")
+    page.locator("#detail").wait_for(state="hidden")
+    _wait_status(page, f"Deleted {name}")
+    for route in held:
+        route.continue_()
+    page.unroute("**/local/stats")
+
+    # Then the page's first list (no tile before it) still says so, without the image
+    page.wait_for_selector("#results .result")
+    assert f"Deleted {name}" in page.inner_text("#status")
+    assert page.locator(f'#results .result[data-key="{indexed.key_for(name)}"]').count() == 0
+    indexed.wait_gone(name)
+
+
 @pytest.fixture(scope="module")
 def scale_tier(
     tmp_path_factory: pytest.TempPathFactory,

@@ -336,9 +336,9 @@ function filterLabel() {
 
 // --- Running a query ---------------------------------------------------------------------
 
-function run() {
+function run(notice = "") {
   view.generation += 1;
-  view.notice = "";
+  view.notice = notice;
   view.items = [];
   view.cursor = null;
   view.more = false;
@@ -1097,8 +1097,9 @@ async function start() {
   replaceUrl();
   await refreshStats();
   // A query asked while the page was starting has run already: not again (it would
-  // clear its results or error and ask the server twice).
-  if (!offline && !view.generation) run();
+  // clear its results or error and ask the server twice). A deletion made meanwhile
+  // (a shared link's detail view) is still said.
+  if (!offline && !view.generation) run(view.notice);
   setInterval(() => {
     if (!document.hidden) refreshStats();
   }, STATS_EVERY_MS);
