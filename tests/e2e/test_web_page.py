@@ -445,7 +445,8 @@ def test_names_are_relative_to_the_upload_prefix_and_whole_on_hover(
     page.goto(f"{indexed.url}/?folder=greens%2F")
     tile = page.locator(f'#results .result[data-key="{indexed.key_for(GREEN)}"]')
     name = tile.locator(".key")
-    assert name.inner_text() == GREEN
+    # The DOM's text: a tile not laid out yet (content-visibility: auto) has no innerText
+    assert name.text_content() == GREEN
     assert name.get_attribute("title") == indexed.key_for(GREEN)
 
 
@@ -687,6 +688,31 @@ def test_more_like_this_and_delete_from_the_detail_view(page: Any, indexed: Loca
     page.locator("#detail").wait_for(state="hidden")
     _wait_status(page, f"Deleted {name}")
     indexed.wait_gone(name)
+
+
+def test_a_search_asked_while_the_page_starts_still_offers_an_update(
+    new_page: PageFactory, indexed: LocalProcess
+) -> None:
+    # Given a search answered before the page's first count came back
+    held: list[Any] = []
+    page = new_page(indexed.url + "/", hold=held)
+    page.wait_for_function("() => document.readyState === 'complete'")
+    _search(page, "yellow")
+    page.wait_for_selector("#results .result[data-score]")
+    for route in held:
+        route.continue_()
+    page.unroute("**/local/stats")
+    page.wait_for_function(
+        "() => /^[0-9]+$/.test(document.getElementById('stat-indexed').textContent)"
+    )
+
+    # When an image is indexed afterwards, then the results offer an update
+    name = "late/after an early search.png"
+    indexed.drop(name, images.png(50, 50, images.YELLOW))
+    indexed.wait_indexed(name)
+    stale = page.locator("#stale")
+    stale.wait_for(state="visible")
+    assert "new image" in stale.inner_text()
 
 
 def test_a_deletion_made_while_the_page_starts_is_still_said(

@@ -700,7 +700,10 @@ function onCountsChanged() {
   if (view.mode === "browse") {
     if (view.items.length <= LIVE_REFRESH_LIMIT || !view.more) refreshBrowse();
     else renderSummary();
-  } else if (view.seenCount !== null) {
+  } else if (view.seenCount === null) {
+    // A search made before the page's first count: this count is what it saw.
+    view.seenCount = stats.indexed;
+  } else {
     const change = stats.indexed - view.seenCount;
     staleButton.textContent = change > 0
       ? `${plural(change, "new image")} indexed since this search: update the results`
