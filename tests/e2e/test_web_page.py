@@ -707,8 +707,9 @@ def test_a_search_asked_while_the_page_starts_still_offers_an_update(
     )
 
     # When an image is indexed afterwards, then the results offer an update
+    # (not yellow: another test searches for its own yellow image and wants it first)
     name = "late/after an early search.png"
-    indexed.drop(name, images.png(50, 50, images.YELLOW))
+    indexed.drop(name, images.png(30, 60, (20, 90, 160)))
     indexed.wait_indexed(name)
     stale = page.locator("#stale")
     stale.wait_for(state="visible")
