@@ -47,6 +47,7 @@ BULK = 50  # with the others, more than one browse page (48)
 SCORE = re.compile(r"^\d\.\d{3}$")
 TIMEOUT_MS = 30_000
 PageFactory = Callable[..., Any]
+STATS_ROUTE = "**/local/stats"  # the page's counts, asked for first at start
 
 
 def _chromium() -> str:
@@ -119,7 +120,7 @@ def new_page(browser: Any) -> Iterator[PageFactory]:
         page.set_default_timeout(TIMEOUT_MS)
         page.on("pageerror", lambda error: errors.append(str(error)))
         if hold is not None:
-            page.route("**/local/stats", lambda route: hold.append(route))
+            page.route(STATS_ROUTE, lambda route: hold.append(route))
         page.goto(url)
         return page
 
@@ -151,6 +152,17 @@ def _search(page: Any, text: str) -> None:
     page.wait_for_function(
         "text => document.getElementById('status').textContent.includes('“' + text + '”')",
         arg=text,
+    )
+
+
+def _let_the_page_start(page: Any, held: list[Any]) -> None:
+    """Let the held /local/stats requests go (see ``new_page``'s ``hold``) and wait
+    until the page shows the count, which it does before its first query."""
+    for route in held:
+        route.continue_()
+    page.unroute(STATS_ROUTE)
+    page.wait_for_function(
+        "() => /^[0-9]+$/.test(document.getElementById('stat-indexed').textContent)"
     )
 
 
@@ -419,7 +431,7 @@ def test_thousands_of_images_scroll_with_lazy_thumbnails(
         route.fulfill(body=png, content_type="image/png")
 
     page = new_page("about:blank")
-    page.route("**/local/stats", stats)
+    page.route(STATS_ROUTE, stats)
     page.route(re.compile(r"/images\?status=indexed"), listing)
     page.route(re.compile(r"/thumbs/"), thumbnail)
     page.goto(indexed.url + "/")
@@ -531,12 +543,7 @@ def test_a_search_asked_while_the_page_starts_runs_once(
     assert "HTTP 422" in error.inner_text()
 
     # And the page then finishes starting
-    for route in held:
-        route.continue_()
-    page.unroute("**/local/stats")
-    page.wait_for_function(
-        "() => /^[0-9]+$/.test(document.getElementById('stat-indexed').textContent)"
-    )
+    _let_the_page_start(page, held)
     page.evaluate("() => new Promise((done) => setTimeout(done, 0))")
 
     # Then the search was not asked again, and its error stays
@@ -554,7 +561,7 @@ def test_failed_files_are_shown_with_their_cause(page: Any, indexed: LocalProces
         payload["images"]["failed"] = 1
         route.fulfill(json=payload)
 
-    page.route("**/local/stats", stats)
+    page.route(STATS_ROUTE, stats)
     page.route(
         re.compile(r"/images\?status=failed"),
         lambda route: route.fulfill(
@@ -699,12 +706,7 @@ def test_a_search_asked_while_the_page_starts_still_offers_an_update(
     page.wait_for_function("() => document.readyState === 'complete'")
     _search(page, "yellow")
     page.wait_for_selector("#results .result[data-score]")
-    for route in held:
-        route.continue_()
-    page.unroute("**/local/stats")
-    page.wait_for_function(
-        "() => /^[0-9]+$/.test(document.getElementById('stat-indexed').textContent)"
-    )
+    _let_the_page_start(page, held)
 
     # When an image is indexed afterwards, then the results offer an update
     # (not yellow: another test searches for its own yellow image and wants it first)
@@ -733,9 +735,7 @@ def test_a_deletion_made_while_the_page_starts_is_still_said(
     page.click("#detail-delete")
     page.locator("#detail").wait_for(state="hidden")
     _wait_status(page, f"Deleted {name}")
-    for route in held:
-        route.continue_()
-    page.unroute("**/local/stats")
+    _let_the_page_start(page, held)
 
     # Then the page's first list (no tile before it) still says so, without the image
     page.wait_for_selector("#results .result")
