@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -173,20 +173,31 @@ class Switch:
         return set(index.keys())
 
 
+@pytest.fixture
+def new_switch(
+    aws: Any, emulator: S3VectorsEmulator, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[[str], Switch]]:
+    """Factory: the deployment on a vector store, Titan deployed. Afterwards the
+    handlers drop their services (the next test builds its own from its environment)."""
+    yield lambda store: Switch(aws, monkeypatch, store, emulator)
+    api.configure(None)
+    ingest.configure(None)
+
+
+def fail_fast(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One attempt per model call and no adaptive slow-down."""
+    monkeypatch.setenv(r.ENV_BEDROCK_MAX_ATTEMPTS, "1")
+    monkeypatch.setenv(r.ENV_BEDROCK_RETRY_MODE, "standard")
+
+
 @pytest.mark.parametrize("store", ["dynamodb", "s3vectors"])
 def test_switch_from_titan_to_nova_without_downtime(
-    store: str,
-    aws: Any,
-    fake_bedrock: FakeBedrock,
-    emulator: S3VectorsEmulator,
-    monkeypatch: pytest.MonkeyPatch,
+    store: str, aws: Any, fake_bedrock: FakeBedrock, new_switch: Callable[[str], Switch]
 ) -> None:
-    switch = Switch(aws, monkeypatch, store, emulator)
+    switch = new_switch(store)
     try:
         _run_switch(switch, aws, fake_bedrock, store)
     finally:
-        api.configure(None)
-        ingest.configure(None)
         print(f"\nthe switch test's timeline ({store}):")
         print("\n".join(switch.timeline))
 
@@ -288,87 +299,76 @@ def _run_switch(switch: Switch, aws: Any, fake_bedrock: FakeBedrock, store: str)
 def test_a_failing_new_model_keeps_titan_serving_and_the_switch_unflipped(
     aws: Any,
     fake_bedrock: FakeBedrock,
-    emulator: S3VectorsEmulator,
+    new_switch: Callable[[str], Switch],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # One attempt per call, no adaptive slow-down: every Nova call fails at once
-    monkeypatch.setenv(r.ENV_BEDROCK_MAX_ATTEMPTS, "1")
-    monkeypatch.setenv(r.ENV_BEDROCK_RETRY_MODE, "standard")
-    switch = Switch(aws, monkeypatch, "dynamodb", emulator)
-    try:
-        keys = {n: aws.upload(f"{n}.png", png(c)) for n, c in list(COLOURS.items())[:3]}
-        switch.ingest()
-        switch.deploy(NOVA, previous=TITAN)
-        switch.maintain()
+    fail_fast(monkeypatch)  # every failing call fails at once
+    switch = new_switch("dynamodb")
+    keys = {n: aws.upload(f"{n}.png", png(c)) for n, c in list(COLOURS.items())[:3]}
+    switch.ingest()
+    switch.deploy(NOVA, previous=TITAN)
+    switch.maintain()
 
-        # Nova throttles every call
-        fake_bedrock.throttle_model(NOVA)
-        purple = aws.upload("purple.png", png((150, 30, 160)))
-        switch.ingest()  # retried until the DLQ: Nova never answers
-        # The upload is searchable with Titan's vector all the same
-        assert switch.search("purple")["results"][0]["key"] == purple
-        switch.answers_from("red", TITAN)
-        for _ in range(3):
-            answer = switch.maintain()
-            switch.ingest()
-            assert answer["switch"]["action"] in ("re-embedding", "waiting for the ingest queue")
-        state = aws.catalog.model_state()
-        assert state is not None and state.phase == "switching" and state.serving.model_id == TITAN
-        assert switch.coverage() == (0, 4)
-        assert aws.queue_depth(aws.dlq_url) > 0  # visible: the alarm on the DLQ fires
-        switch.answers_from("red", TITAN)
-
-        # Nova recovers: the next passes re-embed everything and the switch flips
-        fake_bedrock.throttle_model(NOVA, throttled=False)
-        switch.maintain()
+    # Nova throttles every call
+    fake_bedrock.throttle_model(NOVA)
+    purple = aws.upload("purple.png", png((150, 30, 160)))
+    switch.ingest()  # retried until the DLQ: Nova never answers
+    # The upload is searchable with Titan's vector all the same
+    assert switch.search("purple")["results"][0]["key"] == purple
+    switch.answers_from("red", TITAN)
+    for _ in range(3):
+        answer = switch.maintain()
         switch.ingest()
-        assert switch.coverage() == (4, 4)
-        assert switch.maintain()["switch"]["action"] == "flipped"
-        assert switch.answers_from("red", NOVA)["results"][0]["key"] == keys["red"]
-        assert switch.search("purple")["results"][0]["key"] == purple
-    finally:
-        api.configure(None)
-        ingest.configure(None)
+        assert answer["switch"]["action"] in ("re-embedding", "waiting for the ingest queue")
+    state = aws.catalog.model_state()
+    assert state is not None and state.phase == "switching" and state.serving.model_id == TITAN
+    assert switch.coverage() == (0, 4)
+    assert aws.queue_depth(aws.dlq_url) > 0  # visible: the alarm on the DLQ fires
+    switch.answers_from("red", TITAN)
+
+    # Nova recovers: the next passes re-embed everything and the switch flips
+    fake_bedrock.throttle_model(NOVA, throttled=False)
+    switch.maintain()
+    switch.ingest()
+    assert switch.coverage() == (4, 4)
+    assert switch.maintain()["switch"]["action"] == "flipped"
+    assert switch.answers_from("red", NOVA)["results"][0]["key"] == keys["red"]
+    assert switch.search("purple")["results"][0]["key"] == purple
 
 
 def test_during_a_switch_a_failing_serving_model_shows_failed_and_a_refusal_rejects(
     aws: Any,
     fake_bedrock: FakeBedrock,
-    emulator: S3VectorsEmulator,
+    new_switch: Callable[[str], Switch],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv(r.ENV_BEDROCK_MAX_ATTEMPTS, "1")
-    monkeypatch.setenv(r.ENV_BEDROCK_RETRY_MODE, "standard")
-    switch = Switch(aws, monkeypatch, "dynamodb", emulator)
-    try:
-        switch.deploy(NOVA, previous=TITAN)
-        switch.maintain()  # switching
+    fail_fast(monkeypatch)  # every failing call fails at once
+    switch = new_switch("dynamodb")
+    switch.deploy(NOVA, previous=TITAN)
+    switch.maintain()  # switching
 
-        # Titan (still serving) throttles: the upload is visible as failed, with the cause
-        fake_bedrock.throttle_model(TITAN)
-        key = aws.upload("orange.png", png((240, 140, 20)))
-        switch.ingest()
-        record = aws.record(key)
-        assert record is not None and record.status == r.STATUS_FAILED
-        assert "throttl" in (record.reason or "").lower()
+    # Titan (still serving) throttles: the upload is visible as failed, with the cause
+    fake_bedrock.throttle_model(TITAN)
+    key = aws.upload("orange.png", png((240, 140, 20)))
+    switch.ingest()
+    record = aws.record(key)
+    assert record is not None and record.status == r.STATUS_FAILED
+    assert "throttl" in (record.reason or "").lower()
 
-        # Titan recovers: the redriven message indexes it with both models
-        fake_bedrock.throttle_model(TITAN, throttled=False)
-        aws.upload("orange.png", png((240, 140, 21)))
-        switch.ingest()
-        record = aws.record(key)
-        assert record is not None and record.status == r.STATUS_INDEXED
-        assert record.vector_for(NOVA, DIM) is not None
-        assert record.vector_for(TITAN, DIM) is not None
+    # Titan recovers: the redriven message indexes it with both models
+    fake_bedrock.throttle_model(TITAN, throttled=False)
+    aws.upload("orange.png", png((240, 140, 21)))
+    switch.ingest()
+    record = aws.record(key)
+    assert record is not None and record.status == r.STATUS_INDEXED
+    assert record.vector_for(NOVA, DIM) is not None
+    assert record.vector_for(TITAN, DIM) is not None
 
-        # The new model refuses an image: rejected, as it would be after the switch
-        refused = png((1, 2, 3))
-        fake_bedrock.refuse_image(refused)
-        bad = aws.upload("refused.png", refused)
-        switch.ingest()
-        record = aws.record(bad)
-        assert record is not None and record.status == r.STATUS_REJECTED
-        assert "refused" in (record.reason or "")
-    finally:
-        api.configure(None)
-        ingest.configure(None)
+    # The new model refuses an image: rejected, as it would be after the switch
+    refused = png((1, 2, 3))
+    fake_bedrock.refuse_image(refused)
+    bad = aws.upload("refused.png", refused)
+    switch.ingest()
+    record = aws.record(bad)
+    assert record is not None and record.status == r.STATUS_REJECTED
+    assert "refused" in (record.reason or "")
