@@ -1,6 +1,7 @@
 # Serverless multimodal image search: the menu.
 #   make dev     create .venv and node_modules from the repo's own files
-#   make test    set-up + the whole suite (unit, integration, infra, e2e)
+#   make test    set-up + the whole suite (unit, integration, infra, e2e), then the
+#                IAM conformance check of the calls the suite's functions made
 #   make lint    ruff + mypy
 #   make synth   cdk synth -> cdk.out/*.template.json (no Docker, no AWS account; CDK_ARGS as deploy)
 #   make bench   print benchmark figures
@@ -77,9 +78,16 @@ browser:
 		|| echo "could not install chromium: the browser test will skip"; \
 	else echo "chromium missing and not root: the browser test will skip"; fi
 
+# The suite records every AWS call the functions' code makes (tests/support/iam); the IAM
+# conformance test then checks each against its function's role in the synthesized
+# template and prints the report (call site -> action -> resource, unused grants).
+IAM_CALLS := $(CURDIR)/.build/iam-calls
+
 test: dev $(CLIP_STAMP) browser
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest $(PYTEST_ARGS)
+	rm -rf $(IAM_CALLS)
+	IMAGESEARCH_IAM_RECORD=$(IAM_CALLS) $(PY) -m pytest $(PYTEST_ARGS)
+	IMAGESEARCH_IAM_CALLS=$(IAM_CALLS) $(PY) -m pytest -s tests/infra/test_iam_conformance.py
 
 lint: dev
 	$(VENV)/bin/ruff check .

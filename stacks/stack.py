@@ -193,7 +193,15 @@ class ImageSearchStack(Stack):
         )
         if self.vectors is not None:
             # The index follows the catalog by read-after-write on the catalog
-            # (index/sync.py): ingest never reads the vector index.
+            # (index/sync.py: a batch's records in one BatchGetItem): ingest never reads
+            # the vector index.
+            grant(
+                iam.PolicyStatement(
+                    sid="ReadRecordsForVectorSync",
+                    actions=["dynamodb:BatchGetItem"],
+                    resources=[self.storage.table.table_arn],
+                )
+            )
             grant(
                 iam.PolicyStatement(
                     sid="WriteVectorIndex",

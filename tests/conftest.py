@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+from tests.support.iam.recorder import ENV_RECORD_DIR
+from tests.support.iam.recorder import install as record_aws_calls
+
+# `make test` records every AWS call the functions' code makes for the IAM conformance
+# test that runs after the suite (tests/infra/test_iam_conformance.py).
+if os.environ.get(ENV_RECORD_DIR):
+    record_aws_calls()
 
 ROOT = Path(__file__).resolve().parent.parent
 _TIERS = ("unit", "integration", "infra", "e2e")

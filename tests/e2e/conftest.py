@@ -51,8 +51,10 @@ import requests
 
 from fakes.bedrock import FakeBedrock
 from imagesearch.records import image_id_for_key
+from tests.support.iam.recorder import ENV_RECORD_DIR
 
 ROOT = Path(__file__).resolve().parents[2]
+IAM_SITECUSTOMIZE = ROOT / "tests" / "support" / "iam" / "sitecustomize"
 UPLOAD_PREFIX = "uploads/"
 START_TIMEOUT = 90.0
 T = TypeVar("T")
@@ -242,6 +244,10 @@ def local_env(bedrock: FakeBedrock) -> dict[str, str]:
             "PYTHONUNBUFFERED": "1",
         }
     )
+    if env.get(ENV_RECORD_DIR):
+        # Local mode's handlers record their AWS calls too (sitecustomize installs it).
+        paths = [str(IAM_SITECUSTOMIZE), str(ROOT), env.get("PYTHONPATH", "")]
+        env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
     return env
 
 

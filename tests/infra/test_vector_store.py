@@ -98,6 +98,9 @@ def test_ingest_writes_the_index_and_nothing_more(s3v_app: Synthesized) -> None:
     assert grants == expand(
         *ingest_grants(arns, ingest),
         ({"s3vectors:PutVectors", "s3vectors:DeleteVectors"}, [_index_arn(s3v_app)]),
+        # The vector sync reads back a batch's records (index/sync.py): without it every
+        # upload is recorded indexed and no vector ever reaches the index.
+        ("dynamodb:BatchGetItem", [arns.table]),
     )
 
 

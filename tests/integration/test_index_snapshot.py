@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,7 +23,11 @@ from imagesearch.index.maintenance import refresh_snapshot
 from imagesearch.index.snapshot import SnapshotError, SnapshotStore
 from imagesearch.ports import QueryFilters
 from imagesearch.records import ImageRecord, image_id_for_key
-from imagesearch.resources import TOMBSTONE_TTL_SECONDS, table_definition
+from imagesearch.resources import (
+    SNAPSHOT_MAX_LAG_SECONDS,
+    TOMBSTONE_TTL_SECONDS,
+    table_definition,
+)
 from imagesearch.search import SearchService
 from tests.integration.catalog_support import START, Clock
 
@@ -633,3 +638,85 @@ def test_maintenance_handler_builds_the_first_snapshot_then_checks_cheaply(
     second = maintenance.handler({}, None)
     assert (second["written"], second["images"]) == (False, 3)
     assert second["watermark_ms"] == first["watermark_ms"]
+
+
+class _ShiftedTime:
+    """``time`` for the maintenance handler, ``offset`` seconds ahead of the real one."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def time(self) -> float:
+        return time.time() + self.offset
+
+
+def test_maintenance_handler_catches_up_retires_old_snapshots_and_cleans_up_a_failed_upload(
+    aws: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The handler's whole path, as the deployed function runs it: every call it makes
+    here is one its role must allow (the IAM conformance check reads them)."""
+    import botocore.client
+
+    from imagesearch import resources as r
+    from imagesearch.handlers import maintenance
+    from imagesearch.index import snapshot
+
+    for name, value in {
+        r.ENV_BUCKET: BUCKET,
+        r.ENV_TABLE: TABLE,
+        r.ENV_SNAPSHOT_PREFIX: PREFIX,
+        r.ENV_MODEL_ID: MODEL,
+        r.ENV_EMBEDDING_DIMENSION: str(DIM),
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    later = _ShiftedTime()
+    monkeypatch.setattr(maintenance, "time", later)
+    writer = DynamoDBCatalog(TABLE, client=aws[0])
+    s3 = aws[1]
+    for n in range(3):
+        put(writer, n, axis(n))
+    assert maintenance.handler({}, None)["written"]
+
+    def snapshot_objects() -> list[str]:
+        listed = s3.list_objects_v2(Bucket=BUCKET, Prefix=f"{PREFIX}snapshots/")
+        return sorted(item["Key"] for item in listed.get("Contents", []))
+
+    written = [snapshot_objects()]
+    # When an image arrives and the change is past the maximum lag, twice
+    for n in (3, 4):
+        put(writer, n, axis(n))
+        later.offset += SNAPSHOT_MAX_LAG_SECONDS + 1
+        result = maintenance.handler({}, None)
+        # Then the run loads the snapshot, catches up with the new record's vector and
+        # writes a new snapshot holding it
+        assert (result["written"], result["images"]) == (True, n + 1)
+        assert result["reason"].startswith("1 changes in")
+        written.append(snapshot_objects())
+    # And the first snapshot is deleted one write after it was replaced (a reader that
+    # had just read the pointer still finds the one it names)
+    first = written[0][0]
+    assert first in written[1] and first not in written[2]
+    assert len(written[2]) == 2
+
+    # When the next snapshot's multipart upload fails part-way
+    monkeypatch.setattr(snapshot, "_UPLOAD_PART_BYTES", 1)  # even a tiny snapshot: multipart
+    make_api_call = botocore.client.BaseClient._make_api_call
+
+    def failing_parts(self: Any, operation: str, params: Any) -> Any:
+        if operation == "UploadPart":
+            raise ClientError(
+                {"Error": {"Code": "InternalError", "Message": "injected"}}, operation
+            )
+        return make_api_call(self, operation, params)
+
+    monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", failing_parts)
+    put(writer, 5, axis(5))
+    later.offset += SNAPSHOT_MAX_LAG_SECONDS + 1
+    with pytest.raises(Exception, match="injected"):
+        maintenance.handler({}, None)
+    # Then the run fails visibly, no upload is left open (S3 bills parts until aborted),
+    # and the last good snapshot stays current
+    monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", make_api_call)
+    assert s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
+    assert snapshot_objects() == written[2]

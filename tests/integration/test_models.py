@@ -30,6 +30,9 @@ MODELS = [
     (r.NOVA_MODEL_ID, 256),
     (r.COHERE_MODEL_ID, 1024),
     (r.COHERE_MODEL_ID, 512),
+    # A cross-region inference profile: the functions call the profile id (the IAM
+    # conformance check needs a profile deployment's calls too).
+    (f"us.{r.COHERE_MODEL_ID}", 1024),
 ]
 SPACE = {r.TITAN_MODEL_ID: "titan", r.NOVA_MODEL_ID: "nova", r.COHERE_MODEL_ID: "cohere"}
 DOCUMENT_PURPOSE = {r.NOVA_MODEL_ID: "GENERIC_INDEX", r.COHERE_MODEL_ID: "search_document"}
@@ -66,6 +69,7 @@ def test_ingest_and_search_with_each_model(
     model_env: tuple[str, int], aws, ingest_handler, fake_bedrock: FakeBedrock
 ) -> None:
     model_id, dimension = model_env
+    base = r.split_model_id(model_id)[1]  # the fake logs a profile's calls as its model's
     api.configure(None)  # the default service, built from this environment
     try:
         # Given a red JPEG, a blue WebP and a green PNG uploaded and ingested
@@ -74,13 +78,13 @@ def test_ingest_and_search_with_each_model(
         green = aws.upload("green.png", encoded((20, 200, 20), "PNG"))
         drain_queue(aws.sqs, aws.queue_url, ingest_handler)
         ingest_calls = fake_bedrock.call_log
-        assert {c.model_id for c in ingest_calls} == {model_id}
+        assert {c.model_id for c in ingest_calls} == {base}
         assert all(c.status == 200 and c.dimension == dimension for c in ingest_calls)
-        if model_id in DOCUMENT_PURPOSE:
-            assert {c.purpose for c in ingest_calls} == {DOCUMENT_PURPOSE[model_id]}
+        if base in DOCUMENT_PURPOSE:
+            assert {c.purpose for c in ingest_calls} == {DOCUMENT_PURPOSE[base]}
             # WebP goes to Nova untouched (a format it reads); Cohere gets it as a JPEG
             sent = sorted(f for c in ingest_calls for f in c.image_formats)
-            assert sent == SENT_FORMATS[model_id]
+            assert sent == SENT_FORMATS[base]
         fake_bedrock.reset()
 
         # When searching by text, each colour finds its image first
@@ -93,7 +97,7 @@ def test_ingest_and_search_with_each_model(
         assert record is not None and record.vector is not None
         stored = np.asarray(record.vector)
         raw = np.asarray(
-            fake_embedding(None, encoded((220, 20, 20), "JPEG"), dimension, SPACE[model_id])
+            fake_embedding(None, encoded((220, 20, 20), "JPEG"), dimension, SPACE[base])
         )
         assert stored == pytest.approx(raw / np.linalg.norm(raw), abs=1e-5)
 
@@ -104,10 +108,10 @@ def test_ingest_and_search_with_each_model(
         assert {res["key"] for res in both["results"][:2]} == {red, blue}
 
         queries = fake_bedrock.call_log
-        if model_id in QUERY_PURPOSE:
-            assert {c.purpose for c in queries} == {QUERY_PURPOSE[model_id]}
+        if base in QUERY_PURPOSE:
+            assert {c.purpose for c in queries} == {QUERY_PURPOSE[base]}
         # Nova takes one modality per request: text + image is two calls; the others one
-        expected_calls = 3 + 1 + (2 if model_id == r.NOVA_MODEL_ID else 1)
+        expected_calls = 3 + 1 + (2 if base == r.NOVA_MODEL_ID else 1)
         assert len(queries) == expected_calls
     finally:
         api.configure(None)
