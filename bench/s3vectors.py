@@ -191,6 +191,11 @@ class _ScanPages:
     def answer(self, request: Any, **_: Any) -> AWSResponse:
         target = request.headers.get("X-Amz-Target", b"")
         target = target.decode() if isinstance(target, bytes) else target
+        if target.endswith(".UpdateItem"):  # reindex_began: no unfinished run recorded
+            started = json.loads(request.body)["ExpressionAttributeValues"][":s"]
+            return _json_response(
+                request, json.dumps({"Attributes": {"started_ms": started}}).encode()
+            )
         if not target.endswith(".Scan"):  # the change log (Query): nothing changed
             return _json_response(request, b'{"Items":[],"Count":0,"ScannedCount":0}')
         asked = json.loads(request.body)

@@ -200,7 +200,11 @@ class SearchApi(Construct):
             "Handler",
             code=code,
             handler=r.API_HANDLER,
-            description="Image search API: embeds queries, exact cosine search in memory",
+            description=(
+                "Image search API: embeds queries, approximate search in Amazon S3 Vectors"
+                if config.vector_store == "s3vectors"
+                else "Image search API: embeds queries, exact cosine search in memory"
+            ),
             memory_mb=embedded_memory_mb(config.embedded_max_images, switch_dimensions(config)),
             timeout=TIMEOUT,
             environment={

@@ -260,6 +260,9 @@ ATTR_ALT_DIMENSION: Final = "alt_dimension"
 # (image ids are 32 hex digits). It has no status and no change shard, so it is in
 # neither GSI: listings, counts and the change log never see it.
 MODEL_STATE_ID: Final = "#model-state"
+# Prefix of the item that remembers when an unfinished `imagesearch reindex` of an S3
+# Vectors index began ("#reindex#<index name>"): a resumed run re-syncs from then.
+REINDEX_RUN_PREFIX: Final = "#reindex#"
 # Re-embed messages the maintenance function sends per run (every minute; none while
 # the queue still holds this many); ingestMaxConcurrency sets how fast they are worked off.
 SWITCH_ENQUEUE_PER_RUN: Final = 1000

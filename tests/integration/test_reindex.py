@@ -4,9 +4,11 @@ catalog no longer holds, and records changed by a concurrent ingest while it run
 
 from __future__ import annotations
 
+import io
 import threading
 import time
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import boto3
@@ -15,10 +17,14 @@ import pytest
 from moto import mock_aws
 
 from imagesearch.catalog.dynamodb import DynamoDBCatalog
-from imagesearch.cli.vectors import reindex
+from imagesearch.cli.vectors import cmd_reindex, reindex, vector_status
 from imagesearch.index.s3vectors import S3VectorsIndex
 from imagesearch.index.sync import ReadAfterWriteSync
-from imagesearch.local.s3vectors_emulator import S3VectorsEmulator
+from imagesearch.local.s3vectors_emulator import (
+    ENHANCED_DEFAULT_FROM,
+    S3VectorsEmulator,
+    S3VectorsService,
+)
 from imagesearch.ports import VectorEntry
 from imagesearch.records import ImageRecord, image_id_for_key
 from imagesearch.resources import table_definition
@@ -290,3 +296,123 @@ def test_without_resync_the_copy_reads_no_change_log(catalog, index, clock) -> N
     assert result["resynced"] == 0
     assert index._client.puts == [5]
     assert_index_equals_catalog(catalog, index)
+
+
+class Interrupted(Exception):
+    """The run stops here (the operator's Ctrl-C, a lost connection)."""
+
+
+def test_a_resumed_run_leaves_no_vector_an_interrupted_run_wrote_stale(
+    catalog, index, clock
+) -> None:
+    # Given a run that read image 3's state, then ingest replaced the image and synced
+    # the index, then the run wrote the old state over it and stopped before its
+    # change-log pass
+    for n in range(10):
+        put(catalog, n)
+    scanned, changes = catalog.indexed_vectors, catalog.changes
+    replaced = image_id_for_key("uploads/r/3.jpg")
+
+    def racing(**kwargs: Any) -> Iterator[VectorEntry]:
+        entries = list(scanned(**kwargs))
+        clock.now = time.time()
+        put(catalog, 3, sequencer="S0005")
+        ReadAfterWriteSync(catalog, index, model_id=MODEL, dimension=DIM).written(replaced)
+        yield from entries
+
+    def stopping(*args: Any, **kwargs: Any) -> Iterator[Any]:
+        raise Interrupted
+
+    catalog.indexed_vectors = racing  # type: ignore[method-assign]
+    catalog.changes = stopping  # type: ignore[method-assign]
+    with pytest.raises(Interrupted):
+        run(catalog, index, segments=1)
+    catalog.indexed_vectors, catalog.changes = scanned, changes  # type: ignore[method-assign]
+    new = catalog.get(replaced, with_vector=True)
+    assert new is not None and new.vector is not None
+    old = index.get_vectors([replaced])[replaced]
+    assert not np.allclose(old, new.vector / np.linalg.norm(new.vector), atol=1e-6)
+
+    # When the run is started again an hour later (beyond the change log's margin)
+    result = run(catalog, index, clock=lambda: time.time() + 3600)
+
+    # Then it skips what the index holds, yet re-syncs what changed since the first began
+    assert result["skipped"] == 10
+    assert result["resynced"] == 1
+    assert_index_equals_catalog(catalog, index)
+    # and a run after that one completed re-syncs from its own start only
+    assert run(catalog, index, clock=lambda: time.time() + 7200)["resynced"] == 0
+
+
+def test_the_earliest_unfinished_run_is_remembered_until_it_finishes(catalog) -> None:
+    assert catalog.reindex_began("ix", 1_000) == 1_000
+    assert catalog.reindex_began("ix", 5_000) == 1_000  # resuming: the first run's start
+    assert catalog.reindex_began("other-ix", 7_000) == 7_000  # one record per index
+    assert catalog.reindex_finished("ix", 1_000) is True
+    assert catalog.reindex_began("ix", 9_000) == 9_000
+    # a run whose record is gone (another run finished, a new one began) keeps the new one
+    assert catalog.reindex_finished("ix", 1_000) is False
+    assert catalog.reindex_began("ix", 10_000) == 9_000
+    # the records are in neither listing nor count
+    assert set(catalog.counts().values()) == {0}
+    assert catalog.list(status=None, prefix=None, limit=10, cursor=None).items == []
+
+
+class Ctx:
+    """What ``status`` and ``reindex`` read of a deployment: its backend."""
+
+    def __init__(self, catalog: DynamoDBCatalog, endpoint: str, bucket: str, name: str) -> None:
+        self._catalog = catalog
+        self._backend = SimpleNamespace(
+            vector_store="s3vectors",
+            vector_bucket=bucket,
+            vector_index=name,
+            dimension=DIM,
+            vectors_endpoint_url=endpoint,
+            region="us-east-1",
+            table=TABLE,
+            model_id=MODEL,
+        )
+
+    def backend(self) -> SimpleNamespace:
+        return self._backend
+
+    def client(self, service: str) -> Any:
+        assert service == "dynamodb"
+        return self._catalog.client
+
+
+@pytest.fixture(scope="module")
+def classic_emulator() -> Iterator[S3VectorsEmulator]:
+    """Vector buckets created before 2026-09-30: their indexes are CLASSIC."""
+    service = S3VectorsService(clock=lambda: ENHANCED_DEFAULT_FROM - 86_400)
+    with S3VectorsEmulator(service=service) as running:
+        yield running
+
+
+def test_status_shows_a_classic_index_and_reindex_moves_it_to_enhanced(
+    catalog, classic_emulator
+) -> None:
+    # Given a deployment whose index (in an older vector bucket) is CLASSIC
+    put(catalog, 1)
+    _, bucket, name = fresh_index(classic_emulator, DIM)
+    ctx = Ctx(catalog, classic_emulator.endpoint_url, bucket, name)
+
+    # Then status shows the mode, with a hint
+    report, hints = vector_status(ctx, indexed=0)
+    assert report == {"store": "s3vectors", "index": name, "vectors": 0, "mode": "CLASSIC"}
+    assert any("CLASSIC mode" in hint and "imagesearch reindex" in hint for hint in hints)
+
+    # When reindex runs
+    out = io.StringIO()
+    assert cmd_reindex(SimpleNamespace(full=False), ctx, out, io.StringIO()) == 0
+
+    # Then it moved the index (and copied the vector); status has no hint left
+    assert out.getvalue().startswith(f"moved {name} to ENHANCED mode")
+    assert "1 vectors written" in out.getvalue()
+    report, hints = vector_status(ctx, indexed=1)
+    assert report["mode"] == "ENHANCED"
+    assert hints == []
+    out = io.StringIO()
+    cmd_reindex(SimpleNamespace(full=False), ctx, out, io.StringIO())
+    assert not out.getvalue().startswith("moved")

@@ -21,7 +21,11 @@ from imagesearch.index.s3vectors import (
     folder_id,
     metadata_for,
 )
-from imagesearch.local.s3vectors_emulator import S3VectorsEmulator
+from imagesearch.local.s3vectors_emulator import (
+    ENHANCED_DEFAULT_FROM,
+    S3VectorsEmulator,
+    S3VectorsService,
+)
 from imagesearch.ports import QueryFilters, VectorEntry
 from tests.support.s3vectors import client_for, fresh_index
 
@@ -100,6 +104,7 @@ def test_a_query_is_one_call_with_the_filters_mapped(spy: tuple[Spy, S3VectorsIn
         ]
     }
     assert call["returnMetadata"] and call["returnDistance"]
+    assert call["queryMode"] == "ENHANCED"  # the filter applies before the search
     assert client.named("get_vectors") == []  # hits carry their key: no per-hit reads
 
 
@@ -212,3 +217,72 @@ def test_listing_runs_in_parallel_segments(spy: tuple[Spy, S3VectorsIndex]) -> N
     assert {call["segmentCount"] for call in calls} == {LIST_SEGMENTS}
     assert {call["segmentIndex"] for call in calls} == set(range(LIST_SEGMENTS))
     assert index.count() == 1201
+
+
+# -- query mode (decision 37) ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def classic_emulator() -> Iterator[S3VectorsEmulator]:
+    """Buckets created before 2026-09-30: their indexes are CLASSIC. Its CLASSIC search
+    considers the 10 nearest vectors before it filters."""
+    service = S3VectorsService(clock=lambda: ENHANCED_DEFAULT_FROM - 86_400, classic_candidates=10)
+    with S3VectorsEmulator(service=service) as running:
+        yield running
+
+
+def test_a_small_folder_gets_top_k_on_a_classic_index(
+    classic_emulator: S3VectorsEmulator,
+) -> None:
+    # Given a CLASSIC index: 40 images near the query elsewhere, 5 far from it in a folder
+    client, bucket, name = fresh_index(classic_emulator, DIM)
+    index = S3VectorsIndex(client, bucket=bucket, index=name, dimension=DIM)
+    assert index.index_mode() == "CLASSIC"
+    near = [
+        VectorEntry(f"near{n}", f"uploads/big/{n}.jpg", "image/jpeg", np.array([1, 0, 0, n / 100]))
+        for n in range(40)
+    ]
+    small = [
+        VectorEntry(f"small{n}", f"uploads/small/{n}.jpg", "image/jpeg", np.array([0, 1, n, 0]))
+        for n in range(5)
+    ]
+    index.upsert(near + small)
+
+    # When the folder is searched for 5 images
+    hits = index.query(np.array([1, 0, 0, 0]), 5, QueryFilters(prefix="uploads/small/"))
+
+    # Then all five come back (the filter applies before the search), the index untouched
+    assert sorted(hit.image_id for hit in hits) == [f"small{n}" for n in range(5)]
+    assert index.index_mode() == "CLASSIC"
+
+
+def test_a_classic_index_is_moved_to_enhanced_once(classic_emulator: S3VectorsEmulator) -> None:
+    client, bucket, name = fresh_index(classic_emulator, DIM)
+    spy = Spy(client)
+    index = S3VectorsIndex(spy, bucket=bucket, index=name, dimension=DIM)
+    assert index.use_enhanced_mode() is True
+    assert index.index_mode() == "ENHANCED"
+    assert index.use_enhanced_mode() is False  # already there: no second update
+    assert spy.named("update_index_mode") == [
+        {"vectorBucketName": bucket, "indexName": name, "indexMode": "ENHANCED"}
+    ]
+
+
+def test_an_index_described_without_a_mode_is_classic(emulator: S3VectorsEmulator) -> None:
+    # A GetIndex answer from before index modes existed (the field is optional)
+    client = client_for(emulator)
+    index = S3VectorsIndex(client, bucket="vb-old", index="ix-old", dimension=DIM)
+    described = {
+        "vectorBucketName": "vb-old",
+        "indexName": "ix-old",
+        "indexArn": "arn:aws:s3vectors:us-east-1:123456789012:bucket/vb-old/index/ix-old",
+        "creationTime": 0,
+        "dataType": "float32",
+        "dimension": DIM,
+        "distanceMetric": "cosine",
+    }
+    with Stubber(client) as stub:
+        stub.add_response("get_index", {"index": described})
+        stub.add_response("get_index", {"index": {**described, "indexMode": "ENHANCED"}})
+        assert index.index_mode() == "CLASSIC"
+        assert index.index_mode() == "ENHANCED"

@@ -8,6 +8,9 @@ from typing import Any
 import pytest
 
 from imagesearch.local.s3vectors_emulator import (
+    CLASSIC,
+    ENHANCED,
+    ENHANCED_DEFAULT_FROM,
     S3VectorsService,
     ServiceError,
     matches,
@@ -229,3 +232,111 @@ def test_listing_pages_and_segments(service: S3VectorsService) -> None:
         for s in range(3)
     ]
     assert set().union(*segments) == set(seen) and sum(map(len, segments)) == 25
+
+
+# -- index modes (decision 37) --------------------------------------------------------
+
+BEFORE_ENHANCED = ENHANCED_DEFAULT_FROM - 86_400  # a bucket made the day before
+
+
+def moded_service(created: float, *, candidates: int = 2) -> S3VectorsService:
+    """vb-1/ix-1 as ``service`` makes it, in a bucket created at ``created``."""
+    service = S3VectorsService(clock=lambda: created, classic_candidates=candidates)
+    service.handle("CreateVectorBucket", {"vectorBucketName": "vb-1"})
+    service.handle(
+        "CreateIndex",
+        {**TARGET, "dataType": "float32", "dimension": 3, "distanceMetric": "cosine"},
+    )
+    return service
+
+
+def index_mode(service: S3VectorsService) -> str:
+    return str(service.handle("GetIndex", TARGET)["index"]["indexMode"])
+
+
+def test_new_indexes_take_the_mode_of_their_bucket_by_creation_date() -> None:
+    old, new = moded_service(BEFORE_ENHANCED), moded_service(ENHANCED_DEFAULT_FROM)
+    assert index_mode(old) == CLASSIC
+    assert index_mode(new) == ENHANCED
+    described = old.handle("GetVectorBucket", {"vectorBucketName": "vb-1"})["vectorBucket"]
+    assert described["defaultIndexMode"] == CLASSIC
+
+
+def test_the_bucket_default_applies_to_indexes_made_afterwards() -> None:
+    service = moded_service(BEFORE_ENHANCED)
+    service.handle(
+        "PutVectorBucketDefaultIndexMode",
+        {"vectorBucketName": "vb-1", "defaultIndexMode": ENHANCED},
+    )
+    service.handle(
+        "CreateIndex",
+        {
+            "vectorBucketName": "vb-1",
+            "indexName": "ix-2",
+            "dataType": "float32",
+            "dimension": 3,
+            "distanceMetric": "cosine",
+        },
+    )
+    later = service.handle("GetIndex", {"vectorBucketName": "vb-1", "indexName": "ix-2"})
+    assert later["index"]["indexMode"] == ENHANCED
+    assert index_mode(service) == CLASSIC  # the existing index keeps its mode
+
+
+def narrow_folder(service: S3VectorsService) -> dict[str, Any]:
+    """Three vectors near the query outside the folder, two far from it inside."""
+    put(
+        service,
+        v("near-1", 1, 0, 0),
+        v("near-2", 1, 0.1, 0),
+        v("near-3", 1, 0.2, 0),
+        v("far-1", 0, 1, 0, folder="f"),
+        v("far-2", 0, 0, 1, folder="f"),
+    )
+    return {**TARGET, "topK": 2, "queryVector": {"float32": [1, 0, 0]}, "filter": {"folder": "f"}}
+
+
+def keys(answer: dict[str, Any]) -> list[str]:
+    return [hit["key"] for hit in answer["vectors"]]
+
+
+def test_a_classic_index_filters_during_the_search_an_enhanced_one_before() -> None:
+    service = moded_service(BEFORE_ENHANCED, candidates=2)
+    query = narrow_folder(service)
+    # CLASSIC: the search visits the 2 nearest vectors, none in the folder
+    assert keys(service.handle("QueryVectors", query)) == []
+    assert keys(service.handle("QueryVectors", {**query, "topK": 4})) == ["far-1"]
+    # ENHANCED, per query or as the index's mode: the folder first, then ranked
+    enhanced = service.handle("QueryVectors", {**query, "queryMode": ENHANCED})
+    assert keys(enhanced) == ["far-1", "far-2"]
+    service.handle("UpdateIndexMode", {**TARGET, "indexMode": ENHANCED})
+    assert index_mode(service) == ENHANCED
+    assert keys(service.handle("QueryVectors", query)) == ["far-1", "far-2"]
+    # back to CLASSIC: allowed for a bucket made before 2026-09-30
+    service.handle("UpdateIndexMode", {**TARGET, "indexMode": CLASSIC})
+    assert keys(service.handle("QueryVectors", query)) == []
+
+
+def test_an_unfiltered_classic_query_ranks_every_vector() -> None:
+    service = moded_service(BEFORE_ENHANCED, candidates=1)
+    query = narrow_folder(service)
+    del query["filter"]
+    assert keys(service.handle("QueryVectors", {**query, "topK": 5}))[-1] == "far-2"
+
+
+def test_classic_is_refused_where_the_service_refuses_it() -> None:
+    service = moded_service(ENHANCED_DEFAULT_FROM)
+    query = {**TARGET, "topK": 1, "queryVector": {"float32": [1, 0, 0]}}
+    for operation, params in (
+        ("UpdateIndexMode", {**TARGET, "indexMode": CLASSIC}),
+        (
+            "PutVectorBucketDefaultIndexMode",
+            {"vectorBucketName": "vb-1", "defaultIndexMode": CLASSIC},
+        ),
+        ("QueryVectors", {**query, "queryMode": CLASSIC}),
+    ):
+        assert refused(service, operation, params).code == "ValidationException"
+    assert refused(service, "UpdateIndexMode", {**TARGET, "indexMode": "FAST"}).code == (
+        "ValidationException"  # not one of the model's values
+    )
+    assert index_mode(service) == ENHANCED

@@ -63,6 +63,7 @@ from imagesearch.resources import (
     MAX_KEY_BYTES,
     MODEL_STATE_ID,
     RECORD_FIELDS,
+    REINDEX_RUN_PREFIX,
     STATUS_DELETED,
     STATUS_FAILED,
     STATUS_INDEXED,
@@ -731,6 +732,38 @@ class DynamoDBCatalog:
                 ConditionExpression=condition,
                 ExpressionAttributeNames=names,
                 **({"ExpressionAttributeValues": values} if values else {}),
+            )
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    # -- unfinished reindex runs -------------------------------------------------------
+
+    def reindex_began(self, index_name: str, started_ms: int) -> int:
+        """Record that a reindex of ``index_name`` began at ``started_ms``, unless an
+        unfinished run's start is recorded already; returns the recorded start (the
+        earliest unfinished run's), from which the change log must be re-synced."""
+        response = self.client.update_item(
+            TableName=self._table,
+            Key={ATTR_IMAGE_ID: {"S": REINDEX_RUN_PREFIX + index_name}},
+            UpdateExpression="SET started_ms = if_not_exists(started_ms, :s)",
+            ExpressionAttributeValues={":s": {"N": str(started_ms)}},
+            ReturnValues="ALL_NEW",
+        )
+        return int(response["Attributes"]["started_ms"]["N"])
+
+    def reindex_finished(self, index_name: str, started_ms: int) -> bool:
+        """Forget the run that began at ``started_ms`` (its change-log pass is done).
+        False when the recorded start is another (a later run's, begun after this run's
+        record was removed): that record stays."""
+        try:
+            self.client.delete_item(
+                TableName=self._table,
+                Key={ATTR_IMAGE_ID: {"S": REINDEX_RUN_PREFIX + index_name}},
+                ConditionExpression="started_ms = :s",
+                ExpressionAttributeValues={":s": {"N": str(started_ms)}},
             )
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":

@@ -187,8 +187,11 @@ def status_text(report: Mapping[str, Any]) -> str:
         lines.insert(2, "switch       " + switch_text(switch))
     vectors = report.get("vector_index") or {}
     if "vectors" in vectors:
+        mode = f" ({vectors['mode']} mode)" if vectors.get("mode") else ""
         lines.insert(
-            3, f"vector index {vectors['vectors']} vectors in S3 Vectors index {vectors['index']}"
+            3,
+            f"vector index {vectors['vectors']} vectors in S3 Vectors index"
+            f" {vectors['index']}{mode}",
         )
     rejections = report.get("latest_rejections") or []
     if rejections:

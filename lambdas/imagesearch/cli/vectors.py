@@ -12,8 +12,14 @@ configured S3 Vectors index in batches of ``PutVectors``' 500, then:
 
 Idempotent (the index only ever receives the catalog's state) and resumable: a run
 interrupted after N batches is started again, skipping the vectors the index already
-holds unless ``--full`` (a changed record is re-synced by ingest or the change-log pass
-anyway). No model calls.
+holds unless ``--full``. A skipped vector may be one an interrupted run overwrote with
+an older state after ingest had synced a newer one, so the change-log pass starts at
+the earliest unfinished run's start, which the catalog keeps until a run completes
+(``reindex_began``/``reindex_finished``; decision 37). One run at a time. No model
+calls.
+
+``cmd_reindex`` also moves a CLASSIC index to ENHANCED (filters before the search:
+queries ask for it anyway, decision 37).
 
 The copy is a pipeline: ``SCAN_SEGMENTS`` threads read parallel Scan segments of the
 catalog while up to ``WRITERS`` PutVectors requests are in flight (each thread waits on
@@ -34,7 +40,7 @@ from typing import Any, TextIO
 
 from imagesearch import resources as r
 from imagesearch.cli.errors import CliError
-from imagesearch.index.s3vectors import LIST_SEGMENTS, MAX_PUT, S3VectorsIndex
+from imagesearch.index.s3vectors import LIST_SEGMENTS, MAX_PUT, QUERY_MODE, S3VectorsIndex
 from imagesearch.ports import VectorEntry
 
 # The change log is an eventually consistent GSI and writers' clocks differ.
@@ -88,14 +94,21 @@ def vector_status(ctx: Any, indexed: int) -> tuple[dict[str, Any], list[str]]:
     if index is None:
         return {"store": store}, []
     count = index.count()
+    mode = index.index_mode()
     hints = []
+    if mode != QUERY_MODE:
+        hints.append(
+            f"the S3 Vectors index is in {mode} mode (metadata filters applied during the"
+            f" search); searches ask for {QUERY_MODE} per query, and `imagesearch reindex`"
+            f" moves the index to {QUERY_MODE} (in place, no re-ingestion)"
+        )
     if count != indexed:
         hints.append(
             f"the vector index holds {count} vectors, the catalog {indexed} indexed images:"
             " run `imagesearch reindex` to copy the catalog's vectors (no model calls);"
             " while ingest is busy the two differ briefly"
         )
-    return {"store": store, "index": backend.vector_index, "vectors": count}, hints
+    return {"store": store, "index": backend.vector_index, "vectors": count, "mode": mode}, hints
 
 
 class _Stop(Exception):
@@ -181,6 +194,8 @@ def reindex(
     from imagesearch.index.sync import ReadAfterWriteSync
 
     started_ms = int(clock() * 1000)
+    # An interrupted run's stale writes are re-synced too: from its start, not ours.
+    since_ms = catalog.reindex_began(index.name, started_ms) if resync else started_ms
     present = set() if full else set(index.keys())
     seen: set[str] = set()
     written = skipped = 0
@@ -246,7 +261,7 @@ def reindex(
         item[r.ATTR_IMAGE_ID]["S"]
         for item in (
             catalog.changes(
-                started_ms - CHANGE_LOG_MARGIN_MS, int(clock() * 1000) + CHANGE_LOG_MARGIN_MS
+                since_ms - CHANGE_LOG_MARGIN_MS, int(clock() * 1000) + CHANGE_LOG_MARGIN_MS
             )
             if resync
             else ()
@@ -257,6 +272,8 @@ def reindex(
     failed = sync.sync(sorted(changed))
     if failed:
         raise next(iter(failed.values()))  # the copy ends with the error, as a write's does
+    if resync:
+        catalog.reindex_finished(index.name, since_ms)
     return {"written": written, "skipped": skipped, "removed": len(stale), "resynced": len(changed)}
 
 
@@ -275,6 +292,10 @@ def cmd_reindex(args: Any, ctx: Any, out: TextIO, err: TextIO) -> int:
     if not backend.model_id:
         raise CliError("the deployment does not name its model: cannot select its vectors")
     catalog = DynamoDBCatalog(backend.table, client=ctx.client("dynamodb"))
+    if index.use_enhanced_mode():
+        out.write(
+            f"moved {backend.vector_index} to {QUERY_MODE} mode (filters before the search)\n"
+        )
     total = catalog.counts().get(r.STATUS_INDEXED, 0)
     with _progress(total=total, unit="vec", desc="reindexing", file=err) as bar:
         result = reindex(

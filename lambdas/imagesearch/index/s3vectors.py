@@ -12,11 +12,19 @@ One vector per indexed image, keyed by image id, with this metadata:
   so the filterable metadata stays far below S3 Vectors' 2 KB for any key (keys are
   at most 1,024 bytes).
 
+Search is approximate nearest neighbour (AWS states average recall above 90 %), not
+exact. Every query asks for ``queryMode=ENHANCED``: the service applies the filter
+first and searches the matching vectors. An index in a vector bucket created before
+2026-09-30 is ``CLASSIC`` unless moved, and its default would filter *during* the
+search, so a narrow filter (a small folder) could return fewer than ``top_k`` or none
+(decision 37). ``index_mode``/``use_enhanced_mode`` read and move the index itself
+(``imagesearch status`` and ``reindex``, with the operator's credentials).
+
 Prefix semantics (SPEC section 6: keys starting with the prefix):
 
 - a prefix ending in ``/`` at most ``MAX_FOLDER_DEPTH`` levels deep is one exact
-  ``$eq`` filter: the service ranks only matching vectors and ``top_k`` are returned
-  whenever that many match;
+  ``$eq`` filter: the service searches only matching vectors and ``top_k`` are
+  returned whenever that many match;
 - any other prefix (ending mid-name, ``uploads/sho``, or deeper than the stored
   levels) filters on its last complete stored folder (``uploads/``), asks for the
   service's maximum of 100 hits and keeps the keys that start with the prefix. This
@@ -71,6 +79,9 @@ MAX_GET = 100  # keys per GetVectors
 MAX_LIST = 1000  # vectors per ListVectors page
 LIST_SEGMENTS = 8  # parallel ListVectors segments (the service allows 16)
 MAX_FOLDER_DEPTH = 64  # ancestor folders stored per vector (64 x 12 chars < 1 KB)
+# Filters applied before the search, whatever the index's own mode (decision 37).
+QUERY_MODE = "ENHANCED"
+INDEX_MODE_CLASSIC = "CLASSIC"
 
 
 def folder_id(folder: str) -> str:
@@ -218,6 +229,26 @@ class S3VectorsIndex:
     def dimension(self) -> int:
         return self._dimension
 
+    @property
+    def name(self) -> str:
+        return self._index
+
+    # -- the index's query mode ------------------------------------------------------
+
+    def index_mode(self) -> str:
+        """The index's mode (GetIndex ``indexMode``). An answer without one comes from
+        before modes existed, when every index filtered during the search: CLASSIC."""
+        described = self._client.get_index(**self._target())["index"]
+        return str(described.get("indexMode") or INDEX_MODE_CLASSIC)
+
+    def use_enhanced_mode(self) -> bool:
+        """Move a CLASSIC index to ENHANCED (in place: no re-ingestion, no charge, as AWS
+        documents it); True if it was moved."""
+        if self.index_mode() == QUERY_MODE:
+            return False
+        self._client.update_index_mode(**self._target(), indexMode=QUERY_MODE)
+        return True
+
     def _target(self) -> dict[str, str]:
         return {"vectorBucketName": self._bucket, "indexName": self._index}
 
@@ -298,6 +329,7 @@ class S3VectorsIndex:
             "queryVector": {"float32": unit.tolist()},
             "returnMetadata": True,
             "returnDistance": True,
+            "queryMode": QUERY_MODE,
         }
         if len(conditions) == 1:
             request["filter"] = conditions[0]

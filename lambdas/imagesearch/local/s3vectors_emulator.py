@@ -14,8 +14,20 @@ the request with a one-value stand-in for each list, so a put of 500 x 1,024 flo
 not validated one Python call per float. Errors are
 answered in the service's wire format (``x-amzn-ErrorType`` header and a JSON
 ``message``), so botocore raises ``ClientError`` with the service's error code.
-Queries are exact: every vector is scored (cosine distance ``1 - cos``, or euclidean),
-equal distances ordered by key.
+Every vector is scored exactly (cosine distance ``1 - cos``, or euclidean), equal
+distances ordered by key; the service itself searches approximately (AWS states average
+recall above 90 %), which no emulator reproduces.
+
+Index modes: an ``ENHANCED`` index (and a query with ``queryMode=ENHANCED``) filters
+first, then ranks what matches. A ``CLASSIC`` one filters during the search: modelled as
+a search among the ``classic_candidates`` nearest vectors (at least ``topK``) that
+keeps those matching the filter, so a narrow filter returns fewer than ``topK`` (or
+none) although more vectors match. New indexes take their bucket's default mode:
+``CLASSIC`` for a bucket created before 2026-09-30, ``ENHANCED`` after (the service's
+rule; the service's ``clock`` decides, so tests make older buckets).
+``UpdateIndexMode`` and ``PutVectorBucketDefaultIndexMode`` change them; ``CLASSIC`` is
+refused for a bucket created after that day (documented for UpdateIndexMode, taken for
+the bucket default too) and ``queryMode=CLASSIC`` on an ``ENHANCED`` index.
 
 Filters follow the documented operators; where the documentation is silent the
 emulator takes MongoDB's reading (``$ne``/``$nin`` also match a vector without the
@@ -57,6 +69,13 @@ MAX_METADATA_BYTES = 40 * 1024
 MAX_FILTERABLE_METADATA_BYTES = 2 * 1024
 MAX_METADATA_KEYS = 50
 MAX_NON_FILTERABLE_KEYS = 10
+
+CLASSIC = "CLASSIC"
+ENHANCED = "ENHANCED"
+# Vector buckets created from this day on default to ENHANCED indexes (2026-09-30 UTC).
+ENHANCED_DEFAULT_FROM = 1_790_726_400.0
+# CLASSIC filters during the search: how many nearest vectors it considers (>= topK).
+CLASSIC_CANDIDATES = 100
 
 _COMPARISONS = ("$gt", "$gte", "$lt", "$lte")
 _OPERATORS = ("$eq", "$ne", "$in", "$nin", "$exists", *_COMPARISONS)
@@ -198,6 +217,8 @@ class Index:
     matrix: npt.NDArray[np.float32] = field(
         default_factory=lambda: np.zeros((0, 1), dtype=np.float32)
     )
+    # A default, so that an index saved before modes were emulated loads as CLASSIC.
+    mode: str = CLASSIC
 
     @property
     def arn(self) -> str:
@@ -246,6 +267,11 @@ class Bucket:
     created: float
     encryption: dict[str, Any]
     indexes: dict[str, Index] = field(default_factory=dict)
+    default_index_mode: str = CLASSIC
+
+    @property
+    def allows_classic(self) -> bool:
+        return self.created < ENHANCED_DEFAULT_FROM
 
     @property
     def arn(self) -> str:
@@ -258,7 +284,12 @@ class Bucket:
 class S3VectorsService:
     """The operations, on plain request dicts (validated first)."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] | None = None,
+        classic_candidates: int = CLASSIC_CANDIDATES,
+    ) -> None:
         import botocore.session
         from botocore.validate import ParamValidator
 
@@ -267,6 +298,8 @@ class S3VectorsService:
         self._lock = threading.RLock()
         self.buckets: dict[str, Bucket] = {}
         self.calls: list[str] = []
+        self._clock = clock or _now
+        self.classic_candidates = classic_candidates
 
     def handle(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
         if operation not in self._model.operation_names:
@@ -296,7 +329,10 @@ class S3VectorsService:
         name = params["vectorBucketName"]
         if name in self.buckets:
             raise ServiceError("ConflictException", f"vector bucket {name} exists", 409)
-        bucket = Bucket(name, _now(), params.get("encryptionConfiguration", {"sseType": "AES256"}))
+        bucket = Bucket(
+            name, self._clock(), params.get("encryptionConfiguration", {"sseType": "AES256"})
+        )
+        bucket.default_index_mode = CLASSIC if bucket.allows_classic else ENHANCED
         self.buckets[name] = bucket
         return {"vectorBucketArn": bucket.arn}
 
@@ -308,8 +344,18 @@ class S3VectorsService:
                 "vectorBucketArn": bucket.arn,
                 "creationTime": bucket.created,
                 "encryptionConfiguration": bucket.encryption,
+                "defaultIndexMode": bucket.default_index_mode,
             }
         }
+
+    def _put_vector_bucket_default_index_mode(self, params: dict[str, Any]) -> dict[str, Any]:
+        bucket = self._bucket(params)
+        mode = params.get("defaultIndexMode")
+        if mode is None:
+            raise _invalid("defaultIndexMode is required")
+        _check_mode_allowed(bucket, mode)
+        bucket.default_index_mode = mode
+        return {}
 
     def _list_vector_buckets(self, params: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -335,8 +381,11 @@ class S3VectorsService:
         if len(keys) > MAX_NON_FILTERABLE_KEYS:
             raise _invalid(f"at most {MAX_NON_FILTERABLE_KEYS} non-filterable metadata keys")
         dimension = params["dimension"]
-        index = Index(bucket.name, name, dimension, params["distanceMetric"], tuple(keys), _now())
+        index = Index(
+            bucket.name, name, dimension, params["distanceMetric"], tuple(keys), self._clock()
+        )
         index.matrix = np.zeros((0, dimension), dtype=np.float32)
+        index.mode = bucket.default_index_mode
         bucket.indexes[name] = index
         return {"indexArn": index.arn}
 
@@ -350,12 +399,19 @@ class S3VectorsService:
             "dataType": "float32",
             "dimension": index.dimension,
             "distanceMetric": index.metric,
+            "indexMode": index.mode,
         }
         if index.non_filterable:
             described["metadataConfiguration"] = {
                 "nonFilterableMetadataKeys": list(index.non_filterable)
             }
         return {"index": described}
+
+    def _update_index_mode(self, params: dict[str, Any]) -> dict[str, Any]:
+        index = self._index(params)
+        _check_mode_allowed(self.buckets[index.bucket], params["indexMode"])
+        index.mode = params["indexMode"]
+        return {}
 
     def _list_indexes(self, params: dict[str, Any]) -> dict[str, Any]:
         bucket = self._bucket(params)
@@ -469,11 +525,18 @@ class S3VectorsService:
         expression = params.get("filter")
         if expression is not None:
             validate_filter(expression, lambda key: key not in index.non_filterable)
+        mode = params.get("queryMode") or index.mode
+        _check_mode(mode)
+        if mode == CLASSIC and index.mode == ENHANCED:
+            raise _invalid("queryMode CLASSIC is not allowed for an ENHANCED index")
         found: list[dict[str, Any]] = []
         count = len(index.keys)
         if count:
             distances = index.distances(query)
             order = sorted(range(count), key=lambda row: (float(distances[row]), index.keys[row]))
+            if mode == CLASSIC and expression is not None:
+                # Filters apply during the search: only the candidates it visits count.
+                order = order[: max(top_k, self.classic_candidates)]
             for row in order:
                 if expression is not None and not matches(expression, index.metadata[row]):
                     continue
@@ -553,6 +616,20 @@ class S3VectorsService:
             with self._lock:
                 # Our own file in the user's state directory, written by ``save``.
                 self.buckets = pickle.loads(path.read_bytes())  # noqa: S301
+
+
+def _check_mode(mode: Any) -> None:
+    # botocore's validator leaves enums unchecked.
+    if mode not in (CLASSIC, ENHANCED):
+        raise _invalid(f"the mode must be {CLASSIC} or {ENHANCED}")
+
+
+def _check_mode_allowed(bucket: Bucket, mode: str) -> None:
+    _check_mode(mode)
+    if mode == CLASSIC and not bucket.allows_classic:
+        raise _invalid(
+            "CLASSIC is only available for vector buckets created before September 30, 2026"
+        )
 
 
 def _check_metadata(metadata: Any, non_filterable: tuple[str, ...], position: int) -> None:
@@ -772,6 +849,9 @@ def ensure_index(
 
 
 __all__ = [
+    "CLASSIC",
+    "ENHANCED",
+    "ENHANCED_DEFAULT_FROM",
     "S3VectorsEmulator",
     "S3VectorsService",
     "ServiceError",
