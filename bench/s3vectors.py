@@ -17,8 +17,15 @@
 - ``s3vectors emulator PutVectors 500 x 1024:``: the emulator's own work per request
   (JSON parsing, then validation and storage), in process, on the bodies our client
   sends: what bounds the line through the emulator.
+- ``s3vectors erase 100k:``: ``erase()`` of an index of 100k vectors through the
+  emulator over HTTP (in this process): ListVectors and DeleteVectors calls per 1,000
+  vectors and the time (the service's 2,500 vectors/s per index would make it >= 40 s;
+  the emulator does not throttle here). ``... before:`` the erase as it was (a full
+  listing again after every 500 deletes), on fewer vectors. The vectors are 8-d: no
+  erase call carries vector data.
 
-Run: ``python -m bench s3vectors``.
+Run: ``python -m bench s3vectors`` (the erase lines alone:
+``python -c "from bench.s3vectors import bench_erase; bench_erase()"``).
 """
 
 from __future__ import annotations
@@ -400,9 +407,87 @@ def bench_reindex(count: int = REINDEX_COUNT, before_count: int = BEFORE_COUNT) 
     )
 
 
+class _Counting:
+    """The client, counting calls per operation."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.calls: dict[str, int] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.client, name)
+        if not callable(method):
+            return method
+
+        def call(**kwargs: Any) -> Any:
+            self.calls[name] = self.calls.get(name, 0) + 1
+            return method(**kwargs)
+
+        return call
+
+
+class _ErasedAsBefore(S3VectorsIndex):
+    """The erase as it was: the whole index listed again for every 500 deletions."""
+
+    def erase(self) -> int:
+        from itertools import islice
+
+        removed = 0
+        while True:
+            batch = list(islice(self.keys(), 500))
+            if not batch:
+                return removed
+            self.delete(batch)
+            removed += len(batch)
+
+
+def _timed_erase(
+    emulator: S3VectorsEmulator, name: str, count: int, kind: type[S3VectorsIndex]
+) -> tuple[dict[str, int], float]:
+    dimension = 8
+    client = _client(emulator.endpoint_url)
+    ensure_index(
+        client,
+        bucket="bench-vectors",
+        index=name,
+        dimension=dimension,
+        non_filterable_keys=S3VECTORS_NON_FILTERABLE_KEYS,
+    )
+    filler = S3VectorsIndex(client, bucket="bench-vectors", index=name, dimension=dimension)
+    entries = list(_entries(count, dimension))
+    for start in range(0, count, 10_000):
+        filler.upsert(entries[start : start + 10_000])
+    counting = _Counting(client)
+    index = kind(counting, bucket="bench-vectors", index=name, dimension=dimension)
+    started = time.perf_counter()
+    removed = index.erase()
+    seconds = time.perf_counter() - started
+    calls = dict(counting.calls)
+    if removed != count or filler.count() != 0:
+        raise RuntimeError(f"erase removed {removed} of {count} vectors")
+    return calls, seconds
+
+
+def bench_erase(count: int = 100_000, before_count: int = 5_000) -> None:
+    print("erase (the previous model's index after a switch), through the emulator over HTTP")
+    with S3VectorsEmulator() as emulator:
+        for label, size, kind in (
+            (f"s3vectors erase {count // 1000}k:", count, S3VectorsIndex),
+            (f"s3vectors erase {before_count // 1000}k before:", before_count, _ErasedAsBefore),
+        ):
+            calls, seconds = _timed_erase(emulator, f"bench-erase-{size}", size, kind)
+            lists, deletes = calls.get("list_vectors", 0), calls.get("delete_vectors", 0)
+            report(
+                label,
+                f"{lists * 1000 / size:6.2f} ListVectors and {deletes * 1000 / size:.2f}"
+                f" DeleteVectors per 1,000 vectors ({lists} and {deletes} calls, {seconds:.1f} s)",
+            )
+
+
 def main() -> None:
     bench_overhead()
     bench_reindex()
+    bench_erase()
 
 
 if __name__ == "__main__":

@@ -14,25 +14,28 @@ import pytest
 
 from imagesearch import resources as r
 from imagesearch.index.s3vectors import S3VectorsIndex
-from imagesearch.local.s3vectors_emulator import S3VectorsEmulator
+from imagesearch.local.s3vectors_emulator import S3VectorsEmulator, S3VectorsService
 from imagesearch.ports import QueryFilters
 from imagesearch.records import image_id_for_key
 from tests.integration.test_ingest_ordering import BLUE, GREEN, QUEUE_ARN, RED, expected_vector
 from tests.support.lambda_runtime import FakeLambdaContext, sqs_event
 from tests.support.s3events import s3_event_body, sqs_message
-from tests.support.s3vectors import fresh_index
+from tests.support.s3vectors import FakeTime, fresh_index, waits_on
 
 DIM = r.CONTEXT_DEFAULTS["embeddingDimension"]
+# The emulator's clock, moved by the retries' waits (botocore's and the adapter's).
+TIME = FakeTime()
 
 
 @pytest.fixture(scope="module")
 def emulator() -> Iterator[S3VectorsEmulator]:
-    with S3VectorsEmulator() as running:
+    with S3VectorsEmulator(service=S3VectorsService(clock=TIME)) as running:
         yield running
 
 
 @pytest.fixture
 def index(emulator: S3VectorsEmulator, aws: Any, monkeypatch: pytest.MonkeyPatch) -> S3VectorsIndex:
+    waits_on(TIME, monkeypatch)
     client, bucket, name = fresh_index(emulator, DIM)
     monkeypatch.setenv(r.ENV_VECTOR_STORE, "s3vectors")
     monkeypatch.setenv(r.ENV_VECTOR_BUCKET, bucket)
@@ -233,6 +236,30 @@ def test_a_failed_vector_sync_fails_only_the_messages_it_concerns_and_the_retry_
     assert fake_bedrock.calls == calls
     assert_index_equals_catalog(aws, index, *keys, stale)
     assert index.count() == 4
+
+
+def test_ingest_under_the_index_write_limit_loses_nothing(
+    aws, index, deliver, fake_bedrock, emulator
+):
+    # Given an index that takes one write request a second, and one used this instant
+    first = aws.upload("busy/first.jpg", RED)
+    keys = [aws.upload(f"busy/{n}.jpg", (RED, BLUE, GREEN)[n % 3]) for n in range(10)]
+    emulator.service.limit_writes(vectors_per_second=None, requests_per_second=1)
+    refused = len(emulator.service.refused)
+    waited = len(TIME.sleeps)
+    try:
+        assert deliver(created(aws, first, "0055AED6DCD9028C0A"))["batchItemFailures"] == []
+        # When a batch of ten arrives in the same instant
+        result = deliver(*(created(aws, k, f"0055AED6DCD9028C{n:02d}") for n, k in enumerate(keys)))
+    finally:
+        emulator.service.limit_writes(None, None)
+    # Then its PutVectors was throttled, retried after waits, and every image synced
+    assert emulator.service.refused[refused:]
+    assert set(emulator.service.refused[refused:]) == {("PutVectors", "TooManyRequestsException")}
+    assert sum(TIME.sleeps[waited:]) >= 1.0
+    assert result["batchItemFailures"] == []
+    assert_index_equals_catalog(aws, index, first, *keys)
+    assert index.count() == 11
 
 
 def test_local_modes_worker_syncs_a_received_batch_with_one_put_vectors_call(

@@ -14,11 +14,12 @@ from typing import Any
 import boto3
 import numpy as np
 import pytest
+from botocore.exceptions import ClientError
 from moto import mock_aws
 
 from imagesearch.catalog.dynamodb import DynamoDBCatalog
 from imagesearch.cli.vectors import cmd_reindex, reindex, vector_status
-from imagesearch.index.s3vectors import S3VectorsIndex
+from imagesearch.index.s3vectors import Backoff, S3VectorsIndex
 from imagesearch.index.sync import ReadAfterWriteSync
 from imagesearch.local.s3vectors_emulator import (
     ENHANCED_DEFAULT_FROM,
@@ -28,7 +29,7 @@ from imagesearch.local.s3vectors_emulator import (
 from imagesearch.ports import VectorEntry
 from imagesearch.records import ImageRecord, image_id_for_key
 from imagesearch.resources import table_definition
-from tests.support.s3vectors import fresh_index
+from tests.support.s3vectors import FakeTime, client_without_retries, fresh_index
 
 TABLE = "images-reindex-test"
 MODEL = "amazon.titan-embed-image-v1"
@@ -416,3 +417,54 @@ def test_status_shows_a_classic_index_and_reindex_moves_it_to_enhanced(
     out = io.StringIO()
     cmd_reindex(SimpleNamespace(full=False), ctx, out, io.StringIO())
     assert not out.getvalue().startswith("moved")
+
+
+# -- at the service's write limit ---------------------------------------------------------
+
+
+@pytest.fixture
+def throttling() -> Iterator[tuple[S3VectorsEmulator, FakeTime]]:
+    """An emulator of its own that takes 500 vectors/s per index, on a fake clock."""
+    fake = FakeTime()
+    with S3VectorsEmulator(service=S3VectorsService(clock=fake)) as running:
+        running.service.limit_writes(vectors_per_second=500, requests_per_second=None)
+        yield running, fake
+
+
+def throttled_index(
+    emulator: S3VectorsEmulator, fake: FakeTime, attempts: int = Backoff.attempts
+) -> S3VectorsIndex:
+    _, bucket, name = fresh_index(emulator, DIM)
+    return S3VectorsIndex(
+        client_without_retries(emulator),  # the adapter's retries alone
+        bucket=bucket,
+        index=name,
+        dimension=DIM,
+        backoff=Backoff(attempts=attempts, sleep=fake.sleep),
+    )
+
+
+def test_a_copy_at_the_index_write_limit_loses_nothing(catalog, throttling) -> None:
+    emulator, fake = throttling
+    for n in range(700):
+        put(catalog, n)
+    index = throttled_index(emulator, fake)
+    result = run(catalog, index)  # four writers at once: the second batch waits
+    assert result["written"] == 700
+    assert ("PutVectors", "TooManyRequestsException") in emulator.service.refused
+    assert fake.sleeps
+    assert_index_equals_catalog(catalog, index)
+
+
+def test_a_copy_whose_retries_are_spent_ends_and_the_next_run_resumes(catalog, throttling) -> None:
+    emulator, fake = throttling
+    for n in range(700):
+        put(catalog, n)
+    index = throttled_index(emulator, fake, attempts=1)  # no retries at all
+    with pytest.raises(ClientError, match="TooManyRequestsException"):
+        run(catalog, index, writers=1)  # 500 pass, the next 200 are throttled
+    assert index.count() == 500
+    fake.sleep(1.0)  # later: the index takes writes again
+    result = run(catalog, index)
+    assert (result["written"], result["skipped"]) == (200, 500)
+    assert_index_equals_catalog(catalog, index)

@@ -340,3 +340,220 @@ def test_classic_is_refused_where_the_service_refuses_it() -> None:
         "ValidationException"  # not one of the model's values
     )
     assert index_mode(service) == ENHANCED
+
+
+# -- names, as the service documents them ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("member", "name"),
+    [
+        ("vectorBucketName", "Vectors-1"),  # uppercase
+        ("vectorBucketName", "my_vectors"),  # underscore
+        ("vectorBucketName", "my.vectors"),  # dots: index names only
+        ("vectorBucketName", "-vectors"),
+        ("vectorBucketName", "vectors-"),
+        ("indexName", "Index-1"),
+        ("indexName", "ix_1"),
+        ("indexName", ".ix1"),
+        ("indexName", "ix1."),
+        ("indexName", "ix 1"),
+    ],
+)
+def test_names_are_checked_as_the_service_does(
+    service: S3VectorsService, member: str, name: str
+) -> None:
+    error = refused(service, "GetIndex", {**TARGET, member: name})
+    assert (error.code, error.status) == ("ValidationException", 400)
+    assert error.message.startswith(f"1 validation error detected: Value '{name}' at '{member}'")
+    assert error.fields == [{"path": member, "message": error.message.split(": ", 1)[1]}]
+
+
+def test_valid_names_pass_dots_in_index_names_included(service: S3VectorsService) -> None:
+    index = {
+        "vectorBucketName": "vb-1",
+        "indexName": "titan.v2-1024",
+        "dataType": "float32",
+        "dimension": 3,
+        "distanceMetric": "cosine",
+    }
+    service.handle("CreateIndex", index)
+    assert service.handle("GetIndex", TARGET | {"indexName": "titan.v2-1024"})["index"]
+    service.handle("CreateVectorBucket", {"vectorBucketName": "0a-9"})
+
+
+def test_arns_are_checked_against_the_models_pattern(service: S3VectorsService) -> None:
+    bad = "arn:aws:s3vectors:us-east-1:123:bucket/vb-1/index/ix-1"  # a 3-digit account
+    error = refused(service, "GetIndex", {"indexArn": bad})
+    assert error.code == "ValidationException"
+    assert "regular expression pattern" in error.message
+    assert error.fields is not None and error.fields[0]["path"] == "indexArn"
+
+
+# -- throttling and injected faults ---------------------------------------------------
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def with_index(service: S3VectorsService, name: str, dimension: int = 3) -> dict[str, str]:
+    service.handle(
+        "CreateIndex",
+        {
+            "vectorBucketName": "vb-1",
+            "indexName": name,
+            "dataType": "float32",
+            "dimension": dimension,
+            "distanceMetric": "cosine",
+            "metadataConfiguration": {"nonFilterableMetadataKeys": ["key"]},
+        },
+    )
+    return {"vectorBucketName": "vb-1", "indexName": name}
+
+
+def batch(start: int, count: int) -> list[dict[str, Any]]:
+    return [v(f"k{n}", 1, n, 0) for n in range(start, start + count)]
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def timed(clock: FakeClock) -> S3VectorsService:
+    service = S3VectorsService(clock=clock)
+    service.handle("CreateVectorBucket", {"vectorBucketName": "vb-1"})
+    with_index(service, "ix-1")
+    return service
+
+
+def test_writes_are_not_throttled_unless_asked(timed: S3VectorsService) -> None:
+    for start in range(0, 10_000, 500):  # 10,000 vectors in one instant
+        timed.handle("PutVectors", {**TARGET, "vectors": batch(start, 500)})
+    assert timed.refused == []
+
+
+def test_vectors_over_the_index_rate_are_throttled_until_time_passes(
+    timed: S3VectorsService, clock: FakeClock
+) -> None:
+    timed.limit_writes()  # the service's 2,500 vectors/s and 1,000 requests/s
+    for start in range(0, 2500, 500):
+        timed.handle("PutVectors", {**TARGET, "vectors": batch(start, 500)})
+    error = refused(timed, "PutVectors", {**TARGET, "vectors": batch(2500, 500)})
+    assert (error.code, error.status) == ("TooManyRequestsException", 429)
+    deleting = refused(timed, "DeleteVectors", {**TARGET, "keys": ["k0"]})
+    assert deleting.code == "TooManyRequestsException"  # deletes share the write limit
+    assert timed.handle("ListVectors", {**TARGET, "maxResults": 1})["vectors"]  # reads are not
+    assert len(list(timed.buckets["vb-1"].indexes["ix-1"].rows)) == 2500  # nothing half-written
+    clock.now += 0.2  # 500 vectors' worth
+    timed.handle("PutVectors", {**TARGET, "vectors": batch(2500, 500)})
+    assert timed.refused == [
+        ("PutVectors", "TooManyRequestsException"),
+        ("DeleteVectors", "TooManyRequestsException"),
+    ]
+
+
+def test_requests_over_the_index_rate_are_throttled_per_index(
+    timed: S3VectorsService, clock: FakeClock
+) -> None:
+    other = with_index(timed, "ix-2")
+    timed.limit_writes(vectors_per_second=None, requests_per_second=3)
+    for n in range(3):
+        timed.handle("DeleteVectors", {**TARGET, "keys": [f"k{n}"]})
+    assert refused(timed, "DeleteVectors", {**TARGET, "keys": ["k9"]}).status == 429
+    timed.handle("DeleteVectors", {**other, "keys": ["k9"]})  # another index: its own rate
+    clock.now += 1 / 3
+    timed.handle("DeleteVectors", {**TARGET, "keys": ["k9"]})
+    timed.limit_writes(None, None)
+    for n in range(10):
+        timed.handle("DeleteVectors", {**TARGET, "keys": [f"k{n}"]})
+
+
+def test_injected_faults_answer_the_models_errors_then_pass(timed: S3VectorsService) -> None:
+    timed.fail_next("PutVectors", 2, "ServiceUnavailableException")
+    timed.fail_next("ListVectors")  # TooManyRequestsException by default
+    for _ in range(2):
+        error = refused(timed, "PutVectors", {**TARGET, "vectors": batch(0, 1)})
+        assert (error.code, error.status) == ("ServiceUnavailableException", 503)
+    throttled = refused(timed, "ListVectors", dict(TARGET))
+    assert (throttled.code, throttled.status) == ("TooManyRequestsException", 429)
+    assert timed.handle("ListVectors", dict(TARGET)) == {"vectors": []}  # nothing was written
+    timed.handle("PutVectors", {**TARGET, "vectors": batch(0, 1)})
+    assert timed.calls[-2:] == ["ListVectors", "PutVectors"]
+    with pytest.raises(ValueError, match="not an error"):
+        timed.fail_next("PutVectors", 1, "SlowDown")
+    with pytest.raises(ValueError, match="unknown operation"):
+        timed.fail_next("PutObject")
+
+
+# -- ListVectors pages: 1,000 keys and 1 MB --------------------------------------------
+
+
+def list_all(service: S3VectorsService, target: dict[str, str], **options: Any) -> list[Any]:
+    pages: list[Any] = []
+    token: str | None = None
+    while True:
+        params: dict[str, Any] = {**target, **options}
+        if token:
+            params["nextToken"] = token
+        page = service.handle("ListVectors", params)
+        pages.append(page)
+        token = page.get("nextToken")
+        if not token:
+            return pages
+
+
+def test_list_pages_stop_at_one_megabyte_of_response(timed: S3VectorsService) -> None:
+    import json
+
+    target = with_index(timed, "ix-wide", dimension=1024)
+    rng = __import__("numpy").random.default_rng(5)
+    for start in range(0, 300, 100):
+        vectors = [
+            {
+                "key": f"w{n:03d}",
+                "data": {"float32": rng.normal(size=1024).tolist()},
+                "metadata": {"key": "k" * 10_000},
+            }
+            for n in range(start, start + 100)
+        ]
+        timed.handle("PutVectors", {**target, "vectors": vectors})
+    for options, most in (
+        ({"returnData": True}, 60),  # ~20 KB of float text a vector
+        ({"returnMetadata": True}, 110),  # ~10 KB
+        ({"returnData": True, "returnMetadata": True}, 40),
+    ):
+        pages = list_all(timed, target, **options)
+        # as the emulator answers: compact JSON, as the service does
+        sizes = [len(json.dumps(page, separators=(",", ":")).encode()) for page in pages]
+        assert max(sizes) <= 1024 * 1024
+        assert max(sizes) > 900 * 1024  # full pages, not needlessly small ones
+        assert all(len(page["vectors"]) <= most for page in pages[:-1])
+        listed = [vector["key"] for page in pages for vector in page["vectors"]]
+        assert listed == [f"w{n:03d}" for n in range(300)]
+    (keys_only,) = list_all(timed, target)  # keys alone: one page holds all 300
+    assert len(keys_only["vectors"]) == 300
+
+
+def test_a_listing_goes_on_while_its_listed_vectors_are_deleted(timed: S3VectorsService) -> None:
+    timed.handle("PutVectors", {**TARGET, "vectors": batch(0, 25)})
+    listed: list[str] = []
+    token: str | None = None
+    while True:
+        page = timed.handle(
+            "ListVectors", {**TARGET, "maxResults": 10, **({"nextToken": token} if token else {})}
+        )
+        keys = [vector["key"] for vector in page["vectors"]]
+        listed += keys
+        timed.handle("DeleteVectors", {**TARGET, "keys": keys})
+        token = page.get("nextToken")
+        if not token:
+            break
+    assert sorted(listed) == sorted(f"k{n}" for n in range(25))
+    assert timed.handle("ListVectors", dict(TARGET)) == {"vectors": []}

@@ -43,23 +43,40 @@ float32 exactly) and spliced into the body botocore built for the rest of the re
 (keys and metadata still validated and serialised by botocore; signing, endpoint,
 retries and errors unchanged). Requests hold at most 500 vectors and at most the
 service's 20 MiB payload.
+
+Throttling: an index takes 2,500 vectors/s and 1,000 write requests/s; over that the
+service answers ``TooManyRequestsException`` (429), and ``ServiceUnavailableException``
+(503) when busy. botocore already retries both in every retry mode (boto3's default
+client: standard mode, 3 attempts; the reindex client: adaptive, 10). Writes and
+listings (``upsert``, ``delete``, ``keys``, ``erase``) retry on top of that
+(``Backoff``: exponential with jitter, bounded), since a reindex or an erase writes at
+the service's rate for minutes and one exhausted SDK retry would end the whole run.
+When those retries are spent too, the error is raised: ingest fails the message (SQS
+delivers it again), reindex is run again and resumes, an erase is repeated by the next
+maintenance run. Queries and ``get_vectors`` keep the SDK's retries only (a search
+answers within its API timeout).
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
+import logging
 import math
-from collections.abc import Iterator, Sequence
+import random
+import time
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 from botocore.exceptions import BotoCoreError, ClientError
 
 from imagesearch.embedders.base import Vector
-from imagesearch.errors import IndexUnavailable
+from imagesearch.errors import ImageSearchError, IndexUnavailable
 from imagesearch.ports import MAX_TOP_K, QueryFilters, ScoredId, VectorEntry
 from imagesearch.resources import S3VECTORS_NON_FILTERABLE_KEYS
 
@@ -82,6 +99,44 @@ MAX_FOLDER_DEPTH = 64  # ancestor folders stored per vector (64 x 12 chars < 1 K
 # Filters applied before the search, whatever the index's own mode (decision 37).
 QUERY_MODE = "ENHANCED"
 INDEX_MODE_CLASSIC = "CLASSIC"
+
+# An erase lists again until a listing finds nothing. Each pass removes all it lists;
+# another is needed only when vectors were written meanwhile or the service's tokens
+# skipped vectors as the listed ones went (log2 of the pages at worst).
+MAX_ERASE_PASSES = 32
+# The model's retryable errors are also InternalServerException and
+# RequestTimeoutException; these two are what the per-index limits answer.
+RETRIED_ERRORS = frozenset({"TooManyRequestsException", "ServiceUnavailableException"})
+
+logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+
+class EraseIncomplete(ImageSearchError):
+    """Listings kept finding vectors in an index being erased (something writes to
+    it): the maintenance run fails and the next one erases again."""
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Retries of throttled writes and listings, after botocore's own: ``attempts``
+    calls in all, waiting ``base * 2**n`` (at most ``cap``) between them, the second
+    half of each wait random (callers in step would be throttled again together).
+    The defaults wait at most 0.5 + 1 + 2 + 4 + 8 = 15.5 s per call."""
+
+    attempts: int = 6
+    base_seconds: float = 0.5
+    cap_seconds: float = 8.0
+    sleep: Callable[[float], None] = time.sleep
+    random: Callable[[], float] = random.random
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError("Backoff.attempts must be at least 1")
+
+    def delay(self, retry: int) -> float:
+        ceiling = min(self.cap_seconds, self.base_seconds * 2**retry)
+        return ceiling / 2 + self.random() * ceiling / 2
 
 
 def folder_id(folder: str) -> str:
@@ -217,13 +272,22 @@ def _splice_encoded_data(params: dict[str, Any], context: dict[str, Any], **_: A
 class S3VectorsIndex:
     """``VectorIndex`` on one S3 Vectors index (float32, cosine)."""
 
-    def __init__(self, client: Any, *, bucket: str, index: str, dimension: int) -> None:
+    def __init__(
+        self,
+        client: Any,
+        *,
+        bucket: str,
+        index: str,
+        dimension: int,
+        backoff: Backoff | None = None,
+    ) -> None:
         if not 1 <= dimension <= 4096:
             raise ValueError("dimension must be between 1 and 4096")
         self._client = client
         self._bucket = bucket
         self._index = index
         self._dimension = dimension
+        self._backoff = backoff if backoff is not None else Backoff()
 
     @property
     def dimension(self) -> int:
@@ -286,12 +350,45 @@ class S3VectorsIndex:
             _splice_encoded_data,
             unique_id="imagesearch-splice-encoded-data",
         )
-        self._client.put_vectors(**self._target(), vectors=vectors, **{ENCODED_DATA_PARAM: rows})
+        self._retrying(
+            "PutVectors",
+            lambda: self._client.put_vectors(
+                **self._target(), vectors=vectors, **{ENCODED_DATA_PARAM: rows}
+            ),
+        )
 
     def delete(self, image_ids: Sequence[str]) -> None:
         ids = list(image_ids)
         for start in range(0, len(ids), MAX_DELETE):
-            self._client.delete_vectors(**self._target(), keys=ids[start : start + MAX_DELETE])
+            self._delete_batch(ids[start : start + MAX_DELETE])
+
+    def _delete_batch(self, keys: list[str]) -> None:
+        self._retrying(
+            "DeleteVectors", lambda: self._client.delete_vectors(**self._target(), keys=keys)
+        )
+
+    def _retrying(self, operation: str, call: Callable[[], _T]) -> _T:
+        """``call``, again after a wait while the service answers a throttling or
+        unavailable error and ``Backoff.attempts`` allow; then that error is raised."""
+        backoff = self._backoff
+        retry = 0
+        while True:
+            try:
+                return call()
+            except ClientError as error:
+                if _code(error) not in RETRIED_ERRORS or retry + 1 >= backoff.attempts:
+                    raise
+                wait = backoff.delay(retry)
+                logger.warning(
+                    "s3vectors %s answered %s; retrying in %.1f s (retry %d of %d)",
+                    operation,
+                    _code(error),
+                    wait,
+                    retry + 1,
+                    backoff.attempts - 1,
+                )
+                backoff.sleep(wait)
+                retry += 1
 
     # -- reads -----------------------------------------------------------------------
 
@@ -398,7 +495,9 @@ class S3VectorsIndex:
                 kwargs["segmentIndex"] = segment
             if token:
                 kwargs["nextToken"] = token
-            response = self._client.list_vectors(**kwargs)
+            response: dict[str, Any] = self._retrying(
+                "ListVectors", functools.partial(self._client.list_vectors, **kwargs)
+            )
             for vector in response.get("vectors", []):
                 yield vector["key"]
             token = response.get("nextToken")
@@ -411,17 +510,32 @@ class S3VectorsIndex:
 
     def erase(self) -> int:
         """Delete every vector (the previous model's index after a switch); returns how
-        many. Lists from the start again after each batch, so deletes never disturb
-        a listing in progress."""
-        from itertools import islice
-
+        many keys were deleted. One listing: each full batch of 500 listed keys is
+        deleted as it fills, then the listing goes on with its token, so the calls grow
+        linearly (1M vectors: ~1,000 ListVectors and 2,000 DeleteVectors). The service
+        does not document whether a token survives deletes of the listed vectors, so
+        the listing is repeated until one finds nothing: on an index nobody writes, a
+        single extra ListVectors."""
         removed = 0
-        while True:
-            batch = list(islice(self.keys(), MAX_DELETE))
-            if not batch:
+        for _ in range(MAX_ERASE_PASSES):
+            batch: list[str] = []
+            listed = 0
+            for key in self._list(None, None):
+                listed += 1
+                batch.append(key)
+                if len(batch) == MAX_DELETE:
+                    self._delete_batch(batch)
+                    removed += len(batch)
+                    batch = []
+            if batch:
+                self._delete_batch(batch)
+                removed += len(batch)
+            if not listed:
                 return removed
-            self.delete(batch)
-            removed += len(batch)
+        raise EraseIncomplete(
+            f"vector index {self._index} still held vectors after {MAX_ERASE_PASSES} erase"
+            " passes: something keeps writing to it"
+        )
 
     # -- internals ------------------------------------------------------------------
 

@@ -8,7 +8,10 @@ botocore's service model (required members, types, lengths, ranges, enums) and t
 documented limits (dimension 1-4,096, ``topK`` 1-100, <= 500 vectors per put and
 delete, <= 100 keys per get, metadata <= 40 KB and <= 50 keys per vector, filterable
 metadata <= 2 KB, <= 10 non-filterable keys per index, 20 MiB per request, filter
-operators). The vector data of a put is checked in bulk (numpy: a flat list of
+operators), and names as the service documents them (vector bucket: 3-63 of ``a-z0-9-``;
+index: 3-63 of ``a-z0-9-.``; both start and end with a letter or digit; ARNs against
+the model's patterns), answered as ``ValidationException`` with a ``message`` and the
+``fieldList`` the model declares. The vector data of a put is checked in bulk (numpy: a flat list of
 numbers, finite, of the index's dimension) and botocore's validator walks the rest of
 the request with a one-value stand-in for each list, so a put of 500 x 1,024 floats is
 not validated one Python call per float. Errors are
@@ -33,6 +36,17 @@ Filters follow the documented operators; where the documentation is silent the
 emulator takes MongoDB's reading (``$ne``/``$nin`` also match a vector without the
 key; comparisons and ``$in`` against a list match when any element does).
 
+``ListVectors`` pages end at ``maxResults`` (<= 1,000) or when the response would pass
+1 MiB (each vector's JSON: key, and data and metadata when asked for), whichever comes
+first; a page always holds at least one vector. The token is the last key listed, so a
+listing stays correct while the listed vectors are deleted.
+
+Throttling, off unless asked for (``limit_writes``): the service's per-index write
+limits (2,500 vectors/s and 1,000 PutVectors/DeleteVectors requests/s, token buckets of
+one second on an injectable clock) answered with ``TooManyRequestsException`` (429).
+``fail_next`` injects faults: the next N calls of an operation answer an error of the
+model (``TooManyRequestsException`` 429, ``ServiceUnavailableException`` 503, ...).
+
 State lives in memory; ``save``/``load`` keep it across local-mode restarts.
 """
 
@@ -42,8 +56,10 @@ import base64
 import json
 import logging
 import pickle
+import re
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -69,6 +85,28 @@ MAX_METADATA_BYTES = 40 * 1024
 MAX_FILTERABLE_METADATA_BYTES = 2 * 1024
 MAX_METADATA_KEYS = 50
 MAX_NON_FILTERABLE_KEYS = 10
+MAX_LIST_RESPONSE_BYTES = 1024 * 1024  # a ListVectors response (the service's 1 MB)
+_TOKEN_ROOM = 4096  # the nextToken member (<= 2,048 characters) and its name
+# The service's per-index write limits (PutVectors and DeleteVectors together).
+SERVICE_VECTORS_PER_SECOND = 2500.0
+SERVICE_WRITE_REQUESTS_PER_SECOND = 1000.0
+WRITE_OPERATIONS = ("PutVectors", "DeleteVectors")
+
+# Naming rules of the S3 Vectors documentation (the model gives lengths only).
+_BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]")
+_INDEX_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_NAME_RULES = {
+    "vectorBucketName": (
+        _BUCKET_NAME,
+        "3-63 characters: lowercase letters, numbers and hyphens, starting and ending"
+        " with a letter or number",
+    ),
+    "indexName": (
+        _INDEX_NAME,
+        "3-63 characters: lowercase letters, numbers, hyphens and dots, starting and"
+        " ending with a letter or number",
+    ),
+}
 
 CLASSIC = "CLASSIC"
 ENHANCED = "ENHANCED"
@@ -84,15 +122,73 @@ _OPERATORS = ("$eq", "$ne", "$in", "$nin", "$exists", *_COMPARISONS)
 class ServiceError(Exception):
     """An error answered to the client in the service's wire format."""
 
-    def __init__(self, code: str, message: str, status: int = 400) -> None:
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        status: int = 400,
+        fields: list[dict[str, str]] | None = None,
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.status = status
+        self.fields = fields  # ValidationException's fieldList (path, message)
+
+    def payload(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"message": self.message}
+        if self.fields:
+            body["fieldList"] = self.fields
+        return body
 
 
 def _invalid(message: str) -> ServiceError:
     return ServiceError("ValidationException", message)
+
+
+def _invalid_field(path: str, value: Any, constraint: str) -> ServiceError:
+    """The smithy shape of a constraint failure: one message, one fieldList entry."""
+    problem = f"Value '{value}' at '{path}' failed to satisfy constraint: {constraint}"
+    return ServiceError(
+        "ValidationException",
+        f"1 validation error detected: {problem}",
+        fields=[{"path": path, "message": problem}],
+    )
+
+
+class _TokenBucket:
+    """``rate`` a second, holding at most one second's worth. A request larger than
+    the bucket is let through when it is full (it then owes the difference), so no
+    request is refused forever."""
+
+    def __init__(self, rate: float, now: float) -> None:
+        if rate <= 0:
+            raise ValueError("a rate must be positive")
+        self.rate = rate
+        self.tokens = rate
+        self.updated = now
+
+    def available(self, amount: float, now: float) -> bool:
+        self.tokens = min(self.rate, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        return self.tokens >= min(amount, self.rate)
+
+    def take(self, amount: float) -> None:
+        self.tokens -= amount
+
+
+@dataclass
+class _WriteLimiter:
+    vectors: _TokenBucket | None
+    requests: _TokenBucket | None
+
+    def admit(self, vectors: int, now: float) -> bool:
+        buckets = [(b, n) for b, n in ((self.vectors, vectors), (self.requests, 1)) if b]
+        if not all(bucket.available(amount, now) for bucket, amount in buckets):
+            return False
+        for bucket, amount in buckets:
+            bucket.take(amount)
+        return True
 
 
 # -- the filter language ------------------------------------------------------------
@@ -220,6 +316,22 @@ class Index:
     # A default, so that an index saved before modes were emulated loads as CLASSIC.
     mode: str = CLASSIC
 
+    # Keys in order for ListVectors, sorted again only after new keys arrive (a
+    # deleted key is skipped while listing), so a listing is not a sort per page.
+    _ordered: list[str] | None = field(default=None, repr=False, compare=False)
+
+    def keys_after(self, after: str) -> Iterator[str]:
+        """Held keys greater than ``after``, in order."""
+        import bisect
+
+        ordered = getattr(self, "_ordered", None)  # absent from states saved before it
+        if ordered is None:
+            ordered = self._ordered = sorted(self.rows)
+        for position in range(bisect.bisect_right(ordered, after), len(ordered)):
+            key = ordered[position]
+            if key in self.rows:
+                yield key
+
     @property
     def arn(self) -> str:
         return f"arn:aws:s3vectors:{REGION}:{ACCOUNT}:bucket/{self.bucket}/index/{self.name}"
@@ -235,6 +347,7 @@ class Index:
             self.rows[key] = row
             self.keys.append(key)
             self.metadata.append(metadata)
+            self._ordered = None
         else:
             self.metadata[row] = metadata
         self.matrix[row] = vector
@@ -297,20 +410,51 @@ class S3VectorsService:
         self._validator = ParamValidator()
         self._lock = threading.RLock()
         self.buckets: dict[str, Bucket] = {}
-        self.calls: list[str] = []
+        self.calls: list[str] = []  # operations carried out
         self._clock = clock or _now
         self.classic_candidates = classic_candidates
+        self.refused: list[tuple[str, str]] = []  # (operation, error code): throttled, faults
+        self._write_rates: tuple[float | None, float | None] = (None, None)
+        self._limiters: dict[tuple[str, str], _WriteLimiter] = {}
+        self._faults: dict[str, list[str]] = {}
+
+    # test and benchmark controls
+
+    def limit_writes(
+        self,
+        vectors_per_second: float | None = SERVICE_VECTORS_PER_SECOND,
+        requests_per_second: float | None = SERVICE_WRITE_REQUESTS_PER_SECOND,
+    ) -> None:
+        """Throttle PutVectors and DeleteVectors per index as the service does (None:
+        that limit off; both None: no throttling, the default)."""
+        with self._lock:
+            self._write_rates = (vectors_per_second, requests_per_second)
+            self._limiters.clear()
+
+    def fail_next(
+        self, operation: str, count: int = 1, code: str = "TooManyRequestsException"
+    ) -> None:
+        """The next ``count`` calls of ``operation`` answer ``code`` (an error of the
+        model, with its HTTP status) before doing anything."""
+        if operation not in self._model.operation_names:
+            raise ValueError(f"unknown operation {operation}")
+        if code not in {shape.name for shape in self._model.error_shapes}:
+            raise ValueError(f"{code} is not an error of the s3vectors model")
+        with self._lock:
+            self._faults.setdefault(operation, []).extend([code] * count)
 
     def handle(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
         if operation not in self._model.operation_names:
             raise ServiceError("UnknownOperationException", f"unknown operation {operation}", 404)
+        self._injected_fault(operation)
         shape = self._model.operation_model(operation).input_shape
         checked = _vector_lists(params) if operation == "PutVectors" else {}
         shaped = _with_stand_ins(params, checked) if checked else params
         report = self._validator.validate(shaped, shape)
         if report.has_errors():
             raise _invalid(report.generate_report())
-        _check_maxima(shaped, shape, "")
+        _check_constraints(shaped, shape, "")
+        _check_names(params)
         if checked:  # the operation reads the arrays already made
             params = _with_arrays(params, checked)
         method = getattr(self, "_" + _snake(operation), None)
@@ -319,9 +463,43 @@ class S3VectorsService:
                 "UnknownOperationException", f"{operation} is not emulated", status=501
             )
         with self._lock:
+            if operation in WRITE_OPERATIONS:
+                self._throttle(operation, params)
             self.calls.append(operation)
             result: dict[str, Any] = method(params)
             return result
+
+    def _injected_fault(self, operation: str) -> None:
+        with self._lock:
+            waiting = self._faults.get(operation)
+            if not waiting:
+                return
+            code = waiting.pop(0)
+            self.refused.append((operation, code))
+        error = self._model.shape_for(code).metadata.get("error", {})
+        raise ServiceError(code, f"injected fault: {code}", error.get("httpStatusCode", 400))
+
+    def _throttle(self, operation: str, params: dict[str, Any]) -> None:
+        vectors_rate, requests_rate = self._write_rates
+        if vectors_rate is None and requests_rate is None:
+            return
+        index = self._index(params)  # a missing index is NotFound, not throttled
+        now = self._clock()
+        limiter = self._limiters.get((index.bucket, index.name))
+        if limiter is None:
+            limiter = _WriteLimiter(
+                _TokenBucket(vectors_rate, now) if vectors_rate else None,
+                _TokenBucket(requests_rate, now) if requests_rate else None,
+            )
+            self._limiters[(index.bucket, index.name)] = limiter
+        amount = len(params["vectors"] if operation == "PutVectors" else params["keys"])
+        if not limiter.admit(amount, now):
+            self.refused.append((operation, "TooManyRequestsException"))
+            raise ServiceError(
+                "TooManyRequestsException",
+                f"Too many requests: the write rate of index {index.name} is over its limit",
+                status=429,
+            )
 
     # buckets and indexes
 
@@ -494,23 +672,26 @@ class S3VectorsService:
                 after = base64.urlsafe_b64decode(params["nextToken"].encode()).decode()
             except ValueError as error:
                 raise _invalid("invalid nextToken") from error
-        keys = sorted(
-            k
-            for k in index.rows
-            if k > after and (segments is None or _segment(k, segments) == segment)
-        )
-        page = keys[:limit]
-        response: dict[str, Any] = {
-            "vectors": [
-                self._described(
-                    index, index.rows[k], params.get("returnData"), params.get("returnMetadata")
-                )
-                for k in page
-            ]
-        }
-        if len(keys) > limit:
-            response["nextToken"] = base64.urlsafe_b64encode(page[-1].encode()).decode()
-        return response
+        data, metadata = params.get("returnData"), params.get("returnMetadata")
+        listed: list[dict[str, Any]] = []
+        size = len('{"vectors":[]}')
+        last = None
+        for key in index.keys_after(after):
+            if segments is not None and _segment(key, segments) != segment:
+                continue
+            if len(listed) == limit:
+                break
+            described = self._described(index, index.rows[key], data, metadata)
+            cost = len(json.dumps(described, separators=(",", ":")).encode("utf-8")) + 1
+            if listed and size + cost > MAX_LIST_RESPONSE_BYTES - _TOKEN_ROOM:
+                break
+            listed.append(described)
+            size += cost
+            last = key
+        else:
+            return {"vectors": listed}
+        assert last is not None
+        return {"vectors": listed, "nextToken": base64.urlsafe_b64encode(last.encode()).decode()}
 
     def _query_vectors(self, params: dict[str, Any]) -> dict[str, Any]:
         index = self._index(params)
@@ -700,8 +881,9 @@ def _size(metadata: dict[str, Any]) -> int:
     return len(json.dumps(metadata, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
 
 
-def _check_maxima(value: Any, shape: Any, path: str) -> None:
-    """The maxima botocore's validator leaves out (it checks minima only)."""
+def _check_constraints(value: Any, shape: Any, path: str) -> None:
+    """What botocore's validator leaves out: maxima (it checks minima only) and
+    patterns (the ARNs'; a pattern Python's ``re`` cannot read is skipped)."""
     limit = shape.metadata.get("max")
     if limit is not None:
         size = value if isinstance(value, int) and not isinstance(value, bool) else None
@@ -709,15 +891,43 @@ def _check_maxima(value: Any, shape: Any, path: str) -> None:
             size = len(value)
         if size is not None and size > limit:
             raise _invalid(f"{path or 'input'} is over its maximum of {limit}")
+    pattern = _pattern(shape.metadata.get("pattern"))
+    if pattern is not None and isinstance(value, str) and not pattern.search(value):
+        raise _invalid_field(
+            path,
+            value,
+            f"Member must satisfy regular expression pattern: {pattern.pattern}",
+        )
     if shape.metadata.get("document"):
         return
     if shape.type_name == "structure" and isinstance(value, dict):
         for name, member in shape.members.items():
             if name in value:
-                _check_maxima(value[name], member, f"{path}.{name}" if path else name)
+                _check_constraints(value[name], member, f"{path}.{name}" if path else name)
     elif shape.type_name == "list" and isinstance(value, list):
         for position, item in enumerate(value):
-            _check_maxima(item, shape.member, f"{path}[{position}]")
+            _check_constraints(item, shape.member, f"{path}[{position}]")
+
+
+_PATTERNS: dict[str, re.Pattern[str] | None] = {}
+
+
+def _pattern(text: str | None) -> re.Pattern[str] | None:
+    if text is None:
+        return None
+    if text not in _PATTERNS:
+        try:
+            _PATTERNS[text] = re.compile(text)
+        except re.error:  # e.g. the tags' \p{L}: not checked here
+            _PATTERNS[text] = None
+    return _PATTERNS[text]
+
+
+def _check_names(params: dict[str, Any]) -> None:
+    for member, (rule, constraint) in _NAME_RULES.items():
+        name = params.get(member)
+        if isinstance(name, str) and not rule.fullmatch(name):
+            raise _invalid_field(member, name, f"Member must be {constraint}")
 
 
 def _segment(key: str, segments: int) -> int:
@@ -731,8 +941,6 @@ def _snake(name: str) -> str:
 
 
 def _now() -> float:
-    import time
-
     return time.time()
 
 
@@ -762,10 +970,10 @@ class _Handler(BaseHTTPRequestHandler):
             result = self.server.service.handle(operation, params)
             self._answer(200, result, {})
         except ServiceError as error:
-            self._answer(error.status, {"message": error.message}, {"x-amzn-ErrorType": error.code})
+            self._answer(error.status, error.payload(), {"x-amzn-ErrorType": error.code})
 
     def _answer(self, status: int, payload: dict[str, Any], headers: dict[str, str]) -> None:
-        data = json.dumps(payload, allow_nan=False).encode("utf-8")
+        data = json.dumps(payload, allow_nan=False, separators=(",", ":")).encode("utf-8")
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
