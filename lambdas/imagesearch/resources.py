@@ -187,9 +187,8 @@ INFERENCE_PROFILES: Final[dict[str, InferenceProfile]] = {
 # --- Amazon S3 Vectors (vectorStore=s3vectors) -------------------------------------
 #
 # Regions where S3 Vectors is available, as this release knows them: the 14 Regions of
-# its general availability (AWS News Blog, 2025-12-02, linked in docs/architecture.md).
-# AWS has added regions since; -c vectorStoreRegions=<region> accepts one without a
-# release (docs/decisions.md entry 35).
+# its general availability on 2025-12-02 (sources and how sure: docs/decisions.md entry
+# 35). AWS has added regions since; -c vectorStoreRegions=<region> accepts one.
 S3VECTORS_REGIONS: Final = (
     "ap-northeast-1",
     "ap-northeast-2",
