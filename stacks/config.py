@@ -54,6 +54,7 @@ class AppConfig:
     cors_origins: tuple[str, ...] = tuple(r.CONTEXT_DEFAULTS["corsOrigins"])
     noncurrent_version_days: int = r.CONTEXT_DEFAULTS["noncurrentVersionDays"]
     model_regions: tuple[str, ...] = tuple(r.CONTEXT_DEFAULTS["modelRegions"])
+    vector_store_regions: tuple[str, ...] = tuple(r.CONTEXT_DEFAULTS["vectorStoreRegions"])
     # The region being deployed to, when known at synth (the CDK CLI's CDK_DEFAULT_REGION
     # or an explicit stack env); None for an environment-agnostic synth, where the
     # template's ModelOfferedInRegion rule checks the region at deploy time instead.
@@ -65,16 +66,22 @@ class AppConfig:
     previous_embedding_dimension: int | None = r.CONTEXT_DEFAULTS["previousEmbeddingDimension"]
 
     def __post_init__(self) -> None:
-        for region in self.model_regions:
-            if not _REGION.fullmatch(region):
-                raise ConfigError(
-                    f"modelRegions entry {region!r} is not a region name (like eu-south-2)"
-                )
+        for key, regions in (
+            ("modelRegions", self.model_regions),
+            ("vectorStoreRegions", self.vector_store_regions),
+        ):
+            for region in regions:
+                if not _REGION.fullmatch(region):
+                    raise ConfigError(
+                        f"{key} entry {region!r} is not a region name (like eu-south-2)"
+                    )
         _check_model(self.model_id, self.embedding_dimension)
         _check_model_region(self.model_id, self.region, self.model_regions)
         self._check_switch()
         _check_prefix(self.upload_prefix)
         _check_vector_store(self.vector_store)
+        if self.vector_store == "s3vectors":
+            _check_vector_store_region(self.region, self.vector_store_regions)
         if not MIN_INGEST_CONCURRENCY <= self.ingest_max_concurrency <= MAX_INGEST_CONCURRENCY:
             raise ConfigError(
                 f"ingestMaxConcurrency must be between {MIN_INGEST_CONCURRENCY} and "
@@ -160,6 +167,11 @@ class AppConfig:
         allowed = set.intersection(*(set(r.model_regions(m)) for m in self.model_ids))
         return tuple(sorted(allowed | set(self.model_regions)))
 
+    @property
+    def allowed_vector_store_regions(self) -> tuple[str, ...]:
+        """Regions with Amazon S3 Vectors: our table plus ``vectorStoreRegions``."""
+        return tuple(sorted(set(r.S3VECTORS_REGIONS) | set(self.vector_store_regions)))
+
     @classmethod
     def from_context(
         cls, get: Callable[[str], Any] | Mapping[str, Any], *, region: str | None = None
@@ -190,6 +202,7 @@ class AppConfig:
                 "noncurrentVersionDays", value("noncurrentVersionDays")
             ),
             model_regions=_as_list("modelRegions", value("modelRegions")),
+            vector_store_regions=_as_list("vectorStoreRegions", value("vectorStoreRegions")),
             region=region or None,
             embedded_max_images=_as_int("embeddedMaxImages", value("embeddedMaxImages")),
             keep_legacy_change_index=_as_bool(
@@ -289,15 +302,16 @@ def _check_model(model_id: str, dimension: int) -> None:
     if spec is None:
         raise ConfigError(
             f"modelId {model_id!r} is not supported; supported models: "
-            f"{', '.join(sorted(r.MODELS))} (or their cross-region inference profile ids, "
-            f"prefixed {', '.join(p + '.' for p in r.PROFILE_REGIONS)} where Bedrock has one)"
+            f"{', '.join(sorted(r.MODELS))}, or one of their cross-region inference "
+            f"profiles: {', '.join(r.INFERENCE_PROFILES)}"
         )
     geo, base = r.split_model_id(model_id)
-    if geo is not None and geo not in spec.profiles:
-        offered = ", ".join(f"{p}.{base}" for p in spec.profiles) or "none"
+    if geo is not None and model_id not in r.INFERENCE_PROFILES:
+        offered = ", ".join(r.model_profiles(base)) or "none"
         raise ConfigError(
-            f"modelId {model_id!r}: Bedrock has no {geo!r} cross-region inference profile "
-            f"for {base}; profiles: {offered}; or use {base} in one of its regions"
+            f"modelId {model_id!r}: AWS offers no {geo!r} cross-region inference profile "
+            f"for {base}; its profiles: {offered}; or use {base} in one of its regions "
+            f"({', '.join(spec.regions)})"
         )
     if dimension not in spec.dimensions:
         raise ConfigError(
@@ -306,18 +320,23 @@ def _check_model(model_id: str, dimension: int) -> None:
         )
 
 
+def _region_unknown(region: str | None) -> bool:
+    """An environment-agnostic synth: the template's rules check the region instead."""
+    return region is None or region.startswith("${Token")
+
+
 def _check_model_region(model_id: str, region: str | None, extra: tuple[str, ...]) -> None:
     """Finding 9.15: a stack in a region without its model sends every image to the DLQ."""
-    if region is None or region.startswith("${Token"):
+    if _region_unknown(region):
         return
+    assert region is not None
     allowed = set(r.model_regions(model_id)) | set(extra)
     if region in allowed:
         return
-    spec = r.model_spec(model_id)
     profiles = ", ".join(
-        f"{geo}.{r.split_model_id(model_id)[1]}"
-        for geo in (spec.profiles if spec else ())
-        if geo == "global" or region in r.PROFILE_REGIONS[geo]
+        profile_id
+        for profile_id in r.model_profiles(model_id)
+        if region in r.INFERENCE_PROFILES[profile_id].source_regions
     )
     hint = (
         f" or a cross-region inference profile that serves {region} ({profiles})"
@@ -328,6 +347,21 @@ def _check_model_region(model_id: str, region: str | None, extra: tuple[str, ...
         f"modelId {model_id} is not offered in region {region} (by this release's table: "
         f"{', '.join(sorted(allowed))}). Deploy to one of those regions{hint}; if AWS has "
         f"added {model_id} in {region} since, pass -c modelRegions={region}"
+    )
+
+
+def _check_vector_store_region(region: str | None, extra: tuple[str, ...]) -> None:
+    """vectorStore=s3vectors in a region without Amazon S3 Vectors cannot deploy."""
+    if _region_unknown(region):
+        return
+    allowed = sorted(set(r.S3VECTORS_REGIONS) | set(extra))
+    if region in allowed:
+        return
+    raise ConfigError(
+        f"vectorStore=s3vectors: Amazon S3 Vectors is not available in region {region} "
+        f"(by this release's table: {', '.join(allowed)}). Deploy to one of those regions "
+        f"or use vectorStore=dynamodb; if AWS has added S3 Vectors in {region} since, pass "
+        f"-c vectorStoreRegions={region}"
     )
 
 

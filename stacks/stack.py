@@ -92,6 +92,7 @@ class ImageSearchStack(Stack):
         self._grant_ingest()
         self._grant_search()
         self._model_region_rule()
+        self._vector_store_region_rule()
         self._grant_maintenance()
         self._outputs()
         self._suppress_nag_findings()
@@ -117,10 +118,11 @@ class ImageSearchStack(Stack):
         """Every ARN InvokeModel on ``model_id`` is authorised against, and no other.
 
         A foundation model id: that model in this region. A cross-region inference
-        profile (``us.``, ``eu.``, ``apac.``): the profile in this region and account,
-        and the foundation model in each region the profile routes to. ``global.``: the
-        profile, the model in this region, and the model with an empty region field
-        (how IAM names "any commercial region" for global profiles).
+        profile (``resources.INFERENCE_PROFILES``): the profile in this region and account,
+        the foundation model in this region (the source region, which also covers a region
+        added with ``modelRegions``) and in every region the profile may route to: the
+        listed regions, ``*`` for that one model where AWS publishes no list, or the empty
+        region field IAM uses for "any commercial region" (``global.``).
         """
         geo, base = r.split_model_id(model_id)
         if geo is None:
@@ -131,11 +133,10 @@ class ImageSearchStack(Stack):
             resource_name=model_id,
             arn_format=ArnFormat.SLASH_RESOURCE_NAME,
         )
-        if geo == "global":
-            return [profile, self._foundation_model_arn(base), self._foundation_model_arn(base, "")]
-        return [profile] + [
-            self._foundation_model_arn(base, region) for region in r.PROFILE_REGIONS[geo]
-        ]
+        destinations = r.INFERENCE_PROFILES[model_id].destinations
+        arns = [profile, self._foundation_model_arn(base)]
+        arns += [self._foundation_model_arn(base, region) for region in destinations]
+        return list(dict.fromkeys(arns))
 
     def _uploads_arn(self) -> str:
         return self.storage.bucket.arn_for_objects(f"{self.config.upload_prefix}*")
@@ -374,6 +375,29 @@ class ImageSearchStack(Stack):
             ],
         )
 
+    def _vector_store_region_rule(self) -> None:
+        """The same check for the scale tier (docs/decisions.md entry 35): an
+        environment-agnostic template deployed to a region without Amazon S3 Vectors
+        stops before any resource is created, saying why."""
+        if self.vectors is None:
+            return
+        regions = list(self.config.allowed_vector_store_regions)
+        CfnRule(
+            self,
+            "S3VectorsOfferedInRegion",
+            assertions=[
+                CfnRuleAssertion(
+                    assert_=Fn.condition_contains(regions, Aws.REGION),
+                    assert_description=(
+                        "vectorStore=s3vectors: Amazon S3 Vectors is not available in this "
+                        f"region (known: {', '.join(regions)}). Deploy to one of those or use "
+                        "vectorStore=dynamodb, or pass -c vectorStoreRegions=<region> if AWS "
+                        "has added it there since."
+                    ),
+                )
+            ],
+        )
+
     def _invoke_model_statement(self) -> iam.PolicyStatement:
         # During a model switch both models: ingest embeds new uploads with both, search
         # embeds queries with whichever serves. The next deploy drops the previous one.
@@ -473,6 +497,29 @@ class ImageSearchStack(Stack):
             ],
             apply_to_children=True,
         )
+        # A profile whose destinations AWS does not list: InvokeModel on that one model in
+        # any region (decision 34). cdk-nag renders the partition as <AWS::Partition>.
+        profiles = [r.INFERENCE_PROFILES.get(model_id) for model_id in self.config.model_ids]
+        any_region_models = [
+            f"Resource::arn:<AWS::Partition>:bedrock:{r.ANY_REGION}::foundation-model/"
+            f"{profile.model_id}"
+            for profile in profiles
+            if profile is not None and r.ANY_REGION in profile.destinations
+        ]
+        if any_region_models:
+            NagSuppressions.add_resource_suppressions(
+                [self.ingest.handler.role, self.search.handler.role],
+                [
+                    NagPackSuppression(
+                        id="AwsSolutions-IAM5",
+                        reason="InvokeModel on this one foundation model in any region: the "
+                        "cross-region inference profile may route to regions AWS does not "
+                        "list (docs/decisions.md entry 34).",
+                        applies_to=list(dict.fromkeys(any_region_models)),
+                    )
+                ],
+                apply_to_children=True,
+            )
         NagSuppressions.add_resource_suppressions(
             [
                 self.ingest.function,

@@ -29,9 +29,13 @@ CONTEXT_DEFAULTS: Final[dict[str, Any]] = {
     "corsOrigins": [],
     # Overwritten and deleted images stay recoverable this many days (bucket versioning).
     "noncurrentVersionDays": 30,
-    # Regions to accept for modelId beyond the table below (MODELS / PROFILE_REGIONS), for
-    # regions AWS added after this release: a list, or comma-separated on the command line.
+    # Regions to accept for modelId beyond the table below (MODELS / INFERENCE_PROFILES),
+    # for regions AWS added after this release: a list, or comma-separated on the command
+    # line. The model is then granted there too (a profile: as a source region).
     "modelRegions": [],
+    # Regions to accept for vectorStore=s3vectors beyond S3VECTORS_REGIONS (regions where
+    # AWS has made S3 Vectors available after this release), like modelRegions.
+    "vectorStoreRegions": [],
     # The embedded tier's capacity: sizes the search function's memory; status, /health
     # and an alarm warn at EMBEDDED_CAPACITY_WARNING of it. Beyond: vectorStore=s3vectors.
     "embeddedMaxImages": 250_000,
@@ -49,8 +53,7 @@ CONTEXT_DEFAULTS: Final[dict[str, Any]] = {
 # --- Embedding models ----------------------------------------------------------
 #
 # One row per model we have an adapter for. ``regions``: where the model is offered
-# on demand in-region; ``profiles``: the cross-region inference profile prefixes
-# Bedrock defines for it. Sources (read 2026-11): the Bedrock model pages linked in
+# on demand in-region. Sources (read 2026-11): the Bedrock model pages linked in
 # docs/models.md. Region lists go stale as AWS adds regions: the ``modelRegions``
 # context key adds regions without a code change.
 
@@ -65,7 +68,6 @@ class ModelSpec:
     kind: str  # "titan" | "nova" | "cohere": which adapter speaks its wire format
     dimensions: tuple[int, ...]
     regions: tuple[str, ...]
-    profiles: tuple[str, ...] = ()  # "us", "eu", "apac", "global"
 
 
 MODELS: Final[dict[str, ModelSpec]] = {
@@ -94,14 +96,21 @@ MODELS: Final[dict[str, ModelSpec]] = {
             "cohere",
             (256, 512, 1024, 1536),
             ("us-east-1", "eu-west-1", "ap-northeast-1"),
-            ("us", "eu", "apac", "global"),
         ),
     )
 }
-# Source = destination regions of each geography's system-defined inference profiles
-# (IAM then names the foundation model in each destination region). "global" routes
-# to any commercial region: IAM names the model with an empty region field.
-PROFILE_REGIONS: Final[dict[str, tuple[str, ...]]] = {
+
+# --- Cross-region inference profiles -------------------------------------------
+#
+# The prefixes of system-defined profile ids (``us.cohere.embed-v4:0``). A prefix is
+# recognised for every model so that a profile AWS does not offer gets a clear refusal.
+PROFILE_GEOGRAPHIES: Final = ("us", "eu", "apac", "global")
+
+# Where a geography's profiles may be called from, as this release accepts it (the
+# synth region check): the previous release's per-geography table, kept because AWS
+# gives source regions per profile on each model's card and this release could not
+# confirm them per profile (docs/models.md marks them unverified). -c modelRegions adds.
+GEO_SOURCE_REGIONS: Final[dict[str, tuple[str, ...]]] = {
     "us": ("us-east-1", "us-east-2", "us-west-2"),
     "eu": ("eu-central-1", "eu-north-1", "eu-south-1", "eu-west-1", "eu-west-3"),
     "apac": (
@@ -111,8 +120,91 @@ PROFILE_REGIONS: Final[dict[str, tuple[str, ...]]] = {
         "ap-southeast-1",
         "ap-southeast-2",
     ),
-    "global": (),
 }
+
+# The region field of a foundation-model ARN that IAM must allow for a profile's
+# destinations when they are not a list of regions:
+ANY_COMMERCIAL_REGION: Final = ""  # global profiles: how IAM names "any commercial region"
+ANY_REGION: Final = "*"  # AWS publishes no destination list: that one model in any region
+
+
+@dataclass(frozen=True)
+class InferenceProfile:
+    """A system-defined cross-region inference profile of one model (one table row).
+
+    ``destinations``: the region fields of the foundation-model ARNs the profile routes
+    to, as AWS publishes them, or ``(ANY_REGION,)`` where this release has no published
+    list, or ``(ANY_COMMERCIAL_REGION,)`` for a global profile. ``source``: where the
+    row was read (docs/models.md has the table with its links).
+    """
+
+    profile_id: str
+    source_regions: tuple[str, ...]
+    destinations: tuple[str, ...]
+    source: str
+
+    @property
+    def geography(self) -> str:
+        return self.profile_id.partition(".")[0]
+
+    @property
+    def model_id(self) -> str:
+        return self.profile_id.partition(".")[2]
+
+
+COHERE_MODEL_CARD: Final = (
+    "https://docs.aws.amazon.com/bedrock/latest/userguide/model-card-cohere-embed-v4.html"
+)
+
+# Every profile AWS offers for a model we support, and no other: a profile id not in
+# this table is refused at synth. Titan Multimodal G1 and Nova 2 multimodal embeddings
+# have none here: no profile for them could be sourced (docs/models.md).
+INFERENCE_PROFILES: Final[dict[str, InferenceProfile]] = {
+    profile.profile_id: profile
+    for profile in (
+        # The model card lists us., eu. and global. (no apac.) but not where the geo
+        # profiles route: IAM gets the model in any region (decision 34).
+        InferenceProfile(
+            f"us.{COHERE_MODEL_ID}", GEO_SOURCE_REGIONS["us"], (ANY_REGION,), COHERE_MODEL_CARD
+        ),
+        InferenceProfile(
+            f"eu.{COHERE_MODEL_ID}", GEO_SOURCE_REGIONS["eu"], (ANY_REGION,), COHERE_MODEL_CARD
+        ),
+        InferenceProfile(
+            f"global.{COHERE_MODEL_ID}",
+            tuple(
+                sorted(
+                    {region for regions in GEO_SOURCE_REGIONS.values() for region in regions}
+                    | set(MODELS[COHERE_MODEL_ID].regions)
+                )
+            ),
+            (ANY_COMMERCIAL_REGION,),
+            COHERE_MODEL_CARD,
+        ),
+    )
+}
+
+# --- Amazon S3 Vectors (vectorStore=s3vectors) -------------------------------------
+#
+# Regions where S3 Vectors is available, as this release knows them: the 14 Regions of
+# its general availability on 2025-12-02 (sources and how sure: docs/decisions.md entry
+# 35). AWS has added regions since; -c vectorStoreRegions=<region> accepts one.
+S3VECTORS_REGIONS: Final = (
+    "ap-northeast-1",
+    "ap-northeast-2",
+    "ap-south-1",
+    "ap-southeast-1",
+    "ap-southeast-2",
+    "ca-central-1",
+    "eu-central-1",
+    "eu-north-1",
+    "eu-west-1",
+    "eu-west-2",
+    "eu-west-3",
+    "us-east-1",
+    "us-east-2",
+    "us-west-2",
+)
 EMBEDDED_MAX_IMAGES_LIMIT: Final = 1_000_000  # 4 GB of float32 at 1024-d: past Lambda's CPU
 EMBEDDED_CAPACITY_WARNING: Final = 0.8
 
@@ -126,7 +218,7 @@ def split_model_id(model_id: str) -> tuple[str | None, str]:
     """(inference profile prefix or None, foundation model id):
     ``us.cohere.embed-v4:0`` -> ``("us", "cohere.embed-v4:0")``."""
     head, _, rest = model_id.partition(".")
-    if head in PROFILE_REGIONS and rest:
+    if head in PROFILE_GEOGRAPHIES and rest:
         return head, rest
     return None, model_id
 
@@ -141,22 +233,25 @@ def model_kind(model_id: str) -> str | None:
     return spec.kind if spec else None
 
 
+def model_profiles(model_id: str) -> tuple[str, ...]:
+    """The inference profile ids AWS offers for a (foundation) model, by our table."""
+    base = split_model_id(model_id)[1]
+    return tuple(p.profile_id for p in INFERENCE_PROFILES.values() if p.model_id == base)
+
+
 def model_regions(model_id: str) -> tuple[str, ...]:
     """Regions a model or inference profile id can be called from (by our table).
 
-    In-region ids: where the model is offered. Geographic profiles: their source
-    regions. ``global.``: every region of the table's geographies and the model's own.
+    In-region ids: where the model is offered. Profiles: their source regions. A
+    profile AWS does not offer (or an unknown model): none.
     """
     spec = model_spec(model_id)
     if spec is None:
         return ()
-    geo, _ = split_model_id(model_id)
-    if geo is None:
+    if split_model_id(model_id)[0] is None:
         return spec.regions
-    if geo == "global":
-        everywhere = {region for regions in PROFILE_REGIONS.values() for region in regions}
-        return tuple(sorted(everywhere | set(spec.regions)))
-    return PROFILE_REGIONS[geo]
+    profile = INFERENCE_PROFILES.get(model_id)
+    return profile.source_regions if profile else ()
 
 
 # Local-only embedder (never deployed): sentence-transformers CLIP.

@@ -211,3 +211,65 @@ def test_legacy_change_index_is_kept_only_when_asked() -> None:
     assert names == [r.INDEX_CHANGES, r.INDEX_BY_STATUS]
     upgrading = r.table_definition("t", legacy_change_index=True)["GlobalSecondaryIndexes"]
     assert [i["IndexName"] for i in upgrading] == [*names, r.INDEX_BY_CHANGE]
+
+
+# --- vectorStore=s3vectors only where Amazon S3 Vectors is (issue 16 item 4b) ---------
+
+
+def test_synth_with_a_known_region_refuses_s3vectors_where_aws_has_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the CDK CLI deploying the scale tier to São Paulo (Titan is offered there)
+    monkeypatch.setenv("CDK_DEFAULT_REGION", "sa-east-1")
+
+    # Then synth stops, naming the region, every region it knows and the way out
+    with pytest.raises(ConfigError) as error:
+        synthesize(tmp_path, **SKIP_BUNDLING, vectorStore="s3vectors")
+    message = str(error.value)
+    assert "Amazon S3 Vectors is not available in region sa-east-1" in message
+    assert f"by this release's table: {', '.join(sorted(r.S3VECTORS_REGIONS))})" in message
+    assert "-c vectorStoreRegions=sa-east-1" in message
+
+
+@pytest.mark.parametrize(
+    ("context", "region"),
+    [
+        ({"vectorStore": "s3vectors"}, "eu-west-1"),
+        ({"vectorStore": "s3vectors"}, None),  # environment-agnostic: the template's rule
+        ({"vectorStore": "dynamodb"}, "sa-east-1"),  # the embedded tier runs anywhere
+        ({"vectorStore": "s3vectors", "vectorStoreRegions": "sa-east-1"}, "sa-east-1"),
+        ({"vectorStore": "s3vectors", "vectorStoreRegions": ["sa-east-1"]}, "sa-east-1"),
+    ],
+)
+def test_s3vectors_regions_that_pass(context: dict[str, Any], region: str | None) -> None:
+    config = AppConfig.from_context(context, region=region)  # no ConfigError
+    if region is not None and config.vector_store == "s3vectors":
+        assert region in config.allowed_vector_store_regions
+
+
+def test_vector_store_regions_entries_must_be_region_names() -> None:
+    with pytest.raises(ConfigError, match="vectorStoreRegions entry 'São Paulo' is not a region"):
+        AppConfig.from_context({"vectorStoreRegions": "São Paulo"})
+
+
+def test_environment_agnostic_scale_tier_template_checks_the_region_at_deploy_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CDK_DEFAULT_REGION", raising=False)
+    app = synthesize(
+        tmp_path, **SKIP_BUNDLING, vectorStore="s3vectors", vectorStoreRegions="mx-central-1"
+    )
+
+    rule = app.json["Rules"]["S3VectorsOfferedInRegion"]["Assertions"]
+    assert len(rule) == 1
+    assert rule[0]["Assert"] == {
+        "Fn::Contains": [
+            sorted({*r.S3VECTORS_REGIONS, "mx-central-1"}),
+            {"Ref": "AWS::Region"},
+        ]
+    }
+    assert "-c vectorStoreRegions=<region>" in rule[0]["AssertDescription"]
+
+
+def test_the_embedded_tier_template_has_no_s3vectors_region_rule(default_app: Any) -> None:
+    assert "S3VectorsOfferedInRegion" not in default_app.json["Rules"]

@@ -37,7 +37,8 @@ def env_of(app: Synthesized, function: Any) -> dict[str, Any]:
             {"modelId": f"eu.{COHERE}", "embeddingDimension": "1024", "previousModelId": TITAN},
             [
                 profile(f"eu.{COHERE}"),
-                *(fm(COHERE, geo) for geo in r.PROFILE_REGIONS["eu"]),
+                fm(COHERE),
+                fm(COHERE, r.ANY_REGION),
                 fm(TITAN),
             ],
         ),

@@ -1,9 +1,11 @@
 """Model configuration at synth: ids and dimensions per model, inference profiles, the
 region table (issue 9 finding 15) with its override, and the IAM of each model kind:
-InvokeModel on exactly the ARNs Bedrock authorises the call against, nothing wider."""
+InvokeModel on exactly the ARNs Bedrock authorises the call against, nothing wider; a
+cross-region inference profile is granted the model wherever AWS may route it (issue 16)."""
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
 from collections.abc import Callable
@@ -55,9 +57,15 @@ CASES: dict[str, tuple[dict[str, str], list[Any]]] = {
     "titan": ({}, [fm(r.TITAN_MODEL_ID)]),
     "nova": ({"modelId": r.NOVA_MODEL_ID, "embeddingDimension": "3072"}, [fm(r.NOVA_MODEL_ID)]),
     "cohere": ({"modelId": COHERE, "embeddingDimension": "1536"}, [fm(COHERE)]),
+    # AWS lists no destinations for the geo profiles: the model in this (source) region
+    # and, for routing, in any region ("*"), but no other model (docs/models.md).
     "cohere-eu-profile": (
         {"modelId": f"eu.{COHERE}", "embeddingDimension": "256"},
-        [profile(f"eu.{COHERE}")] + [fm(COHERE, reg) for reg in r.PROFILE_REGIONS["eu"]],
+        [profile(f"eu.{COHERE}"), fm(COHERE), fm(COHERE, "*")],
+    ),
+    "cohere-us-profile": (
+        {"modelId": f"us.{COHERE}", "embeddingDimension": "1024"},
+        [profile(f"us.{COHERE}"), fm(COHERE), fm(COHERE, "*")],
     ),
     "cohere-global-profile": (
         {"modelId": f"global.{COHERE}", "embeddingDimension": "512"},
@@ -96,6 +104,126 @@ def test_invoke_model_is_granted_on_exactly_the_models_arns(
     assert "foundation-model/*" not in text and "inference-profile/*" not in text
 
 
+def allows(app: Synthesized, role: Any, arn: str, *, region: str, account: str) -> bool:
+    """Whether the role's InvokeModel resources match ``arn`` in a stack deployed to
+    ``region`` (IAM's ``*`` and ``?`` wildcards; the partition is ``aws``)."""
+    for _, resource in bedrock_grants(app, role):
+        parts = json.loads(resource)["Fn::Join"][1]
+        values = {"AWS::Partition": "aws", "AWS::Region": region, "AWS::AccountId": account}
+        pattern = "".join(p if isinstance(p, str) else values[p["Ref"]] for p in parts)
+        if fnmatch.fnmatchcase(arn, pattern):
+            return True
+    return False
+
+
+@pytest.mark.parametrize("profile_id", list(r.INFERENCE_PROFILES))
+def test_each_profile_is_granted_the_model_where_its_table_row_says_it_routes(
+    synth: Callable[..., Synthesized], profile_id: str
+) -> None:
+    row = r.INFERENCE_PROFILES[profile_id]
+    app = synth(modelId=profile_id, embeddingDimension="1024")
+    arns = [profile(profile_id), fm(row.model_id)]
+    arns += [fm(row.model_id, destination) for destination in row.destinations]
+    for handler in (app.stack.ingest.handler, app.stack.search.handler):
+        assert bedrock_grants(app, handler.role) == {
+            ("bedrock:InvokeModel", _key(arn)) for arn in arns
+        }
+
+
+def test_a_profile_reaches_the_model_in_every_region_it_may_route_to(
+    synth: Callable[..., Synthesized],
+) -> None:
+    # Given the EU profile, whose destinations AWS does not list
+    app = synth(modelId=f"eu.{COHERE}", embeddingDimension="256")
+    role = app.stack.ingest.handler.role
+
+    def model_in(region: str, model: str = COHERE) -> str:
+        return f"arn:aws:bedrock:{region}::foundation-model/{model}"
+
+    # Then the model is allowed in regions the old fixed EU list lacked (Zurich, Spain)
+    for region in ("eu-central-2", "eu-south-2", "eu-central-1"):
+        assert allows(app, role, model_in(region), region="eu-west-1", account="111122223333")
+    # and the profile in the stack's own region and account, but no other model or account
+    profile_arn = f"arn:aws:bedrock:eu-west-1:111122223333:inference-profile/eu.{COHERE}"
+    assert allows(app, role, profile_arn, region="eu-west-1", account="111122223333")
+    assert not allows(
+        app,
+        role,
+        profile_arn.replace("111122223333", "444455556666"),
+        region="eu-west-1",
+        account="111122223333",
+    )
+    assert not allows(
+        app,
+        role,
+        model_in("eu-central-2", r.TITAN_MODEL_ID),
+        region="eu-west-1",
+        account="111122223333",
+    )
+
+
+def test_a_source_region_added_with_model_regions_is_granted_the_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the CLI deploying the EU profile to eu-south-2, accepted through modelRegions
+    monkeypatch.setenv("CDK_DEFAULT_REGION", "eu-south-2")
+    app = synthesize(tmp_path, **SKIP_BUNDLING, modelId=f"eu.{COHERE}", modelRegions="eu-south-2")
+
+    # Then both functions may call the model in that source region
+    model = f"arn:aws:bedrock:eu-south-2::foundation-model/{COHERE}"
+    for handler in (app.stack.ingest.handler, app.stack.search.handler):
+        assert allows(app, handler.role, model, region="eu-south-2", account="111122223333")
+    rule = app.json["Rules"]["ModelOfferedInRegion"]["Assertions"][0]
+    assert "eu-south-2" in rule["Assert"]["Fn::Contains"][0]
+
+
+def test_the_profile_table_is_the_one_docs_models_md_sources() -> None:
+    # docs/models.md's table (with its links) is the code's table, row for row
+    text = (Path(__file__).resolve().parents[2] / "docs" / "models.md").read_text()
+    rows = re.findall(r"^\| `([a-z]+\.[^`]+)` \| ([^|]+) \| ([^|]+) \|", text, re.MULTILINE)
+    documented = {
+        profile_id: (
+            tuple(re.findall(r"[a-z]{2}(?:-[a-z]+)+-[0-9]", sources)),
+            destinations.strip(),
+        )
+        for profile_id, sources, destinations in rows
+    }
+    names = {
+        (r.ANY_REGION,): "any region (`*`)",
+        (r.ANY_COMMERCIAL_REGION,): "any commercial region",
+    }
+    assert documented == {
+        profile_id: (
+            row.source_regions,
+            names.get(row.destinations, ", ".join(row.destinations)),
+        )
+        for profile_id, row in r.INFERENCE_PROFILES.items()
+    }
+
+
+@pytest.mark.parametrize(
+    ("model_id", "offered"),
+    [
+        # The Cohere Embed v4 model card lists us., eu. and global. only
+        (
+            f"apac.{COHERE}",
+            f"its profiles: us.{COHERE}, eu.{COHERE}, global.{COHERE}",
+        ),
+        # No profile could be sourced for Titan G1 or Nova 2
+        (f"us.{r.TITAN_MODEL_ID}", "its profiles: none"),
+        (f"global.{r.NOVA_MODEL_ID}", "its profiles: none"),
+    ],
+)
+def test_synth_refuses_a_profile_aws_does_not_offer_naming_the_valid_ones(
+    tmp_path: Path, model_id: str, offered: str
+) -> None:
+    with pytest.raises(ConfigError, match=re.escape(offered)) as error:
+        synthesize(tmp_path, **SKIP_BUNDLING, modelId=model_id)
+    assert f"AWS offers no {model_id.partition('.')[0]!r} cross-region inference" in str(
+        error.value
+    )
+
+
 def test_template_rule_checks_the_region_at_deploy_time(synth: Callable[..., Synthesized]) -> None:
     app = synth(modelId=r.NOVA_MODEL_ID, embeddingDimension="1024", modelRegions="us-west-2")
     rule = app.json["Rules"]["ModelOfferedInRegion"]["Assertions"][0]
@@ -128,8 +256,9 @@ def test_each_models_dimensions_are_accepted_and_others_refused(
         (
             {"modelId": f"us.{r.NOVA_MODEL_ID}"},
             None,
-            "Bedrock has no 'us' cross-region inference profile for "
-            "amazon.nova-2-multimodal-embeddings-v1:0",
+            "AWS offers no 'us' cross-region inference profile for "
+            "amazon.nova-2-multimodal-embeddings-v1:0; its profiles: none; or use "
+            "amazon.nova-2-multimodal-embeddings-v1:0 in one of its regions (us-east-1)",
         ),
         ({"modelId": "cohere.embed-v3"}, None, "is not supported; supported models:"),
         (
@@ -181,7 +310,9 @@ def test_synth_with_a_known_region_refuses_a_model_it_lacks(
         synthesize(tmp_path, **SKIP_BUNDLING, modelId=r.NOVA_MODEL_ID)
 
 
-@pytest.mark.parametrize("case", ["nova", "cohere-eu-profile", "cohere-global-profile"])
+@pytest.mark.parametrize(
+    "case", ["nova", "cohere-eu-profile", "cohere-us-profile", "cohere-global-profile"]
+)
 def test_each_model_kind_is_nag_and_cfn_lint_clean(
     synth: Callable[..., Synthesized], case: str
 ) -> None:
