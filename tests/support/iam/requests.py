@@ -136,15 +136,19 @@ def _bedrock(operation: str, params: dict[str, Any], region: str) -> list[IamReq
 
 
 def profile_destinations(model_id: str, source_region: str) -> tuple[str, ...]:
-    """Where AWS may route a profile's request, by the product's sourced table; a
-    ``global.`` profile: any commercial region, named by IAM with an empty region."""
-    geo, _ = r.split_model_id(model_id)
-    if geo == "global":
-        return ("", source_region)
-    destinations = getattr(r, "profile_destination_regions", None)
-    if destinations is not None:
-        return tuple(destinations(model_id))
-    return tuple(r.PROFILE_REGIONS[geo])
+    """Regions AWS may route a profile's request to, by the product's sourced table
+    (``resources.INFERENCE_PROFILES``), with the source region itself. Where AWS publishes
+    no list, the geography's regions stand in (the grant must allow any of them); a
+    ``global.`` profile routes to any commercial region, which IAM names with an empty
+    region field."""
+    profile = r.INFERENCE_PROFILES[model_id]
+    destinations: list[str] = [source_region]
+    for region in profile.destinations:
+        if region == r.ANY_REGION:
+            destinations.extend(r.GEO_SOURCE_REGIONS.get(profile.geography, ()))
+        else:
+            destinations.append(region)
+    return tuple(dict.fromkeys(destinations))
 
 
 def _s3vectors(operation: str, params: dict[str, Any], region: str) -> list[IamRequest]:
