@@ -42,7 +42,8 @@ Fault injection (thread-safe, changeable while running)
     ``fail_next(n, code)`` (scripted errors), ``latency_seconds`` (for benchmarks),
     ``refuse_image(data)`` (a ValidationException for every request carrying those
     image bytes, as a model refuses an image it cannot read; a multi-image request
-    is refused whole).
+    is refused whole), ``cohere_image_url_shapes`` (which shapes of a Cohere fused
+    input's ``image_url`` are taken: "string", "object" or both).
     Counters: ``calls``, ``successes``, ``status_counts``, ``log`` (model id, has text,
     has image, dimension, status per call; never content).
 
@@ -333,6 +334,7 @@ class FakeBedrock:
         self._scripted: list[BedrockError] = []
         self._refused: set[str] = set()
         self._throttled_models: set[str] = set()
+        self._cohere_image_url_shapes = frozenset({"string"})
         self._calls = 0
         self._successes = 0
         self._status_counts: Counter[int] = Counter()
@@ -369,6 +371,19 @@ class FakeBedrock:
         lambda self, v: self._set("_latency_seconds", float(v)),
         doc="Delay added to every successful call (benchmarks).",
     )
+
+    @property
+    def cohere_image_url_shapes(self) -> frozenset[str]:
+        """Which shapes of a Cohere fused input's image_url this fake takes: "string"
+        (a data URI) and/or "object" ({"url": data URI}); the string only by default."""
+        return self._get("_cohere_image_url_shapes")  # type: ignore[no-any-return]
+
+    @cohere_image_url_shapes.setter
+    def cohere_image_url_shapes(self, shapes: Sequence[str]) -> None:
+        chosen = frozenset(shapes)
+        if not chosen or not chosen <= bedrock_cohere.IMAGE_URL_SHAPES:
+            raise ValueError(f"shapes must be some of {sorted(bedrock_cohere.IMAGE_URL_SHAPES)}")
+        self._set("_cohere_image_url_shapes", chosen)
 
     def fail_next(
         self,
@@ -434,6 +449,7 @@ class FakeBedrock:
             self._scripted.clear()
             self._refused.clear()
             self._throttled_models.clear()
+            self._cohere_image_url_shapes = frozenset({"string"})
             self._throttle_rate = self._timeout_rate = 0.0
 
     # Lifecycle.
@@ -563,8 +579,11 @@ class FakeBedrock:
             _check_content_types(headers)
             if document is _NOT_JSON:
                 raise _malformed("request body is not valid JSON")
-            if protocol is not None:
-                parsed: Request = protocol.parse(document)
+            if protocol is bedrock_cohere:
+                shapes = self.cohere_image_url_shapes
+                parsed: Request = bedrock_cohere.parse(document, image_url_shapes=shapes)
+            elif protocol is not None:
+                parsed = protocol.parse(document)
                 images = [item.image for item in parsed.items]
             else:
                 request = _titan_request(document)

@@ -286,7 +286,7 @@ def test_each_adapter_states_its_own_limits() -> None:
     [
         ("ThrottlingException", 429, TransientEmbeddingError),
         ("ServiceUnavailableException", 503, TransientEmbeddingError),
-        ("ValidationException", 400, InvalidEmbeddingInput),
+        ("ValidationException", 400, EmbedderConfigurationError),  # "no": not about the input
         ("AccessDeniedException", 403, EmbedderConfigurationError),
     ],
 )
