@@ -579,11 +579,12 @@ class FakeBedrock:
             _check_content_types(headers)
             if document is _NOT_JSON:
                 raise _malformed("request body is not valid JSON")
-            if protocol is bedrock_cohere:
-                shapes = self.cohere_image_url_shapes
-                parsed: Request = bedrock_cohere.parse(document, image_url_shapes=shapes)
-            elif protocol is not None:
-                parsed = protocol.parse(document)
+            if protocol is not None:
+                if protocol is bedrock_cohere:
+                    shapes = self.cohere_image_url_shapes
+                    parsed: Request = bedrock_cohere.parse(document, image_url_shapes=shapes)
+                else:
+                    parsed = protocol.parse(document)
                 images = [item.image for item in parsed.items]
             else:
                 request = _titan_request(document)
