@@ -376,7 +376,8 @@ class FakeBedrock:
     def cohere_image_url_shapes(self) -> frozenset[str]:
         """Which shapes of a Cohere fused input's image_url this fake takes: "string"
         (a data URI) and/or "object" ({"url": data URI}); the string only by default."""
-        return self._get("_cohere_image_url_shapes")  # type: ignore[no-any-return]
+        shapes: frozenset[str] = self._get("_cohere_image_url_shapes")
+        return shapes
 
     @cohere_image_url_shapes.setter
     def cohere_image_url_shapes(self, shapes: Sequence[str]) -> None:
