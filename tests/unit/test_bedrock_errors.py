@@ -4,9 +4,11 @@ A table of the Bedrock error messages each model is documented or has been seen 
 through the real adapters (a real bedrock-runtime client behind botocore's Stubber):
 which ones reject the image (``InvalidEmbeddingInput``: the record ends ``rejected``,
 final) and which ones are the operator's (``EmbedderConfigurationError``: ``failed``,
-retried, DLQ + alarm). Sources: "doc" the model's Bedrock page, "ref" the project's API
-facts (shared/reference), "issue" issue 16, "schema" the JSON-schema wording Bedrock uses
-for a request that does not fit a model (the fake Bedrock sends the same).
+retried, DLQ + alarm). Sources: "ref" the project's API facts (shared/reference: seen in
+practice), "issue" the messages issue 16 lists, "schema" the JSON-schema wording Bedrock uses
+for a request that does not fit a model, "fake" the wording of the fake Bedrock (fakes/),
+modelled on the docs but not checked against the live model (no account is reachable here);
+"-" a message nobody has seen, for the default.
 """
 
 from __future__ import annotations
@@ -89,11 +91,11 @@ COMMON = [
 ]
 PER_MODEL = [
     (TITAN_MODEL_ID, "ref", "Image exceeds max pixels allowed.", INPUT, ""),
-    (TITAN_MODEL_ID, "doc", "Unable to process provided image.", INPUT, ""),
-    (TITAN_MODEL_ID, "doc", "Unsupported image format. Supported formats: PNG, JPEG.", INPUT, ""),
+    (TITAN_MODEL_ID, "fake", "Unable to process provided image.", INPUT, ""),
+    (TITAN_MODEL_ID, "fake", "Unsupported image format. Supported formats: PNG, JPEG.", INPUT, ""),
     (
         TITAN_MODEL_ID,
-        "doc",
+        "fake",
         "Too many input tokens. Max input tokens: 128, request input token count: 135",
         INPUT,
         "",
@@ -114,7 +116,7 @@ PER_MODEL = [
         OPERATOR,
         "output dimension",
     ),
-    (NOVA_MODEL_ID, "doc", "Unable to process the provided image.", INPUT, ""),
+    (NOVA_MODEL_ID, "fake", "Unable to process the provided image.", INPUT, ""),
     (
         NOVA_MODEL_ID,
         "schema",
@@ -133,12 +135,12 @@ PER_MODEL = [
     ),
     (
         COHERE_MODEL_ID,
-        "doc",
+        "fake",
         "Image size 6000000 bytes exceeds the maximum of 5242880 bytes.",
         INPUT,
         "",
     ),
-    (COHERE_MODEL_ID, "doc", "too many tokens: 140000", INPUT, ""),
+    (COHERE_MODEL_ID, "fake", "too many tokens: 140000", INPUT, ""),
     (
         COHERE_MODEL_ID,
         "schema",
