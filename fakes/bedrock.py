@@ -332,7 +332,7 @@ class FakeBedrock:
         self._timeout_seconds = timeout_seconds
         self._latency_seconds = latency_seconds
         self._scripted: list[BedrockError] = []
-        self._refused: set[str] = set()
+        self._refused: set[tuple[str, str | None]] = set()  # (sha256, model or None: any)
         self._throttled_models: set[str] = set()
         self._cohere_image_url_shapes = frozenset({"string"})
         self._calls = 0
@@ -399,10 +399,11 @@ class FakeBedrock:
         with self._lock:
             self._scripted.extend([error] * n)
 
-    def refuse_image(self, data: bytes) -> None:
-        """Answer ValidationException to every request that carries these image bytes."""
+    def refuse_image(self, data: bytes, model_id: str | None = None) -> None:
+        """Answer ValidationException to every request that carries these image bytes
+        (to ``model_id``'s requests only, when given: one model of a switch refusing)."""
         with self._lock:
-            self._refused.add(hashlib.sha256(data).hexdigest())
+            self._refused.add((hashlib.sha256(data).hexdigest(), model_id))
 
     def throttle_model(self, model_id: str, throttled: bool = True) -> None:
         """Answer ThrottlingException to every call of this model (one model of a
@@ -413,9 +414,9 @@ class FakeBedrock:
             else:
                 self._throttled_models.discard(model_id)
 
-    def _refuses(self, images: Sequence[bytes | None]) -> bool:
+    def _refuses(self, images: Sequence[bytes | None], model_id: str) -> bool:
         with self._lock:
-            refused = set(self._refused)
+            refused = {digest for digest, model in self._refused if model in (None, model_id)}
         return any(i is not None and hashlib.sha256(i).hexdigest() in refused for i in images)
 
     @property
@@ -590,7 +591,7 @@ class FakeBedrock:
             else:
                 request = _titan_request(document)
                 images = [request.image]
-            if self._refuses(images):
+            if self._refuses(images, model_id):
                 refusal = BedrockError(
                     "ValidationException", "Unable to process the provided image."
                 )

@@ -488,6 +488,15 @@ class IngestService:
         refused = isinstance(result, InvalidEmbeddingInput)  # rejected as ever
         try:
             previous = self._previous_vector(item) if self._switching and not refused else None
+        except InvalidEmbeddingInput as refusal:
+            # The serving model refuses what the new one takes: the record holds the new
+            # model's vector alone and is found once search changes over (decision 33).
+            logger.warning(
+                "the serving model refused %s (%s): indexed for the new model only",
+                record.key,
+                refusal,
+            )
+            previous = None
         except (EmbedderConfigurationError, TransientEmbeddingError) as error:
             # The serving model failed: visible as failed while the queue retries.
             self._record_failure(record, token, error.reason, note)
