@@ -42,7 +42,8 @@ Fault injection (thread-safe, changeable while running)
     ``fail_next(n, code)`` (scripted errors), ``latency_seconds`` (for benchmarks),
     ``refuse_image(data)`` (a ValidationException for every request carrying those
     image bytes, as a model refuses an image it cannot read; a multi-image request
-    is refused whole).
+    is refused whole), ``cohere_image_url_shapes`` (which shapes of a Cohere fused
+    input's ``image_url`` are taken: "string", "object" or both).
     Counters: ``calls``, ``successes``, ``status_counts``, ``log`` (model id, has text,
     has image, dimension, status per call; never content).
 
@@ -331,8 +332,9 @@ class FakeBedrock:
         self._timeout_seconds = timeout_seconds
         self._latency_seconds = latency_seconds
         self._scripted: list[BedrockError] = []
-        self._refused: set[str] = set()
+        self._refused: set[tuple[str, str | None]] = set()  # (sha256, model or None: any)
         self._throttled_models: set[str] = set()
+        self._cohere_image_url_shapes = frozenset({"string"})
         self._calls = 0
         self._successes = 0
         self._status_counts: Counter[int] = Counter()
@@ -370,6 +372,20 @@ class FakeBedrock:
         doc="Delay added to every successful call (benchmarks).",
     )
 
+    @property
+    def cohere_image_url_shapes(self) -> frozenset[str]:
+        """Which shapes of a Cohere fused input's image_url this fake takes: "string"
+        (a data URI) and/or "object" ({"url": data URI}); the string only by default."""
+        shapes: frozenset[str] = self._get("_cohere_image_url_shapes")
+        return shapes
+
+    @cohere_image_url_shapes.setter
+    def cohere_image_url_shapes(self, shapes: Sequence[str]) -> None:
+        chosen = frozenset(shapes)
+        if not chosen or not chosen <= bedrock_cohere.IMAGE_URL_SHAPES:
+            raise ValueError(f"shapes must be some of {sorted(bedrock_cohere.IMAGE_URL_SHAPES)}")
+        self._set("_cohere_image_url_shapes", chosen)
+
     def fail_next(
         self,
         n: int = 1,
@@ -383,10 +399,11 @@ class FakeBedrock:
         with self._lock:
             self._scripted.extend([error] * n)
 
-    def refuse_image(self, data: bytes) -> None:
-        """Answer ValidationException to every request that carries these image bytes."""
+    def refuse_image(self, data: bytes, model_id: str | None = None) -> None:
+        """Answer ValidationException to every request that carries these image bytes
+        (to ``model_id``'s requests only, when given: one model of a switch refusing)."""
         with self._lock:
-            self._refused.add(hashlib.sha256(data).hexdigest())
+            self._refused.add((hashlib.sha256(data).hexdigest(), model_id))
 
     def throttle_model(self, model_id: str, throttled: bool = True) -> None:
         """Answer ThrottlingException to every call of this model (one model of a
@@ -397,9 +414,9 @@ class FakeBedrock:
             else:
                 self._throttled_models.discard(model_id)
 
-    def _refuses(self, images: Sequence[bytes | None]) -> bool:
+    def _refuses(self, images: Sequence[bytes | None], model_id: str) -> bool:
         with self._lock:
-            refused = set(self._refused)
+            refused = {digest for digest, model in self._refused if model in (None, model_id)}
         return any(i is not None and hashlib.sha256(i).hexdigest() in refused for i in images)
 
     @property
@@ -434,6 +451,7 @@ class FakeBedrock:
             self._scripted.clear()
             self._refused.clear()
             self._throttled_models.clear()
+            self._cohere_image_url_shapes = frozenset({"string"})
             self._throttle_rate = self._timeout_rate = 0.0
 
     # Lifecycle.
@@ -564,12 +582,16 @@ class FakeBedrock:
             if document is _NOT_JSON:
                 raise _malformed("request body is not valid JSON")
             if protocol is not None:
-                parsed: Request = protocol.parse(document)
+                if protocol is bedrock_cohere:
+                    shapes = self.cohere_image_url_shapes
+                    parsed: Request = bedrock_cohere.parse(document, image_url_shapes=shapes)
+                else:
+                    parsed = protocol.parse(document)
                 images = [item.image for item in parsed.items]
             else:
                 request = _titan_request(document)
                 images = [request.image]
-            if self._refuses(images):
+            if self._refuses(images, model_id):
                 refusal = BedrockError(
                     "ValidationException", "Unable to process the provided image."
                 )

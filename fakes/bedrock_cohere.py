@@ -7,7 +7,11 @@ Validates like the "Cohere Embed v4" page of the Bedrock user guide: ``input_typ
 answers float only), ``output_dimension`` (256/512/1024/1536, default 1536),
 ``max_tokens``, ``truncate`` (NONE/LEFT/RIGHT). Images are ``data:image/png|jpeg;
 base64,...`` URIs whose type matches the bytes, at most 5 MiB decoded; ``inputs``
-items are ``{"content": [{"type": "text", "text"} | {"type": "image_url", "image_url"}]}``.
+items are ``{"content": [{"type": "text", "text"} | {"type": "image_url", "image_url"}]}``,
+the ``image_url`` a data URI string (the English Bedrock page) or ``{"url": <data URI>}``
+(other revisions, Cohere's own API): ``image_url_shapes`` says which this fake takes
+(``FakeBedrock.cohere_image_url_shapes``; the string only by default), and the other is
+refused as a schema violation.
 Answer: ``{"id", "embeddings": {"float": [[...], ...]}, "response_type":
 "embeddings_by_type", "texts": [...]}``, one embedding per input, in order; a fused
 input embeds as the average of its text and image parts.
@@ -51,10 +55,11 @@ _KEYS = frozenset(
         "truncate",
     }
 )
+IMAGE_URL_SHAPES = frozenset({"string", "object"})
 _DATA_URI = re.compile(r"^data:image/(?P<type>[a-z]+);base64,(?P<data>.*)$", re.DOTALL)
 
 
-def parse(document: Any) -> Request:
+def parse(document: Any, *, image_url_shapes: frozenset[str] = frozenset({"string"})) -> Request:
     if not isinstance(document, dict):
         raise malformed("#: expected type: JSONObject")
     extra = sorted(set(document) - _KEYS)
@@ -97,7 +102,7 @@ def parse(document: Any) -> Request:
             formats.append(fmt)
             pixels.append(count)
         else:
-            item, fmt_, count_ = _fused(value, where)
+            item, fmt_, count_ = _fused(value, where, image_url_shapes)
             items.append(item)
             if fmt_ is not None and count_ is not None:
                 formats.append(fmt_)
@@ -137,7 +142,9 @@ def _image(value: Any, where: str) -> tuple[bytes, str, int]:
     return data, fmt, pixels
 
 
-def _fused(value: Any, where: str) -> tuple[Item, str | None, int | None]:
+def _fused(
+    value: Any, where: str, image_url_shapes: frozenset[str]
+) -> tuple[Item, str | None, int | None]:
     if not isinstance(value, dict) or set(value) != {"content"}:
         raise malformed(f"{where}: expected {{'content': [...]}}")
     parts = value["content"]
@@ -155,11 +162,23 @@ def _fused(value: Any, where: str) -> tuple[Item, str | None, int | None]:
         elif kind == "image_url" and set(part) == {"type", "image_url"}:
             if image is not None:
                 raise invalid(f"{at}: this fake embeds one image per input")
-            image, fmt, pixels = _image(part["image_url"], at)
+            image, fmt, pixels = _image(_image_url(part["image_url"], at, image_url_shapes), at)
         else:
             raise malformed(f"{at}: expected a text or image_url part")
     text = " ".join(texts) if texts else None
     return Item(text=text, image=image), fmt, pixels
+
+
+def _image_url(value: Any, where: str, shapes: frozenset[str]) -> Any:
+    """The data URI of an image_url part sent in a shape this fake takes."""
+    if isinstance(value, dict) and "object" in shapes:
+        if set(value) != {"url"}:
+            raise malformed(f"{where}/image_url: expected {{'url': String}}")
+        return value["url"]
+    if isinstance(value, str) and "string" in shapes:
+        return value
+    wanted = "String" if "string" in shapes else "JSONObject"
+    raise malformed(f"{where}/image_url: expected type: {wanted}")
 
 
 def respond(request: Request) -> dict[str, Any]:

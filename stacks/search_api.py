@@ -220,6 +220,8 @@ class SearchApi(Construct):
                     ),
                 ),
                 **embedded_environment(config),
+                # Nova 2 picks its query purpose by what the index holds (decision 33).
+                r.ENV_CAPTION_MODE: config.caption_mode,
             },
         )
         self.function = self.handler.function

@@ -7,6 +7,7 @@ to ``{"message": ...}`` in one exception handler (``handlers/api.py``)."""
 from __future__ import annotations
 
 import logging
+import re
 
 from imagesearch.resources import METRIC_CONFIGURATION_ERRORS
 
@@ -128,8 +129,33 @@ class ImageRejected(ImageSearchError):
 # --- the embedding model ------------------------------------------------------------
 
 
+# What must never reach a record's reason (shown by the API and the CLI): ARNs (they
+# name the account, roles and functions) and bare 12-digit account ids.
+_ARN = re.compile(r"\barn:aws[a-z-]*:[^\s,;\"'()]*")
+_ACCOUNT_ID = re.compile(r"(?<![\d.])\d{12}(?![\d.])")
+
+
+def redact(text: str) -> str:
+    """``text`` without ARNs and account ids (they stay in the logs only)."""
+    return _ACCOUNT_ID.sub("[account]", _ARN.sub("[ARN]", text))
+
+
 class EmbeddingError(ImageSearchError):
-    """Base class of embedding model failures."""
+    """Base class of embedding model failures.
+
+    ``str(error)`` is the full detail for the logs (the model's message, IAM hints with
+    ARNs); ``reason`` is what a record may show: given explicitly, or the detail with
+    ARNs and account ids taken out. ``code`` is Bedrock's error code, when it sent one.
+    """
+
+    def __init__(self, message: str, *, reason: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self._reason = reason
+        self.code = code
+
+    @property
+    def reason(self) -> str:
+        return redact(self._reason if self._reason is not None else str(self))
 
 
 class TransientEmbeddingError(EmbeddingError):
@@ -138,8 +164,15 @@ class TransientEmbeddingError(EmbeddingError):
     retry_after = RETRY_AFTER_SECONDS
     log_level = logging.WARNING
 
-    def __init__(self, message: str, *, throttled: bool = False) -> None:
-        super().__init__(message)
+    def __init__(
+        self,
+        message: str,
+        *,
+        throttled: bool = False,
+        reason: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message, reason=reason, code=code)
         self.throttled = throttled
         self.status = 429 if throttled else 503
         self.metric = "ThrottledSearches" if throttled else None
@@ -161,7 +194,7 @@ class InvalidEmbeddingInput(EmbeddingError):
 
     @property
     def public_message(self) -> str:
-        return f"the model refused the input: {self}"
+        return f"the model refused the input: {self.reason}"
 
 
 class EmbedderConfigurationError(EmbeddingError):

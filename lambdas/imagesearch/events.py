@@ -91,7 +91,8 @@ def make_backfill_message(
 
     Shaped like a real S3 notification so the one ingest path handles it; the
     ``imagesearch`` marker tells ingest it carries no S3 sequencer of its own and
-    whether to re-embed records made with another model or dimension (``force``).
+    whether to re-embed records made with another model or dimension and to ask the model
+    again about images it refused (``force``).
     """
     now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     record = {

@@ -342,8 +342,13 @@ class IngestService:
                 stored = self._catalog.get(image_id, with_vector=True)
                 if stored is not None and stored.revision == existing.revision:
                     keep = stored.vector_for(self._previous.model_id, self._previous.dimension)
-            # Rejected by our own checks (no model involved): unchanged whatever the model.
-            if same_model or (existing.status == STATUS_REJECTED and existing.model_id is None):
+            # backfill --force asks the model again about an image it refused (decision 33);
+            # a rejection by our own checks (no model involved) stays unchanged.
+            retry_refusal = (
+                event.force and existing.status == STATUS_REJECTED and existing.model_id is not None
+            )
+            own_rejection = existing.status == STATUS_REJECTED and existing.model_id is None
+            if not retry_refusal and (same_model or own_rejection):
                 # A retried message may find the record written but not what follows it.
                 note(image_id)
                 self._ensure_thumbnail(existing, obj)
@@ -483,9 +488,18 @@ class IngestService:
         refused = isinstance(result, InvalidEmbeddingInput)  # rejected as ever
         try:
             previous = self._previous_vector(item) if self._switching and not refused else None
+        except InvalidEmbeddingInput as refusal:
+            # The serving model refuses what the new one takes: the record holds the new
+            # model's vector alone and is found once search changes over (decision 33).
+            logger.warning(
+                "the serving model refused %s (%s): indexed for the new model only",
+                record.key,
+                refusal,
+            )
+            previous = None
         except (EmbedderConfigurationError, TransientEmbeddingError) as error:
             # The serving model failed: visible as failed while the queue retries.
-            self._record_failure(record, token, str(error), note)
+            self._record_failure(record, token, error.reason, note)
             raise
         if isinstance(result, Exception) and not refused and previous is not None:
             # The new model failed during a switch: the image stays (or becomes)
@@ -495,10 +509,12 @@ class IngestService:
                 self._write_previous_only(item, previous, note)
             raise result
         if isinstance(result, InvalidEmbeddingInput):
-            return self._reject(record, token, f"the model refused the image: {result}", note)
+            return self._reject(
+                record, token, f"the model refused the image: {result.reason}", note
+            )
         if isinstance(result, EmbedderConfigurationError | TransientEmbeddingError):
             # Visible as failed with the cause while the queue retries; then raised.
-            self._record_failure(record, token, str(result), note)
+            self._record_failure(record, token, result.reason, note)
             raise result
         if isinstance(result, Exception):
             raise result

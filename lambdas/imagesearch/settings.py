@@ -38,6 +38,9 @@ class CommonSettings(BaseModel):
     # Size cap on uploads: presigned PUTs sign it, ingest rejects larger objects unread.
     max_upload_bytes: int = Field(default=50 * 1024 * 1024, gt=0)
     clip_model: str | None = None
+    # joint: captions are embedded with their images (ingest), so the index holds text as
+    # well as image embeddings (search: Nova 2's query purpose follows, decision 33).
+    caption_mode: Literal["none", "joint"] = "none"
     # s3vectors only; the index defaults to the one named after model and dimension.
     vector_bucket: str | None = None
     vector_index: str | None = None
@@ -68,7 +71,7 @@ class CommonSettings(BaseModel):
 
 
 class IngestSettings(CommonSettings):
-    caption_mode: Literal["none", "joint"] = "none"
+    pass
 
 
 class SearchSettings(CommonSettings):

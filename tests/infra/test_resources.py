@@ -268,6 +268,7 @@ def _expected_environment(app: Synthesized, kind: str) -> dict[str, Any]:
         }
     return {
         **common,
+        r.ENV_CAPTION_MODE: config.caption_mode,
         "POWERTOOLS_SERVICE_NAME": "imagesearch-api",
         r.ENV_SNAPSHOT_PREFIX: r.SNAPSHOT_PREFIX,
         r.ENV_EMBEDDED_MAX_IMAGES: str(config.embedded_max_images),
@@ -339,6 +340,8 @@ def test_cli_context_reaches_the_functions(cli_app: Synthesized) -> None:
     assert variables[r.ENV_EMBEDDING_DIMENSION] == "384"
     assert variables[r.ENV_CAPTION_MODE] == "joint"
     assert variables[r.ENV_UPLOAD_PREFIX] == "drop/photos/"
+    search = resource_of(cli_app, cli_app.stack.search.function)["Properties"]
+    assert search["Environment"]["Variables"][r.ENV_CAPTION_MODE] == "joint"
 
 
 def test_both_functions_share_one_asset(default_app: Synthesized) -> None:

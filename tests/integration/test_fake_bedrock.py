@@ -189,14 +189,16 @@ def test_text_at_the_token_limit_is_accepted(fake_bedrock: FakeBedrock) -> None:
     assert titan(256).embed(text=text).shape == (256,)
 
 
-def test_dimension_the_model_lacks_is_invalid_input(
+def test_dimension_the_model_lacks_is_a_configuration_error(
     fake_bedrock: FakeBedrock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given our model table wrongly claims 512 (so the adapter lets it through)
     spec = replace(MODELS[MODEL], dimensions=(256, 384, 512, 1024))
     monkeypatch.setitem(MODELS, MODEL, spec)
-    with pytest.raises(InvalidEmbeddingInput, match="outputEmbeddingLength: 512"):
+    # Then no image is at fault: an operator must fix the deployment
+    with pytest.raises(EmbedderConfigurationError, match="outputEmbeddingLength: 512") as caught:
         titan(512).embed(text="red")
+    assert "output dimension" in str(caught.value)
 
 
 def test_model_missing_in_region_is_a_configuration_error(
@@ -266,7 +268,8 @@ def test_access_denied_is_a_configuration_error(fake_bedrock: FakeBedrock) -> No
         ("ModelErrorException", TransientEmbeddingError, False),
         ("ModelNotReadyException", TransientEmbeddingError, True),
         ("ServiceQuotaExceededException", TransientEmbeddingError, True),
-        ("ValidationException", InvalidEmbeddingInput, None),
+        # a message not clearly about the input is never taken as a refusal
+        ("ValidationException", EmbedderConfigurationError, None),
         ("ResourceNotFoundException", EmbedderConfigurationError, None),
         ("UnrecognizedClientException", EmbedderConfigurationError, None),
     ],

@@ -372,3 +372,29 @@ def test_during_a_switch_a_failing_serving_model_shows_failed_and_a_refusal_reje
     record = aws.record(bad)
     assert record is not None and record.status == r.STATUS_REJECTED
     assert "refused" in (record.reason or "")
+
+
+def test_during_a_switch_an_image_only_the_serving_model_refuses_is_indexed_for_the_new_one(
+    aws: Any,
+    fake_bedrock: FakeBedrock,
+    new_switch: Callable[[str], Switch],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fail_fast(monkeypatch)
+    switch = new_switch("dynamodb")
+    switch.deploy(NOVA, previous=TITAN)
+    switch.maintain()  # switching
+    # Given an image Titan (serving) refuses and Nova (the target) takes
+    data = png((120, 40, 160))
+    fake_bedrock.refuse_image(data, model_id=TITAN)
+    key = aws.upload("only-nova.png", data)
+    # When it is ingested
+    stats = switch.ingest()
+    # Then it is indexed with Nova's vector alone (found once search changes over), not
+    # retried into the dead-letter queue because of the model being replaced
+    assert stats.failures == 0
+    record = aws.record(key)
+    assert record is not None and record.status == r.STATUS_INDEXED
+    assert record.vector_for(NOVA, DIM) is not None
+    assert record.vector_for(TITAN, DIM) is None
+    assert aws.queue_depth(aws.dlq_url) == 0

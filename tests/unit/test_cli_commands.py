@@ -417,7 +417,8 @@ def test_backfill_enqueues_every_object_in_batches_of_ten() -> None:
     }
     assert out.getvalue() == (
         "enqueued 23 objects under s3://local-images/uploads/"
-        " (--force: records of another model or dimension are re-embedded)\n"
+        " (--force: records of another model or dimension are re-embedded, and images the"
+        " model refused are asked again)\n"
     )
 
 

@@ -63,6 +63,14 @@ def test_an_empty_request_refused_by_the_model_means_all_is_well() -> None:
             "set AWS_PROFILE",
         ),
         ("ResourceNotFoundException", "Model not found", "model access", "request access"),
+        (
+            "ValidationException",
+            "Invocation of model ID amazon.titan-embed-image-v1 with on-demand throughput isn't "
+            "supported. Retry your request with the ID or ARN of an inference profile that "
+            "contains this model.",
+            "model configuration",
+            "inference profile",
+        ),
     ],
 )
 def test_each_broken_configuration_says_what_and_how_to_fix_it(

@@ -22,6 +22,7 @@ from imagesearch.embedders import (
     EmbedInput,
     NovaMultimodalEmbedder,
     build_embedder,
+    build_embedder_for,
     embed_images,
     limits_of,
     unit_vector,
@@ -33,6 +34,7 @@ from imagesearch.errors import (
     TransientEmbeddingError,
 )
 from imagesearch.resources import COHERE_MODEL_ID, NOVA_MODEL_ID, TITAN_MODEL_ID
+from imagesearch.settings import CommonSettings
 
 
 def image(fmt: str = "PNG", color: tuple[int, int, int] = (200, 10, 10)) -> bytes:
@@ -115,6 +117,32 @@ def test_nova_text_query_uses_image_retrieval_and_truncates_at_the_end(bedrock: 
     params = bedrock.bodies()[0]["singleEmbeddingParams"]
     assert params["embeddingPurpose"] == "IMAGE_RETRIEVAL"
     assert params["text"] == {"truncationMode": "END", "value": "red shoe"}
+
+
+@pytest.mark.parametrize(
+    ("caption_mode", "purpose"), [("none", "IMAGE_RETRIEVAL"), ("joint", "GENERIC_RETRIEVAL")]
+)
+def test_nova_queries_an_index_of_captioned_images_with_generic_retrieval(
+    bedrock: Stubbed, caption_mode: str, purpose: str
+) -> None:
+    # The Nova docs pick a query's purpose by what the index holds: image embeddings only,
+    # or (joint captions) text + image embeddings too; stored images are GENERIC_INDEX alike.
+    settings = CommonSettings(
+        bucket="bkt", table="tbl", model_id=NOVA_MODEL_ID, dimension=384, caption_mode=caption_mode
+    )
+    embedder = build_embedder_for(settings, client=bedrock.client)
+    for _ in range(3):
+        bedrock.stubber.add_response("invoke_model", nova_reply(axis(384, 0), "TEXT"))
+    embedder.embed(text="red shoe", purpose="query")
+    embedder.embed(image=image(), purpose="query")
+    embedder.embed(text="red shoe", purpose="document")
+    purposes = [body["singleEmbeddingParams"]["embeddingPurpose"] for body in bedrock.bodies()]
+    assert purposes == [purpose, purpose, "GENERIC_INDEX"]
+
+
+def test_nova_refuses_a_query_purpose_it_does_not_know() -> None:
+    with pytest.raises(ValueError, match="query_purpose"):
+        NovaMultimodalEmbedder(dimension=384, query_purpose="TEXT_RETRIEVAL")
 
 
 def test_nova_text_and_image_is_two_calls_averaged(bedrock: Stubbed) -> None:
@@ -286,7 +314,7 @@ def test_each_adapter_states_its_own_limits() -> None:
     [
         ("ThrottlingException", 429, TransientEmbeddingError),
         ("ServiceUnavailableException", 503, TransientEmbeddingError),
-        ("ValidationException", 400, InvalidEmbeddingInput),
+        ("ValidationException", 400, EmbedderConfigurationError),  # "no": not about the input
         ("AccessDeniedException", 403, EmbedderConfigurationError),
     ],
 )

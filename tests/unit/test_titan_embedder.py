@@ -209,7 +209,9 @@ CLASSIFICATION = [
     ("ServiceUnavailableException", 503, TransientEmbeddingError, False),
     ("ModelErrorException", 424, TransientEmbeddingError, False),
     ("SomethingNewException", 502, TransientEmbeddingError, False),
-    ("ValidationException", 400, InvalidEmbeddingInput, None),
+    # A ValidationException whose message is not clearly about the input: never a
+    # rejection (tests/unit/test_bedrock_errors.py has the messages that are).
+    ("ValidationException", 400, EmbedderConfigurationError, None),
     ("AccessDeniedException", 403, EmbedderConfigurationError, None),
     ("ResourceNotFoundException", 404, EmbedderConfigurationError, None),
     ("UnrecognizedClientException", 403, EmbedderConfigurationError, None),

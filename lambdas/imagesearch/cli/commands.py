@@ -576,7 +576,12 @@ def cmd_backfill(args: Any, ctx: Context, out: TextIO, err: TextIO) -> int:
     if sent == 0 and not failed:
         out.write(f"no objects under {where}: nothing to backfill\n")
         return 0
-    mode = " (--force: records of another model or dimension are re-embedded)" if args.force else ""
+    mode = (
+        " (--force: records of another model or dimension are re-embedded, and images the"
+        " model refused are asked again)"
+        if args.force
+        else ""
+    )
     out.write(f"enqueued {sent} object{'s' if sent != 1 else ''} under {where}{mode}\n")
     if failed:
         raise CliError(f"{len(failed)} object(s) could not be enqueued")

@@ -219,7 +219,8 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
     backfill.add_argument(
         "--force",
         action="store_true",
-        help="re-embed records made with another model or dimension (after a model change)",
+        help="re-embed records made with another model or dimension (after a model change),"
+        " and ask the model again about images it refused",
     )
 
     command("status", "counts, queue depths, the latest rejections and failures, dead letters")

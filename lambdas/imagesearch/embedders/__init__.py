@@ -17,7 +17,7 @@ from imagesearch.embedders.base import (
 )
 from imagesearch.embedders.bedrock import BedrockEmbedder
 from imagesearch.embedders.cohere import CohereEmbedV4Embedder
-from imagesearch.embedders.nova import NovaMultimodalEmbedder
+from imagesearch.embedders.nova import NovaMultimodalEmbedder, mixed_query_purpose
 from imagesearch.embedders.titan import TitanMultimodalEmbedder
 from imagesearch.resources import CLIP_MODEL_ID, SUPPORTED_MODELS, model_kind
 from imagesearch.settings import CommonSettings
@@ -57,14 +57,16 @@ def build_embedder(
     max_attempts: int = 4,
     retry_mode: str = "adaptive",
     clip_model: str | None = None,
+    joint_captions: bool = False,
 ) -> Embedder:
     """The embedder for ``model_id`` producing ``dimension``-long vectors.
 
     Bedrock model ids and their inference profile ids get the adapter of their kind
     (Titan, Nova 2, Cohere v4; ``client``, timeouts and attempts apply to it);
     ``resources.CLIP_MODEL_ID`` gets the local CLIP embedder (an optional extra,
-    imported only when asked for). Raises ValueError for unknown ids and unsupported
-    dimensions.
+    imported only when asked for). ``joint_captions``: stored images were embedded with
+    their captions (Nova 2 then queries with ``GENERIC_RETRIEVAL``). Raises ValueError
+    for unknown ids and unsupported dimensions.
     """
     if model_id == CLIP_MODEL_ID:
         # Imported lazily: CLIP pulls in torch, which the Lambda asset never ships.
@@ -78,8 +80,12 @@ def build_embedder(
             )
         return embedder
 
-    adapter = ADAPTERS.get(model_kind(model_id) or "")
+    kind = model_kind(model_id) or ""
+    adapter = ADAPTERS.get(kind)
     if adapter is not None:
+        options: dict[str, Any] = {}
+        if kind == "nova":
+            options["query_purpose"] = mixed_query_purpose(joint_captions)
         return adapter(
             model_id,
             dimension,
@@ -88,6 +94,7 @@ def build_embedder(
             read_timeout=read_timeout,
             max_attempts=max_attempts,
             retry_mode=retry_mode,
+            **options,
         )
     known = sorted([*SUPPORTED_MODELS, CLIP_MODEL_ID])
     raise ValueError(f"unknown embedding model {model_id!r}; known models: {known}")
@@ -104,4 +111,5 @@ def build_embedder_for(settings: CommonSettings, *, client: Any | None = None) -
         max_attempts=settings.bedrock_max_attempts,
         retry_mode=settings.bedrock_retry_mode,
         clip_model=settings.clip_model,
+        joint_captions=settings.caption_mode == "joint",
     )

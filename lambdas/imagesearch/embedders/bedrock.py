@@ -8,11 +8,21 @@ model's own message:
 - throttling (ThrottlingException, ModelNotReadyException, ServiceQuotaExceededException)
   -> ``TransientEmbeddingError(throttled=True)``
 - timeouts, 5xx, model errors, connection failures -> ``TransientEmbeddingError``
-- ValidationException -> ``InvalidEmbeddingInput`` (permanent), except Bedrock's
-  "The provided model identifier is invalid." (model not offered in this region),
-  which is a configuration error
-- access, unknown model, rejected or missing credentials, no region
-  -> ``EmbedderConfigurationError`` with what an operator should do
+- ValidationException: by its message (``embedders/bedrock_errors.py``): clearly about
+  this input (image too large, unsupported or unreadable image, text too long, content
+  refused) -> ``InvalidEmbeddingInput`` (ingest: ``rejected``, final); a deployment fault
+  (model id invalid or not offered in the region, "use an inference profile", no access,
+  "Operation not allowed", end of life, unsupported output dimension), a request that
+  does not match the model's schema, and any message not recognised
+  -> ``EmbedderConfigurationError`` (ingest: ``failed``, retried, DLQ + alarm): a
+  rejection is final and silent, so doubt goes to the side that keeps the image
+- access, unknown model, end of life, rejected or missing credentials, no region, any
+  other 4xx -> ``EmbedderConfigurationError`` with what an operator should do
+
+Every error keeps Bedrock's code (``code``) and two texts: ``str(error)``, the full
+detail for the logs (the AccessDenied hint names the ARNs to allow: for an inference
+profile the profile's ARN and the foundation model's), and ``reason``, what a record
+may show: no ARNs, account ids or role names.
 
 The SDK already retries throttling and transient errors (adaptive mode, at most
 ``max_attempts`` calls in all, the first one included); what still fails reaches the
@@ -23,6 +33,7 @@ parsing) and limits. Nothing here logs request content: no text, image bytes or 
 from __future__ import annotations
 
 import json
+import re
 import threading
 from typing import Any
 
@@ -42,13 +53,15 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 from botocore.exceptions import HTTPClientError as BotoHTTPClientError
 
 from imagesearch.embedders.base import ModelLimits, Purpose, Vector, unit_vector
+from imagesearch.embedders.bedrock_errors import Rule, classify_validation, operator_rule
 from imagesearch.errors import (
     EmbedderConfigurationError,
     EmbeddingError,
     InvalidEmbeddingInput,
     TransientEmbeddingError,
+    redact,
 )
-from imagesearch.resources import model_spec
+from imagesearch.resources import model_spec, split_model_id
 
 _THROTTLING_CODES = frozenset(
     {"ThrottlingException", "ModelNotReadyException", "ServiceQuotaExceededException"}
@@ -85,9 +98,6 @@ _CREDENTIAL_ERRORS = (
     SSOError,
     TokenRetrievalError,
 )
-# Bedrock answers an unknown model id, or one not offered in the region, with a
-# ValidationException carrying this text: no input can fix that, an operator must.
-_INVALID_MODEL_MESSAGE = "model identifier is invalid"
 
 
 class BedrockEmbedder:
@@ -240,41 +250,83 @@ class BedrockEmbedder:
 
         if code in _THROTTLING_CODES or status == 429:
             return TransientEmbeddingError(
-                f"Bedrock throttled {model} ({code or status}): {message}", throttled=True
+                f"Bedrock throttled {model} ({code or status}): {message}",
+                throttled=True,
+                code=code,
             )
         if code in _TRANSIENT_CODES or status >= 500 or status == 408:
-            return TransientEmbeddingError(f"Bedrock {model} failed ({code or status}): {message}")
-        if code == "ValidationException" and _INVALID_MODEL_MESSAGE in message.lower():
-            return EmbedderConfigurationError(
-                f"Bedrock does not offer {model} in region {region}: {message} "
-                f"Check the model id and deploy to a region where {model} is available."
+            return TransientEmbeddingError(
+                f"Bedrock {model} failed ({code or status}): {message}", code=code
             )
-        if code == "ValidationException" or status == 413:
-            return InvalidEmbeddingInput(message)
-        if code == "AccessDeniedException":
-            return EmbedderConfigurationError(
-                f"Bedrock denied access to {model} in region {region}: {message} "
-                f"Enable model access for {model} in the Bedrock console in region {region}, "
-                f"and allow bedrock:InvokeModel on "
-                f"arn:aws:bedrock:{region}::foundation-model/{model} for this role."
-            )
-        if code == "ResourceNotFoundException":
-            return EmbedderConfigurationError(
-                f"Bedrock model {model} was not found in region {region}: {message} "
-                f"Check the model id, that {model} is offered in {region} and that model "
-                "access has been granted (use-case details submitted) in the Bedrock console."
-            )
+        if code == "ValidationException":
+            rule = classify_validation(message)
+            if rule.fault == "input":
+                return InvalidEmbeddingInput(message, code=code)
+            return self._operator_error(rule, code, message, region)
+        if status == 413:  # the request body is over Bedrock's limit: this input's size
+            return InvalidEmbeddingInput(message, code=code or "413")
+        named = operator_rule(message)  # end of life, profile needed... under any code
+        if code == "AccessDeniedException" and (named is None or named.name == "access"):
+            return self._access_denied(code, message, region)
         if code in _CREDENTIAL_CODES:
             return EmbedderConfigurationError(
                 f"AWS rejected the credentials used for Bedrock ({code}): {message} "
                 "Refresh or fix the credentials (AWS_PROFILE, environment variables or the "
-                "function's role)."
+                "function's role).",
+                code=code,
+            )
+        if named is not None:
+            return self._operator_error(named, code, message, region)
+        if code == "ResourceNotFoundException":
+            return EmbedderConfigurationError(
+                f"Bedrock model {model} was not found in region {region}: {message} "
+                f"Check the model id, that {model} is offered in {region} and that model "
+                "access has been granted (use-case details submitted) in the Bedrock console.",
+                code=code,
             )
         # Unknown 4xx: neither retrying nor rejecting the image is known to be right, so
         # an operator looks (retried through the queue, then DLQ + alarm).
         return EmbedderConfigurationError(
             f"unexpected Bedrock error for {model} in region {region} "
-            f"({code or 'no code'}, HTTP {status}): {message}"
+            f"({code or 'no code'}, HTTP {status}): {message}",
+            code=code or None,
+        )
+
+    def _operator_error(
+        self, rule: Rule, code: str, message: str, region: str
+    ) -> EmbedderConfigurationError:
+        cause = rule.cause.format(model=self._model_id, region=region)
+        fix = rule.fix.format(model=self._model_id, region=region)
+        said = message if message.endswith((".", "!", "?")) else message + "."
+        return EmbedderConfigurationError(
+            f"{cause} ({code or 'no code'} in region {region}): {said} {fix}".strip(), code=code
+        )
+
+    def _access_denied(self, code: str, message: str, region: str) -> EmbedderConfigurationError:
+        """The record says what to do; the log also names the ARNs to allow (they carry
+        the account id, which records never show)."""
+        model = self._model_id
+        profile, base = split_model_id(model)
+        account = _account_in(message) or "<account>"
+        if profile is None:
+            resources = f"arn:aws:bedrock:{region}::foundation-model/{model}"
+        else:
+            # The profile, and the model in whichever region the profile routes to; a
+            # global profile's model ARN has an empty region field.
+            model_region = "" if profile == "global" else "*"
+            resources = (
+                f"arn:aws:bedrock:{region}:{account}:inference-profile/{model} and "
+                f"arn:aws:bedrock:{model_region}::foundation-model/{base}"
+            )
+        fix = (
+            f"Enable model access for {base} in the Bedrock console in region {region}, "
+            "and allow bedrock:InvokeModel on it for the function's role"
+        )
+        return EmbedderConfigurationError(
+            f"Bedrock denied access to {model} in region {region}: {message} {fix}: {resources}.",
+            reason=f"Bedrock denied access to {model} in region {region}: {redact(message)} "
+            f"{fix} (the ARNs to allow are in the ingest log).",
+            code=code,
         )
 
     def _translate_sdk_error(self, error: BotoCoreError, client: Any) -> EmbeddingError:
@@ -294,6 +346,12 @@ class BedrockEmbedder:
         return EmbedderConfigurationError(
             f"Bedrock client error for {self._model_id} ({type(error).__name__}): {error}"
         )
+
+
+def _account_in(message: str) -> str | None:
+    """The account id of the caller's ARN in an AccessDenied message, if any."""
+    found = re.search(r"arn:aws[a-z-]*:(?:sts|iam)::(\d{12}):", message)
+    return found.group(1) if found else None
 
 
 def _region(client: Any) -> str:

@@ -9,14 +9,25 @@ Stored images use ``search_document``, searches ``search_query``. Images travel 
 (``content`` with a text part and an image part). ``embed_images`` sends up to 96
 stored images per call (and at most ``BATCH_BODY_BYTES`` of request), grouped the way
 single calls would send them, so a batch gives the same vectors in fewer calls.
+
+The image part of a fused input: the English Bedrock page shows ``"image_url": "data:..."``
+(a string), some revisions and Cohere's own API ``"image_url": {"url": "data:..."}``, and
+nobody here can try the real model. So that doubt can never reject captioned images: until
+a fused call has succeeded, a ValidationException on one shape is tried once in the other,
+and the shape that works is kept for the life of the adapter (one per process). If both
+are refused, it is a refusal of the input only when both messages say so (a batch of
+several is then retried one input per call by ingest); otherwise a configuration error
+(``failed``, retried, DLQ + alarm), never ``rejected``.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import logging
+import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from imagesearch.embedders.base import (
     EmbedInput,
@@ -26,8 +37,15 @@ from imagesearch.embedders.base import (
     sniff_image_format,
 )
 from imagesearch.embedders.bedrock import BedrockEmbedder
-from imagesearch.errors import EmbedderConfigurationError, InvalidEmbeddingInput
+from imagesearch.errors import EmbedderConfigurationError, EmbeddingError, InvalidEmbeddingInput
 from imagesearch.resources import COHERE_MODEL_ID
+
+logger = logging.getLogger(__name__)
+
+# How a fused input's image part carries its data URI: "string" ("image_url": "data:...",
+# the English Bedrock page) or "object" ("image_url": {"url": "data:..."}).
+ImageUrlShape = Literal["string", "object"]
+IMAGE_URL_SHAPES: tuple[ImageUrlShape, ...] = ("string", "object")
 
 INPUT_TYPES: dict[Purpose, str] = {"document": "search_document", "query": "search_query"}
 MAX_INPUTS_PER_CALL = 96
@@ -51,8 +69,26 @@ class CohereEmbedV4Embedder(BedrockEmbedder):
 
     kind = "cohere"
 
-    def __init__(self, model_id: str = COHERE_MODEL_ID, dimension: int = 1024, **kwargs: Any):
+    def __init__(
+        self,
+        model_id: str = COHERE_MODEL_ID,
+        dimension: int = 1024,
+        *,
+        image_url_shape: ImageUrlShape = "string",
+        **kwargs: Any,
+    ):
         super().__init__(model_id, dimension, **kwargs)
+        if image_url_shape not in IMAGE_URL_SHAPES:
+            raise ValueError(f"image_url_shape must be one of {list(IMAGE_URL_SHAPES)}")
+        self._shape: ImageUrlShape = image_url_shape
+        self._shape_confirmed = False  # a fused call with this shape has succeeded
+        self._shape_lock = threading.Lock()
+
+    @property
+    def image_url_shape(self) -> tuple[ImageUrlShape, bool]:
+        """The shape fused inputs are sent in, and whether Bedrock has taken it."""
+        with self._shape_lock:
+            return self._shape, self._shape_confirmed
 
     @property
     def limits(self) -> ModelLimits:
@@ -81,9 +117,11 @@ class CohereEmbedV4Embedder(BedrockEmbedder):
         images: Sequence[bytes] = (),
         fused: Sequence[tuple[str, bytes]] = (),
         purpose: Purpose = "document",
+        image_url_shape: ImageUrlShape | None = None,
     ) -> bytes:
         """A body with exactly one of ``texts``, ``images`` (URIs built here) or
-        ``fused`` (text + image pairs, sent as ``inputs``)."""
+        ``fused`` (text + image pairs, sent as ``inputs``, their image part in
+        ``image_url_shape``, by default the one in use)."""
         if sum(1 for group in (texts, images, fused) if group) != 1:
             raise ValueError("a Cohere request carries exactly one of texts, images or inputs")
         if purpose not in INPUT_TYPES:
@@ -98,11 +136,12 @@ class CohereEmbedV4Embedder(BedrockEmbedder):
         elif images:
             body["images"] = [self.data_uri(i) for i in images]
         else:
+            shape = image_url_shape or self.image_url_shape[0]
             body["inputs"] = [
                 {
                     "content": [
                         {"type": "text", "text": _text(text)},
-                        {"type": "image_url", "image_url": self.data_uri(image)},
+                        {"type": "image_url", "image_url": _image_url(self.data_uri(image), shape)},
                     ]
                 }
                 for text, image in fused
@@ -125,7 +164,7 @@ class CohereEmbedV4Embedder(BedrockEmbedder):
         elif text is None:
             body = self.request_body(images=[image], purpose=purpose)
         else:
-            body = self.request_body(fused=[(text, image)], purpose=purpose)
+            return self.parse(self._invoke_fused([(text, image)], purpose), expected=1)[0]
         return self.parse(self.invoke(body), expected=1)[0]
 
     def embed_images(self, items: Sequence[EmbedInput]) -> list[Vector]:
@@ -136,15 +175,67 @@ class CohereEmbedV4Embedder(BedrockEmbedder):
         for group in (plain, fused):
             for chunk in _chunks(group, items):
                 if group is plain:
-                    body = self.request_body(images=[items[i].image for i in chunk])
+                    payload = self.invoke(self.request_body(images=[items[i].image for i in chunk]))
                 else:
                     pairs = [(items[i].text or "", items[i].image) for i in chunk]
-                    body = self.request_body(fused=pairs)
+                    payload = self._invoke_fused(pairs, "document")
                 for index, vector in zip(
-                    chunk, self.parse(self.invoke(body), expected=len(chunk)), strict=True
+                    chunk, self.parse(payload, expected=len(chunk)), strict=True
                 ):
                     results[index] = vector
         return [v for v in results if v is not None]
+
+    def _invoke_fused(self, pairs: list[tuple[str, bytes]], purpose: Purpose) -> bytes:
+        """One call with fused inputs, in the other image_url shape too while the shape
+        in use has not been seen to work (see the module docstring)."""
+        shape, confirmed = self.image_url_shape
+        try:
+            payload = self.invoke(
+                self.request_body(fused=pairs, purpose=purpose, image_url_shape=shape)
+            )
+        except EmbeddingError as first:
+            if confirmed or first.code != "ValidationException":
+                raise
+            other: ImageUrlShape = "object" if shape == "string" else "string"
+            try:
+                payload = self.invoke(
+                    self.request_body(fused=pairs, purpose=purpose, image_url_shape=other)
+                )
+            except EmbeddingError as second:
+                if second.code != "ValidationException":
+                    raise
+                raise self._refused_in_both_shapes(first, second, len(pairs)) from second
+            logger.warning(
+                "%s took a fused input's image_url as %s, not %s: sent that way from now on",
+                self._model_id,
+                other,
+                shape,
+            )
+            shape = other
+        with self._shape_lock:
+            self._shape, self._shape_confirmed = shape, True
+        return payload
+
+    def _refused_in_both_shapes(
+        self, first: EmbeddingError, second: EmbeddingError, count: int
+    ) -> EmbeddingError:
+        if isinstance(first, InvalidEmbeddingInput) and isinstance(second, InvalidEmbeddingInput):
+            return first  # both messages say the input is at fault
+        if count > 1 and InvalidEmbeddingInput in (type(first), type(second)):
+            # Maybe one input of the batch: ingest asks again one input per call, where
+            # only a refusal in both shapes rejects an image.
+            return InvalidEmbeddingInput(
+                f"a batch of {count} text + image inputs was refused: {first.reason} / "
+                f"{second.reason}",
+                code="ValidationException",
+            )
+        return EmbedderConfigurationError(
+            f"{self._model_id} refused a text + image input in both documented shapes of "
+            f'image_url (a data URI string, and {{"url": data URI}}): {first} / {second} '
+            "Not taken as a refusal of the image: check the Cohere Embed v4 request format "
+            "on the Bedrock page and report it.",
+            code="ValidationException",
+        )
 
     def parse(self, payload: bytes, *, expected: int) -> list[Vector]:
         """The unit vectors of a Cohere v4 response body (``embedding_types`` float)."""
@@ -157,6 +248,10 @@ class CohereEmbedV4Embedder(BedrockEmbedder):
                 f"{self._model_id} returned {got} float embeddings; expected {expected}"
             )
         return [self._unit(values) for values in floats]
+
+
+def _image_url(uri: str, shape: ImageUrlShape) -> str | dict[str, str]:
+    return uri if shape == "string" else {"url": uri}
 
 
 def _text(text: Any) -> str:

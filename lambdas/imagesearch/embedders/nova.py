@@ -6,9 +6,13 @@ Wire format (``SINGLE_EMBEDDING``, synchronous InvokeModel; see docs/models.md):
 -> ``{"embeddings": [{"embeddingType", "embedding": [...]}]}``.
 
 Purposes: stored images are embedded with ``GENERIC_INDEX`` (the docs' value for
-indexing, whatever the modality); searches with ``IMAGE_RETRIEVAL``, the docs' value
-for queries against a repository of ``STANDARD_IMAGE`` image embeddings, which is
-what the index holds, for text and image queries alike.
+indexing, whatever the modality). The docs choose a query's purpose by what the
+repository holds, not by the query's modality: ``IMAGE_RETRIEVAL`` for a repository of
+``STANDARD_IMAGE`` image embeddings only (captionMode none, the default), and
+``GENERIC_RETRIEVAL`` for one that mixes modalities, which is what joint captions make
+(text + image vectors next to image-only ones): ``query_purpose``, chosen by
+``mixed_query_purpose``. Which retrieves better with joint captions has not been
+measured (no Bedrock account here): docs/models.md gives the bench to run.
 
 One modality per request: text + image (a joint caption, or a text + image query)
 is two calls, run side by side, combined as the average of the two unit vectors,
@@ -29,6 +33,15 @@ from imagesearch.resources import NOVA_MODEL_ID
 
 SCHEMA_VERSION = "nova-multimodal-embed-v1"
 PURPOSE_VALUES: dict[Purpose, str] = {"document": "GENERIC_INDEX", "query": "IMAGE_RETRIEVAL"}
+QUERY_PURPOSES = ("IMAGE_RETRIEVAL", "GENERIC_RETRIEVAL")
+
+
+def mixed_query_purpose(joint_captions: bool) -> str:
+    """The query purpose for an index of image embeddings only (False) or of images
+    embedded with their captions too (True)."""
+    return "GENERIC_RETRIEVAL" if joint_captions else "IMAGE_RETRIEVAL"
+
+
 # The formats of the schema's image.format enum, passed through untouched. Side and
 # byte bounds are ours: the docs give no pixel limit for embeddings and the model
 # rescales internally, so more pixels only make the request slower (the InvokeModel
@@ -46,8 +59,22 @@ class NovaMultimodalEmbedder(BedrockEmbedder):
 
     kind = "nova"
 
-    def __init__(self, model_id: str = NOVA_MODEL_ID, dimension: int = 1024, **kwargs: Any):
+    def __init__(
+        self,
+        model_id: str = NOVA_MODEL_ID,
+        dimension: int = 1024,
+        *,
+        query_purpose: str = "IMAGE_RETRIEVAL",
+        **kwargs: Any,
+    ):
         super().__init__(model_id, dimension, **kwargs)
+        if query_purpose not in QUERY_PURPOSES:
+            raise ValueError(f"query_purpose must be one of {list(QUERY_PURPOSES)}")
+        self._purposes: dict[Purpose, str] = {"document": "GENERIC_INDEX", "query": query_purpose}
+
+    @property
+    def query_purpose(self) -> str:
+        return self._purposes["query"]
 
     @property
     def limits(self) -> ModelLimits:
@@ -60,7 +87,7 @@ class NovaMultimodalEmbedder(BedrockEmbedder):
         if (text is None) == (image is None):
             raise ValueError("a Nova request embeds exactly one of text or image")
         params: dict[str, Any] = {
-            "embeddingPurpose": PURPOSE_VALUES[purpose],
+            "embeddingPurpose": self._purposes[purpose],
             "embeddingDimension": self._dimension,
         }
         if text is not None:

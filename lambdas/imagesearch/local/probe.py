@@ -32,6 +32,7 @@ from botocore.exceptions import (
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
+from imagesearch.embedders.bedrock_errors import operator_rule
 from imagesearch.errors import EmbeddingError, TransientEmbeddingError
 from imagesearch.resources import CLIP_MODEL_ID, ENV_CLIP_MODEL
 
@@ -132,6 +133,13 @@ def _client_error(error: ClientError, model_id: str, region: str) -> ProbeFailur
             f"Bedrock in {region} does not offer {model_id}: {detail}",
             f"set AWS_REGION to a region offering {model_id} (for example us-east-1) or check"
             " --model-id; " + _NO_AWS_HINT,
+        )
+    named = operator_rule(detail) if code == "ValidationException" else None
+    if named is not None:  # e.g. "use an inference profile": a ValidationException too
+        return ProbeFailure(
+            "model configuration",
+            f"{named.cause.format(model=model_id, region=region)}: {detail}",
+            f"{named.fix.format(model=model_id, region=region)} " + _NO_AWS_HINT,
         )
     if code == "ValidationException":
         return None  # the empty request reached the model's input check: all is well
