@@ -17,6 +17,7 @@ from imagesearch.errors import IndexUnavailable
 from imagesearch.index.s3vectors import (
     LIST_SEGMENTS,
     MAX_FOLDER_DEPTH,
+    MAX_QUERY_PAGES,
     S3VectorsIndex,
     folder_id,
     metadata_for,
@@ -286,3 +287,51 @@ def test_an_index_described_without_a_mode_is_classic(emulator: S3VectorsEmulato
         stub.add_response("get_index", {"index": {**described, "indexMode": "ENHANCED"}})
         assert index.index_mode() == "CLASSIC"
         assert index.index_mode() == "ENHANCED"
+
+
+@pytest.fixture
+def paging_emulator() -> Iterator[S3VectorsEmulator]:
+    """The service may answer QueryVectors in pages (nextToken); this one pages by 3."""
+    service = S3VectorsService()
+    service.query_page_size = 3
+    with S3VectorsEmulator(service=service) as running:
+        yield running
+
+
+def test_a_paged_query_answer_is_read_to_top_k(paging_emulator: S3VectorsEmulator) -> None:
+    client, bucket, name = fresh_index(paging_emulator, DIM)
+    spy = Spy(client)
+    index = S3VectorsIndex(spy, bucket=bucket, index=name, dimension=DIM)
+    index.upsert(
+        [
+            VectorEntry(f"v{n:02d}", f"uploads/{n}.jpg", "image/jpeg", np.array([1, n / 10, 0, 0]))
+            for n in range(12)
+        ]
+    )
+
+    hits = index.query(np.array([1, 0, 0, 0]), 10, QueryFilters())
+
+    # Four pages of at most three, and the ten nearest in order (not the first page's three)
+    assert [hit.image_id for hit in hits] == [f"v{n:02d}" for n in range(10)]
+    pages = spy.named("query_vectors")
+    assert len(pages) == 4 and "nextToken" not in pages[0]
+    assert all(page["nextToken"] for page in pages[1:])
+
+
+class EndlessPages:
+    """A client whose every QueryVectors answer says there is more."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def query_vectors(self, **_: Any) -> dict[str, Any]:
+        self.calls += 1
+        return {"vectors": [], "nextToken": "more"}
+
+
+def test_a_query_whose_pages_never_end_fails_as_unavailable() -> None:
+    client = EndlessPages()
+    index = S3VectorsIndex(client, bucket="vb-1", index="ix-1", dimension=DIM)
+    with pytest.raises(IndexUnavailable, match="still paging"):
+        index.query(np.array([1, 0, 0, 0]), 10, QueryFilters())
+    assert client.calls == MAX_QUERY_PAGES

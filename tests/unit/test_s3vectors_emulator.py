@@ -557,3 +557,24 @@ def test_a_listing_goes_on_while_its_listed_vectors_are_deleted(timed: S3Vectors
             break
     assert sorted(listed) == sorted(f"k{n}" for n in range(25))
     assert timed.handle("ListVectors", dict(TARGET)) == {"vectors": []}
+
+
+def test_query_answers_in_pages_when_asked_and_refuses_a_foreign_token(
+    service: S3VectorsService,
+) -> None:
+    put(service, *(v(f"k{n}", 1.0, n / 10, 0.0) for n in range(5)))
+    service.query_page_size = 2
+    query = {**TARGET, "topK": 5, "queryVector": {"float32": [1.0, 0.0, 0.0]}}
+    keys, token, pages = [], None, 0
+    while True:
+        answer = service.handle(
+            "QueryVectors", {**query, **({"nextToken": token} if token else {})}
+        )
+        keys += [hit["key"] for hit in answer["vectors"]]
+        pages += 1
+        token = answer.get("nextToken")
+        if token is None:
+            break
+    assert (keys, pages) == ([f"k{n}" for n in range(5)], 3)
+    error = refused(service, "QueryVectors", {**query, "nextToken": "not-a-token"})
+    assert error.code == "ValidationException"

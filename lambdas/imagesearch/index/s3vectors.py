@@ -98,6 +98,7 @@ LIST_SEGMENTS = 8  # parallel ListVectors segments (the service allows 16)
 MAX_FOLDER_DEPTH = 64  # ancestor folders stored per vector (64 x 12 chars < 1 KB)
 # Filters applied before the search, whatever the index's own mode (decision 37).
 QUERY_MODE = "ENHANCED"
+MAX_QUERY_PAGES = MAX_TOP_K  # a page holds at least one hit
 INDEX_MODE_CLASSIC = "CLASSIC"
 
 # An erase lists again until a listing finds nothing. Each pass removes all it lists;
@@ -400,13 +401,23 @@ class S3VectorsIndex:
             return []  # no type allowed ($in takes a non-empty array)
         try:
             response = self._client.query_vectors(**request)
+            # The service may answer in pages (QueryVectors' nextToken): read on until
+            # topK hits are in, within a bound so a looping token cannot hold a search.
+            hits = list(response.get("vectors", []))
+            pages = 1
+            while response.get("nextToken") and len(hits) < request["topK"]:
+                if pages == MAX_QUERY_PAGES:
+                    raise IndexUnavailable(f"vector index query still paging after {pages} pages")
+                response = self._client.query_vectors(**request, nextToken=response["nextToken"])
+                hits.extend(response.get("vectors", []))
+                pages += 1
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") == "ValidationException":
                 raise  # our request is wrong: a bug, not an outage
             raise IndexUnavailable(f"vector index query failed: {_code(error)}") from error
         except BotoCoreError as error:
             raise IndexUnavailable(f"vector index query failed: {type(error).__name__}") from error
-        return self.hits(response, top_k, filters)
+        return self.hits({"vectors": hits}, top_k, filters)
 
     def query_request(self, vector: Vector, top_k: int, filters: QueryFilters) -> dict[str, Any]:
         """The QueryVectors arguments for a query (public for the overhead benchmark)."""

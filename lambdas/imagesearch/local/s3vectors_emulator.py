@@ -413,6 +413,7 @@ class S3VectorsService:
         self.calls: list[str] = []  # operations carried out
         self._clock = clock or _now
         self.classic_candidates = classic_candidates
+        self.query_page_size: int | None = None  # QueryVectors results per page (None: all)
         self.refused: list[tuple[str, str]] = []  # (operation, error code): throttled, faults
         self._write_rates: tuple[float | None, float | None] = (None, None)
         self._limiters: dict[tuple[str, str], _WriteLimiter] = {}
@@ -698,8 +699,9 @@ class S3VectorsService:
         top_k = params["topK"]
         if top_k > MAX_TOP_K:
             raise _invalid(f"topK must be between 1 and {MAX_TOP_K}")
-        if "queryTexts" in params or "nextToken" in params:
+        if "queryTexts" in params:
             raise ServiceError("UnknownOperationException", "full-text query is not emulated", 501)
+        offset = _query_offset(params.get("nextToken"))
         if "queryVector" not in params:
             raise _invalid("queryVector is required")
         query = self._vector(index, params["queryVector"], "queryVector").astype(np.float64)
@@ -729,7 +731,16 @@ class S3VectorsService:
                 found.append(hit)
                 if len(found) == top_k:
                     break
-        return {"vectors": found, "distanceMetric": index.metric}
+        # The service may answer in pages (its page size is not documented): with
+        # query_page_size set, so does the emulator.
+        page_size = self.query_page_size or len(found) or 1
+        answer: dict[str, Any] = {
+            "vectors": found[offset : offset + page_size],
+            "distanceMetric": index.metric,
+        }
+        if offset + page_size < len(found):
+            answer["nextToken"] = _query_token(offset + page_size)
+        return answer
 
     # helpers
 
@@ -938,6 +949,22 @@ def _segment(key: str, segments: int) -> int:
 
 def _snake(name: str) -> str:
     return "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")
+
+
+def _query_token(offset: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"query_offset": offset}).encode()).decode()
+
+
+def _query_offset(token: str | None) -> int:
+    if not token:
+        return 0
+    try:
+        offset = json.loads(base64.urlsafe_b64decode(token.encode()))["query_offset"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise _invalid("nextToken is not a token of this query") from error
+    if not isinstance(offset, int) or offset < 0:
+        raise _invalid("nextToken is not a token of this query")
+    return offset
 
 
 def _now() -> float:

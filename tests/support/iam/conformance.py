@@ -37,7 +37,9 @@ def deployment_context(env: dict[str, str]) -> dict[str, Any]:
     context: dict[str, Any] = {}
     for name, key in CONTEXT_OF_ENV.items():
         if name in env:
-            context[key] = int(env[name]) if key in _NUMBERS else env[name]
+            value = int(env[name]) if key in _NUMBERS else env[name]
+            if value != r.CONTEXT_DEFAULTS.get(key):  # one deployment, however it is spelled
+                context[key] = value
     return context
 
 
