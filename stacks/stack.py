@@ -360,17 +360,23 @@ class ImageSearchStack(Stack):
         environment-agnostic template carries the same check as a CloudFormation rule,
         so a deploy into a region without the model fails before any resource exists."""
         regions = list(self.config.allowed_model_regions)
+        self._region_rule(
+            "ModelOfferedInRegion",
+            regions,
+            f"{self.config.model_id} is not offered in this region (known: "
+            f"{', '.join(regions)}). Deploy to one of those, or pass "
+            "-c modelRegions=<region> if AWS has added it there since.",
+        )
+
+    def _region_rule(self, rule_id: str, regions: list[str], description: str) -> None:
+        """A CloudFormation rule: the deploy stops unless its region is one of these."""
         CfnRule(
             self,
-            "ModelOfferedInRegion",
+            rule_id,
             assertions=[
                 CfnRuleAssertion(
                     assert_=Fn.condition_contains(regions, Aws.REGION),
-                    assert_description=(
-                        f"{self.config.model_id} is not offered in this region (known: "
-                        f"{', '.join(regions)}). Deploy to one of those, or pass "
-                        "-c modelRegions=<region> if AWS has added it there since."
-                    ),
+                    assert_description=description,
                 )
             ],
         )
@@ -382,20 +388,13 @@ class ImageSearchStack(Stack):
         if self.vectors is None:
             return
         regions = list(self.config.allowed_vector_store_regions)
-        CfnRule(
-            self,
+        self._region_rule(
             "S3VectorsOfferedInRegion",
-            assertions=[
-                CfnRuleAssertion(
-                    assert_=Fn.condition_contains(regions, Aws.REGION),
-                    assert_description=(
-                        "vectorStore=s3vectors: Amazon S3 Vectors is not available in this "
-                        f"region (known: {', '.join(regions)}). Deploy to one of those or use "
-                        "vectorStore=dynamodb, or pass -c vectorStoreRegions=<region> if AWS "
-                        "has added it there since."
-                    ),
-                )
-            ],
+            regions,
+            "vectorStore=s3vectors: Amazon S3 Vectors is not available in this "
+            f"region (known: {', '.join(regions)}). Deploy to one of those or use "
+            "vectorStore=dynamodb, or pass -c vectorStoreRegions=<region> if AWS "
+            "has added it there since.",
         )
 
     def _invoke_model_statement(self) -> iam.PolicyStatement:

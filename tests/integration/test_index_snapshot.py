@@ -613,22 +613,27 @@ def test_changes_counted_but_already_in_the_snapshot_are_written_once(
     assert run().reason == "unchanged"
 
 
-def test_maintenance_handler_builds_the_first_snapshot_then_checks_cheaply(
-    aws: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def maintenance_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The maintenance function's environment, pointing at this module's table and bucket."""
     from imagesearch import resources as r
-    from imagesearch.handlers import maintenance
 
-    environment = {
+    for name, value in {
         r.ENV_BUCKET: BUCKET,
         r.ENV_TABLE: TABLE,
         r.ENV_SNAPSHOT_PREFIX: PREFIX,
         r.ENV_MODEL_ID: MODEL,
         r.ENV_EMBEDDING_DIMENSION: str(DIM),
         "AWS_DEFAULT_REGION": "us-east-1",
-    }
-    for name, value in environment.items():
+    }.items():
         monkeypatch.setenv(name, value)
+
+
+def test_maintenance_handler_builds_the_first_snapshot_then_checks_cheaply(
+    aws: tuple[Any, Any], maintenance_env: None
+) -> None:
+    from imagesearch.handlers import maintenance
+
     writer = DynamoDBCatalog(TABLE, client=aws[0])
     for n in range(3):
         put(writer, n, axis(n))
@@ -651,25 +656,15 @@ class _ShiftedTime:
 
 
 def test_maintenance_handler_catches_up_retires_old_snapshots_and_cleans_up_a_failed_upload(
-    aws: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch
+    aws: tuple[Any, Any], maintenance_env: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The handler's whole path, as the deployed function runs it: every call it makes
     here is one its role must allow (the IAM conformance check reads them)."""
     import botocore.client
 
-    from imagesearch import resources as r
     from imagesearch.handlers import maintenance
     from imagesearch.index import snapshot
 
-    for name, value in {
-        r.ENV_BUCKET: BUCKET,
-        r.ENV_TABLE: TABLE,
-        r.ENV_SNAPSHOT_PREFIX: PREFIX,
-        r.ENV_MODEL_ID: MODEL,
-        r.ENV_EMBEDDING_DIMENSION: str(DIM),
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
     later = _ShiftedTime()
     monkeypatch.setattr(maintenance, "time", later)
     writer = DynamoDBCatalog(TABLE, client=aws[0])

@@ -17,9 +17,7 @@ import io
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
-from botocore.stub import Stubber
 from PIL import Image
 
 from imagesearch.embedders import CohereEmbedV4Embedder, NovaMultimodalEmbedder
@@ -32,6 +30,7 @@ from imagesearch.errors import (
     redact,
 )
 from imagesearch.resources import COHERE_MODEL_ID, NOVA_MODEL_ID, TITAN_MODEL_ID, split_model_id
+from tests.support.bedrock_stub import StubbedBedrock, stubbed_bedrock
 
 INPUT = InvalidEmbeddingInput
 OPERATOR = EmbedderConfigurationError
@@ -169,29 +168,13 @@ def png() -> bytes:
     return out.getvalue()
 
 
-class Stubbed:
-    def __init__(self) -> None:
-        self.client = boto3.client("bedrock-runtime", region_name="us-west-2")
-        self.stubber = Stubber(self.client)
-
-    def fail(self, code: str, message: str, status: int = 400) -> None:
-        self.stubber.add_client_error(
-            "invoke_model",
-            service_error_code=code,
-            service_message=message,
-            http_status_code=status,
-        )
-
-
 @pytest.fixture
-def bedrock() -> Iterator[Stubbed]:
-    stubbed = Stubbed()
-    with stubbed.stubber:
-        yield stubbed
-    stubbed.stubber.assert_no_pending_responses()
+def bedrock() -> Iterator[StubbedBedrock]:
+    with stubbed_bedrock(StubbedBedrock(region="us-west-2")) as stub:
+        yield stub
 
 
-def embed_image(stubbed: Stubbed, model: str) -> None:
+def embed_image(stubbed: StubbedBedrock, model: str) -> None:
     adapter = ADAPTERS[split_model_id(model)[1]](model, 1024, client=stubbed.client, max_attempts=1)
     adapter.embed(image=png())
 
@@ -202,7 +185,7 @@ def embed_image(stubbed: Stubbed, model: str) -> None:
     ids=[f"{m.split('.')[1][:6]}-{s}-{msg[:40]}" for m, s, msg, _, _ in TABLE],
 )
 def test_each_validation_message_is_classified_by_who_must_act(
-    bedrock: Stubbed, model: str, source: str, message: str, expected: type, says: str
+    bedrock: StubbedBedrock, model: str, source: str, message: str, expected: type, says: str
 ) -> None:
     # Given Bedrock answers this model's call with a ValidationException
     message = message.format(model=model)
@@ -248,7 +231,7 @@ def test_each_validation_message_is_classified_by_who_must_act(
     ],
 )
 def test_configuration_faults_are_named_whatever_the_error_code(
-    bedrock: Stubbed, code: str, status: int, message: str, says: str
+    bedrock: StubbedBedrock, code: str, status: int, message: str, says: str
 ) -> None:
     bedrock.fail(code, message, status)
     with pytest.raises(EmbedderConfigurationError) as caught:
@@ -292,7 +275,7 @@ DENIED = (
     ],
 )
 def test_access_denied_names_real_arns_in_the_log_and_none_in_the_reason(
-    bedrock: Stubbed, model: str, base: str, arns: list[str]
+    bedrock: StubbedBedrock, model: str, base: str, arns: list[str]
 ) -> None:
     # Given Bedrock denies the function's role
     bedrock.fail("AccessDeniedException", DENIED.format(base=base), 403)
@@ -311,7 +294,7 @@ def test_access_denied_names_real_arns_in_the_log_and_none_in_the_reason(
 
 
 def test_a_profile_denied_without_the_callers_arn_still_names_the_profile(
-    bedrock: Stubbed,
+    bedrock: StubbedBedrock,
 ) -> None:
     bedrock.fail("AccessDeniedException", "You don't have access to the model.", 403)
     with pytest.raises(EmbedderConfigurationError) as caught:

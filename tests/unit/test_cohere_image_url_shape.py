@@ -6,14 +6,10 @@ image only when both messages say the image is at fault."""
 from __future__ import annotations
 
 import io
-import json
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
-from botocore.response import StreamingBody
-from botocore.stub import Stubber
 from PIL import Image
 
 from imagesearch.embedders import CohereEmbedV4Embedder, EmbedInput
@@ -22,6 +18,7 @@ from imagesearch.errors import (
     InvalidEmbeddingInput,
     TransientEmbeddingError,
 )
+from tests.support.bedrock_stub import StubbedBedrock, stubbed_bedrock
 
 DIMENSION = 256
 SHAPE_ERROR = (
@@ -37,30 +34,9 @@ def jpeg(color: tuple[int, int, int] = (200, 10, 10)) -> bytes:
     return out.getvalue()
 
 
-class Stubbed:
-    def __init__(self) -> None:
-        self.client = boto3.client("bedrock-runtime", region_name="us-east-1")
-        self.stubber = Stubber(self.client)
-        self.sent: list[dict[str, Any]] = []
-        self.client.meta.events.register(
-            "provide-client-params.bedrock-runtime.InvokeModel",
-            lambda params, **_: self.sent.append(json.loads(params["body"])),
-        )
-
+class Stubbed(StubbedBedrock):
     def ok(self, count: int = 1) -> None:
-        raw = json.dumps({"embeddings": {"float": [[1.0] * DIMENSION] * count}}).encode()
-        self.stubber.add_response(
-            "invoke_model",
-            {"body": StreamingBody(io.BytesIO(raw), len(raw)), "contentType": "application/json"},
-        )
-
-    def fail(self, message: str, code: str = "ValidationException", status: int = 400) -> None:
-        self.stubber.add_client_error(
-            "invoke_model",
-            service_error_code=code,
-            service_message=message,
-            http_status_code=status,
-        )
+        self.respond({"embeddings": {"float": [[1.0] * DIMENSION] * count}})
 
     def image_urls(self) -> list[Any]:
         """The image_url of the first fused input of each call, in order."""
@@ -69,10 +45,8 @@ class Stubbed:
 
 @pytest.fixture
 def bedrock() -> Iterator[Stubbed]:
-    stubbed = Stubbed()
-    with stubbed.stubber:
-        yield stubbed
-    stubbed.stubber.assert_no_pending_responses()
+    with stubbed_bedrock(Stubbed()) as stub:
+        yield stub
 
 
 def adapter(bedrock: Stubbed) -> CohereEmbedV4Embedder:
@@ -87,7 +61,7 @@ def test_the_object_shape_is_tried_once_and_kept_when_the_string_is_refused(
     bedrock: Stubbed,
 ) -> None:
     # Given a model that takes {"url": ...} and refuses the documented string
-    bedrock.fail(SHAPE_ERROR.format(wanted="JSONObject"))
+    bedrock.refuse(SHAPE_ERROR.format(wanted="JSONObject"))
     bedrock.ok()
     bedrock.ok()
     embedder = adapter(bedrock)
@@ -104,7 +78,7 @@ def test_once_a_shape_has_worked_a_refusal_is_the_images_without_a_second_call(
     bedrock: Stubbed,
 ) -> None:
     bedrock.ok()
-    bedrock.fail(IMAGE_ERROR)
+    bedrock.refuse(IMAGE_ERROR)
     embedder = adapter(bedrock)
     embedder.embed(text="fine", image=jpeg(), purpose="document")
     with pytest.raises(InvalidEmbeddingInput, match="Unable to process"):
@@ -115,8 +89,8 @@ def test_once_a_shape_has_worked_a_refusal_is_the_images_without_a_second_call(
 def test_a_refusal_in_both_shapes_rejects_only_when_both_blame_the_image(
     bedrock: Stubbed,
 ) -> None:
-    bedrock.fail(IMAGE_ERROR)
-    bedrock.fail("Invalid image: the image could not be decoded.")
+    bedrock.refuse(IMAGE_ERROR)
+    bedrock.refuse("Invalid image: the image could not be decoded.")
     with pytest.raises(InvalidEmbeddingInput, match="Unable to process"):
         adapter(bedrock).embed(text="broken", image=jpeg(), purpose="document")
     assert shapes(bedrock.image_urls()) == ["string", "object"]
@@ -134,8 +108,8 @@ def test_a_refusal_in_both_shapes_rejects_only_when_both_blame_the_image(
 def test_a_refusal_in_both_shapes_that_does_not_blame_the_image_is_a_configuration_error(
     bedrock: Stubbed, first: str, second: str
 ) -> None:
-    bedrock.fail(first)
-    bedrock.fail(second)
+    bedrock.refuse(first)
+    bedrock.refuse(second)
     embedder = adapter(bedrock)
     with pytest.raises(EmbedderConfigurationError) as caught:
         embedder.embed(text="a caption", image=jpeg(), purpose="document")
@@ -149,8 +123,8 @@ def test_a_batch_refused_in_both_shapes_is_handed_back_to_be_asked_one_by_one(
 ) -> None:
     # ingest answers InvalidEmbeddingInput from a batch with one call per image, where
     # only a refusal in both shapes rejects an image
-    bedrock.fail(IMAGE_ERROR)
-    bedrock.fail(SHAPE_ERROR.format(wanted="String"))
+    bedrock.refuse(IMAGE_ERROR)
+    bedrock.refuse(SHAPE_ERROR.format(wanted="String"))
     items = [EmbedInput(jpeg(), "one"), EmbedInput(jpeg((0, 200, 0)), "two")]
     with pytest.raises(InvalidEmbeddingInput, match="a batch of 2"):
         adapter(bedrock).embed_images(items)
@@ -159,14 +133,14 @@ def test_a_batch_refused_in_both_shapes_is_handed_back_to_be_asked_one_by_one(
 def test_errors_other_than_validation_are_not_retried_in_the_other_shape(
     bedrock: Stubbed,
 ) -> None:
-    bedrock.fail("Too many requests", code="ThrottlingException", status=429)
+    bedrock.fail("ThrottlingException", "Too many requests", 429)
     with pytest.raises(TransientEmbeddingError):
         adapter(bedrock).embed(text="a caption", image=jpeg(), purpose="query")
     assert shapes(bedrock.image_urls()) == ["string"]
 
 
 def test_images_without_text_are_not_affected(bedrock: Stubbed) -> None:
-    bedrock.fail(IMAGE_ERROR)
+    bedrock.refuse(IMAGE_ERROR)
     with pytest.raises(InvalidEmbeddingInput):
         adapter(bedrock).embed(image=jpeg(), purpose="document")
     assert [list(body) for body in bedrock.sent] == [
