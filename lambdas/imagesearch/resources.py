@@ -405,6 +405,40 @@ CHANGE_SHARDS: Final = 4
 # Each refresh re-reads this much before its watermark: GSIs are eventually consistent
 # and writers' clocks differ (re-applying a change is harmless; it is not fetched again).
 INDEX_REFRESH_OVERLAP_SECONDS: Final = 30.0
+# A write's changed_at is stamped before its PutItem is sent; the catalog's client may
+# take at most CATALOG_MAX_ATTEMPTS x (connect + read timeout) plus its retry delays
+# (botocore "standard" mode: rand(0, 1) x 2**i s for throttling, i = 0, 1, raised by an
+# x-amz-retry-after header by at most 5 s) to have it committed:
+# catalog_write_lead_seconds() = 28 s, under the 30 s re-read window, so each refresh
+# that could have missed an acknowledged write re-reads it. A write whose outcome stayed
+# unknown (every attempt timed out) is left to the reconciliation below.
+CATALOG_CONNECT_TIMEOUT_SECONDS: Final = 1.0
+CATALOG_READ_TIMEOUT_SECONDS: Final = 4.0
+CATALOG_MAX_ATTEMPTS: Final = 3
+_RETRY_AFTER_EXTRA_SECONDS: Final = 5.0
+# The maintenance function compares the snapshot with the catalog this often (a Scan of
+# the change log's GSI: ids, statuses and revisions, no vectors) and re-announces in the
+# change log whatever the snapshot holds wrongly; docs/decisions.md entry 41.
+RECONCILE_INTERVAL_SECONDS: Final = 3600
+# The attributes a re-announcement touches (its key, condition and stamp): the
+# maintenance role's UpdateItem is limited to them.
+REANNOUNCED: Final = (
+    ATTR_IMAGE_ID,
+    ATTR_REVISION,
+    ATTR_CHANGED_AT,
+    ATTR_CHANGE_SHARD,
+    ATTR_CHANGE_DAY,
+)
+
+
+def catalog_write_lead_seconds() -> float:
+    """The longest a committed catalog write can follow its ``changed_at`` stamp when
+    its writer saw it succeed: every attempt's timeouts plus the largest backoffs."""
+    attempts = CATALOG_MAX_ATTEMPTS
+    backoffs = sum(min(2.0**i, 20.0) + _RETRY_AFTER_EXTRA_SECONDS for i in range(attempts - 1))
+    return attempts * (CATALOG_CONNECT_TIMEOUT_SECONDS + CATALOG_READ_TIMEOUT_SECONDS) + backoffs
+
+
 CHANGES_PROJECTION: Final = (
     ATTR_KEY,
     ATTR_STATUS,
@@ -596,6 +630,9 @@ METRIC_CONFIGURATION_ERRORS: Final = "EmbedderConfigurationErrors"
 METRIC_SNAPSHOT_FALLBACKS: Final = "IndexSnapshotFallbacks"
 # Indexed images of the deployment's model, emitted by the maintenance handler per run.
 METRIC_INDEXED_IMAGES: Final = "IndexedImages"
+# Snapshot rows the reconciliation found disagreeing with the catalog (re-announced or
+# without a record): a write that no change-log reader saw (docs/decisions.md 41).
+METRIC_CATALOG_DIFFERENCES: Final = "IndexCatalogDifferences"
 # The one dimension of the embedded tier's metrics (the stack's alarm matches it).
 EMBEDDED_METRIC_DIMENSIONS: Final = {"index": "embedded"}
 OUTPUT_EMBEDDED_MAX_IMAGES: Final = "EmbeddedMaxImages"

@@ -167,7 +167,20 @@ def test_maintenance_role_grants_exactly(any_app: Synthesized) -> None:
         ({"logs:CreateLogStream", "logs:PutLogEvents"}, [arns.log_group(maintenance)]),
         (XRAY, ["*"]),
         ({"dynamodb:Scan", "dynamodb:BatchGetItem"}, [arns.table]),
-        ("dynamodb:Query", [{"Fn::Join": ["", [arns.table, f"/index/{r.INDEX_CHANGES}"]]}]),
+        (
+            {"dynamodb:Query", "dynamodb:Scan"},
+            [{"Fn::Join": ["", [arns.table, f"/index/{r.INDEX_CHANGES}"]]}],
+        ),
+        # The reconciliation's re-announcement: the change-log stamp only.
+        (
+            "dynamodb:UpdateItem",
+            [
+                When(
+                    arns.table,
+                    {"ForAllValues:StringEquals": {"dynamodb:Attributes": list(r.REANNOUNCED)}},
+                )
+            ],
+        ),
         (
             {"s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"},
             [arns.objects(r.SNAPSHOT_PREFIX)],

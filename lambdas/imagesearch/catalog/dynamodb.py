@@ -12,8 +12,8 @@ serves) and its incremental refresh through this adapter: the change log (the
 ``changes_by_shard`` GSI, without vectors) says what changed, and ``vector_items``
 fetches the vectors of only the rows a reader does not hold at that revision.
 
-Only the low-level client is used (GetItem, PutItem, Scan, Query, BatchGetItem: the
-IAM policies grant exactly these); the boto3 resource layer is slow on binary
+Only the low-level client is used (GetItem, PutItem, Scan, Query, BatchGetItem, and
+UpdateItem for the switch and the reconciliation: the IAM policies grant exactly these); the boto3 resource layer is slow on binary
 attributes and turns numbers into Decimals.
 """
 
@@ -57,6 +57,9 @@ from imagesearch.resources import (
     ATTR_SEQUENCER,
     ATTR_STATUS,
     ATTR_VECTOR,
+    CATALOG_CONNECT_TIMEOUT_SECONDS,
+    CATALOG_MAX_ATTEMPTS,
+    CATALOG_READ_TIMEOUT_SECONDS,
     CHANGE_SHARDS,
     INDEX_BY_STATUS,
     INDEX_CHANGES,
@@ -87,7 +90,13 @@ _BATCH_GET_ATTEMPTS = 8
 _MAX_CURSOR_CHARS = 8192
 _CURSOR_VERSION = 1
 _WRITABLE_STATUSES = (STATUS_INDEXED, STATUS_REJECTED, STATUS_FAILED)
-_CONDITION_NEWER_OR_SAME = "attribute_not_exists(#id) OR #seq <= :seq"
+# A newer ordering token wins; under the same token (the same event handled again) the
+# later stamp wins, so an attempt whose outcome was unknown (timed out) and that lands
+# after its retry cannot put the older stamp back (a stamp the change log has passed).
+_CONDITION_NEWER_OR_SAME = (
+    "attribute_not_exists(#id) OR #seq < :seq"
+    " OR (#seq = :seq AND (attribute_not_exists(#changed) OR #changed <= :changed))"
+)
 # What a record read returns: the public fields plus the ordering bookkeeping and the
 # model of a second vector (during a model switch).
 _RECORD_ATTRIBUTES = (
@@ -325,7 +334,7 @@ class DynamoDBCatalog:
                 if self._client is None:
                     import boto3  # deferred: keeps the handler's cold import fast
 
-                    self._client = boto3.client("dynamodb")
+                    self._client = boto3.client("dynamodb", config=catalog_client_config())
         return self._client
 
     # -- writes -----------------------------------------------------------------
@@ -387,8 +396,15 @@ class DynamoDBCatalog:
                 TableName=self._table,
                 Item=item,
                 ConditionExpression=_CONDITION_NEWER_OR_SAME,
-                ExpressionAttributeNames={"#id": ATTR_IMAGE_ID, "#seq": ATTR_SEQUENCER},
-                ExpressionAttributeValues={":seq": {"S": sequencer}},
+                ExpressionAttributeNames={
+                    "#id": ATTR_IMAGE_ID,
+                    "#seq": ATTR_SEQUENCER,
+                    "#changed": ATTR_CHANGED_AT,
+                },
+                ExpressionAttributeValues={
+                    ":seq": {"S": sequencer},
+                    ":changed": item[ATTR_CHANGED_AT],
+                },
             )
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
@@ -905,6 +921,94 @@ class DynamoDBCatalog:
                     request["ExclusiveStartKey"] = last
         return total
 
+    def change_states(self) -> Iterator[Item]:
+        """Every record in the change log as it is now (a Scan of the ``changes_by_shard``
+        GSI, eventually consistent: id, status, revision, model, dimension and
+        changed_at; no vector, ~200 bytes an item): what the reconciliation compares
+        with a snapshot. Records written before that GSI existed are not in it."""
+        names = {
+            "#id": ATTR_IMAGE_ID,
+            "#status": ATTR_STATUS,
+            "#rev": ATTR_REVISION,
+            "#model": "model_id",
+            "#dim": "dimension",
+            "#changed": ATTR_CHANGED_AT,
+        }
+        request: dict[str, Any] = {
+            "TableName": self._table,
+            "IndexName": INDEX_CHANGES,
+            "ProjectionExpression": ", ".join(names),
+            "ExpressionAttributeNames": names,
+        }
+        while True:
+            response = self.client.scan(**request)
+            yield from response.get("Items", [])
+            last = response.get("LastEvaluatedKey")
+            if last is None:
+                return
+            request["ExclusiveStartKey"] = last
+
+    def record_states(self, image_ids: Iterable[str]) -> dict[str, Item]:
+        """The same attributes as ``change_states`` (and the second slot's model and
+        dimension), read consistently by BatchGetItem, of the ids that exist (tombstones
+        included): the reconciliation's check of rows the change log did not show."""
+        wanted = builtins.list(dict.fromkeys(image_ids))
+        names = [
+            ATTR_IMAGE_ID,
+            ATTR_STATUS,
+            ATTR_REVISION,
+            "model_id",
+            "dimension",
+            ATTR_CHANGED_AT,
+            ATTR_ALT_MODEL_ID,
+            ATTR_ALT_DIMENSION,
+        ]
+        projection, attribute_names = _projection(names)
+        found: dict[str, Item] = {}
+        for start in range(0, len(wanted), _BATCH_GET_SIZE):
+            keys = [{ATTR_IMAGE_ID: {"S": i}} for i in wanted[start : start + _BATCH_GET_SIZE]]
+            for item in self._batch_get(keys, projection, attribute_names, consistent=True):
+                found[item[ATTR_IMAGE_ID]["S"]] = item
+        return found
+
+    def reannounce(self, image_id: str, revision: str | None) -> bool:
+        """Write the record into the change log again, as it is (new ``changed_at`` and
+        shard; same revision, so a reader holding it fetches nothing): the
+        reconciliation's repair of a write the change log's readers missed. False when
+        the record is no longer at ``revision`` (its newer write is in the log anyway)."""
+        changed_ms = int(self._clock() * 1000)
+        names = {
+            "#id": ATTR_IMAGE_ID,
+            "#changed": ATTR_CHANGED_AT,
+            "#shard": ATTR_CHANGE_SHARD,
+            "#day": ATTR_CHANGE_DAY,
+            "#rev": ATTR_REVISION,
+        }
+        values: dict[str, Any] = {
+            ":changed": {"N": str(changed_ms)},
+            ":shard": {"S": change_shard(image_id, changed_ms)},
+            ":day": {"S": _day_of(changed_ms)},
+        }
+        if revision is None:
+            condition = "attribute_exists(#id) AND attribute_not_exists(#rev)"
+        else:
+            condition = "#rev = :rev"
+            values[":rev"] = {"S": revision}
+        try:
+            self.client.update_item(
+                TableName=self._table,
+                Key={ATTR_IMAGE_ID: {"S": image_id}},
+                UpdateExpression="SET #changed = :changed, #shard = :shard, #day = :day",
+                ConditionExpression=condition,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+            )
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
     def _change_query(self, partition: str, since_ms: int) -> dict[str, Any]:
         return {
             "TableName": self._table,
@@ -958,6 +1062,18 @@ class DynamoDBCatalog:
             for item in self._batch_get(keys, projection, attribute_names, consistent=True):
                 found[item[ATTR_IMAGE_ID]["S"]] = item
         return found
+
+
+def catalog_client_config() -> Any:
+    """The catalog client's timeouts and retries: bounded so that a write's stamp
+    precedes its commit by at most ``catalog_write_lead_seconds()`` (resources)."""
+    from botocore.config import Config
+
+    return Config(
+        connect_timeout=CATALOG_CONNECT_TIMEOUT_SECONDS,
+        read_timeout=CATALOG_READ_TIMEOUT_SECONDS,
+        retries={"mode": "standard", "total_max_attempts": CATALOG_MAX_ATTEMPTS},
+    )
 
 
 def _projection(names: Iterable[str]) -> tuple[str, dict[str, str]]:

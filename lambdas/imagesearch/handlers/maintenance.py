@@ -1,5 +1,6 @@
 """Maintenance handler (EventBridge schedule): moves a configured model switch on by
-one step, keeps the embedded index's S3 snapshot current and reports the number of
+one step, keeps the embedded index's S3 snapshot current (and, every
+``RECONCILE_INTERVAL_SECONDS``, reconciled with the catalog) and reports the number of
 indexed images (the capacity alarm's metric).
 
 Same asset and settings as the search function; thin: the work is in
@@ -15,7 +16,11 @@ from imagesearch.composition import build_catalog, build_snapshot_store, build_s
 from imagesearch.index.embedded import EmbeddedIndex
 from imagesearch.index.maintenance import refresh_snapshot
 from imagesearch.metrics import count
-from imagesearch.resources import METRIC_INDEXED_IMAGES
+from imagesearch.resources import (
+    METRIC_CATALOG_DIFFERENCES,
+    METRIC_INDEXED_IMAGES,
+    RECONCILE_INTERVAL_SECONDS,
+)
 from imagesearch.settings import SearchSettings, SettingsError, load_settings
 from imagesearch.switch import describe, serving_space
 
@@ -48,8 +53,25 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         dimension=serving.dimension,
         snapshots=store,  # no fallback metric here: building the first one is normal
     )
-    result = refresh_snapshot(index, store, clock=time.time, count_changes=catalog.count_changes)
+    result = refresh_snapshot(
+        index,
+        store,
+        clock=time.time,
+        count_changes=catalog.count_changes,
+        # Not during a model switch: a record's second slot is in no change-log entry,
+        # so the comparison would read half the table again by key.
+        reconcile_with=catalog if settings.previous_space is None else None,
+        reconcile_every=RECONCILE_INTERVAL_SECONDS,
+        overlap=settings.index_refresh_overlap_seconds,
+    )
     count(METRIC_INDEXED_IMAGES, result.count)
+    if result.reconciliation is not None:
+        count(METRIC_CATALOG_DIFFERENCES, result.reconciliation.differences)
+        answer["reconciled"] = {
+            "differences": result.reconciliation.differences,
+            "reannounced": len(result.reconciliation.reannounced),
+            "scanned": result.reconciliation.scanned,
+        }
     answer.update(
         {
             "written": result.written,

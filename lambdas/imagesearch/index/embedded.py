@@ -233,6 +233,13 @@ class EmbeddedIndex:
             else:
                 self._refresh(self._clock())
 
+    def reload_from_catalog(self) -> None:
+        """Load by a full Scan of the catalog now, whatever the snapshot holds (the
+        maintenance run, when the reconciliation found the snapshot wrong)."""
+        with self._lock:
+            self._attempted = self._clock()
+            self._load_scan(self._attempted)
+
     def refresh_soon(self) -> None:
         """Have the background refresher run now rather than at its next interval
         (local mode's ingest worker, after each batch: what it indexed shows at once)."""

@@ -8,6 +8,11 @@ Otherwise it loads the index the way a search instance does (the snapshot plus t
 change log since its watermark, or a Scan when there is no usable snapshot) and writes
 a new snapshot when anything changed, when there was none usable, or when the current
 one is older than ``max_age`` (so the bucket's expiry never removes a live snapshot).
+
+Every ``reconcile_every`` seconds a run first compares the snapshot with the catalog
+(``index.reconcile``): a write that no change-log reader saw is re-announced in the
+change log and the snapshot is rebuilt from a full Scan. A snapshot built by a Scan
+counts as reconciled when it was built.
 """
 
 from __future__ import annotations
@@ -17,8 +22,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from imagesearch.index.embedded import EmbeddedIndex
+from imagesearch.index.reconcile import ReconcileCatalog, Reconciliation, reconcile
 from imagesearch.index.snapshot import SnapshotStore
-from imagesearch.resources import SNAPSHOT_AFTER_CHANGES, SNAPSHOT_MAX_LAG_SECONDS
+from imagesearch.resources import (
+    INDEX_REFRESH_OVERLAP_SECONDS,
+    SNAPSHOT_AFTER_CHANGES,
+    SNAPSHOT_MAX_LAG_SECONDS,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +41,7 @@ class MaintenanceResult:
     reason: str
     count: int
     watermark_ms: int
+    reconciliation: Reconciliation | None = None  # when this run reconciled
 
 
 def refresh_snapshot(
@@ -42,10 +53,24 @@ def refresh_snapshot(
     count_changes: Callable[[int, int], int] | None = None,
     after_changes: int = SNAPSHOT_AFTER_CHANGES,
     max_lag: float = SNAPSHOT_MAX_LAG_SECONDS,
+    reconcile_with: ReconcileCatalog | None = None,
+    reconcile_every: float | None = None,
+    overlap: float = INDEX_REFRESH_OVERLAP_SECONDS,
 ) -> MaintenanceResult:
     """Bring ``store``'s snapshot up to date with the catalog (see module doc).
     ``count_changes(since_ms, until_ms)``: the change log's count (None: no cheap check,
-    every run loads)."""
+    every run loads). ``reconcile_with``/``reconcile_every``: the catalog and period of
+    the reconciliation (None: none); ``overlap``: the search instances' re-read window."""
+    reconciliation = None
+    if reconcile_with is not None and reconcile_every is not None:
+        reconciliation = _reconcile_if_due(
+            index, store, reconcile_with, clock(), reconcile_every, overlap
+        )
+        if reconciliation is not None and reconciliation.differences:
+            # The snapshot line is wrong: rebuild from a full read, not from it.
+            index.reload_from_catalog()
+            reason = f"reconciled: {reconciliation.differences} rows differed from the catalog"
+            return _write(index, store, reason, True, reconciliation)
     due = None
     if count_changes is not None:
         checked = _check(index, store, clock(), count_changes, after_changes, max_lag, max_age)
@@ -66,7 +91,22 @@ def refresh_snapshot(
         reason = "snapshot older than its maximum age"
     else:
         count = index.loaded_count() or 0
-        return MaintenanceResult(False, "unchanged", count, header.watermark_ms)
+        return MaintenanceResult(
+            False, "unchanged", count, header.watermark_ms, reconciliation=reconciliation
+        )
+    # A snapshot loaded by Scan is a full read of the catalog: reconciled as of then.
+    return _write(index, store, reason, index.source == "scan", reconciliation)
+
+
+def _write(
+    index: EmbeddedIndex,
+    store: SnapshotStore,
+    reason: str,
+    full_read: bool,
+    reconciliation: Reconciliation | None,
+) -> MaintenanceResult:
+    """Write the index as a snapshot; ``full_read``: it was loaded by a Scan (the
+    pointer records it as reconciled then)."""
     watermark, ids, keys, types, revisions, rows = index.export()
     written = store.write(
         model_id=index.model_id,
@@ -77,9 +117,51 @@ def refresh_snapshot(
         content_types=types,
         revisions=revisions,
         matrix=rows,
+        reconciled_ms=int(watermark * 1000) if full_read else None,
     )
     logger.info("wrote an index snapshot of %d vectors (%s)", written.count, reason)
-    return MaintenanceResult(True, reason, written.count, written.watermark_ms)
+    return MaintenanceResult(
+        True, reason, written.count, written.watermark_ms, reconciliation=reconciliation
+    )
+
+
+def _reconcile_if_due(
+    index: EmbeddedIndex,
+    store: SnapshotStore,
+    catalog: ReconcileCatalog,
+    now: float,
+    every: float,
+    overlap: float,
+) -> Reconciliation | None:
+    """Compare the current snapshot with the catalog when the last comparison (or full
+    read) is ``every`` seconds old; None when not due or there is no snapshot of this
+    model (the normal path then builds one by Scan). With no difference the pointer
+    records the time; otherwise the caller rebuilds."""
+    header, reconciled_ms = store.read_pointer()
+    if header is None or (header.model_id, header.dimension) != (index.model_id, index.dimension):
+        return None
+    now_ms = int(now * 1000)
+    if now_ms - reconciled_ms < every * 1000:
+        return None
+    result = reconcile(
+        catalog,
+        store.read_revisions(header),
+        model_id=index.model_id,
+        dimension=index.dimension,
+        cutoff_ms=header.watermark_ms - int(overlap * 1000),
+    )
+    logger.info(
+        "reconciled the index snapshot with the catalog: %d rows, %d indexed in the change "
+        "log (%d read), %d read again by key, %d differences",
+        result.snapshot_rows,
+        result.catalog_rows,
+        result.scanned,
+        result.checked,
+        result.differences,
+    )
+    if not result.differences:
+        store.mark_reconciled(header, now_ms)
+    return result
 
 
 def _check(

@@ -213,8 +213,39 @@ class SnapshotStore:
 
     def read_header(self) -> SnapshotHeader | None:
         """The current snapshot's header (one small GET), None when there is none."""
+        return self.read_pointer()[0]
+
+    def read_pointer(self) -> tuple[SnapshotHeader | None, int]:
+        """The current snapshot's header and when the catalog was last reconciled with
+        the snapshots (epoch ms, 0: never; the pointer carries it from one to the next)."""
         pointer = self._pointer()
-        return None if pointer is None else SnapshotHeader.from_json(pointer["header"])
+        if pointer is None:
+            return None, 0
+        return SnapshotHeader.from_json(pointer["header"]), _reconciled_ms(pointer)
+
+    def read_revisions(self, header: SnapshotHeader) -> dict[str, str | None]:
+        """Each row's catalog revision in the snapshot ``header`` names: its metadata
+        only (one ranged GET, no vector), what the reconciliation compares."""
+        blob = self._range(header, header.meta_offset, header.meta_bytes)
+        if zlib.crc32(blob) != header.meta_crc32:
+            raise SnapshotError("corrupt", "snapshot metadata fails its checksum")
+        ids, _, _, revisions = _parse_meta(blob, header.count)
+        return dict(zip(ids, revisions, strict=True))
+
+    def mark_reconciled(self, header: SnapshotHeader, reconciled_ms: int) -> bool:
+        """Record in the pointer that the snapshot ``header`` names agreed with the
+        catalog at ``reconciled_ms``; False (nothing written) when the pointer has
+        moved to another snapshot meanwhile (its writer carried the older time)."""
+        pointer = self._pointer()
+        if pointer is None or pointer["header"].get("object_key") != header.object_key:
+            return False
+        self.client.put_object(
+            Bucket=self._bucket,
+            Key=self.pointer_key,
+            Body=pointer_body(header, list(pointer.get("retired") or []), reconciled_ms),
+            ContentType="application/json",
+        )
+        return True
 
     def load(self, *, model_id: str, dimension: int) -> Snapshot:
         """The current snapshot of ``model_id`` at ``dimension``, read with parallel
@@ -314,9 +345,12 @@ class SnapshotStore:
         content_types: Sequence[str | None],
         revisions: Sequence[str | None],
         matrix: npt.NDArray[np.float32],
+        reconciled_ms: int | None = None,
     ) -> SnapshotHeader:
         """Upload a new snapshot object, then point to it (unless a snapshot with a
-        newer watermark is current), then delete the snapshot retired last time."""
+        newer watermark is current), then delete the snapshot retired last time.
+        ``reconciled_ms``: this snapshot was built from a full read of the catalog then
+        (None: it builds on the previous one, whose reconciliation time it keeps)."""
         created_ms = int(self._clock() * 1000)
         object_key = f"{self._prefix}snapshots/{created_ms:013d}-{uuid.uuid4().hex}.snap"
         header, chunks = encode_snapshot(
@@ -344,10 +378,10 @@ class SnapshotStore:
                 max_concurrency=_UPLOAD_THREADS,
             ),
         )
-        self._point_to(header)
+        self._point_to(header, reconciled_ms)
         return header
 
-    def _point_to(self, header: SnapshotHeader) -> None:
+    def _point_to(self, header: SnapshotHeader, reconciled_ms: int | None) -> None:
         try:
             previous = self._pointer()
         except SnapshotError:
@@ -361,10 +395,14 @@ class SnapshotStore:
                 return
         retired = [] if previous is None else list(previous.get("retired") or [])
         replaced = None if previous is None else previous["header"].get("object_key")
+        if reconciled_ms is None:
+            reconciled_ms = 0 if previous is None else _reconciled_ms(previous)
         self.client.put_object(
             Bucket=self._bucket,
             Key=self.pointer_key,
-            Body=pointer_body(header, [replaced] if isinstance(replaced, str) else []),
+            Body=pointer_body(
+                header, [replaced] if isinstance(replaced, str) else [], reconciled_ms
+            ),
             ContentType="application/json",
         )
         for key in retired:
@@ -429,9 +467,18 @@ def encode_snapshot(
     return header, [memoryview(_header_block(header)), vector_view, memoryview(meta)]
 
 
-def pointer_body(header: SnapshotHeader, retired: Sequence[str] = ()) -> bytes:
+def pointer_body(
+    header: SnapshotHeader, retired: Sequence[str] = (), reconciled_ms: int = 0
+) -> bytes:
     """The pointer object's bytes for ``header``."""
-    return json.dumps({"header": header.to_json(), "retired": list(retired)}).encode("utf-8")
+    return json.dumps(
+        {"header": header.to_json(), "retired": list(retired), "reconciled_ms": reconciled_ms}
+    ).encode("utf-8")
+
+
+def _reconciled_ms(pointer: dict[str, Any]) -> int:
+    value = pointer.get("reconciled_ms")  # absent in pointers written before entry 41
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def _newer(current: dict[str, Any], header: SnapshotHeader) -> bool:
