@@ -1,11 +1,12 @@
 """A small HTTP server answering the S3 and DynamoDB calls of the embedded index's cold
 start and refresh with real wire bytes, for the benchmarks: S3 GetObject (with Range)
-from files on disk, DynamoDB Query (the change log) and BatchGetItem from prepared
-items. Run as its own process (``python -m bench._fakeaws DIR PORT_FILE``), so its work
+from files on disk, DynamoDB Query (the change log), BatchGetItem and Scan of the change
+log's GSI (the reconciliation) from prepared items. Run as its own process (``python -m bench._fakeaws DIR PORT_FILE``), so its work
 does not count against the measured process.
 
 DIR holds ``s3/<bucket>/<key>`` files, ``changes.json`` (change-log items, each with the
-partition it belongs to) and ``vectors.json`` (items by id). Change items are visible
+partition it belongs to), ``vectors.json`` (items by id) and ``catalog.json`` (the
+change log's GSI as a Scan reads it, in 1 MB pages as DynamoDB answers). Change items are visible
 only after ``POST /_control/changes`` (the bench switches them on between refreshes),
 or from the start with a third argument ``changes``.
 """
@@ -39,6 +40,14 @@ class State:
             json.loads((root / "vectors.json").read_text())
             if (root / "vectors.json").exists()
             else {}
+        )
+        self.catalog: list[bytes] = (
+            [
+                json.dumps(item, separators=(",", ":")).encode()
+                for item in json.loads((root / "catalog.json").read_text())
+            ]
+            if (root / "catalog.json").exists()
+            else []
         )
         self.lock = threading.Lock()
 
@@ -122,10 +131,36 @@ def make_handler(state: State) -> type[BaseHTTPRequestHandler]:
                     if key["image_id"]["S"] in state.vectors
                 ]
                 answer = {"Responses": {table: found}, "UnprocessedKeys": {}}
+            elif target == "Scan":
+                self._scan_page(request)
+                return
             else:
                 self._send(400, b'{"__type":"UnknownOperationException"}', {})
                 return
             body = json.dumps(answer).encode()
+            self._send(200, body, {"Content-Type": "application/x-amz-json-1.0"})
+
+        def _scan_page(self, request: dict[str, Any]) -> None:
+            """One page of ``catalog.json``: up to 1 MB of items, as DynamoDB pages."""
+            start = int(request.get("ExclusiveStartKey", {}).get("image_id", {}).get("S", "0"))
+            page: list[bytes] = []
+            size = 0
+            position = start
+            while position < len(state.catalog) and size < 1024 * 1024:
+                page.append(state.catalog[position])
+                size += len(state.catalog[position])
+                position += 1
+            last = (
+                b',"LastEvaluatedKey":{"image_id":{"S":"%d"}}' % position
+                if position < len(state.catalog)
+                else b""
+            )
+            body = b'{"Items":[%s],"Count":%d,"ScannedCount":%d%s}' % (
+                b",".join(page),
+                len(page),
+                len(page),
+                last,
+            )
             self._send(200, body, {"Content-Type": "application/x-amz-json-1.0"})
 
     return Handler

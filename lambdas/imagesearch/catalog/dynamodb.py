@@ -978,7 +978,6 @@ class DynamoDBCatalog:
         the record is no longer at ``revision`` (its newer write is in the log anyway)."""
         changed_ms = int(self._clock() * 1000)
         names = {
-            "#id": ATTR_IMAGE_ID,
             "#changed": ATTR_CHANGED_AT,
             "#shard": ATTR_CHANGE_SHARD,
             "#day": ATTR_CHANGE_DAY,
@@ -990,6 +989,7 @@ class DynamoDBCatalog:
             ":day": {"S": _day_of(changed_ms)},
         }
         if revision is None:
+            names["#id"] = ATTR_IMAGE_ID
             condition = "attribute_exists(#id) AND attribute_not_exists(#rev)"
         else:
             condition = "#rev = :rev"

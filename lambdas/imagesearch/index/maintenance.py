@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from imagesearch.index.embedded import EmbeddedIndex
 from imagesearch.index.reconcile import ReconcileCatalog, Reconciliation, reconcile
@@ -75,7 +75,7 @@ def refresh_snapshot(
     if count_changes is not None:
         checked = _check(index, store, clock(), count_changes, after_changes, max_lag, max_age)
         if isinstance(checked, MaintenanceResult):
-            return checked
+            return replace(checked, reconciliation=reconciliation)
         due = checked
     index.refresh()  # loads: snapshot + catch-up, or Scan (fallback logged)
     header = index.snapshot_header(max_age=0)
