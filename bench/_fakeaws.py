@@ -1,13 +1,14 @@
 """A small HTTP server answering the S3 and DynamoDB calls of the embedded index's cold
 start and refresh with real wire bytes, for the benchmarks: S3 GetObject (with Range)
 from files on disk, DynamoDB Query (the change log), BatchGetItem and Scan of the change
-log's GSI (the reconciliation) from prepared items. Run as its own process (``python -m bench._fakeaws DIR PORT_FILE``), so its work
-does not count against the measured process.
+log's GSI (the reconciliation) from prepared items. Run as its own process
+(``python -m bench._fakeaws DIR PORT_FILE``), so its work does not count against the
+measured process.
 
 DIR holds ``s3/<bucket>/<key>`` files, ``changes.json`` (change-log items, each with the
 partition it belongs to), ``vectors.json`` (items by id) and ``catalog.json`` (the
-change log's GSI as a Scan reads it, in 1 MB pages as DynamoDB answers). Change items are visible
-only after ``POST /_control/changes`` (the bench switches them on between refreshes),
+change log's GSI as a Scan reads it, in 1 MB pages as DynamoDB answers). Change items
+are visible only after ``POST /_control/changes`` (the bench switches them on between refreshes),
 or from the start with a third argument ``changes``.
 """
 

@@ -28,37 +28,37 @@ from imagesearch.resources import (
     CATALOG_READ_TIMEOUT_SECONDS,
     INDEX_REFRESH_OVERLAP_SECONDS,
     RECONCILE_INTERVAL_SECONDS,
-    SNAPSHOT_MAX_LAG_SECONDS,
     catalog_write_lead_seconds,
 )
 from tests.integration.catalog_support import Clock
-from tests.integration.test_index_snapshot import (  # noqa: F401  (fixtures)
+from tests.integration.test_index_snapshot import (
     BUCKET,
     DIM,
     MODEL,
     PREFIX,
     TABLE,
     Spy,
-    aws,
     axis,
     build_first,
-    catalog,
-    clock,
     delete,
     index_of,
-    maintenance_env,
     put,
     store_of,
     top,
 )
+from tests.integration.test_index_snapshot import aws as _aws
+from tests.integration.test_index_snapshot import catalog as _catalog
+from tests.integration.test_index_snapshot import clock as _clock
+from tests.integration.test_index_snapshot import maintenance_env as _maintenance_env
+
+# This module's moto table and bucket, clock and environment: test_index_snapshot's.
+aws, catalog, clock, maintenance_env = _aws, _catalog, _clock, _maintenance_env
 
 # The maintenance schedule: one run a minute.
 RUN_EVERY = 60.0
 
 
-def maintain(
-    catalog: DynamoDBCatalog, s3: Any, clock: Clock, **options: Any
-) -> MaintenanceResult:
+def maintain(catalog: DynamoDBCatalog, s3: Any, clock: Clock, **options: Any) -> MaintenanceResult:
     """One maintenance run as the handler makes it (cheap check, reconciliation)."""
     store = store_of(s3, clock)
     return refresh_snapshot(
@@ -288,9 +288,7 @@ def test_a_stale_view_of_the_change_log_repairs_nothing(
     )
     # The disagreement is read again by key, agrees, and is left alone
     assert (result.checked, result.differences) == (1, 0)
-    assert catalog.record_states([ids[0]])[ids[0]]["changed_at"]["N"] != str(
-        int(clock.now * 1000)
-    )
+    assert catalog.record_states([ids[0]])[ids[0]]["changed_at"]["N"] != str(int(clock.now * 1000))
 
 
 def test_a_record_rewritten_meanwhile_is_not_reannounced(
@@ -306,7 +304,9 @@ def test_a_record_rewritten_meanwhile_is_not_reannounced(
     state = catalog.record_states([image_id])[image_id]
     assert state[ATTR_REVISION]["S"] == current  # same revision: readers fetch nothing
     assert state["changed_at"]["N"] == str(int(clock.now * 1000))
-    assert catalog.get(image_id, with_vector=True).vector.tolist() == axis(1).tolist()
+    stored = catalog.get(image_id, with_vector=True)
+    assert stored is not None and stored.vector is not None
+    assert stored.vector.tolist() == axis(1).tolist()
 
 
 def test_a_failed_reconciliation_fails_the_run_and_leaves_the_snapshot(
@@ -382,8 +382,9 @@ def test_the_maintenance_handler_reconciles_hourly_and_reports_the_repair(
     assert maintenance.handler({}, None)["written"]
     # Given an overwrite that DynamoDB applied, unseen, long before the snapshot was made
     # (its stamp is a day old), so no change-log reader after the snapshot looks for it
-    stamped = Clock(SnapshotStore(BUCKET, PREFIX, client=aws[1]).read_header().watermark_ms)
-    stamped.now = stamped.now / 1000 - 24 * 3600
+    header = SnapshotStore(BUCKET, PREFIX, client=aws[1]).read_header()
+    assert header is not None
+    stamped = Clock(header.watermark_ms / 1000 - 24 * 3600)
     put(DynamoDBCatalog(TABLE, client=aws[0], clock=stamped), 1, axis(5), sequencer="S2")
 
     quiet = maintenance.handler({}, None)  # not due yet
@@ -393,6 +394,9 @@ def test_the_maintenance_handler_reconciles_hourly_and_reports_the_repair(
     assert repaired["reconciled"] == {"differences": 1, "reannounced": 1, "scanned": 3}
     assert repaired["written"] and repaired["images"] == 3
     cold = EmbeddedIndex(
-        writer, model_id=MODEL, dimension=DIM, snapshots=SnapshotStore(BUCKET, PREFIX, client=aws[1])
+        writer,
+        model_id=MODEL,
+        dimension=DIM,
+        snapshots=SnapshotStore(BUCKET, PREFIX, client=aws[1]),
     )
     assert top(cold, 5) == ids[1] and cold.source == "snapshot"

@@ -13,8 +13,9 @@ serves) and its incremental refresh through this adapter: the change log (the
 fetches the vectors of only the rows a reader does not hold at that revision.
 
 Only the low-level client is used (GetItem, PutItem, Scan, Query, BatchGetItem, and
-UpdateItem for the switch and the reconciliation: the IAM policies grant exactly these); the boto3 resource layer is slow on binary
-attributes and turns numbers into Decimals.
+UpdateItem for the switch and the reconciliation: the IAM policies grant exactly
+these); the boto3 resource layer is slow on binary attributes and turns numbers into
+Decimals.
 """
 
 from __future__ import annotations

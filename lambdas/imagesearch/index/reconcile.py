@@ -104,11 +104,8 @@ def reconcile(
         if _changed_ms(record) >= cutoff_ms:
             continue  # rewritten since the scan saw it: the change log covers it
         revision = record.get(ATTR_REVISION, {}).get("S")
-        if _indexed_of(record, model_id, dimension):
-            agrees = held == revision
-        else:
-            agrees = held is _ABSENT
-        if agrees:
+        indexed = _indexed_of(record, model_id, dimension)
+        if (held == revision) if indexed else (held is _ABSENT):
             continue  # the scan's view was stale
         if catalog.reannounce(image_id, revision):
             reannounced.append(image_id)
@@ -144,8 +141,7 @@ def _indexed_of(item: Item, model_id: str, dimension: int) -> bool:
         return False
     dim = str(dimension)
     return (
-        item.get("model_id", {}).get("S") == model_id
-        and item.get("dimension", {}).get("N") == dim
+        item.get("model_id", {}).get("S") == model_id and item.get("dimension", {}).get("N") == dim
     ) or (
         item.get(ATTR_ALT_MODEL_ID, {}).get("S") == model_id
         and item.get(ATTR_ALT_DIMENSION, {}).get("N") == dim
