@@ -15,7 +15,8 @@ really receives, and the search handler's import from the built asset.
 - Reconciliation at 250k (docs/decisions.md 41): the maintenance function's hourly
   comparison of the snapshot with the catalog, in a fresh process: the snapshot's
   metadata (one ranged GET), a Scan of the change log's GSI (~250 bytes an item, 1 MB
-  pages from the local server), the comparison; nothing differs. Target <= 30 s.
+  pages from the local server), the comparison; nothing differs. Target <= 60 s: within
+  the maintenance schedule's minute, so a reconciling run does not overlap the next.
 - Handler import: the asset built the way ``stacks/bundling.py`` builds it (pruned,
   bytecode compiled), for this machine's architecture, imported by a fresh interpreter
   that sees only the standard library and the asset, in the environment the Lambda
@@ -437,8 +438,8 @@ def reconciliation(count: int = 250_000) -> None:
         f"{result['seconds']:.1f} s, peak RSS {result['rss_mb']:.0f} MB (snapshot metadata, "
         "Scan of the change log's GSI in 1 MB pages from a local HTTP server, comparison; "
         "once an hour in the maintenance function)",
-        "<= 30 s",
-        result["seconds"] <= 30,
+        "<= 60 s",
+        result["seconds"] <= 60,
     )
 
 
