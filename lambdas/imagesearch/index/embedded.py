@@ -27,15 +27,18 @@ import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
+import numpy.typing as npt
 from botocore.exceptions import BotoCoreError, ClientError
 
 from imagesearch.catalog.dynamodb import CatalogThrottled, select_slot
 from imagesearch.embedders.base import Vector
 from imagesearch.errors import IndexUnavailable
-from imagesearch.index.matrix import MatrixIndex
+from imagesearch.index.matrix import MatrixIndex, allocate_rows
 from imagesearch.index.snapshot import Snapshot, SnapshotError, SnapshotHeader
 from imagesearch.ports import QueryFilters, ScoredId, VectorEntry
 from imagesearch.records import VECTOR_DTYPE, decode_vector
@@ -57,6 +60,19 @@ Item = Mapping[str, Mapping[str, Any]]
 
 class StaleIndexError(IndexUnavailable):
     """The in-memory index could not be refreshed for longer than allowed."""
+
+
+@dataclass(frozen=True)
+class Exported:
+    """What a snapshot of the index holds (``EmbeddedIndex.exported``): one entry per
+    row of ``rows`` (unit vectors, a view of the live matrix)."""
+
+    watermark: float  # epoch s: the catalog's changes up to here are in
+    ids: list[str]
+    keys: list[str]
+    content_types: list[str | None]
+    revisions: list[str | None]
+    rows: npt.NDArray[np.float32] = field(repr=False)
 
 
 class CatalogFeed(Protocol):
@@ -110,7 +126,7 @@ def build_matrix_from_items(
         content_types.append(None if content_type is None else content_type["S"])
         blobs.append(blob)
     count = len(blobs)
-    buffer = np.empty((MatrixIndex.capacity_for(count), dimension), dtype=np.float32)
+    buffer = allocate_rows(MatrixIndex.capacity_for(count), dimension)
     # One memcpy per vector straight into the matrix: unlike b"".join + np.frombuffer,
     # no 400 MB transient at 100k x 1024, and fresh memory is touched once, not twice
     # (page faults dominate a cold start).
@@ -285,14 +301,17 @@ class EmbeddedIndex:
             self._header_read = now
         return self._header
 
-    def export(self) -> tuple[float, list[str], list[str], list[str | None], list[str | None], Any]:
-        """(watermark, ids, keys, content types, revisions, unit rows) of the loaded and
-        refreshed index: what a snapshot holds. Hold no other lock while using it."""
+    @contextmanager
+    def exported(self) -> Iterator[Exported]:
+        """The loaded and refreshed index as a snapshot holds it. Its rows are a view of
+        the live matrix, not a copy (a second 1 GB at 250k x 1024 would not fit the
+        maintenance function): the index's lock is held until the block ends, so
+        nothing changes them meanwhile. Hold no other lock inside it."""
         with self._lock:
             matrix = self._fresh_matrix()
             ids, keys, types, rows = matrix.rows()
             revisions = [self._revisions.get(image_id) for image_id in ids]
-            return self._watermark, ids, keys, types, revisions, rows.copy()
+            yield Exported(self._watermark, ids, keys, types, revisions, rows)
 
     # -- loading and refreshing ------------------------------------------------------
 

@@ -67,17 +67,17 @@ def refresh_snapshot(
     else:
         count = index.loaded_count() or 0
         return MaintenanceResult(False, "unchanged", count, header.watermark_ms)
-    watermark, ids, keys, types, revisions, rows = index.export()
-    written = store.write(
-        model_id=index.model_id,
-        dimension=index.dimension,
-        watermark_ms=int(watermark * 1000),
-        ids=ids,
-        keys=keys,
-        content_types=types,
-        revisions=revisions,
-        matrix=rows,
-    )
+    with index.exported() as exported:  # the live rows: no copy of the matrix
+        written = store.write(
+            model_id=index.model_id,
+            dimension=index.dimension,
+            watermark_ms=int(exported.watermark * 1000),
+            ids=exported.ids,
+            keys=exported.keys,
+            content_types=exported.content_types,
+            revisions=exported.revisions,
+            matrix=exported.rows,
+        )
     logger.info("wrote an index snapshot of %d vectors (%s)", written.count, reason)
     return MaintenanceResult(True, reason, written.count, written.watermark_ms)
 
