@@ -48,8 +48,9 @@ PART_BYTES = 8 * 1024 * 1024
 READ_THREADS = 8
 _UPLOAD_PART_BYTES = 16 * 1024 * 1024
 _UPLOAD_THREADS = 4
-# Parts the upload holds in memory at once (s3transfer's default is 10: 160 MB).
-_UPLOAD_PARTS_IN_MEMORY = 2 * _UPLOAD_THREADS
+# Parts the upload holds in memory at once (s3transfer's default is 10: 160 MB): one
+# per upload thread.
+_UPLOAD_PARTS_IN_MEMORY = _UPLOAD_THREADS
 # Metadata entries JSON-encoded at a time while the snapshot is written.
 _META_BATCH = 4096
 
