@@ -12,6 +12,11 @@ really receives, and the search handler's import from the built asset.
   log partitions queried, nothing fetched; median of 20) and with 1000 changes (800
   overwrites, 100 adds, 100 deletes: Query pages without vectors, then BatchGetItem of
   the 900 rows with vectors). Targets <= 20 ms and <= 300 ms.
+- Maintenance snapshot build at 250k x 1024: a fresh process loads the snapshot, catches
+  up 1000 changes and uploads a new snapshot (multipart, to the same local server); its
+  peak RSS (VmHWM) must stay below the maintenance function's memory as synthesized
+  (``stacks/maintenance.py``, ``memory_mb``). The suite measures the same at 40k and 80k
+  (tests/integration/test_maintenance_memory.py).
 - Handler import: the asset built the way ``stacks/bundling.py`` builds it (pruned,
   bytecode compiled), for this machine's architecture, imported by a fresh interpreter
   that sees only the standard library and the asset, in the environment the Lambda
@@ -330,9 +335,10 @@ def maintenance_build(count: int, cache: Path = CACHE) -> dict[str, Any]:
 
 
 def maintenance_at_capacity(count: int = r.CONTEXT_DEFAULTS["embeddedMaxImages"]) -> None:
-    from stacks.maintenance import maintenance_memory_mb
+    from stacks.config import AppConfig
+    from stacks.maintenance import memory_mb as function_memory_mb
 
-    memory_mb = maintenance_memory_mb(count, DIMENSION)
+    memory_mb = function_memory_mb(AppConfig.from_context({"embeddedMaxImages": count}))
     result = maintenance_build(count)
     line(
         f"maintenance snapshot build {count // 1000}k x {DIMENSION}:",
