@@ -1,7 +1,8 @@
 """A small HTTP server answering the S3 and DynamoDB calls of the embedded index's cold
-start and refresh with real wire bytes, for the benchmarks: S3 GetObject (with Range)
-from files on disk, DynamoDB Query (the change log), BatchGetItem and Scan of the change
-log's GSI (the reconciliation) from prepared items. Run as its own process
+start, refresh and snapshot write with real wire bytes, for the benchmarks: S3
+GetObject (with Range) from files on disk, PutObject, multipart uploads and
+DeleteObject to them, DynamoDB Query (the change log), BatchGetItem and Scan of the
+change log's GSI (the reconciliation) from prepared items. Run as its own process
 (``python -m bench._fakeaws DIR PORT_FILE``), so its work does not count against the
 measured process.
 
@@ -16,13 +17,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import sys
 import threading
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import parse_qs, unquote
 
 
 class State:
@@ -95,7 +98,68 @@ def make_handler(state: State) -> type[BaseHTTPRequestHandler]:
                 headers["Content-Range"] = f"bytes {start}-{end}/{size}"
             self._send(status, body, headers)
 
+        def _object(self) -> tuple[Path, dict[str, list[str]]]:
+            path, _, query = self.path.partition("?")
+            return state.root / "s3" / unquote(path.lstrip("/")), parse_qs(
+                query, keep_blank_values=True
+            )
+
+        def _body_to(self, target: Path) -> None:
+            """The request body into ``target``, in pieces (parts are 16 MB)."""
+            remaining = int(self.headers.get("Content-Length", "0"))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with target.open("wb") as handle:
+                while remaining:
+                    piece = self.rfile.read(min(remaining, 1 << 20))
+                    if not piece:
+                        raise ConnectionError("request body ended early")
+                    handle.write(piece)
+                    remaining -= len(piece)
+
+        def do_PUT(self) -> None:  # PutObject, UploadPart
+            path, query = self._object()
+            if "uploadId" in query:
+                upload = state.root / "uploads" / query["uploadId"][0]
+                self._body_to(upload / f"{int(query['partNumber'][0]):05d}")
+            else:
+                self._body_to(path)
+            self._send(200, b"", {"ETag": f'"{uuid.uuid4().hex}"'})
+
+        def do_DELETE(self) -> None:  # DeleteObject
+            path, _ = self._object()
+            path.unlink(missing_ok=True)
+            self._send(204, b"", {})
+
+        def _multipart(self, path: Path, query: dict[str, list[str]]) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            key = path.relative_to(state.root / "s3").as_posix()
+            if "uploads" in query:  # CreateMultipartUpload
+                upload_id = uuid.uuid4().hex
+                (state.root / "uploads" / upload_id).mkdir(parents=True)
+                body = (
+                    "<InitiateMultipartUploadResult><Bucket>b</Bucket>"
+                    f"<Key>{key}</Key><UploadId>{upload_id}</UploadId>"
+                    "</InitiateMultipartUploadResult>"
+                )
+            else:  # CompleteMultipartUpload: the parts, in order, become the object
+                upload = state.root / "uploads" / query["uploadId"][0]
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with path.open("wb") as handle:
+                    for part in sorted(upload.iterdir()):
+                        with part.open("rb") as source:
+                            shutil.copyfileobj(source, handle, 1 << 20)
+                shutil.rmtree(upload)
+                body = (
+                    "<CompleteMultipartUploadResult><Bucket>b</Bucket>"
+                    f'<Key>{key}</Key><ETag>"done"</ETag></CompleteMultipartUploadResult>'
+                )
+            self._send(200, body.encode(), {"Content-Type": "application/xml"})
+
         def do_POST(self) -> None:
+            path, query = self._object()
+            if "uploads" in query or "uploadId" in query:
+                self._multipart(path, query)
+                return
             length = int(self.headers.get("Content-Length", "0"))
             request = json.loads(self.rfile.read(length) or b"{}")
             if self.path.startswith("/_control/changes"):

@@ -17,6 +17,11 @@ really receives, and the search handler's import from the built asset.
   metadata (one ranged GET), a Scan of the change log's GSI (~250 bytes an item, 1 MB
   pages from the local server), the comparison; nothing differs. Target <= 60 s: within
   the maintenance schedule's minute, so a reconciling run does not overlap the next.
+- Maintenance snapshot build at 250k x 1024: a fresh process loads the snapshot, catches
+  up 1000 changes and uploads a new snapshot (multipart, to the same local server); its
+  peak RSS (VmHWM) must stay below the maintenance function's memory as synthesized
+  (``stacks/maintenance.py``, ``memory_mb``). The suite measures the same at 40k and 80k
+  (tests/integration/test_maintenance_memory.py).
 - Handler import: the asset built the way ``stacks/bundling.py`` builds it (pruned,
   bytecode compiled), for this machine's architecture, imported by a fresh interpreter
   that sees only the standard library and the asset, in the environment the Lambda
@@ -72,11 +77,11 @@ def _ids(count: int) -> list[str]:
     return [f"{n:032x}" for n in range(count)]
 
 
-def snapshot_dir(count: int, watermark_ms: int) -> Path:
-    """``CACHE/<count>`` with the S3 files of a snapshot of ``count`` random unit
+def snapshot_dir(count: int, watermark_ms: int, cache: Path = CACHE) -> Path:
+    """``cache/<count>`` with the S3 files of a snapshot of ``count`` random unit
     vectors (the object is cached between runs; its header block and the pointer are
     rewritten for ``watermark_ms``)."""
-    root = CACHE / str(count)
+    root = cache / str(count)
     bucket = root / "s3" / BUCKET
     target = bucket / OBJECT_KEY
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -229,13 +234,32 @@ def child(mode: str, endpoint: str) -> None:
     if mode == "reconcile":
         reconcile_child(s3, dynamodb)
         return
+    store = SnapshotStore(BUCKET, PREFIX, client=s3)
     index = EmbeddedIndex(
         DynamoDBCatalog(TABLE, client=dynamodb),
         model_id=MODEL,
         dimension=DIMENSION,
-        snapshots=SnapshotStore(BUCKET, PREFIX, client=s3),
+        snapshots=store,
         on_fallback=fail,
     )
+    if mode == "maintenance":
+        from imagesearch.index.maintenance import refresh_snapshot
+
+        # As the maintenance function runs: the snapshot, the change log's catch-up,
+        # then a new snapshot written (due: the changes since the last one).
+        done = refresh_snapshot(index, store, clock=time.time)
+        print(
+            json.dumps(
+                {
+                    "seconds": time.perf_counter() - started,
+                    "written": done.written,
+                    "count": done.count,
+                    "source": index.source,
+                    "rss_mb": peak_rss_mb(),
+                }
+            )
+        )
+        return
     index.refresh()
     result: dict[str, Any] = {
         "cold_s": time.perf_counter() - started,
@@ -300,12 +324,17 @@ def peak_rss_mb() -> float:
 
 def run_child(mode: str, endpoint: str) -> dict[str, Any]:
     script = f"from bench.embedded import child; child({mode!r}, {endpoint!r})"
+    env = handler_env()
+    # This checkout's code (a PYTHONPATH given first: the bench of another revision).
+    env["PYTHONPATH"] = os.pathsep.join(
+        [*filter(None, [env.get("PYTHONPATH")]), str(ROOT), str(ROOT / "lambdas")]
+    )
     done = subprocess.run(
         [sys.executable, "-c", script],
         capture_output=True,
         text=True,
         cwd=ROOT,
-        env=handler_env(),
+        env=env,
         timeout=600,
     )
     if done.returncode != 0:
@@ -315,6 +344,47 @@ def run_child(mode: str, endpoint: str) -> dict[str, Any]:
 
 
 # --- cold start and refresh ------------------------------------------------------------
+
+
+def maintenance_build(count: int, cache: Path = CACHE) -> dict[str, Any]:
+    """The maintenance function's snapshot build at ``count`` x 1024 in a fresh process
+    (bench/_fakeaws.py serves the snapshot and the change log and takes the upload):
+    load the snapshot, catch up ``CHANGES``, write a new snapshot. Returns its seconds,
+    peak RSS (MB) and count; the snapshot it wrote is removed afterwards."""
+    now_ms = int(time.time() * 1000)
+    root = snapshot_dir(count, now_ms - 600_000, cache)
+    write_changes(root, count, now_ms - 300_000)
+    server = Server(root, changes_visible=True)
+    try:
+        result = run_child("maintenance", server.endpoint)
+    finally:
+        server.stop()
+        (root / "changes.json").unlink(missing_ok=True)
+        (root / "vectors.json").unlink(missing_ok=True)
+        for written in (root / "s3" / BUCKET / PREFIX / "snapshots").glob("*.snap"):
+            if written.name != Path(OBJECT_KEY).name:
+                written.unlink()
+        shutil.rmtree(root / "uploads", ignore_errors=True)
+    _, adds, deletes = CHANGES
+    assert result["written"] and result["source"] == "snapshot", result
+    assert result["count"] == count + adds - deletes, result
+    return result
+
+
+def maintenance_at_capacity(count: int = r.CONTEXT_DEFAULTS["embeddedMaxImages"]) -> None:
+    from stacks.config import AppConfig
+    from stacks.maintenance import memory_mb as function_memory_mb
+
+    memory_mb = function_memory_mb(AppConfig.from_context({"embeddedMaxImages": count}))
+    result = maintenance_build(count)
+    line(
+        f"maintenance snapshot build {count // 1000}k x {DIMENSION}:",
+        f"{result['seconds']:.1f} s, peak RSS {result['rss_mb']:.0f} MB, function memory "
+        f"{memory_mb} MB (snapshot read, {sum(CHANGES)} changes caught up, new snapshot "
+        "uploaded to a local HTTP server, fresh process)",
+        "peak RSS < function memory",
+        result["rss_mb"] < memory_mb,
+    )
 
 
 def cold_start(count: int) -> None:
@@ -543,6 +613,7 @@ def main() -> None:
     cold_start_catching_up()
     warm_refresh()
     reconciliation()
+    maintenance_at_capacity()
     handler_import()
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from imagesearch import resources as r
+from stacks.sizing import LAMBDA_MAX_MEMORY_MB, max_images_that_fit, needed_memory_mb
 
 # SQS event source mappings accept MaximumConcurrency between 2 and 1000.
 MIN_INGEST_CONCURRENCY = 2
@@ -114,6 +115,26 @@ class AppConfig:
             raise ConfigError(
                 f"embeddedMaxImages must be between 1000 and {r.EMBEDDED_MAX_IMAGES_LIMIT}, "
                 f"got {self.embedded_max_images}; beyond that use vectorStore=s3vectors"
+            )
+        if self.vector_store == "dynamodb":
+            self._check_embedded_memory()
+
+    def _check_embedded_memory(self) -> None:
+        """The embedded index at embeddedMaxImages must fit its functions' memory: a
+        function capped at Lambda's maximum would run out of memory below capacity."""
+        previous = self.previous_space
+        # Search holds both models' matrices during a switch; maintenance the serving one's.
+        search_dimensions = self.embedding_dimension + (previous[1] if previous else 0)
+        serving = max(self.embedding_dimension, previous[1] if previous else 0)
+        needed = needed_memory_mb(self.embedded_max_images, serving, search_dimensions)
+        if needed > LAMBDA_MAX_MEMORY_MB:
+            fits = max_images_that_fit(serving, search_dimensions)
+            during = " during a model switch" if previous else ""
+            raise ConfigError(
+                f"embeddedMaxImages {self.embedded_max_images} at {search_dimensions} "
+                f"dimensions{during} needs {needed} MB of function memory, above Lambda's "
+                f"{LAMBDA_MAX_MEMORY_MB} MB: at most {fits} fit; beyond that use "
+                "vectorStore=s3vectors"
             )
 
     def _check_switch(self) -> None:

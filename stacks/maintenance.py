@@ -17,7 +17,8 @@ from constructs import Construct
 from imagesearch import resources as r
 from stacks.config import AppConfig
 from stacks.functions import LoggedFunction, runtime_environment
-from stacks.search_api import embedded_environment, embedded_memory_mb
+from stacks.search_api import embedded_environment
+from stacks.sizing import maintenance_memory_mb
 
 SERVICE_NAME = "imagesearch-maintenance"
 # How often it checks (cheaply: a pointer GET and COUNT queries) whether a new snapshot
@@ -27,6 +28,21 @@ SCHEDULE = Duration.minutes(1)
 TIMEOUT = Duration.minutes(10)
 # The scale tier runs it only during a model switch: queries, messages, deletes.
 SWITCH_ONLY_MEMORY_MB = 512
+
+
+def memory_mb(config: AppConfig) -> int:
+    """The function's memory: the loaded index of the serving model (during a switch the
+    previous one's until the flip, so the larger dimension) and a snapshot write,
+    measured against it by tests/integration/test_maintenance_memory.py."""
+    if config.vector_store != "dynamodb":
+        return SWITCH_ONLY_MEMORY_MB
+    return maintenance_memory_mb(config.embedded_max_images, serving_dimension(config))
+
+
+def serving_dimension(config: AppConfig) -> int:
+    """The largest dimension the maintenance function may load: either model's."""
+    previous = config.previous_space
+    return max(config.embedding_dimension, previous[1] if previous is not None else 0)
 
 
 class IndexMaintenance(Construct):
@@ -50,12 +66,7 @@ class IndexMaintenance(Construct):
             code=code,
             handler=r.MAINTENANCE_HANDLER,
             description=("Index maintenance: model switch steps, and the index snapshot when due"),
-            # The loaded index plus the snapshot's metadata while it is written.
-            memory_mb=(
-                embedded_memory_mb(config.embedded_max_images, config.embedding_dimension)
-                if config.vector_store == "dynamodb"
-                else SWITCH_ONLY_MEMORY_MB
-            ),
+            memory_mb=memory_mb(config),
             timeout=TIMEOUT,
             environment={
                 **runtime_environment(

@@ -2,7 +2,9 @@
 
 Alarms have no actions: subscribe them to your own SNS topic or chat channel (an
 encrypted topic needs a customer managed KMS key, a monthly cost we do not impose).
-Missing data is not breaching: an idle service has no datapoints and is healthy.
+Missing data is not breaching where an idle service has no datapoints and is healthy;
+it is breaching where silence means failure: the maintenance function reports the
+embedded index's size every minute, so no report means it stopped working.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class Monitoring(Construct):
         search_function: lambda_.IFunction,
         api: apigw.RestApi,
         embedded_max_images: int | None = None,
+        maintenance_function: lambda_.IFunction | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         self.alarms: dict[str, cloudwatch.Alarm] = {}
@@ -87,6 +90,14 @@ class Monitoring(Construct):
             0,
             "The search API answered 5XX (function errors or timeouts, model unavailable).",
         )
+        if maintenance_function is not None:
+            self._above(
+                "MaintenanceFunctionErrors",
+                maintenance_function.metric_errors(period=PERIOD, statistic="Sum"),
+                0,
+                "The index maintenance function failed runs (crash, timeout or out of "
+                "memory): no new snapshot or model switch step; read its logs.",
+            )
         if embedded_max_images is not None:
             warn_at = int(r.EMBEDDED_CAPACITY_WARNING * embedded_max_images)
             self._above(
@@ -101,11 +112,35 @@ class Monitoring(Construct):
                 warn_at - 1,
                 f"The embedded index holds at least {warn_at} images, 80 % of "
                 f"embeddedMaxImages ({embedded_max_images}): raise embeddedMaxImages (memory) "
-                "or move to vectorStore=s3vectors before search instances run out of memory.",
+                "or move to vectorStore=s3vectors before search instances run out of memory. "
+                "No data counts too: the maintenance function reports every minute, so "
+                "silence means it stopped (see MaintenanceFunctionErrors and its logs).",
+                missing=cloudwatch.TreatMissingData.BREACHING,
+            )
+            self._above(
+                "IndexSnapshotFallbacks",
+                cloudwatch.Metric(
+                    namespace=r.METRICS_NAMESPACE,
+                    metric_name=r.METRIC_SNAPSHOT_FALLBACKS,
+                    dimensions_map=dict(r.EMBEDDED_METRIC_DIMENSIONS),
+                    period=PERIOD,
+                    statistic="Sum",
+                ),
+                0,
+                "Search instances loaded the index by a table Scan: the snapshot was "
+                "missing, corrupt, stale or of another model (the search logs say which). "
+                "Cold starts are slow and read the whole table; check the maintenance "
+                "function.",
             )
 
     def _above(
-        self, alarm_id: str, metric: cloudwatch.IMetric, threshold: float, description: str
+        self,
+        alarm_id: str,
+        metric: cloudwatch.IMetric,
+        threshold: float,
+        description: str,
+        *,
+        missing: cloudwatch.TreatMissingData = cloudwatch.TreatMissingData.NOT_BREACHING,
     ) -> None:
         self.alarms[alarm_id] = cloudwatch.Alarm(
             self,
@@ -114,6 +149,6 @@ class Monitoring(Construct):
             threshold=threshold,
             comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
             evaluation_periods=1,
-            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            treat_missing_data=missing,
             alarm_description=description,
         )

@@ -15,27 +15,9 @@ from constructs import Construct
 from imagesearch import resources as r
 from stacks.config import AppConfig
 from stacks.functions import LOG_RETENTION, LoggedFunction, runtime_environment
+from stacks.sizing import embedded_memory_mb
 
 SERVICE_NAME = "imagesearch-api"
-# Memory also buys CPU for the matrix-vector product: never below this.
-MIN_MEMORY_MB = 2048
-LAMBDA_MAX_MEMORY_MB = 10240
-# Besides the matrix: the interpreter and libraries, ids/keys/revisions per row, the
-# snapshot's metadata while it is parsed, the request's scratch space.
-BASE_OVERHEAD_MB = 512
-PER_IMAGE_OVERHEAD_BYTES = 600
-
-
-def embedded_memory_mb(max_images: int, dimension: int) -> int:
-    """Memory of a function holding the embedded index of ``max_images`` vectors: the
-    float32 matrix with its append headroom (MatrixIndex.capacity_for), per-row
-    Python objects and a fixed base, rounded up to 64 MB, within Lambda's limits."""
-    matrix = max_images * 1.125 * dimension * 4
-    total = matrix + max_images * PER_IMAGE_OVERHEAD_BYTES + BASE_OVERHEAD_MB * 2**20
-    mb = -(-int(total) // 2**20)
-    return min(LAMBDA_MAX_MEMORY_MB, max(MIN_MEMORY_MB, -(-mb // 64) * 64))
-
-
 # The search function's memory at the default configuration (250k x 1024).
 MEMORY_MB = embedded_memory_mb(
     r.CONTEXT_DEFAULTS["embeddedMaxImages"], r.CONTEXT_DEFAULTS["embeddingDimension"]

@@ -87,6 +87,9 @@ class ImageSearchStack(Stack):
             embedded_max_images=(
                 config.embedded_max_images if config.vector_store == "dynamodb" else None
             ),
+            maintenance_function=(
+                self.maintenance.function if self.maintenance is not None else None
+            ),
         )
 
         self._grant_ingest()

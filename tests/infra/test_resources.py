@@ -526,10 +526,12 @@ def test_alarms(default_app: Synthesized) -> None:
         "search": default_app.logical_id(stack.search.function),
     }
 
-    assert len(default_app.resources("AWS::CloudWatch::Alarm")) == len(alarms) == 7
-    for alarm in alarms.values():
+    assert len(default_app.resources("AWS::CloudWatch::Alarm")) == len(alarms) == 9
+    for alarm_id, alarm in alarms.items():
         assert alarm["ComparisonOperator"] == "GreaterThanThreshold"
-        assert alarm["TreatMissingData"] == "notBreaching"
+        # Silence is failure only where a metric is reported on a schedule
+        breaching = alarm_id == "EmbeddedIndexNearCapacity"
+        assert alarm["TreatMissingData"] == ("breaching" if breaching else "notBreaching")
         assert alarm["EvaluationPeriods"] == 1
         assert alarm["AlarmDescription"]
 
@@ -568,15 +570,38 @@ def test_alarms(default_app: Synthesized) -> None:
         0.8 * r.CONTEXT_DEFAULTS["embeddedMaxImages"] - 1,
     )
     assert capacity["Dimensions"] == [{"Name": "index", "Value": "embedded"}]
+    assert "maintenance function reports every minute" in capacity["AlarmDescription"]
+    maintenance = alarms["MaintenanceFunctionErrors"]
+    assert (maintenance["Namespace"], maintenance["MetricName"], maintenance["Threshold"]) == (
+        "AWS/Lambda",
+        "Errors",
+        0,
+    )
+    maintenance_id = default_app.logical_id(stack.maintenance.function)
+    assert maintenance["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": maintenance_id}}]
+    fallbacks = alarms["IndexSnapshotFallbacks"]
+    assert (fallbacks["Namespace"], fallbacks["MetricName"], fallbacks["Threshold"]) == (
+        r.METRICS_NAMESPACE,
+        r.METRIC_SNAPSHOT_FALLBACKS,
+        0,
+    )
+    # The dimensions the search function emits the metric with (imagesearch.metrics)
+    assert fallbacks["Dimensions"] == [{"Name": "index", "Value": "embedded"}]
+    assert fallbacks["Statistic"] == "Sum"
 
 
-def test_maintenance_runs_on_a_schedule_with_the_search_memory(default_app: Synthesized) -> None:
-    from stacks.search_api import embedded_memory_mb
+def test_maintenance_runs_on_a_schedule_with_the_memory_its_build_was_measured_against(
+    default_app: Synthesized,
+) -> None:
+    from stacks.maintenance import memory_mb
+    from stacks.sizing import maintenance_memory_mb
 
     stack = default_app.stack
     function = resource_of(default_app, stack.maintenance.function)["Properties"]
     assert function["Handler"] == r.MAINTENANCE_HANDLER
-    assert function["MemorySize"] == embedded_memory_mb(250_000, 1024)
+    # tests/integration/test_maintenance_memory.py measures against memory_mb
+    assert function["MemorySize"] == memory_mb(stack.config)
+    assert function["MemorySize"] == maintenance_memory_mb(250_000, 1024)
     variables = function["Environment"]["Variables"]
     assert variables[r.ENV_SNAPSHOT_PREFIX] == r.SNAPSHOT_PREFIX
     rule = resource_of(default_app, stack.maintenance.rule)["Properties"]
@@ -592,7 +617,7 @@ def test_search_memory_follows_embedded_capacity() -> None:
     assert embedded_memory_mb(100_000, 1024) == 2048  # the floor (CPU)
     at_million = embedded_memory_mb(1_000_000, 1024)
     assert 4 * 1.125 * 1024 < at_million < 10240  # matrix + headroom + overhead
-    assert embedded_memory_mb(1_000_000, 4096) == 10240  # capped at Lambda's maximum
+    assert embedded_memory_mb(1_000_000, 4096) == 10240  # capped (config refuses it)
 
 
 def test_configuration_alarm_watches_the_service_name_the_function_reports(

@@ -127,3 +127,16 @@ def test_cdk_nag_and_cfn_lint_stay_clean(s3v_app: Synthesized) -> None:
     compliance.test_nag_ran_and_every_finding_is_compliant_or_suppressed(s3v_app)
     compliance.test_every_suppression_is_scoped_and_explained(s3v_app)
     compliance.test_cfn_lint_finds_no_errors(s3v_app)
+
+
+def test_the_scale_tier_has_no_embedded_index_alarms(s3v_app: Synthesized) -> None:
+    # No maintenance function without a model switch, no snapshot, no capacity metric
+    assert s3v_app.stack.maintenance is None
+    assert set(s3v_app.stack.monitoring.alarms) == {
+        "DeadLetterQueueNotEmpty",
+        "IngestQueueBacklogOld",
+        "IngestFunctionErrors",
+        "EmbedderConfigurationErrors",
+        "SearchFunctionErrors",
+        "Api5xxErrors",
+    }

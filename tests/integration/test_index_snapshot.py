@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
+import zlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,7 +20,7 @@ from botocore.exceptions import ClientError
 from moto import mock_aws
 
 from imagesearch.catalog.dynamodb import DynamoDBCatalog
-from imagesearch.index.embedded import EmbeddedIndex
+from imagesearch.index.embedded import EmbeddedIndex, Exported
 from imagesearch.index.maintenance import refresh_snapshot
 from imagesearch.index.snapshot import SnapshotError, SnapshotStore
 from imagesearch.ports import QueryFilters
@@ -212,27 +214,26 @@ def test_concurrent_writers_leave_a_complete_snapshot_and_never_go_back(
     s3 = aws[1]
     for n in range(3):
         put(catalog, n, axis(n))
-    old = index_of(catalog, clock, None).export()  # writer A read the table (watermark now)
-    clock.advance(30)
-    put(catalog, 3, axis(3))
-    newer = index_of(catalog, clock, None).export()  # writer B later, with one more image
 
-    # When B points to its snapshot first and A, slower, finishes after it
-    def write(exported: tuple[Any, ...]) -> None:
-        watermark, ids, keys, types, revisions, rows = exported
+    def write(exported: Exported) -> None:
         store_of(s3, clock).write(
             model_id=MODEL,
             dimension=DIM,
-            watermark_ms=int(watermark * 1000),
-            ids=ids,
-            keys=keys,
-            content_types=types,
-            revisions=revisions,
-            matrix=rows,
+            watermark_ms=int(exported.watermark * 1000),
+            ids=exported.ids,
+            keys=exported.keys,
+            content_types=exported.content_types,
+            revisions=exported.revisions,
+            matrix=exported.rows,
         )
 
-    write(newer)
-    write(old)
+    with index_of(catalog, clock, None).exported() as old:  # writer A read the table (now)
+        clock.advance(30)
+        put(catalog, 3, axis(3))
+        with index_of(catalog, clock, None).exported() as newer:  # B later, one more image
+            # When B points to its snapshot first and A, slower, finishes after it
+            write(newer)
+            write(old)
 
     # Then the pointer still names B's (newer) snapshot, and A's object is gone
     header = store_of(s3, clock).read_header()
@@ -244,12 +245,13 @@ def test_concurrent_writers_leave_a_complete_snapshot_and_never_go_back(
     # the old pointer still finds it)
     clock.advance(30)
     put(catalog, 4, axis(4))
-    third = index_of(catalog, clock, None).export()
-    write(third)
+    with index_of(catalog, clock, None).exported() as third:
+        write(third)
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=PREFIX)["Contents"]}
     assert header.object_key in keys
     clock.advance(30)
-    write(index_of(catalog, clock, None).export())
+    with index_of(catalog, clock, None).exported() as fourth:
+        write(fourth)
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=PREFIX)["Contents"]}
     assert header.object_key not in keys and len(keys) == 3  # pointer, current, retired
     assert index_of(catalog, clock, store_of(s3, clock)).count() == 5
@@ -715,3 +717,73 @@ def test_maintenance_handler_catches_up_retires_old_snapshots_and_cleans_up_a_fa
     monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", make_api_call)
     assert s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
     assert snapshot_objects() == written[2]
+
+
+# -- memory of the snapshot write ----------------------------------------------------------
+
+
+def test_metadata_is_written_in_batches_as_one_json_object(monkeypatch: pytest.MonkeyPatch) -> None:
+    from imagesearch.index import snapshot
+
+    monkeypatch.setattr(snapshot, "_META_BATCH", 2)  # several batches per field
+    ids = ["a", "b", "c", "d", "e"]
+    keys = ["k/ä.jpg", 'k/"quoted".png', "k/c", "k/d", "k/e"]
+    types: list[str | None] = ["image/jpeg", None, "image/png", None, "image/webp"]
+    revisions: list[str | None] = ["r1", None, "r3", "r4", None]
+    header, chunks = snapshot.encode_snapshot(
+        object_key="k",
+        created_ms=1,
+        model_id=MODEL,
+        dimension=DIM,
+        watermark_ms=1,
+        ids=ids,
+        keys=keys,
+        content_types=types,
+        revisions=revisions,
+        matrix=np.stack([axis(n) for n in range(5)]),
+    )
+    meta = bytes(chunks[2])
+    assert header.meta_bytes == len(meta)
+    # The same bytes as the whole object encoded at once (format 1: readers unchanged)
+    assert zlib.decompress(meta) == json.dumps(
+        {"ids": ids, "keys": keys, "content_types": types, "revisions": revisions},
+        separators=(",", ":"),
+        ensure_ascii=False,
+    ).encode("utf-8")
+    empty = snapshot._compressed_meta([], [], [], [])
+    assert json.loads(zlib.decompress(empty)) == {
+        "ids": [],
+        "keys": [],
+        "content_types": [],
+        "revisions": [],
+    }
+
+
+def test_export_is_a_view_of_the_live_rows_under_the_index_lock(
+    catalog: DynamoDBCatalog, clock: Clock
+) -> None:
+    for n in range(3):
+        put(catalog, n, axis(n))
+    index = index_of(catalog, clock, None)
+    taken: list[bool] = []
+
+    def try_lock() -> None:  # another thread (a request, a refresh) in the meantime
+        got = index._lock.acquire(blocking=False)
+        taken.append(got)
+        if got:
+            index._lock.release()
+
+    with index.exported() as exported:
+        # No second copy of the matrix: the rows are the index's own memory
+        assert index._matrix is not None
+        assert np.shares_memory(exported.rows, index._matrix._matrix)
+        assert sorted(exported.ids) == sorted(
+            image_id_for_key(f"uploads/{n}.jpg") for n in range(3)
+        )
+        thread = threading.Thread(target=try_lock)
+        thread.start()
+        thread.join()
+    thread = threading.Thread(target=try_lock)
+    thread.start()
+    thread.join()
+    assert taken == [False, True]  # held while the snapshot is written, then released

@@ -107,18 +107,18 @@ def _write(
 ) -> MaintenanceResult:
     """Write the index as a snapshot; ``full_read``: it was loaded by a Scan (the
     pointer records it as reconciled then)."""
-    watermark, ids, keys, types, revisions, rows = index.export()
-    written = store.write(
-        model_id=index.model_id,
-        dimension=index.dimension,
-        watermark_ms=int(watermark * 1000),
-        ids=ids,
-        keys=keys,
-        content_types=types,
-        revisions=revisions,
-        matrix=rows,
-        reconciled_ms=int(watermark * 1000) if full_read else None,
-    )
+    with index.exported() as exported:  # the live rows: no copy of the matrix
+        written = store.write(
+            model_id=index.model_id,
+            dimension=index.dimension,
+            watermark_ms=int(exported.watermark * 1000),
+            ids=exported.ids,
+            keys=exported.keys,
+            content_types=exported.content_types,
+            revisions=exported.revisions,
+            matrix=exported.rows,
+            reconciled_ms=int(exported.watermark * 1000) if full_read else None,
+        )
     logger.info("wrote an index snapshot of %d vectors (%s)", written.count, reason)
     return MaintenanceResult(
         True, reason, written.count, written.watermark_ms, reconciliation=reconciliation

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import heapq
 import math
+import mmap
 from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 
@@ -21,8 +22,18 @@ from imagesearch.embedders.base import Vector
 from imagesearch.ports import MAX_TOP_K, QueryFilters, ScoredId
 
 _NO_FILTERS = QueryFilters()
+_NO_ROWS: npt.NDArray[np.float32] = np.zeros((0, 1), dtype=np.float32)
 _MIN_CAPACITY = 64
-_GROWTH = 1.5
+_ROW_ITEM_BYTES = np.dtype(np.float32).itemsize
+# Unix: matrices live in mappings of their own, which grow without a copy (mremap).
+_PRIVATE_ANONYMOUS = (
+    mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
+    if hasattr(mmap, "MAP_PRIVATE") and hasattr(mmap, "MAP_ANONYMOUS")
+    else None
+)
+# Spare rows, as a share of the rows held, after a load and after each growth: the
+# search and maintenance functions' memory (stacks/sizing.py) counts the matrix at this.
+_HEADROOM = 1.125
 # A filter that keeps at most this share of the rows gathers them and multiplies only
 # those; above it, one product over all rows plus a mask is cheaper (the gather
 # copies every selected row once more). Measured with bench/search.py.
@@ -43,6 +54,43 @@ def _prefix_upper_bound(prefix: str) -> str | None:
     return trimmed[:-1] + chr(ord(trimmed[-1]) + 1)
 
 
+def allocate_rows(rows: int, dimension: int) -> npt.NDArray[np.float32]:
+    """A zeroed ``(rows, dimension)`` float32 buffer for a ``MatrixIndex``: on Unix in
+    an anonymous private mapping of its own, whose pages cost memory only once written
+    and which the index grows in place (``MatrixIndex._grow``)."""
+    nbytes = rows * dimension * _ROW_ITEM_BYTES
+    if _PRIVATE_ANONYMOUS is None or nbytes == 0:
+        return np.zeros((rows, dimension), dtype=np.float32)
+    return _rows_of(mmap.mmap(-1, nbytes, flags=_PRIVATE_ANONYMOUS), dimension)
+
+
+def _rows_of(mapping: mmap.mmap, dimension: int) -> npt.NDArray[np.float32]:
+    return np.frombuffer(mapping, dtype=np.float32).reshape(-1, dimension)
+
+
+def _resize(mapping: mmap.mmap, nbytes: int) -> bool:
+    """Whether ``mapping`` now has ``nbytes``; False leaves it as it was: a view of it
+    is held elsewhere (BufferError) or the platform cannot move a mapping (no mremap:
+    macOS raises SystemError), and the caller copies instead."""
+    try:
+        mapping.resize(nbytes)
+    except (BufferError, OSError, ValueError, SystemError):
+        return False
+    return True
+
+
+def _mapping_of(array: npt.NDArray[np.float32]) -> mmap.mmap | None:
+    """The mapping ``array`` views from its first byte to its last (``allocate_rows``)."""
+    base: object = array
+    while isinstance(base, np.ndarray):
+        base = base.base
+    if isinstance(base, memoryview):
+        base = base.obj
+    if not isinstance(base, mmap.mmap) or len(base) != array.nbytes:
+        return None
+    return base
+
+
 def _row_norms(matrix: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     # einsum avoids the (n, d) temporary of np.linalg.norm(axis=1).
     return np.sqrt(np.einsum("ij,ij->i", matrix, matrix))
@@ -56,7 +104,7 @@ class MatrixIndex:
             raise ValueError("dimension must be positive")
         self._dimension = dimension
         capacity = max(capacity, _MIN_CAPACITY)
-        self._matrix = np.zeros((capacity, dimension), dtype=np.float32)
+        self._matrix = allocate_rows(capacity, dimension)
         self._codes = np.zeros(capacity, dtype=np.int32)
         self._ids: list[str] = []
         self._keys: list[str] = []
@@ -85,7 +133,7 @@ class MatrixIndex:
         if array.ndim != 2:
             raise ValueError("matrix must be two-dimensional (n, dimension)")
         count, dimension = array.shape
-        buffer = np.empty((cls.capacity_for(count), dimension), dtype=np.float32)
+        buffer = allocate_rows(cls.capacity_for(count), dimension)
         buffer[:count] = array
         index, _ = cls.from_buffer(
             list(ids), list(keys), list(content_types), buffer, count, drop_invalid=False
@@ -161,7 +209,7 @@ class MatrixIndex:
     @staticmethod
     def capacity_for(count: int) -> int:
         """Rows to allocate for ``count`` items: some headroom for appends."""
-        return max(_MIN_CAPACITY, math.ceil(count * 1.125))
+        return max(_MIN_CAPACITY, math.ceil(count * _HEADROOM))
 
     # -- reads ----------------------------------------------------------------
 
@@ -364,13 +412,26 @@ class MatrixIndex:
         return code
 
     def _grow(self) -> None:
-        capacity = max(_MIN_CAPACITY, math.ceil(self._matrix.shape[0] * _GROWTH))
-        matrix = np.zeros((capacity, self._dimension), dtype=np.float32)
+        """Add spare rows (``_HEADROOM``). A matrix of ``allocate_rows`` grows in place
+        (``mremap``: its pages move, nothing is copied, the new rows cost memory only
+        once written), so a warm instance never holds the old and the new matrix at
+        once (tests/unit/test_matrix_growth.py measures it). Otherwise, or while a view
+        of the matrix is held elsewhere, the rows are copied."""
+        capacity = max(_MIN_CAPACITY, math.ceil(self._matrix.shape[0] * _HEADROOM))
         count = len(self._ids)
-        matrix[:count] = self._matrix[:count]
         codes = np.zeros(capacity, dtype=np.int32)
         codes[:count] = self._codes[:count]
-        self._matrix, self._codes = matrix, codes
+        self._codes = codes
+        mapping = _mapping_of(self._matrix)
+        if mapping is not None:
+            self._matrix = _NO_ROWS  # this index's own view would block the resize
+            grown = _resize(mapping, capacity * self._dimension * _ROW_ITEM_BYTES)
+            self._matrix = _rows_of(mapping, self._dimension)
+            if grown:
+                return
+        matrix = allocate_rows(capacity, self._dimension)
+        matrix[:count] = self._matrix[:count]
+        self._matrix = matrix
 
     # The key order (for the prefix filter) is built on the first prefix query and then
     # patched row by row, so that a trickle of changes does not force a full sort.

@@ -35,7 +35,7 @@ import numpy as np
 import numpy.typing as npt
 from botocore.exceptions import ClientError
 
-from imagesearch.index.matrix import MatrixIndex
+from imagesearch.index.matrix import MatrixIndex, allocate_rows
 from imagesearch.records import VECTOR_DTYPE
 
 logger = logging.getLogger(__name__)
@@ -48,6 +48,11 @@ PART_BYTES = 8 * 1024 * 1024
 READ_THREADS = 8
 _UPLOAD_PART_BYTES = 16 * 1024 * 1024
 _UPLOAD_THREADS = 4
+# Parts the upload holds in memory at once (s3transfer's default is 10: 160 MB): one
+# per upload thread.
+_UPLOAD_PARTS_IN_MEMORY = _UPLOAD_THREADS
+# Metadata entries JSON-encoded at a time while the snapshot is written.
+_META_BATCH = 4096
 
 
 class SnapshotError(Exception):
@@ -260,7 +265,7 @@ class SnapshotStore:
                 f"snapshot holds {header.model_id} ({header.dimension}-d), not "
                 f"{model_id} ({dimension}-d)",
             )
-        buffer = np.empty((MatrixIndex.capacity_for(header.count), dimension), dtype=np.float32)
+        buffer = allocate_rows(MatrixIndex.capacity_for(header.count), dimension)
         target = buffer.data.cast("B")
         ranges = [
             (start, min(start + header.part_bytes, header.vectors_bytes))
@@ -368,15 +373,19 @@ class SnapshotStore:
         )
         from boto3.s3.transfer import TransferConfig
 
+        config = TransferConfig(
+            multipart_threshold=_UPLOAD_PART_BYTES,
+            multipart_chunksize=_UPLOAD_PART_BYTES,
+            max_concurrency=_UPLOAD_THREADS,
+        )
+        # s3transfer's own setting (boto3's constructor does not take it): the memory
+        # the upload adds to the function's, next to the index being written.
+        config.max_in_memory_upload_chunks = _UPLOAD_PARTS_IN_MEMORY
         self.client.upload_fileobj(
             io.BufferedReader(_Chunks(chunks), buffer_size=1024 * 1024),
             self._bucket,
             object_key,
-            Config=TransferConfig(
-                multipart_threshold=_UPLOAD_PART_BYTES,
-                multipart_chunksize=_UPLOAD_PART_BYTES,
-                max_concurrency=_UPLOAD_THREADS,
-            ),
+            Config=config,
         )
         self._point_to(header, reconciled_ms)
         return header
@@ -437,19 +446,7 @@ def encode_snapshot(
         zlib.crc32(vector_view[start : start + part_bytes])
         for start in range(0, len(vector_view), part_bytes)
     )
-    meta = zlib.compress(
-        json.dumps(
-            {
-                "ids": list(ids),
-                "keys": list(keys),
-                "content_types": list(content_types),
-                "revisions": list(revisions),
-            },
-            separators=(",", ":"),
-            ensure_ascii=False,
-        ).encode("utf-8"),
-        level=1,
-    )
+    meta = _compressed_meta(ids, keys, content_types, revisions)
     header = SnapshotHeader(
         object_key=object_key,
         model_id=model_id,
@@ -465,6 +462,40 @@ def encode_snapshot(
         meta_crc32=zlib.crc32(meta),
     )
     return header, [memoryview(_header_block(header)), vector_view, memoryview(meta)]
+
+
+def _compressed_meta(
+    ids: Sequence[str],
+    keys: Sequence[str],
+    content_types: Sequence[str | None],
+    revisions: Sequence[str | None],
+) -> bytes:
+    """The metadata block: zlib of the JSON object ``{"ids": [...], "keys": [...],
+    "content_types": [...], "revisions": [...]}``, encoded and compressed
+    ``_META_BATCH`` entries at a time: the whole JSON text (tens of MB at 250k rows, in
+    the maintenance function next to the matrix) never exists at once."""
+    compressor = zlib.compressobj(level=1)
+    out: list[bytes] = []
+    fields: tuple[tuple[str, Sequence[str | None]], ...] = (
+        ("ids", ids),
+        ("keys", keys),
+        ("content_types", content_types),
+        ("revisions", revisions),
+    )
+    for position, (name, values) in enumerate(fields):
+        out.append(compressor.compress(f'{"{" if position == 0 else ","}"{name}":['.encode()))
+        for start in range(0, len(values), _META_BATCH):
+            batch = json.dumps(
+                list(values[start : start + _META_BATCH]),
+                separators=(",", ":"),
+                ensure_ascii=False,
+            )
+            text = batch[1:-1] if start == 0 else "," + batch[1:-1]
+            out.append(compressor.compress(text.encode("utf-8")))
+        out.append(compressor.compress(b"]"))
+    out.append(compressor.compress(b"}"))
+    out.append(compressor.flush())
+    return b"".join(out)
 
 
 def pointer_body(
