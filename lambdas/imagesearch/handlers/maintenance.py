@@ -1,5 +1,6 @@
-"""Maintenance handler (EventBridge schedule): moves a configured model switch on by
-one step, keeps the embedded index's S3 snapshot current and reports the number of
+"""Maintenance handler (EventBridge schedule, both tiers, never two runs at once):
+moves a configured model switch on by one step, keeps the embedded index's S3 snapshot
+current, publishes GET /health's image count (decision 39) and reports the number of
 indexed images (the capacity alarm's metric).
 
 Same asset and settings as the search function; thin: the work is in
@@ -12,10 +13,11 @@ import time
 from typing import Any
 
 from imagesearch.composition import build_catalog, build_snapshot_store, build_switch_orchestrator
+from imagesearch.health import ImageCount, publish_indexed_count
 from imagesearch.index.embedded import EmbeddedIndex
 from imagesearch.index.maintenance import refresh_snapshot
 from imagesearch.metrics import count
-from imagesearch.resources import METRIC_INDEXED_IMAGES
+from imagesearch.resources import METRIC_INDEXED_IMAGES, SCALE_COUNT_INTERVAL_SECONDS
 from imagesearch.settings import SearchSettings, SettingsError, load_settings
 from imagesearch.switch import describe, serving_space
 
@@ -36,7 +38,14 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
             "removed": step.removed,
         }
     if settings.vector_store != "dynamodb":
-        return answer  # the scale tier has no snapshot: this function runs for the switch
+        # The scale tier has no snapshot; its count is the catalog's, recounted when due.
+        published = publish_indexed_count(
+            catalog, clock=time.time, interval=SCALE_COUNT_INTERVAL_SECONDS
+        )
+        if published is not None:
+            count(METRIC_INDEXED_IMAGES, published.images)
+            answer["images"] = published.images
+        return answer
     store = build_snapshot_store(settings)
     if store is None:
         raise SettingsError("the maintenance function needs INDEX_SNAPSHOT_PREFIX")
@@ -50,6 +59,10 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     )
     result = refresh_snapshot(index, store, clock=time.time, count_changes=catalog.count_changes)
     count(METRIC_INDEXED_IMAGES, result.count)
+    # Each run (one PutItem): the count of the snapshot or loaded index, as of when true.
+    catalog.publish_count(
+        ImageCount(result.count, result.counted_ms, serving.model_id, serving.dimension)
+    )
     answer.update(
         {
             "written": result.written,
