@@ -104,8 +104,8 @@ def _dynamodb(operation: str, params: dict[str, Any], region: str) -> list[IamRe
         arn += f"/index/{params['IndexName']}"
     # A single-item call names its partition key: what a dynamodb:LeadingKeys condition
     # (a grant limited to one item, decision 39) is evaluated against.
-    item = params.get("Key") or params.get("Item") or {}
-    partition = item.get(r.ATTR_IMAGE_ID, {}).get("S")
+    # (The recorder keeps a PutItem's key as Key: never the item's attributes.)
+    partition = (params.get("Key") or {}).get(r.ATTR_IMAGE_ID, {}).get("S")
     if operation in _DYNAMODB_ITEM_OPERATIONS and partition is not None:
         return [IamRequest(action, arn, (("dynamodb:LeadingKeys", (partition,)),))]
     return [IamRequest(action, arn)]
