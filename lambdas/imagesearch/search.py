@@ -383,7 +383,10 @@ class SearchService:
         nudge = getattr(self._spaces.peek()[1].index, "refresh_soon", None)
         if callable(nudge):
             nudge()
-        # Local mode calls this after each ingest batch, having published a new count.
+
+    def forget_published_count(self) -> None:
+        """Read /health's published count again on the next call (local mode, once it
+        published a new one)."""
         forget = getattr(self._published_count, "forget", None)
         if callable(forget):
             forget()

@@ -280,7 +280,8 @@ class LocalMode:
             sqs=self._clients.sqs,
             catalog=DynamoDBCatalog(self.resources.table, client=self._clients.dynamodb),
             resources=self.resources,
-            after_batch=self._after_batch,
+            after_batch=self._search.refresh_soon if self._search is not None else None,
+            after_states=self._after_states,
         )
         self._mirror = DropboxMirror(
             self.dropbox,
@@ -328,10 +329,12 @@ class LocalMode:
         self._watcher = threading.Thread(target=self._watch_model, name="model-watch", daemon=True)
         self._watcher.start()
 
-    def _after_batch(self) -> None:
+    def _after_states(self) -> None:
+        if self.vector_store != "s3vectors":
+            return
         self._publish_count()
         if self._search is not None:
-            self._search.refresh_soon()  # also reads the count just published
+            self._search.forget_published_count()  # /health reads the new one at once
 
     def _publish_count(self) -> None:
         """What the maintenance function does for GET /health on the scale tier (the
