@@ -18,6 +18,9 @@ from stacks.sizing import LAMBDA_MAX_MEMORY_MB, max_images_that_fit, needed_memo
 # SQS event source mappings accept MaximumConcurrency between 2 and 1000.
 MIN_INGEST_CONCURRENCY = 2
 MAX_INGEST_CONCURRENCY = 1000
+# Reserved concurrency of the search function: the default account quota is 1000
+# concurrent executions, of which Lambda keeps 100 unreserved.
+MAX_SEARCH_CONCURRENCY = 1000
 # S3 notification filter values and key prefixes are at most 1024 bytes.
 MAX_PREFIX_BYTES = 1024
 # API Gateway's default account-level quotas per region: stage limits above them never apply.
@@ -48,6 +51,7 @@ class AppConfig:
     upload_prefix: str = r.CONTEXT_DEFAULTS["uploadPrefix"]
     vector_store: str = r.CONTEXT_DEFAULTS["vectorStore"]
     ingest_max_concurrency: int = r.CONTEXT_DEFAULTS["ingestMaxConcurrency"]
+    search_max_concurrency: int = r.CONTEXT_DEFAULTS["searchMaxConcurrency"]
     caption_mode: str = r.CONTEXT_DEFAULTS["captionMode"]
     retain_data: bool = r.CONTEXT_DEFAULTS["retainData"]
     api_rate_limit: float = r.CONTEXT_DEFAULTS["apiRateLimit"]
@@ -88,6 +92,12 @@ class AppConfig:
                 f"ingestMaxConcurrency must be between {MIN_INGEST_CONCURRENCY} and "
                 f"{MAX_INGEST_CONCURRENCY} (the SQS event source limits), got "
                 f"{self.ingest_max_concurrency}"
+            )
+        if not 1 <= self.search_max_concurrency <= MAX_SEARCH_CONCURRENCY:
+            raise ConfigError(
+                f"searchMaxConcurrency must be between 1 and {MAX_SEARCH_CONCURRENCY} (the "
+                "search function's reserved concurrency), got "
+                f"{self.search_max_concurrency}"
             )
         if self.caption_mode not in r.CAPTION_MODES:
             raise ConfigError(
@@ -214,6 +224,7 @@ class AppConfig:
             upload_prefix=_as_str("uploadPrefix", value("uploadPrefix"), strip=False),
             vector_store=_as_str("vectorStore", value("vectorStore")),
             ingest_max_concurrency=_as_int("ingestMaxConcurrency", value("ingestMaxConcurrency")),
+            search_max_concurrency=_as_int("searchMaxConcurrency", value("searchMaxConcurrency")),
             caption_mode=_as_str("captionMode", value("captionMode")),
             retain_data=_as_bool("retainData", value("retainData")),
             api_rate_limit=_as_number("apiRateLimit", value("apiRateLimit")),

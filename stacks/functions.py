@@ -75,7 +75,10 @@ class LoggedFunction(Construct):
         memory_mb: int,
         timeout: Duration,
         environment: Mapping[str, str],
+        reserved_concurrency: int,
     ) -> None:
+        """``reserved_concurrency``: every function has one (decision 39): what it may
+        use at most, and what no other function of the account can take from it."""
         super().__init__(scope, construct_id)
         self.log_group = logs.LogGroup(
             self,
@@ -114,6 +117,7 @@ class LoggedFunction(Construct):
             # X-Ray has no resource-level permissions for these actions.
             tracing=lambda_.Tracing.ACTIVE,
             environment=dict(environment),
+            reserved_concurrent_executions=reserved_concurrency,
         )
 
     def add_to_role_policy(self, statement: iam.PolicyStatement) -> None:

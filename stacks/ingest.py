@@ -84,6 +84,9 @@ class Ingest(Construct):
             description="Image search ingest: S3 events via SQS -> Bedrock embedding -> table",
             memory_mb=MEMORY_MB,
             timeout=TIMEOUT,
+            # As many as the queue's event source may run (its maximum concurrency), so
+            # searches or other functions of the account never take them; no more.
+            reserved_concurrency=config.ingest_max_concurrency,
             environment={
                 **runtime_environment(
                     config,

@@ -1,8 +1,9 @@
-"""Index maintenance: a scheduled function that moves a configured model switch on by one
-step (imagesearch.switch), keeps the embedded index's snapshot in the images bucket
-current (so search cold starts map it instead of scanning the table) and reports the
-number of indexed images (the capacity alarm's metric). The embedded tier always has
-it; the scale tier only while ``previousModelId`` is deployed."""
+"""Index maintenance: a scheduled function, on both tiers, that moves a configured model
+switch on by one step (imagesearch.switch), keeps the embedded index's snapshot in the
+images bucket current (so search cold starts map it instead of scanning the table),
+publishes GET /health's image count (imagesearch.health; the scale tier recounts every
+``r.SCALE_COUNT_INTERVAL_SECONDS``) and reports the number of indexed images (the
+capacity alarm's metric). Reserved concurrency 1: two runs never overlap."""
 
 from __future__ import annotations
 
@@ -26,8 +27,14 @@ SERVICE_NAME = "imagesearch-maintenance"
 SCHEDULE = Duration.minutes(1)
 # A Scan of 1M rows (fallback) and a multi-GB upload fit with room to spare.
 TIMEOUT = Duration.minutes(10)
-# The scale tier runs it only during a model switch: queries, messages, deletes.
-SWITCH_ONLY_MEMORY_MB = 512
+# The scale tier holds no index: counts, and during a model switch queries, messages,
+# deletes.
+SCALE_TIER_MEMORY_MB = 512
+# One run at a time: while a run outlasts the schedule's minute, the next one is
+# throttled instead of overlapping it. Lambda retries a throttled asynchronous event
+# until it is this old, then drops it (the next scheduled run catches up).
+RESERVED_CONCURRENCY = 1
+MAX_EVENT_AGE = Duration.minutes(1)
 
 
 def memory_mb(config: AppConfig) -> int:
@@ -35,7 +42,7 @@ def memory_mb(config: AppConfig) -> int:
     previous one's until the flip, so the larger dimension) and a snapshot write,
     measured against it by tests/integration/test_maintenance_memory.py."""
     if config.vector_store != "dynamodb":
-        return SWITCH_ONLY_MEMORY_MB
+        return SCALE_TIER_MEMORY_MB
     return maintenance_memory_mb(config.embedded_max_images, serving_dimension(config))
 
 
@@ -65,9 +72,13 @@ class IndexMaintenance(Construct):
             "Handler",
             code=code,
             handler=r.MAINTENANCE_HANDLER,
-            description=("Index maintenance: model switch steps, and the index snapshot when due"),
+            description=(
+                "Index maintenance: model switch steps, the index snapshot when due, "
+                "the image count of GET /health"
+            ),
             memory_mb=memory_mb(config),
             timeout=TIMEOUT,
+            reserved_concurrency=RESERVED_CONCURRENCY,
             environment={
                 **runtime_environment(
                     config,
@@ -80,10 +91,12 @@ class IndexMaintenance(Construct):
             },
         )
         self.function = self.handler.function
+        # A failed run is not retried either: the next one does the same work.
+        self.function.configure_async_invoke(max_event_age=MAX_EVENT_AGE, retry_attempts=0)
         self.rule = events.Rule(
             self,
             "Schedule",
-            description="Keep the embedded index snapshot current",
+            description="Index maintenance: model switch, index snapshot, image count",
             schedule=events.Schedule.rate(SCHEDULE),
             # A missed run is harmless (the next one catches up): no retries.
             targets=[targets.LambdaFunction(self.function, retry_attempts=0)],

@@ -31,6 +31,12 @@ BEDROCK_CONNECT_TIMEOUT_S = "2"
 BEDROCK_READ_TIMEOUT_S = "8"
 BEDROCK_MAX_ATTEMPTS = "2"
 STAGE_NAME = "v1"
+# GET /health's method throttle (requests per second, steady and burst): a status page
+# or load balancer polls it a few times a minute; anonymous callers get no more.
+HEALTH_RATE_LIMIT = 5
+HEALTH_BURST_LIMIT = 10
+# CDK's method options key: the resource path, then the method.
+HEALTH_THROTTLE_PATH = "/health/GET"
 # API Gateway REST takes bodies up to 10 MB, but a synchronous Lambda invoke carries at
 # most 6 MB (6,291,456 bytes for the whole event): between the two, API Gateway accepts
 # the request and the invoke fails. 6 MB is the limit a client can really use.
@@ -189,6 +195,8 @@ class SearchApi(Construct):
             ),
             memory_mb=embedded_memory_mb(config.embedded_max_images, switch_dimensions(config)),
             timeout=TIMEOUT,
+            # A flood of requests cannot take the account's concurrency from ingest.
+            reserved_concurrency=config.search_max_concurrency,
             environment={
                 **runtime_environment(
                     config,
@@ -234,6 +242,14 @@ class SearchApi(Construct):
                 # Cost guard: every request may cost a Bedrock call and Lambda time.
                 throttling_rate_limit=config.api_rate_limit,
                 throttling_burst_limit=config.api_burst_limit,
+                # GET /health is unauthenticated: its own low limit, so anonymous calls
+                # cannot use up the stage's (never above the stage's own).
+                method_options={
+                    HEALTH_THROTTLE_PATH: apigw.MethodDeploymentOptions(
+                        throttling_rate_limit=min(HEALTH_RATE_LIMIT, config.api_rate_limit),
+                        throttling_burst_limit=min(HEALTH_BURST_LIMIT, config.api_burst_limit),
+                    )
+                },
                 access_log_destination=apigw.LogGroupLogDestination(self.access_log_group),
                 access_log_format=apigw.AccessLogFormat.custom(json.dumps(ACCESS_LOG_FORMAT)),
                 tracing_enabled=True,

@@ -60,18 +60,15 @@ class ImageSearchStack(Stack):
             for function in (self.ingest.function, self.search.function):
                 function.add_environment(r.ENV_VECTOR_BUCKET, self.vectors.bucket_name)
                 function.add_environment(r.ENV_VECTOR_INDEX, self.vectors.index_name)
-        # The embedded tier's snapshots, and any tier's model switch (previousModelId).
-        self.maintenance = (
-            IndexMaintenance(
-                self, "IndexMaintenance", config=config, code=code, bucket=bucket, table=table
-            )
-            if config.vector_store == "dynamodb" or config.previous_space is not None
-            else None
+        # The embedded tier's snapshots, GET /health's count (both tiers, decision 39) and
+        # any tier's model switch (previousModelId).
+        self.maintenance = IndexMaintenance(
+            self, "IndexMaintenance", config=config, code=code, bucket=bucket, table=table
         )
-        if self.maintenance is not None and self.vectors is not None:
+        if self.vectors is not None:
             self.maintenance.function.add_environment(r.ENV_VECTOR_BUCKET, self.vectors.bucket_name)
             self.maintenance.function.add_environment(r.ENV_VECTOR_INDEX, self.vectors.index_name)
-        if self.maintenance is not None and config.previous_space is not None:
+        if config.previous_space is not None:
             self.maintenance.function.add_environment(
                 r.ENV_INGEST_QUEUE_URL, self.ingest.queue.queue_url
             )
@@ -256,7 +253,7 @@ class ImageSearchStack(Stack):
                     resources=self.vectors.index_arns,
                 )
             )
-        if self.maintenance is not None and self.config.vector_store == "dynamodb":
+        if self.config.vector_store == "dynamodb":
             grant(
                 iam.PolicyStatement(
                     sid="ReadIndexSnapshots",
@@ -264,23 +261,33 @@ class ImageSearchStack(Stack):
                     resources=[self._snapshots_arn()],
                 )
             )
-            # GET /health before the first snapshot: the table's item count (no item read).
-            grant(
-                iam.PolicyStatement(
-                    sid="DescribeImageTable",
-                    actions=["dynamodb:DescribeTable"],
-                    resources=[table_arn],
-                )
-            )
 
     def _grant_maintenance(self) -> None:
-        if self.maintenance is None:
-            return
         self._grant_switch()
-        if self.config.vector_store != "dynamodb":
-            return
         grant = self.maintenance.handler.add_to_role_policy
         table_arn = self.storage.table.table_arn
+        # GET /health's published count: that one item only (its partition key). The
+        # scale tier reads it first (is a recount due?) and recounts with a COUNT query.
+        scale_tier = self.config.vector_store != "dynamodb"
+        grant(
+            iam.PolicyStatement(
+                sid="PublishImageCount",
+                actions=["dynamodb:PutItem", *(["dynamodb:GetItem"] if scale_tier else [])],
+                resources=[table_arn],
+                conditions={
+                    "ForAllValues:StringEquals": {"dynamodb:LeadingKeys": [r.IMAGE_COUNT_ID]}
+                },
+            )
+        )
+        if scale_tier:
+            grant(
+                iam.PolicyStatement(
+                    sid="CountIndexedImages",
+                    actions=["dynamodb:Query"],
+                    resources=[f"{table_arn}/index/{r.INDEX_BY_STATUS}"],
+                )
+            )
+            return
         # Loading like a search instance: Scan (no snapshot yet), the change log, vectors.
         grant(
             iam.PolicyStatement(
@@ -326,7 +333,7 @@ class ImageSearchStack(Stack):
 
     def _grant_switch(self) -> None:
         """The model switch's orchestration (maintenance), only while one is configured."""
-        if self.maintenance is None or self.config.previous_space is None:
+        if self.config.previous_space is None:
             return
         grant = self.maintenance.handler.add_to_role_policy
         table_arn = self.storage.table.table_arn
@@ -479,20 +486,19 @@ class ImageSearchStack(Stack):
         )
         table = self._logical_id(self.storage.table)
         snapshot_objects = f"{bucket_arn}/{r.SNAPSHOT_PREFIX}*"
-        if self.maintenance is not None:
-            NagSuppressions.add_resource_suppressions(
-                self.maintenance.handler.role,
-                [
-                    xray,
-                    NagPackSuppression(
-                        id="AwsSolutions-IAM5",
-                        reason="Snapshot objects have unique names written at run time; "
-                        "access is limited to the index snapshot prefix.",
-                        applies_to=[snapshot_objects],
-                    ),
-                ],
-                apply_to_children=True,
-            )
+        NagSuppressions.add_resource_suppressions(
+            self.maintenance.handler.role,
+            [
+                xray,
+                NagPackSuppression(
+                    id="AwsSolutions-IAM5",
+                    reason="Snapshot objects have unique names written at run time; "
+                    "access is limited to the index snapshot prefix.",
+                    applies_to=[snapshot_objects],
+                ),
+            ],
+            apply_to_children=True,
+        )
         NagSuppressions.add_resource_suppressions(
             self.search.handler.role,
             [
@@ -506,7 +512,7 @@ class ImageSearchStack(Stack):
                         f"Resource::<{table}.Arn>/index/*",
                         uploads_objects,
                         thumbnails_objects,
-                        *([snapshot_objects] if self.maintenance is not None else []),
+                        *([snapshot_objects] if self.config.vector_store == "dynamodb" else []),
                     ],
                 ),
             ],
@@ -539,7 +545,7 @@ class ImageSearchStack(Stack):
             [
                 self.ingest.function,
                 self.search.function,
-                *([self.maintenance.function] if self.maintenance is not None else []),
+                self.maintenance.function,
             ],
             [
                 NagPackSuppression(

@@ -303,10 +303,18 @@ class UploadResponse(_Response):
 
 class HealthResponse(_Response):
     status: Literal["ok"] = "ok"
-    # From cheap state only (never a record read): the instance's loaded index, else
-    # the index snapshot's header, else the table's approximate item count
-    # (DescribeTable); null only when that fails too.
-    images: int | None
+    # At constant cost (no Query or Scan, docs/decisions.md entry 39): the newer of the
+    # instance's loaded index count (embedded tier) and the count the maintenance
+    # function publishes (embedded tier: each minute; scale tier: the catalog's indexed
+    # records, recounted every 10 minutes). Null until the first count is published.
+    images: int | None = Field(
+        description="Searchable images, as of images_as_of (null: no count published yet)"
+    )
+    images_as_of: str | None = Field(
+        default=None,
+        description="When images was counted (ISO 8601 UTC): at most about 1 minute old "
+        "on the embedded tier, about 11 minutes on the scale tier, while maintenance runs",
+    )
     model_id: str
     dimension: int
     # The embedded tier's capacity (embeddedMaxImages) and whether images reached 80 %

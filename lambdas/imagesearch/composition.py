@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from imagesearch.embedders.base import EmbedInput, ModelLimits, Purpose, Vector, embed_images
 from imagesearch.errors import EmbedderConfigurationError
-from imagesearch.resources import METRIC_SNAPSHOT_FALLBACKS, STATUS_INDEXED, vector_index_name
+from imagesearch.resources import METRIC_SNAPSHOT_FALLBACKS, vector_index_name
 from imagesearch.settings import CommonSettings, IngestSettings, SearchSettings, SettingsError
 from imagesearch.switch import ServingSpaces, Space
 
@@ -252,6 +252,7 @@ def build_ingest_service(settings: IngestSettings, clients: Clients | None = Non
 def build_search_service(settings: SearchSettings, clients: Clients | None = None) -> SearchService:
     import time
 
+    from imagesearch.health import PublishedCount
     from imagesearch.resources import SWITCH_STATE_TTL_SECONDS
     from imagesearch.search import SearchService, SpaceView
 
@@ -284,9 +285,6 @@ def build_search_service(settings: SearchSettings, clients: Clients | None = Non
         ttl=SWITCH_STATE_TTL_SECONDS,
     )
 
-    def indexed_in_catalog() -> int:
-        return catalog.counts().get(STATUS_INDEXED, 0)
-
     first = spaces.peek()[1]
     return SearchService(
         catalog,
@@ -297,11 +295,9 @@ def build_search_service(settings: SearchSettings, clients: Clients | None = Non
         model_id=settings.model_id,
         dimension=settings.dimension,
         max_upload_bytes=settings.max_upload_bytes,
-        # The scale tier's index cannot be counted cheaply: /health reports the catalog's
-        # indexed records (what the index converges to; `imagesearch status` shows both).
-        image_count=indexed_in_catalog if settings.vector_store == "s3vectors" else None,
+        # /health never counts: the maintenance function publishes the count (decision 39).
+        published_count=PublishedCount(catalog.published_count, clock=time.monotonic),
         capacity=settings.embedded_max_images if settings.vector_store == "dynamodb" else None,
-        table_count=catalog.approximate_count if settings.vector_store == "dynamodb" else None,
         spaces=spaces,
     )
 

@@ -76,6 +76,12 @@ def utc_now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def iso_from_ms(epoch_ms: int) -> str:
+    """Epoch milliseconds as ISO 8601 UTC, like ``utc_now_iso``."""
+    moment = datetime.fromtimestamp(epoch_ms / 1000, tz=UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 @dataclass
 class ImageRecord:
     """One object under the upload prefix and its indexing outcome."""

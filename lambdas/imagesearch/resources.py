@@ -20,6 +20,9 @@ CONTEXT_DEFAULTS: Final[dict[str, Any]] = {
     "uploadPrefix": "uploads/",
     "vectorStore": "dynamodb",
     "ingestMaxConcurrency": 5,
+    # Reserved concurrency of the search function: a flood of searches (or of /health)
+    # cannot take the account's concurrency from ingest; also caps its cost.
+    "searchMaxConcurrency": 50,
     "captionMode": "none",
     "retainData": True,
     # API Gateway stage throttling (requests per second, steady and burst): a cost guard.
@@ -358,6 +361,14 @@ MODEL_STATE_ID: Final = "#model-state"
 # Prefix of the item that remembers when an unfinished `imagesearch reindex` of an S3
 # Vectors index began ("#reindex#<index name>"): a resumed run re-syncs from then.
 REINDEX_RUN_PREFIX: Final = "#reindex#"
+# GET /health's image count, published by the maintenance function (decision 39): one
+# item, like the switch state in no GSI, read by one GetItem (never a Query or Scan).
+IMAGE_COUNT_ID: Final = "#image-count"
+# A search instance reads the published count at most once per this many seconds.
+IMAGE_COUNT_READ_SECONDS: Final = 60.0
+# The scale tier recounts its indexed records (COUNT query on by_status: it reads every
+# indexed entry of that GSI) at most this often; the embedded tier publishes each run.
+SCALE_COUNT_INTERVAL_SECONDS: Final = 600
 # Re-embed messages the maintenance function sends per run (every minute; none while
 # the queue still holds this many); ingestMaxConcurrency sets how fast they are worked off.
 SWITCH_ENQUEUE_PER_RUN: Final = 1000

@@ -39,8 +39,9 @@ from imagesearch.errors import (
     NotFound,
     UploadTooLarge,
 )
+from imagesearch.health import ImageCount
 from imagesearch.ports import Catalog, ObjectStore, QueryFilters, ScoredId, VectorIndex
-from imagesearch.records import ImageRecord, is_valid_image_id
+from imagesearch.records import ImageRecord, is_valid_image_id, iso_from_ms
 from imagesearch.resources import (
     EMBEDDED_CAPACITY_WARNING,
     MAX_KEY_BYTES,
@@ -103,19 +104,14 @@ class SearchService:
         dimension: int,
         url_ttl: int = 900,
         max_upload_bytes: int | None = None,
-        image_count: Callable[[], int] | None = None,
+        published_count: Callable[[], ImageCount | None] | None = None,
         capacity: int | None = None,
-        table_count: Callable[[], int | None] | None = None,
         spaces: ServingSpaces[SpaceView] | None = None,
     ) -> None:
         self._catalog = catalog
-        # /health's image count; by default the index's own count (S3 Vectors has no
-        # count API: listing it is for status and reindex only, see composition).
-        self._image_count = image_count
-        self._has_own_count = image_count is None
-        # /health's last resort on the embedded tier (a cold instance, no snapshot yet):
-        # an approximate count that reads no record (the table's DescribeTable count).
-        self._table_count = table_count
+        # /health's count as the maintenance function published it (imagesearch.health:
+        # at most one GetItem per call, cached); the embedded index's own count when newer.
+        self._published_count = published_count
         if spaces is None:
             fixed = SpaceView(Space(model_id, dimension), index, embedder)
             spaces = ServingSpaces(
@@ -388,6 +384,13 @@ class SearchService:
         if callable(nudge):
             nudge()
 
+    def forget_published_count(self) -> None:
+        """Read /health's published count again on the next call (local mode, once it
+        published a new one)."""
+        forget = getattr(self._published_count, "forget", None)
+        if callable(forget):
+            forget()
+
     def stop_refreshing(self, timeout: float = 10.0) -> None:
         """Stop the serving index's background refresher, if it has one (local mode,
         before it stops moto)."""
@@ -396,23 +399,25 @@ class SearchService:
             stop(timeout)
 
     def health(self) -> HealthResponse:
-        """Liveness. The embedded tier answers from cheap state only (never loads the
-        index or reads the table: the route is unauthenticated): an index with
-        ``health_count`` answers from what it holds or its snapshot's header, else (no
-        snapshot yet) from ``table_count``; otherwise ``image_count`` (the scale tier:
-        the catalog's count)."""
+        """Liveness at constant cost (the route is unauthenticated): never loads the
+        index, never queries or scans the table. ``images`` is the newer of this
+        instance's loaded index count (embedded tier) and the count the maintenance
+        function published (at most one GetItem, cached), with the time it is from."""
         # The space served now, without reading the switch state or loading anything;
         # before the first request, the one this instance would serve first.
         view = self._spaces.peek()[1]
-        health_count = getattr(view.index, "health_count", None)
-        if callable(health_count) and self._has_own_count:
-            images = health_count()
-        elif self._image_count is not None:
-            images = self._image_count()
-        else:
-            images = view.index.count()
-        if images is None and self._table_count is not None:
-            images = self._table_count()
+        known: list[ImageCount] = []
+        loaded_image_count = getattr(view.index, "loaded_image_count", None)
+        if callable(loaded_image_count) and (own := loaded_image_count()) is not None:
+            known.append(own)
+        if self._published_count is not None:
+            published = self._published_count()
+            if published is not None and published.counts(
+                view.space.model_id, view.space.dimension
+            ):
+                known.append(published)
+        count = max(known, key=lambda known_count: known_count.as_of_ms, default=None)
+        images = None if count is None else count.images
         near = (
             self.capacity is not None
             and images is not None
@@ -422,6 +427,7 @@ class SearchService:
             images=images,
             model_id=view.space.model_id,
             dimension=view.space.dimension,
+            images_as_of=None if count is None else iso_from_ms(count.as_of_ms),
             capacity=self.capacity,
             near_capacity=near,
         )

@@ -25,10 +25,17 @@ def test_status_and_reindex_on_the_scale_tier(
 ) -> None:
     local = start_local_mode("--vector-store", "s3vectors")
     assert "S3 Vectors emulator" in local.log()
+    # No maintenance function here: local mode publishes /health's count itself
+    assert local.get("/health").json()["images"] == 0
     local.drop(NAMES[0], images.jpeg(64, 48, images.RED))
     local.drop(NAMES[1], images.png(40, 40, images.BLUE))
     local.drop(NAMES[2], images.jpeg(30, 50, images.GREEN))
     local.wait_indexed(*NAMES)
+    health = local.wait_until(
+        lambda: (h := local.get("/health").json())["images"] == 3 and h,
+        message="/health to count every image",
+    )
+    assert health["images_as_of"].endswith("Z")
     cli = Cli(imagesearch_command, local_env, local.url)
 
     status = local.wait_until(

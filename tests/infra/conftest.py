@@ -23,6 +23,7 @@ CLI_STYLE_CONTEXT = {
     "retainData": "false",
     "embeddingDimension": "384",
     "ingestMaxConcurrency": "7",
+    "searchMaxConcurrency": "20",
     "uploadPrefix": "drop/photos/",
     "captionMode": "joint",
     "apiRateLimit": "12.5",

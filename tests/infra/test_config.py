@@ -28,6 +28,7 @@ def test_defaults_when_context_is_empty() -> None:
         upload_prefix="uploads/",
         vector_store="dynamodb",
         ingest_max_concurrency=5,
+        search_max_concurrency=50,
         caption_mode="none",
         retain_data=True,
         api_rate_limit=50,
@@ -47,6 +48,7 @@ def test_strings_from_the_command_line_are_coerced() -> None:
         "uploadPrefix": "inbox/",
         "vectorStore": "dynamodb",
         "ingestMaxConcurrency": "1000",
+        "searchMaxConcurrency": "200",
         "captionMode": "joint",
         "retainData": "false",
     }
@@ -57,6 +59,7 @@ def test_strings_from_the_command_line_are_coerced() -> None:
     # Then
     assert config.embedding_dimension == 256
     assert config.ingest_max_concurrency == 1000
+    assert config.search_max_concurrency == 200
     assert config.retain_data is False
     assert config.caption_mode == "joint"
     assert config.model_id == "amazon.titan-embed-image-v1"
@@ -123,6 +126,10 @@ def test_config_is_frozen() -> None:
         ({"ingestMaxConcurrency": "1"}, "ingestMaxConcurrency must be between 2 and 1000"),
         ({"ingestMaxConcurrency": 1001}, "ingestMaxConcurrency must be between 2 and 1000"),
         ({"ingestMaxConcurrency": "-3"}, "ingestMaxConcurrency must be a whole number"),
+        ({"searchMaxConcurrency": "0"}, "searchMaxConcurrency must be between 1 and 1000"),
+        ({"searchMaxConcurrency": 1001}, "searchMaxConcurrency must be between 1 and 1000"),
+        ({"searchMaxConcurrency": "many"}, "searchMaxConcurrency must be a whole number"),
+        ({"searchMaxConcurrency": True}, "searchMaxConcurrency must be a whole number"),
         ({"captionMode": "separate"}, "captionMode must be one of none, joint"),
         ({"retainData": "maybe"}, "retainData must be true or false, got 'maybe'"),
         ({"modelId": 42}, "modelId must be a string"),

@@ -94,6 +94,14 @@ class Arns:
         return {"Fn::GetAtt": [self.app.logical_id(handler.log_group), "Arn"]}
 
 
+def image_count_item(arns: Arns) -> When:
+    """The table, only for GET /health's published count item (decision 39)."""
+    return When(
+        arns.table,
+        {"ForAllValues:StringEquals": {"dynamodb:LeadingKeys": [r.IMAGE_COUNT_ID]}},
+    )
+
+
 def ingest_grants(arns: Arns, ingest: Any) -> tuple[tuple[Any, list[Any]], ...]:
     """The ingest role's grants on every tier (the scale tier adds its index's)."""
     return (
@@ -153,7 +161,6 @@ def test_search_role_grants_exactly(any_app: Synthesized) -> None:
         ),
         ({"s3:PutObject", "s3:DeleteObject"}, [arns.objects(arns.prefix)]),
         ("bedrock:InvokeModel", [arns.model]),
-        ("dynamodb:DescribeTable", [arns.table]),
     )
 
 
@@ -185,6 +192,8 @@ def test_maintenance_role_grants_exactly(any_app: Synthesized) -> None:
             {"s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"},
             [arns.objects(r.SNAPSHOT_PREFIX)],
         ),
+        # Publishing GET /health's count: a PutItem of that one item, nothing else.
+        ("dynamodb:PutItem", [image_count_item(arns)]),
     )
 
 

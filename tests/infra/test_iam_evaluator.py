@@ -81,6 +81,35 @@ def test_the_vector_syncs_batch_read_is_allowed_now_and_was_refused_by_the_old_i
     ]
 
 
+def test_maintenance_writes_only_the_published_image_count_item(
+    s3v_template: dict[str, Any],
+) -> None:
+    # The recorder keeps a PutItem's key (never its attributes): dynamodb:LeadingKeys
+    def put(image_id: str) -> dict:
+        line = recorder._call_line(
+            _Client("dynamodb"),
+            "maintenance",
+            "PutItem",
+            {"TableName": TABLE, "Item": {"image_id": {"S": image_id}, "images": {"N": "3"}}},
+        )
+        return {**line, "env": S3V_ENV}
+
+    count_item, image = put(r.IMAGE_COUNT_ID), put("0" * 32)
+    assert count_item["params"] == {
+        "TableName": TABLE,
+        "Key": {"image_id": {"S": r.IMAGE_COUNT_ID}},
+    }
+    assert results([count_item, image], s3v_template) == ["Allowed", "ImplicitlyDenied"]
+
+
+class _Client:
+    """Just what ``recorder._call_line`` reads of a boto3 client."""
+
+    def __init__(self, service: str) -> None:
+        model = type("Model", (), {"signing_name": service, "endpoint_prefix": service})
+        self.meta = type("Meta", (), {"service_model": model, "region_name": "us-east-1"})
+
+
 def test_listing_is_allowed_only_under_the_upload_prefix(s3v_template: dict[str, Any]) -> None:
     inside = call("ingest", "s3", "ListObjectsV2", S3V_ENV, Bucket=BUCKET, Prefix="uploads/a.jpg")
     outside = call("ingest", "s3", "ListObjectsV2", S3V_ENV, Bucket=BUCKET, Prefix="thumbnails/")

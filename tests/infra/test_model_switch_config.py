@@ -14,7 +14,7 @@ import pytest
 from imagesearch import resources as r
 from stacks.config import AppConfig, ConfigError
 from tests.infra.conftest import Synthesized
-from tests.infra.test_iam import Arns, expand, role_grants
+from tests.infra.test_iam import Arns, expand, image_count_item, role_grants
 from tests.infra.test_models_config import bedrock_grants, fm, profile
 
 TITAN, NOVA, COHERE = r.TITAN_MODEL_ID, r.NOVA_MODEL_ID, r.COHERE_MODEL_ID
@@ -88,6 +88,7 @@ def test_maintenance_gets_the_switch_grants_on_the_embedded_tier(
             {"s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"},
             [arns.objects(r.SNAPSHOT_PREFIX)],
         ),
+        ("dynamodb:PutItem", [image_count_item(arns)]),
     )
     assert grants == switch | snapshot
     env = env_of(app, maintenance.function)
@@ -121,8 +122,10 @@ def test_scale_tier_switch_keeps_each_index_under_one_logical_id(
     # Same name, same logical id in every deploy: CloudFormation never replaces one
     assert _index_ids(during)[titan] == _index_ids(before)[titan]
     assert _index_ids(during)[nova] == _index_ids(after)[nova]
-    # The scale tier has a maintenance function only during the switch
-    assert before.stack.maintenance is None and after.stack.maintenance is None
+    # The scale tier has a maintenance function before and after too (GET /health's
+    # count), without the switch's environment
+    for app in (before, after):
+        assert r.ENV_PREVIOUS_MODEL_ID not in env_of(app, app.stack.maintenance.function)
 
 
 def test_scale_tier_switch_grants_both_indexes_and_removal_of_the_previous_one(

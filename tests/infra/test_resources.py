@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -410,8 +411,7 @@ def test_api_stage(default_app: Synthesized) -> None:
     access_log_group = default_app.logical_id(default_app.stack.search.access_log_group)
 
     assert stage["TracingEnabled"] is True
-    (settings,) = stage["MethodSettings"]
-    assert settings["HttpMethod"] == "*" and settings["ResourcePath"] == "/*"
+    settings = _method_settings(default_app)[("/*", "*")]
     assert settings["MetricsEnabled"] is True
     # Throttling comes from context (apiRateLimit / apiBurstLimit), defaults in cdk.json.
     assert settings["ThrottlingRateLimit"] == r.CONTEXT_DEFAULTS["apiRateLimit"] == 50
@@ -426,9 +426,42 @@ def test_api_stage(default_app: Synthesized) -> None:
 
 
 def test_stage_throttling_from_the_command_line(cli_app: Synthesized) -> None:
-    stage = one(cli_app, "AWS::ApiGateway::Stage")["Properties"]
-    (settings,) = stage["MethodSettings"]
+    settings = _method_settings(cli_app)[("/*", "*")]
     assert (settings["ThrottlingRateLimit"], settings["ThrottlingBurstLimit"]) == (12.5, 25)
+
+
+def _method_settings(app: Synthesized) -> dict[tuple[str, str], dict[str, Any]]:
+    stage = one(app, "AWS::ApiGateway::Stage")["Properties"]
+    return {(m["ResourcePath"], m["HttpMethod"]): m for m in stage["MethodSettings"]}
+
+
+def test_health_has_its_own_low_method_throttle(any_app: Synthesized) -> None:
+    from stacks.search_api import HEALTH_BURST_LIMIT, HEALTH_RATE_LIMIT
+
+    # Unauthenticated: anonymous callers get a few requests per second of it, not the
+    # stage's limit (API Gateway's resource paths escape "/" as "~1")
+    settings = _method_settings(any_app)
+    assert set(settings) == {("/*", "*"), ("/~1health", "GET")}
+    health = settings[("/~1health", "GET")]
+    assert (
+        (health["ThrottlingRateLimit"], health["ThrottlingBurstLimit"])
+        == (
+            HEALTH_RATE_LIMIT,
+            HEALTH_BURST_LIMIT,
+        )
+        == (5, 10)
+    )
+    stage = settings[("/*", "*")]
+    assert health["ThrottlingRateLimit"] < stage["ThrottlingRateLimit"]
+    assert health["ThrottlingBurstLimit"] < stage["ThrottlingBurstLimit"]
+
+
+def test_health_throttle_never_exceeds_the_stage_throttle(
+    synth: Callable[..., Synthesized],
+) -> None:
+    app = synth(apiRateLimit="2", apiBurstLimit="3")
+    health = _method_settings(app)[("/~1health", "GET")]
+    assert (health["ThrottlingRateLimit"], health["ThrottlingBurstLimit"]) == (2, 3)
 
 
 def test_api_is_named_after_the_stack_and_the_5xx_alarm_watches_that_name(
@@ -609,6 +642,39 @@ def test_maintenance_runs_on_a_schedule_with_the_memory_its_build_was_measured_a
     assert rule["Targets"][0]["Arn"] == {
         "Fn::GetAtt": [default_app.logical_id(stack.maintenance.function), "Arn"]
     }
+
+
+def _reserved_concurrency(app: Synthesized, function: Any) -> Any:
+    return resource_of(app, function)["Properties"].get("ReservedConcurrentExecutions")
+
+
+def test_every_function_of_the_service_has_reserved_concurrency(any_app: Synthesized) -> None:
+    # checkov CKV_AWS_115; and so a flood of searches cannot starve ingest (decision 39)
+    stack, config = any_app.stack, any_app.stack.config
+    assert _reserved_concurrency(any_app, stack.maintenance.function) == 1
+    assert _reserved_concurrency(any_app, stack.search.function) == config.search_max_concurrency
+    # Ingest: exactly what its queue's event source may run at once
+    assert _reserved_concurrency(any_app, stack.ingest.function) == config.ingest_max_concurrency
+    mapping = one(any_app, "AWS::Lambda::EventSourceMapping")["Properties"]
+    assert mapping["ScalingConfig"]["MaximumConcurrency"] == config.ingest_max_concurrency
+
+
+def test_reserved_concurrency_from_the_command_line(
+    default_app: Synthesized, cli_app: Synthesized
+) -> None:
+    assert _reserved_concurrency(default_app, default_app.stack.search.function) == 50
+    assert _reserved_concurrency(cli_app, cli_app.stack.search.function) == 20
+    assert _reserved_concurrency(cli_app, cli_app.stack.ingest.function) == 7
+
+
+def test_maintenance_runs_never_pile_up(default_app: Synthesized) -> None:
+    # Reserved concurrency 1 throttles a run while another one runs; Lambda drops the
+    # throttled event after a minute instead of queueing it for hours, and retries none
+    config = one(default_app, "AWS::Lambda::EventInvokeConfig")["Properties"]
+    assert config["FunctionName"] == {
+        "Ref": default_app.logical_id(default_app.stack.maintenance.function)
+    }
+    assert (config["MaximumEventAgeInSeconds"], config["MaximumRetryAttempts"]) == (60, 0)
 
 
 def test_search_memory_follows_embedded_capacity() -> None:

@@ -11,7 +11,14 @@ import pytest
 from imagesearch import resources as r
 from tests.infra import test_compliance as compliance
 from tests.infra.conftest import Synthesized
-from tests.infra.test_iam import XRAY, Arns, expand, ingest_grants, role_grants
+from tests.infra.test_iam import (
+    XRAY,
+    Arns,
+    expand,
+    image_count_item,
+    ingest_grants,
+    role_grants,
+)
 
 
 # One full synth of the scale tier (the slow part); the retained variant is checked on
@@ -120,6 +127,22 @@ def test_search_queries_and_reads_the_index_only(s3v_app: Synthesized) -> None:
         ("bedrock:InvokeModel", [arns.model]),
         ({"s3vectors:QueryVectors", "s3vectors:GetVectors"}, [_index_arn(s3v_app)]),
     )
+
+
+def test_maintenance_publishes_the_image_count_and_nothing_more(s3v_app: Synthesized) -> None:
+    # The scale tier runs maintenance without a model switch too: GET /health's count
+    # (decision 39): reads and writes that one item, counts with a Query on by_status
+    arns = Arns(s3v_app)
+    maintenance = s3v_app.stack.maintenance.handler
+    grants = role_grants(s3v_app, s3v_app.logical_id(maintenance.role))
+    assert grants == expand(
+        ({"logs:CreateLogStream", "logs:PutLogEvents"}, [arns.log_group(maintenance)]),
+        (XRAY, ["*"]),
+        ({"dynamodb:GetItem", "dynamodb:PutItem"}, [image_count_item(arns)]),
+        ("dynamodb:Query", [{"Fn::Join": ["", [arns.table, f"/index/{r.INDEX_BY_STATUS}"]]}]),
+    )
+    function = s3v_app.json["Resources"][s3v_app.logical_id(maintenance.function)]
+    assert function["Properties"]["ReservedConcurrentExecutions"] == 1
 
 
 def test_cdk_nag_and_cfn_lint_stay_clean(s3v_app: Synthesized) -> None:

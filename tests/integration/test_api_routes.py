@@ -440,14 +440,15 @@ def test_health_needs_no_signature_and_counts_indexed_images(api: Api) -> None:
     first = api.seed("a.jpg", text_vector(fake, "a"))
     api.seed("b.jpg", text_vector(fake, "b"))
     api.seed("bad.jpg", None, status=r.STATUS_REJECTED, reason="corrupt")
-    # A cold instance without a snapshot does not load the index for /health: it answers
-    # the table's approximate item count (every record, the rejected one too)
+    # A cold instance does not load the index for /health: it answers the count the
+    # maintenance function published (none yet: null)
     response = api.call("GET", "/health", headers={"Authorization": ""})
     assert response.status == 200
-    assert response.body["images"] == 3
-    # Once a request loaded it, /health says what it holds
+    assert (response.body["images"], response.body["images_as_of"]) == (None, None)
+    # Once a request loaded it, /health says what it holds, and as of when
     assert api.call("POST", "/search", body={"image_id": first.image_id}).status == 200
     response = api.call("GET", "/health", headers={"Authorization": ""})
+    as_of = response.body.pop("images_as_of")
     assert response.body == {
         "status": "ok",
         "images": 2,
@@ -456,6 +457,7 @@ def test_health_needs_no_signature_and_counts_indexed_images(api: Api) -> None:
         "capacity": r.CONTEXT_DEFAULTS["embeddedMaxImages"],
         "near_capacity": False,
     }
+    assert as_of.endswith("Z")
     assert api.bedrock.calls == 0
 
 

@@ -20,12 +20,15 @@ from botocore.exceptions import ClientError
 from moto import mock_aws
 
 from imagesearch.catalog.dynamodb import DynamoDBCatalog
+from imagesearch.health import ImageCount, PublishedCount
 from imagesearch.index.embedded import EmbeddedIndex, Exported
 from imagesearch.index.maintenance import refresh_snapshot
 from imagesearch.index.snapshot import SnapshotError, SnapshotStore
 from imagesearch.ports import QueryFilters
-from imagesearch.records import ImageRecord, image_id_for_key
+from imagesearch.records import ImageRecord, image_id_for_key, iso_from_ms
 from imagesearch.resources import (
+    IMAGE_COUNT_ID,
+    IMAGE_COUNT_READ_SECONDS,
     SNAPSHOT_MAX_LAG_SECONDS,
     TOMBSTONE_TTL_SECONDS,
     table_definition,
@@ -352,8 +355,9 @@ def test_model_change_ignores_the_old_models_snapshot_and_replaces_it(
     fallbacks: list[str] = []
     other = index_of(catalog, clock, store_of(aws[1], clock), fallbacks, model_id="other-model")
     assert other.count() == 0 and fallbacks == ["mismatch"]
-    cold = index_of(catalog, clock, store_of(aws[1], clock), model_id="other-model")
-    assert cold.health_count() is None  # the old model's count is not this one's
+    # (and /health's count from the instance is of its own model, none of the old one's)
+    own = other.loaded_image_count()
+    assert own is not None and (own.images, own.model_id) == (0, "other-model")
 
     # And its maintenance run points to a snapshot of the new model
     store = store_of(aws[1], clock)
@@ -449,37 +453,9 @@ def test_a_gap_longer_than_the_tombstone_ttl_reloads(aws: tuple[Any, Any], clock
 # -- /health ------------------------------------------------------------------------------
 
 
-def test_health_reads_no_table_and_never_loads(
-    aws: tuple[Any, Any], catalog: DynamoDBCatalog, clock: Clock
-) -> None:
-    for n in range(5):
-        put(catalog, n, axis(n))
-    spied, spy = spied_catalog(aws, clock)
-
-    # Without a snapshot, a cold instance answers the table's item count: DescribeTable,
-    # no record read (cached: the page polls /health)
-    service = SearchService(
-        spied,
-        index_of(spied, clock, store_of(aws[1], clock)),
-        None,
-        None,  # type: ignore[arg-type]
-        upload_prefix="uploads/",
-        model_id=MODEL,
-        dimension=DIM,
-        capacity=6,
-        table_count=spied.approximate_count,
-    )
-    health = service.health()
-    assert health.images == 5 and spy.calls == ["describe_table"]
-    clock.advance(60)
-    assert service.health().images == 5 and spy.calls == ["describe_table"]
-    spy.calls.clear()
-
-    # With one, the snapshot header says how many (one small S3 GET)
-    build_first(catalog, aws[1], clock)
-    index = index_of(spied, clock, store_of(aws[1], clock))
-    service = SearchService(
-        spied,
+def health_service(catalog: DynamoDBCatalog, index: EmbeddedIndex, clock: Clock) -> SearchService:
+    return SearchService(
+        catalog,
         index,
         None,
         None,  # type: ignore[arg-type]
@@ -487,46 +463,104 @@ def test_health_reads_no_table_and_never_loads(
         model_id=MODEL,
         dimension=DIM,
         capacity=6,
-        table_count=spied.approximate_count,
+        published_count=PublishedCount(catalog.published_count, clock=clock),
     )
+
+
+def test_health_reads_one_item_at_most_and_never_loads(
+    aws: tuple[Any, Any], catalog: DynamoDBCatalog, clock: Clock
+) -> None:
+    for n in range(5):
+        put(catalog, n, axis(n))
+    build_first(catalog, aws[1], clock)
+    spied, spy = spied_catalog(aws, clock)
+    index = index_of(spied, clock, store_of(aws[1], clock))
+    service = health_service(spied, index, clock)
+
+    # Before maintenance published a count, a cold instance knows none: one GetItem,
+    # no snapshot read, no Query or Scan, nothing loaded
+    health = service.health()
+    assert (health.images, health.images_as_of) == (None, None)
+    assert spy.calls == ["get_item"] and index.loaded_count() is None
+
+    # Published, it answers that count (read again once the cached read is a minute old)
+    catalog.publish_count(ImageCount(5, int(clock() * 1000), MODEL, DIM))
+    clock.advance(IMAGE_COUNT_READ_SECONDS)
+    spy.calls.clear()
     health = service.health()
     assert (health.images, health.capacity, health.near_capacity) == (5, 6, True)
-    assert spy.calls == []
+    assert health.images_as_of == iso_from_ms(int((clock() - IMAGE_COUNT_READ_SECONDS) * 1000))
+    assert spy.calls == ["get_item"]
+    assert service.health().images == 5 and spy.calls == ["get_item"]
 
-    # Once loaded, the instance's own count, with no refresh behind it
+    # Once loaded, the instance's own count when it is newer, with no refresh behind it
     index.refresh()
+    put(catalog, 5, axis(5))
     spy.calls.clear()
     clock.advance(10)
-    assert service.health().images == 5 and spy.calls == []
+    health = service.health()
+    assert health.images == 5 and spy.calls == []
+    assert health.images_as_of == iso_from_ms(int((clock() - 10) * 1000))
 
 
-def test_health_without_a_snapshot_or_the_table_count_answers_null(
-    aws: tuple[Any, Any], clock: Clock, caplog: pytest.LogCaptureFixture
+def test_health_takes_the_newer_count_of_its_own_model_space(
+    aws: tuple[Any, Any], catalog: DynamoDBCatalog, clock: Clock
 ) -> None:
-    class NoDescribe(Spy):
-        def describe_table(self, **kwargs: Any) -> Any:
-            self.calls.append("describe_table")
-            raise ClientError(
-                {"Error": {"Code": "AccessDeniedException", "Message": "no"}}, "DescribeTable"
-            )
+    for n in range(3):
+        put(catalog, n, axis(n))
+    index = index_of(catalog, clock, None)
+    index.refresh()  # 3, as of now
+    service = health_service(catalog, index, clock)
+    loaded_at = clock()
 
-    spy = NoDescribe(aws[0])
+    # A newer published count of another model (a switch flipped): not this space's
+    catalog.publish_count(ImageCount(9, int((loaded_at + 5) * 1000), "other.model", DIM))
+    assert service.health().images == 3
+    # An older published count of this space: the loaded one is newer
+    catalog.publish_count(ImageCount(2, int((loaded_at - 5) * 1000), MODEL, DIM))
+    clock.advance(IMAGE_COUNT_READ_SECONDS)
+    assert service.health().images == 3
+    # A newer one of this space (or of every model: the scale tier's) wins
+    catalog.publish_count(ImageCount(4, int((loaded_at + 5) * 1000)))
+    clock.advance(IMAGE_COUNT_READ_SECONDS)
+    health = service.health()
+    assert (health.images, health.images_as_of) == (4, iso_from_ms(int((loaded_at + 5) * 1000)))
+
+
+@pytest.mark.parametrize(
+    ("failure", "logged"),
+    [
+        ("denied", "AccessDeniedException"),
+        ("malformed", "the published image count item is malformed"),
+    ],
+)
+def test_health_without_a_readable_count_answers_null_and_retries_a_minute_later(
+    aws: tuple[Any, Any],
+    clock: Clock,
+    caplog: pytest.LogCaptureFixture,
+    failure: str,
+    logged: str,
+) -> None:
+    class Failing(Spy):
+        def get_item(self, **kwargs: Any) -> Any:
+            self.calls.append("get_item")
+            if failure == "denied":
+                raise ClientError(
+                    {"Error": {"Code": "AccessDeniedException", "Message": "no"}}, "GetItem"
+                )
+            return {"Item": {"image_id": {"S": IMAGE_COUNT_ID}, "images": {"N": "3"}}}
+
+    spy = Failing(aws[0])
     catalog = DynamoDBCatalog(TABLE, client=spy, clock=clock)
-    service = SearchService(
-        catalog,
-        index_of(catalog, clock, store_of(aws[1], clock)),
-        None,
-        None,  # type: ignore[arg-type]
-        upload_prefix="uploads/",
-        model_id=MODEL,
-        dimension=DIM,
-        table_count=catalog.approximate_count,
-    )
+    service = health_service(catalog, index_of(catalog, clock, None), clock)
 
-    with caplog.at_level(logging.WARNING, logger="imagesearch.catalog.dynamodb"):
+    with caplog.at_level(logging.WARNING, logger="imagesearch.health"):
         assert service.health().images is None
-    assert "could not read the table's item count" in caplog.text
-    assert spy.calls == ["describe_table"]
+        assert service.health().images is None  # not read again at once
+    assert "could not read the published image count" in caplog.text and logged in caplog.text
+    assert spy.calls == ["get_item"]
+    clock.advance(IMAGE_COUNT_READ_SECONDS)
+    assert service.health().images is None and spy.calls == ["get_item", "get_item"]
 
 
 # -- when maintenance writes ------------------------------------------------------------

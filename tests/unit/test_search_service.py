@@ -28,6 +28,7 @@ from imagesearch.errors import (
     NotFound,
     UploadTooLarge,
 )
+from imagesearch.health import ImageCount
 from imagesearch.ports import QueryFilters, VectorEntry
 from imagesearch.records import ImageRecord, image_id_for_key
 from imagesearch.search import SearchService, decode_base64_image
@@ -584,7 +585,22 @@ def test_create_upload_refuses_sizes_over_the_limit(service: SearchService) -> N
         )
 
 
-def test_health_counts_indexed_images(service: SearchService) -> None:
+def test_health_answers_the_published_count_without_counting(
+    index: FakeIndex, embedder: FakeEmbedder, store: FakeStore
+) -> None:
+    def counted() -> ImageCount:
+        return ImageCount(3, 1_767_225_600_000)
+
+    service = SearchService(
+        index.catalog,
+        index.vectors,
+        embedder,
+        store,
+        upload_prefix=PREFIX,
+        model_id=MODEL,
+        dimension=DIM,
+        published_count=counted,
+    )
     health = service.health()
     assert (health.status, health.images, health.model_id, health.dimension) == (
         "ok",
@@ -592,6 +608,16 @@ def test_health_counts_indexed_images(service: SearchService) -> None:
         MODEL,
         DIM,
     )
+    assert health.images_as_of == "2026-01-01T00:00:00.000Z"
+
+
+def test_health_without_a_published_count_never_counts_the_index(
+    service: SearchService, index: FakeIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An index that could count (the scale tier's would list every vector) is not asked
+    monkeypatch.setattr(index.vectors, "count", lambda: pytest.fail("counted the index"))
+    health = service.health()
+    assert (health.images, health.images_as_of) == (None, None)
 
 
 def test_query_images_are_decoded_one_at_a_time_within_the_budget(

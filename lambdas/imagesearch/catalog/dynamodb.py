@@ -34,8 +34,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import numpy as np
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
+from imagesearch.health import ImageCount
 from imagesearch.ports import Page, VectorEntry
 from imagesearch.records import (
     VECTOR_DTYPE,
@@ -62,6 +63,7 @@ from imagesearch.resources import (
     CATALOG_MAX_ATTEMPTS,
     CATALOG_READ_TIMEOUT_SECONDS,
     CHANGE_SHARDS,
+    IMAGE_COUNT_ID,
     INDEX_BY_STATUS,
     INDEX_CHANGES,
     MAX_KEY_BYTES,
@@ -322,7 +324,6 @@ class DynamoDBCatalog:
         self._clock = clock
         self._sleep = sleep
         self._client_lock = threading.Lock()
-        self._table_count: tuple[float, int | None] | None = None  # (read at, count)
 
     @property
     def table_name(self) -> str:
@@ -596,24 +597,6 @@ class DynamoDBCatalog:
         """Records per listable status (COUNT queries on ``by_status``: no item data)."""
         return {status: self._count(status) for status in _LISTABLE_STATUSES}
 
-    def approximate_count(self, max_age: float = 300.0) -> int | None:
-        """The table's item count as DescribeTable reports it (no item is read; DynamoDB
-        updates it about every six hours, and it counts every record, whatever its
-        status), cached ``max_age`` seconds; None (logged) when it cannot be had."""
-        now = self._clock()
-        cached = self._table_count
-        if cached is not None and now - cached[0] < max_age:
-            return cached[1]
-        try:
-            count: int | None = int(
-                self.client.describe_table(TableName=self._table)["Table"]["ItemCount"]
-            )
-        except (ClientError, BotoCoreError, KeyError, ValueError) as error:
-            logger.warning("could not read the table's item count: %s", error)
-            count = None
-        self._table_count = (now, count)
-        return count
-
     def count_other_model(self, model_id: str, dimension: int) -> int:
         """Indexed records embedded with another model or dimension."""
         return self._count(
@@ -755,6 +738,44 @@ class DynamoDBCatalog:
                 return False
             raise
         return True
+
+    # -- GET /health's published image count (imagesearch.health) -----------------
+
+    def indexed_count(self) -> int:
+        """Indexed records, whatever their model (a COUNT query over the ``indexed``
+        partition of ``by_status``: it reads every entry there, so only the maintenance
+        function calls it, never a request)."""
+        return self._count(STATUS_INDEXED)
+
+    def publish_count(self, count: ImageCount) -> None:
+        """Write the count /health answers (one PutItem; the last writer wins)."""
+        item: Item = {
+            ATTR_IMAGE_ID: {"S": IMAGE_COUNT_ID},
+            "images": {"N": str(count.images)},
+            "as_of_ms": {"N": str(count.as_of_ms)},
+        }
+        if count.model_id is not None and count.dimension is not None:
+            item["model_id"] = {"S": count.model_id}
+            item["dimension"] = {"N": str(count.dimension)}
+        self.client.put_item(TableName=self._table, Item=item)
+
+    def published_count(self) -> ImageCount | None:
+        """The count last published (one eventually consistent GetItem; None: none yet).
+        ValueError when the item is malformed."""
+        item = self.client.get_item(
+            TableName=self._table, Key={ATTR_IMAGE_ID: {"S": IMAGE_COUNT_ID}}
+        ).get("Item")
+        if not item:
+            return None
+        try:
+            return ImageCount(
+                images=int(item["images"]["N"]),
+                as_of_ms=int(item["as_of_ms"]["N"]),
+                model_id=item["model_id"]["S"] if "model_id" in item else None,
+                dimension=int(item["dimension"]["N"]) if "dimension" in item else None,
+            )
+        except (KeyError, TypeError) as error:
+            raise ValueError(f"the published image count item is malformed: {error}") from error
 
     # -- unfinished reindex runs -------------------------------------------------------
 

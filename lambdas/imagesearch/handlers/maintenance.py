@@ -1,6 +1,7 @@
-"""Maintenance handler (EventBridge schedule): moves a configured model switch on by
-one step, keeps the embedded index's S3 snapshot current (and, every
-``RECONCILE_INTERVAL_SECONDS``, reconciled with the catalog) and reports the number of
+"""Maintenance handler (EventBridge schedule, both tiers, never two runs at once):
+moves a configured model switch on by one step, keeps the embedded index's S3 snapshot
+current (and, every ``RECONCILE_INTERVAL_SECONDS``, reconciled with the catalog),
+publishes GET /health's image count (decision 39) and reports the number of
 indexed images (the capacity alarm's metric).
 
 Same asset and settings as the search function; thin: the work is in
@@ -13,6 +14,7 @@ import time
 from typing import Any
 
 from imagesearch.composition import build_catalog, build_snapshot_store, build_switch_orchestrator
+from imagesearch.health import ImageCount, publish_indexed_count
 from imagesearch.index.embedded import EmbeddedIndex
 from imagesearch.index.maintenance import refresh_snapshot
 from imagesearch.metrics import count
@@ -20,6 +22,7 @@ from imagesearch.resources import (
     METRIC_CATALOG_DIFFERENCES,
     METRIC_INDEXED_IMAGES,
     RECONCILE_INTERVAL_SECONDS,
+    SCALE_COUNT_INTERVAL_SECONDS,
 )
 from imagesearch.settings import SearchSettings, SettingsError, load_settings
 from imagesearch.switch import describe, serving_space
@@ -41,7 +44,14 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
             "removed": step.removed,
         }
     if settings.vector_store != "dynamodb":
-        return answer  # the scale tier has no snapshot: this function runs for the switch
+        # The scale tier has no snapshot; its count is the catalog's, recounted when due.
+        published = publish_indexed_count(
+            catalog, clock=time.time, interval=SCALE_COUNT_INTERVAL_SECONDS
+        )
+        if published is not None:
+            count(METRIC_INDEXED_IMAGES, published.images)
+            answer["images"] = published.images
+        return answer
     store = build_snapshot_store(settings)
     if store is None:
         raise SettingsError("the maintenance function needs INDEX_SNAPSHOT_PREFIX")
@@ -72,6 +82,10 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
             "reannounced": len(result.reconciliation.reannounced),
             "scanned": result.reconciliation.scanned,
         }
+    # Each run (one PutItem): the count of the snapshot or loaded index, as of when true.
+    catalog.publish_count(
+        ImageCount(result.count, result.counted_ms, serving.model_id, serving.dimension)
+    )
     answer.update(
         {
             "written": result.written,

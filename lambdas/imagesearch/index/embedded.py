@@ -39,6 +39,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from imagesearch.catalog.dynamodb import CatalogThrottled, select_slot
 from imagesearch.embedders.base import Vector
 from imagesearch.errors import IndexUnavailable
+from imagesearch.health import ImageCount
 from imagesearch.index.matrix import MatrixIndex, allocate_rows
 from imagesearch.index.snapshot import Snapshot, SnapshotError, SnapshotHeader
 from imagesearch.ports import QueryFilters, ScoredId, VectorEntry
@@ -310,19 +311,14 @@ class EmbeddedIndex:
         matrix = self._matrix
         return None if matrix is None else len(matrix)
 
-    def health_count(self) -> int | None:
-        """Images for GET /health without loading or a table read: the loaded index's
-        count, else the snapshot header's (this model's only), else None."""
-        loaded = self.loaded_count()
-        if loaded is not None:
-            return loaded
-        header = self.snapshot_header()
-        if header is None or (header.model_id, header.dimension) != (
-            self._model_id,
-            self._dimension,
-        ):
+    def loaded_image_count(self) -> ImageCount | None:
+        """GET /health's count from this instance alone: the vectors it holds, as of its
+        last load or refresh (None: not loaded). Never loads, refreshes or reads."""
+        # No lock: a refresh holds it for as long as it loads, and /health must not wait.
+        matrix, watermark = self._matrix, self._watermark
+        if matrix is None:
             return None
-        return header.count
+        return ImageCount(len(matrix), int(watermark * 1000), self._model_id, self._dimension)
 
     def snapshot_header(self, max_age: float = 60.0) -> SnapshotHeader | None:
         """The current snapshot's header (one small S3 GET, cached ``max_age`` seconds);

@@ -41,6 +41,9 @@ class MaintenanceResult:
     reason: str
     count: int
     watermark_ms: int
+    # When ``count`` was true (epoch ms): the snapshot's or loaded index's watermark, or
+    # the run's time when nothing changed since (GET /health's images_as_of).
+    counted_ms: int
     reconciliation: Reconciliation | None = None  # when this run reconciled
 
 
@@ -90,9 +93,17 @@ def refresh_snapshot(
     elif clock() - header.created_ms / 1000 > max_age:
         reason = "snapshot older than its maximum age"
     else:
-        count = index.loaded_count() or 0
+        loaded = index.loaded_image_count()
+        count, counted_ms = (
+            (0, header.watermark_ms) if loaded is None else (loaded.images, loaded.as_of_ms)
+        )
         return MaintenanceResult(
-            False, "unchanged", count, header.watermark_ms, reconciliation=reconciliation
+            False,
+            "unchanged",
+            count,
+            header.watermark_ms,
+            counted_ms,
+            reconciliation=reconciliation,
         )
     # A snapshot loaded by Scan is a full read of the catalog: reconciled as of then.
     return _write(index, store, reason, index.source == "scan", reconciliation)
@@ -121,7 +132,12 @@ def _write(
         )
     logger.info("wrote an index snapshot of %d vectors (%s)", written.count, reason)
     return MaintenanceResult(
-        True, reason, written.count, written.watermark_ms, reconciliation=reconciliation
+        True,
+        reason,
+        written.count,
+        written.watermark_ms,
+        written.watermark_ms,
+        reconciliation=reconciliation,
     )
 
 
@@ -186,5 +202,9 @@ def _check(
         return f"{changes} changes since the snapshot"
     if changes and lag >= max_lag:
         return f"{changes} changes in {lag:.0f} s"
-    reason = "unchanged" if not changes else f"{changes} changes in {lag:.0f} s: not due yet"
-    return MaintenanceResult(False, reason, header.count, header.watermark_ms)
+    if not changes:  # the snapshot's count is still true now
+        return MaintenanceResult(
+            False, "unchanged", header.count, header.watermark_ms, int(now * 1000)
+        )
+    reason = f"{changes} changes in {lag:.0f} s: not due yet"
+    return MaintenanceResult(False, reason, header.count, header.watermark_ms, header.watermark_ms)

@@ -281,6 +281,7 @@ class LocalMode:
             catalog=DynamoDBCatalog(self.resources.table, client=self._clients.dynamodb),
             resources=self.resources,
             after_batch=self._search.refresh_soon if self._search is not None else None,
+            after_states=self._after_states,
         )
         self._mirror = DropboxMirror(
             self.dropbox,
@@ -301,6 +302,7 @@ class LocalMode:
         )
         if self.restored is not None and full_restore:
             self._worker.restore_states(self.restored.extra.get("worker") or {})
+        self._publish_count()
         self.model_problem = self.probe()
         self._startup.mark("probe")
         self._worker.start()
@@ -326,6 +328,28 @@ class LocalMode:
 
         self._watcher = threading.Thread(target=self._watch_model, name="model-watch", daemon=True)
         self._watcher.start()
+
+    def _after_states(self) -> None:
+        if self.vector_store != "s3vectors":
+            return
+        self._publish_count()
+        if self._search is not None:
+            self._search.forget_published_count()  # /health reads the new one at once
+
+    def _publish_count(self) -> None:
+        """What the maintenance function does for GET /health on the scale tier (the
+        embedded tier's /health counts the index this process keeps loaded): publish
+        the worker's count of indexed images, exact here (see ``status_counts``)."""
+        if self.vector_store != "s3vectors" or self._worker is None or self.resources is None:
+            return
+        from imagesearch.catalog.dynamodb import DynamoDBCatalog
+        from imagesearch.health import ImageCount
+
+        assert self._clients is not None
+        indexed = self._worker.status_counts()[r.STATUS_INDEXED]
+        DynamoDBCatalog(self.resources.table, client=self._clients.dynamodb).publish_count(
+            ImageCount(indexed, int(time.time() * 1000))
+        )
 
     def _resources(self, region: str, restored: bool) -> LocalResources:
         """The stack's resources in moto: looked up when the restored state holds them

@@ -71,11 +71,15 @@ class IngestWorker:
         catalog: Catalog,
         resources: LocalResources,
         after_batch: Callable[[], None] | None = None,
+        after_states: Callable[[], None] | None = None,
     ) -> None:
         """``after_batch``: called once each batch is handled (local mode nudges the
-        search index's refresher, so that what was indexed is searchable at once)."""
+        search index's refresher, so that what was indexed is searchable at once).
+        ``after_states``: called once ``status_counts`` includes the batch (local mode
+        publishes GET /health's count on the scale tier)."""
         self._handler = handler
         self._after_batch = after_batch
+        self._after_states = after_states
         self._sqs = sqs
         self._catalog = catalog
         self._resources = resources
@@ -185,6 +189,8 @@ class IngestWorker:
             self._messages += len(messages)
             self._failures += len(failed & all_ids)
         self._report(done, [m for m in messages if m["MessageId"] in failed], started)
+        if self._after_states is not None:
+            self._after_states()
         return failed & all_ids
 
     def _delete(self, messages: list[dict[str, Any]]) -> None:

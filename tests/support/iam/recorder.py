@@ -127,6 +127,11 @@ def _record(line: dict[str, Any]) -> None:
             out.write(text)
 
 
+# The images table's partition key (resources.ATTR_IMAGE_ID; this module imports no
+# product code: local mode's subprocesses load it at start-up).
+_TABLE_KEY = "image_id"
+
+
 def _call_line(client: Any, function: str, operation: str, params: dict[str, Any]) -> dict:
     model = client.meta.service_model
     naming = {key: value for key, value in params.items() if key in NAMING_PARAMS}
@@ -140,6 +145,9 @@ def _call_line(client: Any, function: str, operation: str, params: dict[str, Any
                 for part in item.values()
             }
         )
+    if operation == "PutItem" and _TABLE_KEY in params.get("Item", {}):
+        # Only the item's key (what dynamodb:LeadingKeys names), never its attributes.
+        naming["Key"] = {_TABLE_KEY: params["Item"][_TABLE_KEY]}
     if operation == "DeleteObjects":
         naming["Keys"] = [o.get("Key") for o in params.get("Delete", {}).get("Objects", [])]
     if operation == "QueryVectors":

@@ -23,7 +23,8 @@ PARTITION = "aws"
 class IamRequest:
     action: str
     resource: str
-    context: tuple[tuple[str, str], ...] = field(default=())
+    # Condition keys: a string, or a tuple for a multivalued key (dynamodb:LeadingKeys).
+    context: tuple[tuple[str, str | tuple[str, ...]], ...] = field(default=())
 
     def describe(self) -> str:
         suffix = "".join(f" [{key}={value}]" for key, value in self.context)
@@ -101,7 +102,16 @@ def _dynamodb(operation: str, params: dict[str, Any], region: str) -> list[IamRe
     arn = table_arn(region, params.get("TableName", ""))
     if params.get("IndexName"):
         arn += f"/index/{params['IndexName']}"
+    # A single-item call names its partition key: what a dynamodb:LeadingKeys condition
+    # (a grant limited to one item, decision 39) is evaluated against.
+    # (The recorder keeps a PutItem's key as Key: never the item's attributes.)
+    partition = (params.get("Key") or {}).get(r.ATTR_IMAGE_ID, {}).get("S")
+    if operation in _DYNAMODB_ITEM_OPERATIONS and partition is not None:
+        return [IamRequest(action, arn, (("dynamodb:LeadingKeys", (partition,)),))]
     return [IamRequest(action, arn)]
+
+
+_DYNAMODB_ITEM_OPERATIONS = frozenset({"GetItem", "PutItem", "UpdateItem", "DeleteItem"})
 
 
 def _sqs(operation: str, params: dict[str, Any]) -> list[IamRequest]:
