@@ -296,26 +296,29 @@ class ImageSearchStack(Stack):
                 resources=[table_arn],
             )
         )
+        # The hourly reconciliation (decision 41) runs only outside a model switch.
+        reconciles = self.config.previous_space is None
         # The change log: Query since a watermark; Scan of it all (the reconciliation).
         grant(
             iam.PolicyStatement(
                 sid="ReadChangeLog",
-                actions=["dynamodb:Query", "dynamodb:Scan"],
+                actions=["dynamodb:Query", *(["dynamodb:Scan"] if reconciles else [])],
                 resources=[f"{table_arn}/index/{r.INDEX_CHANGES}"],
             )
         )
-        # The reconciliation re-announces a record in the change log: an UpdateItem of
-        # its change-log stamp only (conditional on its revision), never of its data.
-        grant(
-            iam.PolicyStatement(
-                sid="ReannounceChanges",
-                actions=["dynamodb:UpdateItem"],
-                resources=[table_arn],
-                conditions={
-                    "ForAllValues:StringEquals": {"dynamodb:Attributes": list(r.REANNOUNCED)}
-                },
+        if reconciles:
+            # It re-announces a record in the change log: an UpdateItem of its change-log
+            # stamp only (conditional on its revision), never of its data.
+            grant(
+                iam.PolicyStatement(
+                    sid="ReannounceChanges",
+                    actions=["dynamodb:UpdateItem"],
+                    resources=[table_arn],
+                    conditions={
+                        "ForAllValues:StringEquals": {"dynamodb:Attributes": list(r.REANNOUNCED)}
+                    },
+                )
             )
-        )
         # Snapshot objects and their pointer (multipart upload: PutObject, and Abort
         # when one fails); old snapshots are deleted by key (no listing).
         grant(

@@ -10,7 +10,7 @@ import pytest
 from imagesearch import resources as r
 from stacks import sizing
 from stacks.config import AppConfig, ConfigError
-from stacks.maintenance import SWITCH_ONLY_MEMORY_MB, memory_mb
+from stacks.maintenance import SCALE_TIER_MEMORY_MB, memory_mb
 
 NOVA = r.NOVA_MODEL_ID
 
@@ -23,7 +23,7 @@ def test_maintenance_memory_adds_the_snapshot_write_to_the_loaded_index() -> Non
     assert memory_mb(config) - search >= sizing.SNAPSHOT_WRITE_MB - 64  # rounded to 64 MB
     assert memory_mb(AppConfig.from_context({"embeddedMaxImages": 250_000})) == 2048  # floor
     scale = AppConfig.from_context({"vectorStore": "s3vectors"})
-    assert memory_mb(scale) == SWITCH_ONLY_MEMORY_MB
+    assert memory_mb(scale) == SCALE_TIER_MEMORY_MB
 
 
 def test_every_allowed_capacity_at_1024_dimensions_fits_lambda() -> None:
