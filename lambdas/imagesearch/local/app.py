@@ -43,6 +43,7 @@ from imagesearch.local.moto_env import (
     ensure_credentials,
     existing_resources,
     moto_endpoint_environ,
+    page_origins,
     redirected_clients,
     resolve_region,
     resources_fingerprint,
@@ -247,7 +248,9 @@ class LocalMode:
                 self._store.open()
             except StateError as error:
                 raise LocalModeError(str(error)) from error
-        endpoint = self._moto.start()
+        hosts = allowed_hosts(self.host)
+        # moto answers local mode's clients and its page's presigned-URL reads only.
+        endpoint = self._moto.start(page_origins(hosts, self._server.port))
         self._startup.mark("moto")
         for name, value in moto_endpoint_environ(endpoint).items():
             self._env.set(name, value)
@@ -297,7 +300,7 @@ class LocalMode:
             api_handler,
             local_routes={"/local/resources": self.public_resources, "/local/stats": self.stats},
             region=region,
-            hosts=allowed_hosts(self.host),
+            hosts=hosts,
         )
         if self.restored is not None and full_restore:
             self._worker.restore_states(self.restored.extra.get("worker") or {})
