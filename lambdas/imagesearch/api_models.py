@@ -301,8 +301,21 @@ class UploadResponse(_Response):
     headers: dict[str, str] = Field(description="Headers the PUT must send exactly")
 
 
+class ModelState(_Response):
+    """Whether the embedding model is usable; when not, why, the fix (may be empty)
+    and since when (ISO 8601, UTC)."""
+
+    state: Literal["ok", "unusable"] = "ok"
+    cause: str | None = None
+    fix: str | None = None
+    since: str | None = None
+
+
 class HealthResponse(_Response):
-    status: Literal["ok"] = "ok"
+    # degraded: something this instance knows is broken; ``cause`` says what.
+    status: Literal["ok", "degraded"] = "ok"
+    cause: str | None = None
+    model: ModelState = ModelState()
     # From cheap state only (never a record read): the instance's loaded index, else
     # the index snapshot's header, else the table's approximate item count
     # (DescribeTable); null only when that fails too.

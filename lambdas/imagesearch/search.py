@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 
@@ -24,6 +26,7 @@ from imagesearch.api_models import (
     HealthResponse,
     ImageOut,
     ImagePage,
+    ModelState,
     QueryPart,
     SearchRequest,
     SearchResponse,
@@ -33,12 +36,17 @@ from imagesearch.api_models import (
 )
 from imagesearch.embedders.base import Embedder, Vector, limits_of, unit_vector
 from imagesearch.errors import (
+    EmbedderConfigurationError,
     ImageRejected,
     InvalidCursor,
     InvalidRequest,
+    ModelUnusable,
     NotFound,
+    TransientEmbeddingError,
     UploadTooLarge,
+    redact,
 )
+from imagesearch.model_health import ModelHealth
 from imagesearch.ports import Catalog, ObjectStore, QueryFilters, ScoredId, VectorIndex
 from imagesearch.records import ImageRecord, is_valid_image_id
 from imagesearch.resources import (
@@ -107,8 +115,12 @@ class SearchService:
         capacity: int | None = None,
         table_count: Callable[[], int | None] | None = None,
         spaces: ServingSpaces[SpaceView] | None = None,
+        model_health: ModelHealth | None = None,
     ) -> None:
         self._catalog = catalog
+        # What /health and failed searches say about the model (local mode's probe
+        # writes to it too).
+        self.model_health = model_health or ModelHealth()
         # /health's image count; by default the index's own count (S3 Vectors has no
         # count API: listing it is for status and reindex only, see composition).
         self._image_count = image_count
@@ -211,7 +223,18 @@ class SearchService:
         if image_id is not None:
             return self._stored_vector(view, image_id)
         image_bytes = self._model_image(view, image) if image is not None else None
-        vector = view.embedder.embed(text=text, image=image_bytes, purpose="query")
+        try:
+            vector = view.embedder.embed(text=text, image=image_bytes, purpose="query")
+        except EmbedderConfigurationError as error:
+            self.model_health.query_failed(error.reason)
+            raise
+        except TransientEmbeddingError as error:
+            # Unreachable because of a known cause (no credentials...): say it.
+            problem = self.model_health.problem()
+            if problem is not None and not error.throttled:
+                raise ModelUnusable(problem.text()) from error
+            raise
+        self.model_health.query_succeeded()
         return self._checked(view, vector)
 
     def _stored_vector(self, view: SpaceView, image_id: str) -> Vector:
@@ -424,4 +447,23 @@ class SearchService:
             dimension=view.space.dimension,
             capacity=self.capacity,
             near_capacity=near,
+            **self._model_state(),
         )
+
+    def _model_state(self) -> dict[str, Any]:
+        """/health's model fields: ``degraded`` with the cause while it is unusable (the
+        route needs no auth in local mode: no ARNs or account ids)."""
+        problem = self.model_health.problem()
+        if problem is None:
+            return {}
+        since = datetime.fromtimestamp(problem.since, UTC).isoformat(timespec="seconds")
+        return {
+            "status": "degraded",
+            "cause": f"the embedding model is unusable: {redact(problem.text())}",
+            "model": ModelState(
+                state="unusable",
+                cause=redact(problem.cause),
+                fix=redact(problem.fix) or None,
+                since=since,
+            ),
+        }

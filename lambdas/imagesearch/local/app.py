@@ -169,7 +169,7 @@ class LocalMode:
         self._moto = MotoServer(LOOPBACK, middleware=self._gated if self._store else None)
         self.restored: Snapshot | None = None
         self._startup = _Startup()
-        self.model_problem: ProbeFailure | None = None
+        self._model_problem: ProbeFailure | None = None
         self._cache: EmbeddingCache | None = None
         self._watch_stop = threading.Event()
         self._watcher: threading.Thread | None = None
@@ -184,6 +184,21 @@ class LocalMode:
         self._model_choice = (model_id, dimension)
         self.model_id = ""
         self.dimension = 0
+
+    @property
+    def model_problem(self) -> ProbeFailure | None:
+        """The last probe's verdict (None: the model answers)."""
+        return self._model_problem
+
+    @model_problem.setter
+    def model_problem(self, problem: ProbeFailure | None) -> None:
+        # The API reports it too: /health degraded, searches name the cause.
+        self._model_problem = problem
+        if self._search is not None:
+            self._search.model_health.checked(
+                None if problem is None else f"{problem.what}: {problem.detail}",
+                "" if problem is None else problem.fix,
+            )
 
     @property
     def url(self) -> str:
@@ -307,6 +322,14 @@ class LocalMode:
         self.model_problem = self.probe()
         self._startup.mark("probe")
         self._worker.start()
+        if self.model_problem is None:
+            # The model answers: files parked in the dead-letter queue by an earlier run
+            # (a broken model then) go back to ingest now, not at the next `redrive`.
+            moved = self._redrive()
+            if moved:
+                logger.info(
+                    "%d failed file(s) from the dead-letter queue sent back to ingest", moved
+                )
         if self.restored is not None and not full_restore:
             self.reindexing = self._enqueue_stored_objects()
         self._mirror.start()
