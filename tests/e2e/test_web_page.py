@@ -595,6 +595,48 @@ def test_failed_files_are_shown_with_their_cause(page: Any, indexed: LocalProces
     assert button.get_attribute("aria-expanded") == "true"
 
 
+def test_a_banner_shows_why_the_model_is_unusable_and_the_fix(
+    new_page: PageFactory, indexed: LocalProcess
+) -> None:
+    # Given local mode whose start-up check found no AWS credentials
+    broken = {
+        "ok": False,
+        "what": "AWS credentials",
+        "detail": "none found (no AWS_PROFILE, environment variables or ~/.aws files)",
+        "fix": "set AWS_PROFILE or run aws configure; or run without AWS: --embedder clip",
+    }
+    healthy: list[bool] = []
+
+    assert indexed.get("/local/stats").json()["model"] == {"ok": True}  # the real one
+
+    def stats(route: Any) -> None:
+        payload = route.fetch().json()
+        if not healthy:
+            payload["model"] = broken
+        route.fulfill(json=payload)
+
+    page = new_page(indexed.url + "/")
+    page.route(STATS_ROUTE, stats)  # from the page's next poll of its counts
+
+    # Then a banner says what is wrong and the fix
+    banner = page.locator("#model-problem")
+    banner.wait_for(state="visible")
+    assert banner.get_attribute("role") == "alert"
+    assert page.inner_text("#model-problem-cause") == f"AWS credentials: {broken['detail']}"
+    assert page.inner_text("#model-problem-fix") == broken["fix"]
+
+    # And it goes once the model answers (the page polls its counts)
+    healthy.append(True)
+    banner.wait_for(state="hidden")
+
+
+def test_no_banner_while_the_model_works(page: Any) -> None:
+    page.wait_for_function(
+        "() => /^[0-9]+$/.test(document.getElementById('stat-indexed').textContent)"
+    )
+    assert page.locator("#model-problem").is_hidden()
+
+
 def test_rejected_files_are_listed_with_their_reason(page: Any, indexed: LocalProcess) -> None:
     indexed.drop("not an image.jpg", b"this is text, not a JPEG")
     indexed.wait_status("not an image.jpg", "rejected")
