@@ -127,6 +127,8 @@ def test_the_page_reads_presigned_urls_with_cors_for_its_origin_only(
     assert own.status_code == 200 and own.content == b"secret bytes"
     assert own.headers["Access-Control-Allow-Origin"] == PAGE
     assert plain.status_code == 200 and "Access-Control-Allow-Origin" not in plain.headers
+    # An <img>'s cached answer must not serve a later fetch() of the same URL
+    assert plain.headers["Vary"] == own.headers["Vary"] == "Origin"
     assert other.status_code == 403 and b"secret" not in other.content
     assert "Access-Control-Allow-Origin" not in other.headers
 

@@ -374,12 +374,18 @@ class MotoGuard:
 
         def respond(status: str, headers: list[tuple[str, str]], *args: Any) -> Any:
             # moto adds CORS "*" to everything: only local mode's page may read.
-            kept = [(n, v) for n, v in headers if not n.lower().startswith("access-control-")]
+            kept = [
+                (n, v)
+                for n, v in headers
+                if not n.lower().startswith("access-control-") and n.lower() != "vary"
+            ]
+            # Always Vary: an <img>'s cached answer (no Origin, no CORS headers) must not
+            # serve the page's later fetch() of the same presigned URL.
+            kept.append(("Vary", "Origin"))
             if origin is not None:
                 kept += [
                     ("Access-Control-Allow-Origin", origin),
                     ("Access-Control-Allow-Methods", "GET, HEAD"),
-                    ("Vary", "Origin"),
                 ]
             return start_response(status, kept, *args)
 
