@@ -58,9 +58,16 @@ $(STAMP): $(LOCAL_STAMP) requirements.txt requirements-dev.txt
 	touch $@
 
 # The optional local CLIP embedder (torch CPU build): installed for the test suite
-# so its real loading code is tested; users add it with `pip install -r requirements-clip.txt`.
+# so its real loading code is tested; users add it with `make local EMBEDDER=clip`.
+# On Linux PyPI's torch is a multi-GB CUDA build: torch comes first from a wheel in
+# pip's find-links if one is there (no index asked; its dependencies come with the
+# file below), else from PyTorch's CPU index.
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+TORCH_PIN := $(shell sed -n 's/^\(torch==[^ ]*\).*/\1/p' requirements-clip.txt)
+IS_LINUX := $(filter Linux,$(shell uname -s))
 $(CLIP_STAMP): $(LOCAL_STAMP) requirements-clip.txt
 	@echo "== installing the optional CLIP embedder (requirements-clip.txt, ~1 GB)"
+	$(if $(IS_LINUX),$(PIP_INSTALL) --no-index --no-deps $(TORCH_PIN) || $(PIP_INSTALL) --index-url $(TORCH_CPU_INDEX) $(TORCH_PIN))
 	$(PIP_INSTALL) -r requirements-clip.txt
 	touch $@
 

@@ -301,8 +301,21 @@ class UploadResponse(_Response):
     headers: dict[str, str] = Field(description="Headers the PUT must send exactly")
 
 
+class ModelState(_Response):
+    """Whether the embedding model is usable; when not, why, the fix (may be empty)
+    and since when (ISO 8601, UTC)."""
+
+    state: Literal["ok", "unusable"] = "ok"
+    cause: str | None = None
+    fix: str | None = None
+    since: str | None = None
+
+
 class HealthResponse(_Response):
-    status: Literal["ok"] = "ok"
+    # degraded: something this instance knows is broken; ``cause`` says what.
+    status: Literal["ok", "degraded"] = "ok"
+    cause: str | None = None
+    model: ModelState = ModelState()
     # At constant cost (no Query or Scan, docs/decisions.md entry 39): the newer of the
     # instance's loaded index count (embedded tier) and the count the maintenance
     # function publishes (embedded tier: each minute; scale tier: the catalog's indexed

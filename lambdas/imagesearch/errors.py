@@ -200,8 +200,8 @@ class InvalidEmbeddingInput(EmbeddingError):
 class EmbedderConfigurationError(EmbeddingError):
     """Access denied, unknown model, wrong region: an operator must act. Logged loudly,
     retried through the queue, then DLQ + alarm. The caller learns that it is not a
-    passing problem (unlike TransientEmbeddingError's "temporarily unavailable"),
-    not the details."""
+    passing problem (unlike TransientEmbeddingError's "temporarily unavailable") and
+    its cause and fix: the ``reason`` records show (no ARNs or account ids)."""
 
     status = 503
     log_level = logging.ERROR
@@ -210,10 +210,25 @@ class EmbedderConfigurationError(EmbeddingError):
 
     @property
     def public_message(self) -> str:
-        return (
-            "the embedding model is not configured or not reachable: an operator must fix it"
-            " (see the server log)"
-        )
+        return f"the embedding model is unusable: {self.reason}"
+
+
+class ModelUnusable(ImageSearchError):
+    """A query failed while the model is known to be unusable (a check found the cause,
+    local mode's probe for example): the 503 names the cause and the fix instead of
+    "retry shortly"."""
+
+    status = 503
+    log_level = logging.WARNING
+    log_message = "embedding model unusable"
+
+    def __init__(self, cause: str) -> None:
+        super().__init__(cause)
+        self.cause = cause
+
+    @property
+    def public_message(self) -> str:
+        return f"the embedding model is unusable: {redact(self.cause)}"
 
 
 # --- the index ----------------------------------------------------------------------

@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 
@@ -24,6 +26,7 @@ from imagesearch.api_models import (
     HealthResponse,
     ImageOut,
     ImagePage,
+    ModelState,
     QueryPart,
     SearchRequest,
     SearchResponse,
@@ -33,13 +36,18 @@ from imagesearch.api_models import (
 )
 from imagesearch.embedders.base import Embedder, Vector, limits_of, unit_vector
 from imagesearch.errors import (
+    EmbedderConfigurationError,
     ImageRejected,
     InvalidCursor,
     InvalidRequest,
+    ModelUnusable,
     NotFound,
+    TransientEmbeddingError,
     UploadTooLarge,
+    redact,
 )
 from imagesearch.health import ImageCount
+from imagesearch.model_health import ModelHealth
 from imagesearch.ports import Catalog, ObjectStore, QueryFilters, ScoredId, VectorIndex
 from imagesearch.records import ImageRecord, is_valid_image_id, iso_from_ms
 from imagesearch.resources import (
@@ -107,11 +115,15 @@ class SearchService:
         published_count: Callable[[], ImageCount | None] | None = None,
         capacity: int | None = None,
         spaces: ServingSpaces[SpaceView] | None = None,
+        model_health: ModelHealth | None = None,
     ) -> None:
         self._catalog = catalog
         # /health's count as the maintenance function published it (imagesearch.health:
         # at most one GetItem per call, cached); the embedded index's own count when newer.
         self._published_count = published_count
+        # What /health and failed searches say about the model (local mode's probe
+        # writes to it too).
+        self.model_health = model_health or ModelHealth()
         if spaces is None:
             fixed = SpaceView(Space(model_id, dimension), index, embedder)
             spaces = ServingSpaces(
@@ -207,7 +219,18 @@ class SearchService:
         if image_id is not None:
             return self._stored_vector(view, image_id)
         image_bytes = self._model_image(view, image) if image is not None else None
-        vector = view.embedder.embed(text=text, image=image_bytes, purpose="query")
+        try:
+            vector = view.embedder.embed(text=text, image=image_bytes, purpose="query")
+        except EmbedderConfigurationError as error:
+            self.model_health.query_failed(error.reason)
+            raise
+        except TransientEmbeddingError as error:
+            # Unreachable because of a known cause (no credentials...): say it.
+            problem = self.model_health.problem()
+            if problem is not None and not error.throttled:
+                raise ModelUnusable(problem.text()) from error
+            raise
+        self.model_health.query_succeeded()
         return self._checked(view, vector)
 
     def _stored_vector(self, view: SpaceView, image_id: str) -> Vector:
@@ -430,4 +453,23 @@ class SearchService:
             images_as_of=None if count is None else iso_from_ms(count.as_of_ms),
             capacity=self.capacity,
             near_capacity=near,
+            **self._model_state(),
         )
+
+    def _model_state(self) -> dict[str, Any]:
+        """/health's model fields: ``degraded`` with the cause while it is unusable (the
+        route needs no auth in local mode: no ARNs or account ids)."""
+        problem = self.model_health.problem()
+        if problem is None:
+            return {}
+        since = datetime.fromtimestamp(problem.since, UTC).isoformat(timespec="seconds")
+        return {
+            "status": "degraded",
+            "cause": f"the embedding model is unusable: {redact(problem.text())}",
+            "model": ModelState(
+                state="unusable",
+                cause=redact(problem.cause),
+                fix=redact(problem.fix) or None,
+                since=since,
+            ),
+        }

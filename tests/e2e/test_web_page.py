@@ -15,11 +15,14 @@ import json
 import os
 import re
 import shutil
+import threading
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import boto3
 import pytest
 from PIL import Image
 
@@ -592,6 +595,48 @@ def test_failed_files_are_shown_with_their_cause(page: Any, indexed: LocalProces
     assert button.get_attribute("aria-expanded") == "true"
 
 
+def test_a_banner_shows_why_the_model_is_unusable_and_the_fix(
+    new_page: PageFactory, indexed: LocalProcess
+) -> None:
+    # Given local mode whose start-up check found no AWS credentials
+    broken = {
+        "ok": False,
+        "what": "AWS credentials",
+        "detail": "none found (no AWS_PROFILE, environment variables or ~/.aws files)",
+        "fix": "set AWS_PROFILE or run aws configure; or run without AWS: --embedder clip",
+    }
+    healthy: list[bool] = []
+
+    assert indexed.get("/local/stats").json()["model"] == {"ok": True}  # the real one
+
+    def stats(route: Any) -> None:
+        payload = route.fetch().json()
+        if not healthy:
+            payload["model"] = broken
+        route.fulfill(json=payload)
+
+    page = new_page(indexed.url + "/")
+    page.route(STATS_ROUTE, stats)  # from the page's next poll of its counts
+
+    # Then a banner says what is wrong and the fix
+    banner = page.locator("#model-problem")
+    banner.wait_for(state="visible")
+    assert banner.get_attribute("role") == "alert"
+    assert page.inner_text("#model-problem-cause") == f"AWS credentials: {broken['detail']}"
+    assert page.inner_text("#model-problem-fix") == broken["fix"]
+
+    # And it goes once the model answers (the page polls its counts)
+    healthy.append(True)
+    banner.wait_for(state="hidden")
+
+
+def test_no_banner_while_the_model_works(page: Any) -> None:
+    page.wait_for_function(
+        "() => /^[0-9]+$/.test(document.getElementById('stat-indexed').textContent)"
+    )
+    assert page.locator("#model-problem").is_hidden()
+
+
 def test_rejected_files_are_listed_with_their_reason(page: Any, indexed: LocalProcess) -> None:
     indexed.drop("not an image.jpg", b"this is text, not a JPEG")
     indexed.wait_status("not an image.jpg", "rejected")
@@ -906,3 +951,87 @@ def test_every_control_has_a_label(page: Any) -> None:
             .map(el => el.outerHTML.slice(0, 80))"""
     )
     assert unlabelled == []
+
+
+class _OtherSite:
+    """A web page on another loopback port (any site the user visits can do the same)."""
+
+    def __init__(self) -> None:
+        body = b"<!doctype html><title>another site</title><p>hello</p>"
+
+        class Page(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Page)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> _OtherSite:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+# Each attempt: a CORS fetch whose answer the page tries to read ("blocked" when the
+# browser refuses), or a no-cors write it fires blind.
+_ATTACK = """async (attempts) => {
+  const outcomes = [];
+  for (const [method, url, mode] of attempts) {
+    try {
+      const response = await fetch(url, { method, mode });
+      const text = mode === "no-cors" ? "" : await response.text();
+      outcomes.push(mode === "no-cors" ? "sent" : `read ${response.status} ${text}`);
+    } catch (error) {
+      outcomes.push("blocked");
+    }
+  }
+  return outcomes;
+}"""
+
+
+def test_a_page_of_another_origin_can_neither_read_nor_change_moto(
+    new_page: PageFactory, indexed: LocalProcess
+) -> None:
+    # Given moto's endpoint (a hostile page would have to find the port; give it the
+    # whole endpoint, secret path included, and the bucket and key as well)
+    resources = indexed.get("/local/resources").json()
+    endpoint, bucket = resources["endpoint_url"], resources["bucket"]
+    parts = urlsplit(endpoint)
+    port_root = f"{parts.scheme}://{parts.netloc}"
+    key = indexed.key_for(RED).replace(" ", "%20")
+    reads = [
+        ["GET", f"{port_root}/{bucket}?list-type=2", "cors"],
+        ["GET", f"{port_root}/{bucket}/{key}", "cors"],
+        ["GET", f"{port_root}/moto-api/data.json", "cors"],
+        ["GET", f"{endpoint}/{bucket}?list-type=2", "cors"],
+        ["GET", f"{endpoint}/{bucket}/{key}", "cors"],
+        ["DELETE", f"{endpoint}/{bucket}/{key}", "cors"],
+        ["DELETE", f"{port_root}/{bucket}/{key}", "cors"],
+    ]
+    writes = [
+        ["POST", f"{port_root}/moto-api/reset", "no-cors"],
+        ["POST", f"{endpoint}/moto-api/reset", "no-cors"],
+        ["POST", f"{port_root}/?Action=PurgeQueue&QueueUrl={resources['queue_url']}", "no-cors"],
+    ]
+
+    with _OtherSite() as site:
+        page = new_page(site.url)
+        outcomes = page.evaluate(_ATTACK, reads + writes)
+
+    # Then the page read nothing, and everything is still there
+    assert outcomes == ["blocked"] * len(reads) + ["sent"] * len(writes)
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name=resources["region"])
+    assert s3.head_object(Bucket=bucket, Key=indexed.key_for(RED))["ContentLength"] > 0
+    assert indexed.record(RED) is not None
+    assert indexed.key_for(RED) in {hit["key"] for hit in indexed.search(text="red", top_k=10)}

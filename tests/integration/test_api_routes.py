@@ -282,11 +282,15 @@ def test_model_access_denied_is_503_model_unavailable(
     api.bedrock.fail_next(1, "AccessDeniedException")
     response = api.post("/search", {"text": "lamp"})
     assert response.status == 503
-    assert (
-        response.message
-        == "the embedding model is not configured or not reachable: an operator must fix it"
-        " (see the server log)"
-    )
+    # The cause and the fix, without the ARNs (those are in the log)
+    assert response.message.startswith("the embedding model is unusable: Bedrock denied access")
+    assert "Enable model access for amazon.titan-embed-image-v1" in response.message
+    assert "arn:aws" not in response.message
+    # And /health says so until a query embeds again
+    health = api.call("GET", "/health", headers={"Authorization": ""}).body
+    assert health["status"] == "degraded"
+    assert health["cause"] == response.message
+    assert health["model"]["state"] == "unusable"
     # Logged loudly: an operator must grant model access
     assert any(
         rec.levelname == "ERROR" and rec.getMessage() == "embedding model configuration error"
@@ -456,6 +460,8 @@ def test_health_needs_no_signature_and_counts_indexed_images(api: Api) -> None:
         "dimension": DIMENSION,
         "capacity": r.CONTEXT_DEFAULTS["embeddedMaxImages"],
         "near_capacity": False,
+        "cause": None,
+        "model": {"state": "ok", "cause": None, "fix": None, "since": None},
     }
     assert as_of.endswith("Z")
     assert api.bedrock.calls == 0

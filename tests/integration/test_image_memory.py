@@ -77,7 +77,7 @@ class Embedder:
 image = base64.b64encode(open(sys.argv[1], "rb").read()).decode()
 service = SearchService(
     catalog=None, index=None, embedder=Embedder(), store=None,
-    upload_prefix="uploads/", model_id="fake", dimension=8, image_count=lambda: 0,
+    upload_prefix="uploads/", model_id="fake", dimension=8,
 )
 request = SearchRequest.model_validate(
     {"queries": [{"image": image, "weight": 1.0} for _ in range(10)]}

@@ -598,6 +598,44 @@ def test_status_reports_counts_queues_rejections_and_the_backfill_hint() -> None
     ) in text
 
 
+def test_status_has_the_models_state_from_health() -> None:
+    # Given local mode whose start-up check found no credentials
+    unusable = {
+        **HEALTH,
+        "status": "degraded",
+        "model": {
+            "state": "unusable",
+            "cause": "AWS credentials: none found",
+            "fix": "set AWS_PROFILE",
+            "since": "2026-01-01T12:00:00+00:00",
+        },
+    }
+    clients = moto_clients()
+    session, _ = local_api(extra={("GET", "/health"): (200, unusable)})
+    out = io.StringIO()
+    with Stubber(clients["dynamodb"]) as db, Stubber(clients["sqs"]) as sqs:
+        stub_status(db, sqs, other_model=0)
+        code = run(["--url", LOCAL, "status"], http=session, clients=clients, stdout=out)
+
+    assert code == 0
+    assert (
+        "model        amazon.titan-embed-image-v1 (1024 dimensions): unusable since"
+        " 2026-01-01T12:00:00+00:00: AWS credentials: none found; fix: set AWS_PROFILE"
+    ) in out.getvalue()
+
+
+def test_status_says_the_model_is_ok() -> None:
+    healthy = {**HEALTH, "model": {"state": "ok"}}
+    clients = moto_clients()
+    session, _ = local_api(extra={("GET", "/health"): (200, healthy)})
+    out = io.StringIO()
+    with Stubber(clients["dynamodb"]) as db, Stubber(clients["sqs"]) as sqs:
+        stub_status(db, sqs, other_model=0)
+        run(["--url", LOCAL, "status", "--json"], http=session, clients=clients, stdout=out)
+
+    assert json.loads(out.getvalue())["model"] == {"state": "ok"}
+
+
 def test_status_shows_a_model_switchs_progress_instead_of_the_backfill_hint() -> None:
     clients = moto_clients()
     session, _ = local_api()

@@ -24,6 +24,7 @@ from imagesearch.errors import (
     InvalidEmbeddingInput,
     InvalidRequest,
     MalformedBody,
+    ModelUnusable,
     NotFound,
     PayloadTooLarge,
     TransientEmbeddingError,
@@ -56,10 +57,18 @@ EXPECTED = [
         {"Retry-After": str(RETRY_AFTER_SECONDS)},
     ),
     (
-        EmbedderConfigurationError("AccessDeniedException: arn:..."),
+        # The cause and fix, as records show them: no ARN or account id.
+        EmbedderConfigurationError(
+            "AccessDeniedException for arn:aws:iam::123456789012:role/x; enable model access"
+        ),
         503,
-        "the embedding model is not configured or not reachable: an operator must fix it"
-        " (see the server log)",
+        "the embedding model is unusable: AccessDeniedException for [ARN]; enable model access",
+        {},
+    ),
+    (
+        ModelUnusable("AWS credentials: none found — set AWS_PROFILE"),
+        503,
+        "the embedding model is unusable: AWS credentials: none found — set AWS_PROFILE",
         {},
     ),
     (

@@ -72,14 +72,25 @@ def test_other_hosts_are_refused_before_anything_runs(path: str, host: str) -> N
     assert handler.events == []
 
 
-def test_host_flag_adds_its_address_and_a_wildcard_accepts_any() -> None:
+def test_host_flag_adds_its_address() -> None:
     assert allowed_hosts("127.0.0.1") == LOOPBACK_HOSTS
     assert allowed_hosts("192.168.1.20") == LOOPBACK_HOSTS | {"192.168.1.20"}
     assert allowed_hosts("[::1]") == LOOPBACK_HOSTS
-    assert allowed_hosts("0.0.0.0") is None
-    assert allowed_hosts("::") is None
-    target, _ = gateway(allowed_hosts("0.0.0.0"))
-    assert send(target, "GET", "/health", {"Host": "my-laptop.lan:8000"})[0] == 200
+
+
+@pytest.mark.parametrize("wildcard", ["0.0.0.0", "::"])
+def test_a_wildcard_host_accepts_this_machines_names_only(wildcard: str) -> None:
+    # Given local mode on every interface of a machine called my-laptop
+    machine = frozenset({"my-laptop", "my-laptop.lan", "192.168.1.20", "fd00::2"})
+    hosts = allowed_hosts(wildcard, machine=lambda: machine)
+    assert hosts == LOOPBACK_HOSTS | machine
+    target, handler = gateway(hosts)
+
+    for host in ["my-laptop.lan:8000", "192.168.1.20:8000", "[fd00::2]:8000", "localhost"]:
+        assert send(target, "GET", "/health", {"Host": host})[0] == 200
+    # A hostile name resolved to this machine is still refused (DNS rebinding).
+    assert send(target, "GET", "/health", {"Host": "attacker.example:8000"})[0] == 421
+    assert len(handler.events) == 4
 
 
 @pytest.mark.parametrize(
@@ -199,3 +210,24 @@ def test_openapi_served_locally_points_at_the_root() -> None:
 
 def test_the_body_limit_is_lambdas_not_api_gateways() -> None:
     assert MAX_BODY_BYTES == r.API_PAYLOAD_LIMIT_BYTES == 6 * 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "headers"),
+    [
+        ("GET", "/", {"Host": "127.0.0.1"}),
+        ("GET", "/health", {"Host": "127.0.0.1"}),
+        ("GET", "/health", {"Host": "attacker.example"}),
+        ("POST", "/search", {"Host": "127.0.0.1", "Origin": "http://attacker.example"}),
+    ],
+)
+def test_no_other_site_may_frame_any_response(
+    method: str, path: str, headers: dict[str, str]
+) -> None:
+    target, _ = gateway()
+
+    _, response_headers, _ = target.handle(method, path, list(headers.items()), b"", "127.0.0.1")
+
+    names = dict(response_headers)
+    assert names["Content-Security-Policy"] == "frame-ancestors 'none'"
+    assert names["X-Frame-Options"] == "DENY"

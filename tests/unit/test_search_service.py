@@ -22,13 +22,17 @@ from imagesearch.api_models import (
 )
 from imagesearch.embedders.base import Vector, unit_vector
 from imagesearch.errors import (
+    EmbedderConfigurationError,
     ImageRejected,
     InvalidCursor,
     InvalidRequest,
+    ModelUnusable,
     NotFound,
+    TransientEmbeddingError,
     UploadTooLarge,
 )
 from imagesearch.health import ImageCount
+from imagesearch.model_health import ModelHealth, ModelProblem
 from imagesearch.ports import QueryFilters, VectorEntry
 from imagesearch.records import ImageRecord, image_id_for_key
 from imagesearch.search import SearchService, decode_base64_image
@@ -648,3 +652,138 @@ def test_query_images_are_decoded_one_at_a_time_within_the_budget(
     # Then all ten reach the model, and no two were ever decoded at the same time
     assert len(embedder.calls) == 10
     assert most[0] == 1
+
+
+# --- the model's usability (issue 17, item 10) --------------------------------------
+
+
+class FailingEmbedder(FakeEmbedder):
+    """Raises ``errors`` in turn, then embeds as FakeEmbedder."""
+
+    def __init__(self, *errors: Exception) -> None:
+        super().__init__({"red shoe": axis(0)})
+        self.errors = list(errors)
+
+    def embed(
+        self, *, text: str | None = None, image: bytes | None = None, purpose: str = "document"
+    ) -> Vector:
+        if self.errors:
+            raise self.errors.pop(0)
+        return super().embed(text=text, image=image, purpose=purpose)
+
+
+def _service_with(
+    index: FakeIndex, store: FakeStore, embedder: FakeEmbedder, health: ModelHealth
+) -> SearchService:
+    return SearchService(
+        index.catalog,
+        index.vectors,
+        embedder,
+        store,
+        upload_prefix=PREFIX,
+        model_id=MODEL,
+        dimension=DIM,
+        model_health=health,
+    )
+
+
+NOON = 1_767_268_800.0  # 2026-01-01T12:00:00Z
+
+
+def test_a_configuration_error_degrades_health_until_a_query_embeds_again(
+    index: FakeIndex, store: FakeStore
+) -> None:
+    denied = EmbedderConfigurationError(
+        "Bedrock denied access for arn:aws:iam::123456789012:role/api; enable model access"
+    )
+    service = _service_with(index, store, FailingEmbedder(denied), ModelHealth(lambda: NOON))
+
+    with pytest.raises(EmbedderConfigurationError) as raised:
+        service.search(SearchRequest(text="red shoe"))
+    assert raised.value.public_message == (
+        "the embedding model is unusable: Bedrock denied access for [ARN]; enable model access"
+    )
+    health = service.health()
+    assert health.status == "degraded"
+    assert health.cause == (
+        "the embedding model is unusable: Bedrock denied access for [ARN]; enable model access"
+    )
+    assert health.model.model_dump() == {
+        "state": "unusable",
+        "cause": "Bedrock denied access for [ARN]; enable model access",
+        "fix": None,
+        "since": "2026-01-01T12:00:00+00:00",
+    }
+
+    service.search(SearchRequest(text="red shoe"))  # the model answers again
+
+    assert (service.health().status, service.health().cause) == ("ok", None)
+    assert service.health().model.state == "ok"
+
+
+def test_a_transient_failure_names_the_cause_a_check_found(
+    index: FakeIndex, store: FakeStore
+) -> None:
+    # Given a start-up check that found no credentials (Bedrock then looks unreachable)
+    health = ModelHealth(lambda: NOON)
+    health.checked("AWS credentials: none found", "set AWS_PROFILE")
+    unreachable = TransientEmbeddingError("EndpointConnectionError: could not connect")
+    service = _service_with(index, store, FailingEmbedder(unreachable), health)
+
+    with pytest.raises(ModelUnusable) as raised:
+        service.search(SearchRequest(text="red shoe"))
+
+    assert raised.value.status == 503
+    assert raised.value.public_message == (
+        "the embedding model is unusable: AWS credentials: none found — set AWS_PROFILE"
+    )
+    assert service.health().model.fix == "set AWS_PROFILE"
+    # A successful (perhaps cached) embed does not overrule the check: only the check does
+    service.search(SearchRequest(text="red shoe"))
+    assert service.health().status == "degraded"
+    health.checked(None)
+    assert service.health().status == "ok"
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        TransientEmbeddingError("ReadTimeout"),
+        TransientEmbeddingError("ThrottlingException", throttled=True),
+    ],
+)
+def test_transient_failures_stay_retry_shortly_without_a_known_cause(
+    index: FakeIndex, store: FakeStore, error: TransientEmbeddingError
+) -> None:
+    service = _service_with(index, store, FailingEmbedder(error), ModelHealth())
+
+    with pytest.raises(TransientEmbeddingError) as raised:
+        service.search(SearchRequest(text="red shoe"))
+
+    assert "retry shortly" in raised.value.public_message
+    assert service.health().status == "ok"
+
+
+def test_throttling_stays_throttling_even_with_a_known_problem(
+    index: FakeIndex, store: FakeStore
+) -> None:
+    health = ModelHealth()
+    health.checked("Bedrock is busy: ThrottlingException", "nothing: files wait and are retried")
+    throttled = TransientEmbeddingError("ThrottlingException", throttled=True)
+    service = _service_with(index, store, FailingEmbedder(throttled), health)
+
+    with pytest.raises(TransientEmbeddingError) as raised:
+        service.search(SearchRequest(text="red shoe"))
+
+    assert raised.value.status == 429
+
+
+def test_a_changed_check_result_restarts_its_time() -> None:
+    now = [NOON]
+    health = ModelHealth(lambda: now[0])
+    health.checked("model access: denied", "enable it")
+    now[0] += 60
+    health.checked("model access: denied", "enable it")  # the same: still since noon
+    assert health.problem() == ModelProblem("model access: denied", "enable it", NOON)
+    health.checked("AWS credentials: expired", "aws sso login")
+    assert health.problem() == ModelProblem("AWS credentials: expired", "aws sso login", NOON + 60)

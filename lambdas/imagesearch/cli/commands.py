@@ -612,6 +612,7 @@ def status_report(ctx: Context) -> dict[str, Any]:
         "target": ctx.url if ctx.is_local else f"stack {ctx.stack_name} ({backend.region})",
         "model_id": backend.model_id,
         "dimension": backend.dimension,
+        "model": backend.model_state,
         "images": catalog.counts(),
         "queues": {
             "ingest": queue_depth(sqs, backend.queue_url),

@@ -168,6 +168,17 @@ def switch_text(switch: Mapping[str, Any]) -> str:
     return f"serving {serving}"
 
 
+def model_state_text(model: Mapping[str, Any] | None) -> str:
+    """``: ok``, or ``: unusable since ...: cause; fix: ...`` (nothing when not known)."""
+    if not model:
+        return ""
+    if model.get("state") != "unusable":
+        return f": {model.get('state') or 'unknown'}"
+    since = f" since {model['since']}" if model.get("since") else ""
+    fix = f"; fix: {model['fix']}" if model.get("fix") else ""
+    return f": unusable{since}: {model.get('cause') or 'no cause given'}{fix}"
+
+
 def status_text(report: Mapping[str, Any]) -> str:
     """The ``status`` report: counts, queues, model, latest rejections and hints."""
     images = report["images"]
@@ -175,7 +186,7 @@ def status_text(report: Mapping[str, Any]) -> str:
     lines = [
         f"target       {report['target']}",
         f"model        {report.get('model_id') or '?'}"
-        f" ({report.get('dimension') or '?'} dimensions)",
+        f" ({report.get('dimension') or '?'} dimensions)" + model_state_text(report.get("model")),
         f"images       {images['indexed']} indexed, {images['rejected']} rejected"
         + (f", {images['failed']} failed" if images.get("failed") else ""),
         f"ingest queue {queues['ingest']['waiting']} waiting,"

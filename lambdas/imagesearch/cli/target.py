@@ -62,6 +62,8 @@ class Backend:
     vectors_endpoint_url: str | None = None  # local mode's S3 Vectors emulator
     # The embedded index's capacity (stack output, or local mode's /health).
     embedded_max_images: int | None = None
+    # Whether the model is usable (local mode's /health "model"; None: not asked).
+    model_state: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -243,6 +245,7 @@ class Context:
                 vector_index=info.get("vector_index"),
                 vectors_endpoint_url=info.get("vectors_endpoint_url"),
                 embedded_max_images=health.get("capacity"),
+                model_state=health.get("model") or {"state": health.get("status", "unknown")},
             )
         except (KeyError, TypeError) as error:
             raise CliError(f"{self.url}/local/resources lacks {error}") from error

@@ -43,6 +43,7 @@ from imagesearch.local.moto_env import (
     ensure_credentials,
     existing_resources,
     moto_endpoint_environ,
+    page_origins,
     redirected_clients,
     resolve_region,
     resources_fingerprint,
@@ -168,7 +169,7 @@ class LocalMode:
         self._moto = MotoServer(LOOPBACK, middleware=self._gated if self._store else None)
         self.restored: Snapshot | None = None
         self._startup = _Startup()
-        self.model_problem: ProbeFailure | None = None
+        self._model_problem: ProbeFailure | None = None
         self._cache: EmbeddingCache | None = None
         self._watch_stop = threading.Event()
         self._watcher: threading.Thread | None = None
@@ -183,6 +184,21 @@ class LocalMode:
         self._model_choice = (model_id, dimension)
         self.model_id = ""
         self.dimension = 0
+
+    @property
+    def model_problem(self) -> ProbeFailure | None:
+        """The last probe's verdict (None: the model answers)."""
+        return self._model_problem
+
+    @model_problem.setter
+    def model_problem(self, problem: ProbeFailure | None) -> None:
+        # The API reports it too: /health degraded, searches name the cause.
+        self._model_problem = problem
+        if self._search is not None:
+            self._search.model_health.checked(
+                None if problem is None else f"{problem.what}: {problem.detail}",
+                "" if problem is None else problem.fix,
+            )
 
     @property
     def url(self) -> str:
@@ -247,7 +263,9 @@ class LocalMode:
                 self._store.open()
             except StateError as error:
                 raise LocalModeError(str(error)) from error
-        endpoint = self._moto.start()
+        hosts = allowed_hosts(self.host)
+        # moto answers local mode's clients and its page's presigned-URL reads only.
+        endpoint = self._moto.start(page_origins(hosts, self._server.port))
         self._startup.mark("moto")
         for name, value in moto_endpoint_environ(endpoint).items():
             self._env.set(name, value)
@@ -298,7 +316,7 @@ class LocalMode:
             api_handler,
             local_routes={"/local/resources": self.public_resources, "/local/stats": self.stats},
             region=region,
-            hosts=allowed_hosts(self.host),
+            hosts=hosts,
         )
         if self.restored is not None and full_restore:
             self._worker.restore_states(self.restored.extra.get("worker") or {})
@@ -306,6 +324,14 @@ class LocalMode:
         self.model_problem = self.probe()
         self._startup.mark("probe")
         self._worker.start()
+        if self.model_problem is None:
+            # The model answers: files parked in the dead-letter queue by an earlier run
+            # (a broken model then) go back to ingest now, not at the next `redrive`.
+            moved = self._redrive()
+            if moved:
+                logger.info(
+                    "%d failed file(s) from the dead-letter queue sent back to ingest", moved
+                )
         if self.restored is not None and not full_restore:
             self.reindexing = self._enqueue_stored_objects()
         self._mirror.start()

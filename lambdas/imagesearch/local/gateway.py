@@ -33,6 +33,12 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from botocore.exceptions import BotoCoreError, ClientError
 
 from imagesearch import resources as r
+from imagesearch.local.hosts import (  # noqa: F401  (allowed_hosts: the gateway's API)
+    LOOPBACK_HOSTS,
+    WILDCARD_HOSTS,
+    allowed_hosts,
+    host_name,
+)
 from imagesearch.local.lambda_runtime import FakeLambdaContext
 
 logger = logging.getLogger(__name__)
@@ -42,11 +48,15 @@ Handler = Callable[[dict[str, Any], Any], Any]
 # Larger bodies never reach the deployed function (Lambda's synchronous payload limit;
 # API Gateway's own 10 MB lets them through to a failed invoke): refused up front.
 MAX_BODY_BYTES = r.API_PAYLOAD_LIMIT_BYTES
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
-# Listening on every interface: whatever name the machine is reached by is its own.
-WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})  # noqa: S104
 # Methods a page of another origin can send without a CORS preflight change state here.
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# What the API and the page use; anything else (TRACE, CONNECT, WebDAV...) is a JSON 405.
+KNOWN_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+# On every response: no other site may frame the page (clickjacking its delete buttons).
+NO_FRAMING = (
+    ("Content-Security-Policy", "frame-ancestors 'none'"),
+    ("X-Frame-Options", "DENY"),
+)
 API_FUNCTION_NAME = "imagesearch-local-api"
 STAGE = "local"
 # The API's resources (SPEC section 6); anything else reaches the handler as a
@@ -193,25 +203,6 @@ def response_parts(response: Any) -> tuple[int, list[tuple[str, str]], bytes]:
     return response["statusCode"], headers, data
 
 
-def allowed_hosts(listen_host: str) -> frozenset[str] | None:
-    """Host names requests may address: loopback names, plus the ``--host`` address
-    when it is another one; None (any) when listening on every interface."""
-    host = listen_host.strip().strip("[]").lower()
-    if host in WILDCARD_HOSTS:
-        return None
-    return LOOPBACK_HOSTS | {host}
-
-
-def host_name(value: str) -> str:
-    """The host part of a Host header or URL authority: no port, no brackets, lower case."""
-    value = value.strip().lower()
-    if value.startswith("["):
-        return value[1:].split("]", 1)[0]
-    if value.count(":") == 1:
-        return value.split(":", 1)[0]
-    return value
-
-
 def _header(headers: list[tuple[str, str]], name: str) -> str | None:
     return next((value for key, value in headers if key.lower() == name), None)
 
@@ -247,9 +238,20 @@ class Gateway:
     def handle(
         self, method: str, target: str, headers: list[tuple[str, str]], body: bytes, source_ip: str
     ) -> tuple[int, list[tuple[str, str]], bytes]:
+        status, response_headers, data = self._handle(method, target, headers, body, source_ip)
+        return status, [*response_headers, *NO_FRAMING], data
+
+    def _handle(
+        self, method: str, target: str, headers: list[tuple[str, str]], body: bytes, source_ip: str
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
         refused = self._refusal(method, headers)
         if refused is not None:
             return refused
+        if method not in KNOWN_METHODS:
+            status, response_headers, data = _json_parts(
+                HTTPStatus.METHOD_NOT_ALLOWED, f"method {method[:20]} is not allowed"
+            )
+            return status, [*response_headers, ("Allow", ", ".join(KNOWN_METHODS))], data
         path = urlsplit(target).path
         if method in ("GET", "HEAD") and path in self._static:
             return self._static_file(self._static[path])
@@ -373,6 +375,13 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self.wfile.write(data)
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_HEAD = _serve
+
+    def __getattr__(self, name: str) -> Any:
+        # Any other method (TRACE...) reaches the gateway too, which answers a JSON 405
+        # (the standard library would send an HTML 501).
+        if name.startswith("do_"):
+            return self._serve
+        raise AttributeError(name)
 
     def log_message(self, format: str, *args: Any) -> None:
         logger.debug(format, *args)

@@ -12,7 +12,7 @@ import hashlib
 import json
 import logging
 import os
-import urllib.request
+import secrets
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -20,6 +20,7 @@ from typing import Any
 import boto3
 
 from imagesearch import resources as r
+from imagesearch.local.hosts import LOOPBACK_HOSTS, host_name
 
 logger = logging.getLogger(__name__)
 
@@ -255,8 +256,9 @@ def _queue_arn(sqs: Any, queue_url: str) -> str:
 
 
 class MotoServer:
-    """moto's threaded server on 127.0.0.1 and a free port, quiet. ``middleware``
-    wraps moto's WSGI app (local mode's state tracking)."""
+    """moto's threaded server on 127.0.0.1 and a free port, quiet, behind a
+    ``MotoGuard``; its endpoint URL ends in the guard's secret path. ``middleware``
+    wraps moto's WSGI app inside the guard (local mode's state tracking)."""
 
     def __init__(
         self, host: str = "127.0.0.1", middleware: Callable[[Any], Any] | None = None
@@ -266,37 +268,42 @@ class MotoServer:
         self._server: Any = None
         self.endpoint_url = ""
 
-    def start(self) -> str:
-        # Imported here: moto is a dev dependency and slow to import.
-        from moto.server import ThreadedMotoServer
-
+    def start(self, page_origins: frozenset[str] = frozenset()) -> str:
+        """``page_origins``: local mode's page, which may read presigned URLs."""
         # werkzeug logs every request at INFO (and adds its own handler when it
         # finds none): keep moto's access log out of the user's terminal.
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
-        server_class = ThreadedMotoServer
-        if self._middleware is not None:
-            server_class = _wrapped_server_class(self._middleware)
-        self._server = server_class(ip_address=self._host, port=0, verbose=False)
+        secret = secrets.token_urlsafe(_SECRET_BYTES)
+        inner = self._middleware
+
+        def guarded(app: Any) -> Any:
+            return MotoGuard(
+                inner(app) if inner is not None else app,
+                secret=secret,
+                page_origins=page_origins,
+            )
+
+        self._server = _wrapped_server_class(guarded)(ip_address=self._host, port=0, verbose=False)
         self._server.start()
         host, port = self._server.get_host_and_port()
-        self.endpoint_url = f"http://{host}:{port}"
+        self.endpoint_url = f"http://{host}:{port}/{secret}"
         # moto keeps its state in module globals: a second server in one process
         # (tests) would otherwise find the previous one's bucket and table.
-        self._reset()
+        reset_moto()
         return self.endpoint_url
 
     def stop(self) -> None:
         if self._server is not None:
-            self._reset()  # frees the images held in memory
+            reset_moto()  # frees the images held in memory
             self._server.stop()
             self._server = None
 
-    def _reset(self) -> None:
-        # Our own server on 127.0.0.1, so the scheme is always http.
-        url = f"{self.endpoint_url}/moto-api/reset"
-        request = urllib.request.Request(url, method="POST")  # noqa: S310
-        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
-            response.read()
+
+def reset_moto() -> None:
+    """What ``POST /moto-api/reset`` does, in-process (the guard refuses that route)."""
+    from moto.moto_api._internal.models import moto_api_backend
+
+    moto_api_backend.reset()
 
 
 def _wrapped_server_class(middleware: Callable[[Any], Any]) -> Any:
@@ -320,6 +327,93 @@ def _wrapped_server_class(middleware: Callable[[Any], Any]) -> Any:
             self._server.serve_forever()
 
     return Wrapped
+
+
+# Where moto's endpoint lives under its port: a random path only local mode's clients
+# know (the endpoint variables, the CLI via GET /local/resources, presigned URLs).
+_SECRET_BYTES = 18
+# moto's control API (reset, state transitions, recorder): never served over HTTP here;
+# local mode resets moto in-process.
+_MOTO_API_PREFIX = "/moto-api"
+
+
+class MotoGuard:
+    """WSGI middleware in front of moto: only local mode itself gets through.
+
+    moto answers anyone on its port with CORS ``*``: any web page the user visits
+    could list, download, delete or reset everything. Here a request must address
+    moto by a loopback name (DNS rebinding), carry the endpoint's secret path prefix
+    (a page cannot guess it; an ``<img>`` or form aimed at the port gets a 404), and
+    come from no web origin or from local mode's own page (``page_origins``, which
+    fetches presigned URLs); only that origin gets CORS headers back. moto's
+    ``/moto-api`` is refused.
+    """
+
+    def __init__(self, app: Callable[..., Any], *, secret: str, page_origins: frozenset[str]):
+        self._app = app
+        self._prefix = f"/{secret}"
+        self._page_origins = page_origins
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        refusal = self._refusal(environ)
+        if refusal is not None:
+            status, message = refusal
+            body = json.dumps({"message": message}).encode()
+            start_response(
+                status,
+                [("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
+            )
+            return [body]
+        path = environ.get("PATH_INFO", "")
+        environ["PATH_INFO"] = path[len(self._prefix) :] or "/"
+        for name in ("RAW_URI", "REQUEST_URI"):
+            # moto matches S3 keys against the raw (still percent-encoded) path.
+            if environ.get(name, "").startswith(self._prefix + "/"):
+                environ[name] = environ[name][len(self._prefix) :]
+        origin = environ.get("HTTP_ORIGIN")
+
+        def respond(status: str, headers: list[tuple[str, str]], *args: Any) -> Any:
+            # moto adds CORS "*" to everything: only local mode's page may read.
+            kept = [
+                (n, v)
+                for n, v in headers
+                if not n.lower().startswith("access-control-") and n.lower() != "vary"
+            ]
+            # Always Vary: an <img>'s cached answer (no Origin, no CORS headers) must not
+            # serve the page's later fetch() of the same presigned URL.
+            kept.append(("Vary", "Origin"))
+            if origin is not None:
+                kept += [
+                    ("Access-Control-Allow-Origin", origin),
+                    ("Access-Control-Allow-Methods", "GET, HEAD"),
+                ]
+            return start_response(status, kept, *args)
+
+        return self._app(environ, respond)
+
+    def _refusal(self, environ: dict[str, Any]) -> tuple[str, str] | None:
+        host = host_name(environ.get("HTTP_HOST", ""))
+        if host not in LOOPBACK_HOSTS:
+            return "421 Misdirected Request", "moto answers loopback names only"
+        origin = environ.get("HTTP_ORIGIN")
+        if origin is not None and origin.rstrip("/").lower() not in self._page_origins:
+            return "403 Forbidden", "moto serves local mode only, not other web pages"
+        path = environ.get("PATH_INFO", "")
+        if path != self._prefix and not path.startswith(self._prefix + "/"):
+            return "404 Not Found", "not found"
+        rest = path[len(self._prefix) :]
+        if rest == _MOTO_API_PREFIX or rest.startswith(_MOTO_API_PREFIX + "/"):
+            return "403 Forbidden", "moto's control API is not served in local mode"
+        if origin is not None and environ.get("REQUEST_METHOD") not in ("GET", "HEAD", "OPTIONS"):
+            return "403 Forbidden", "the page may only read from moto (presigned URLs)"
+        return None
+
+
+def page_origins(hosts: frozenset[str], port: int) -> frozenset[str]:
+    """The web origins of local mode's page (``hosts`` it answers to on ``port``)."""
+    return frozenset(
+        f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}" for host in hosts
+    )
 
 
 class EnvironPatch:

@@ -631,6 +631,9 @@ async function refreshStats() {
       refusals: local.dropbox && Array.isArray(local.dropbox.refusals) ? local.dropbox.refusals : [],
       refused: local.dropbox && typeof local.dropbox.refused === "number" ? local.dropbox.refused : 0,
       model: `${local.model_id} · ${local.dimension}-d`,
+      // The start-up check's verdict (re-checked every 20 s while it fails).
+      modelProblem: local.model && local.model.ok === false
+        ? { cause: `${local.model.what}: ${local.model.detail}`, fix: local.model.fix } : null,
     };
   } catch (error) {
     if (error.status === 0) return goOffline(error);
@@ -638,7 +641,9 @@ async function refreshStats() {
       // Not local mode: the health route still has the count.
       const health = await api("GET", "health");
       next = { indexed: health.images, rejected: null, failed: null, pending: 0, dropbox: null,
-        model: `${health.model_id} · ${health.dimension}-d`, refusals: [], refused: 0 };
+        model: `${health.model_id} · ${health.dimension}-d`, refusals: [], refused: 0,
+        modelProblem: health.model && health.model.state === "unusable"
+          ? { cause: health.model.cause, fix: health.model.fix } : null };
     } catch (healthError) {
       return goOffline(healthError);
     }
@@ -676,6 +681,7 @@ function renderStats() {
   $("stat-refused").textContent = stats.refused;
   $("stat-refused-button").hidden = !stats.refused;
   $("model").textContent = stats.model;
+  renderModelProblem(stats.modelProblem);
   if (view.mode === "browse" && !view.loading) renderSummary(); // same numbers as the header
   const progress = $("progress");
   if (!stats.pending) {
@@ -691,6 +697,14 @@ function renderStats() {
   $("progress-label").textContent =
     `Indexing: ${done} of ${batchSize} files processed, ${stats.pending} to go`;
   progress.hidden = false;
+}
+
+function renderModelProblem(problem) {
+  $("model-problem").hidden = !problem;
+  if (!problem) return;
+  $("model-problem-cause").textContent = problem.cause || "";
+  $("model-problem-fix").textContent = problem.fix || "";
+  $("model-problem-fix-line").hidden = !problem.fix;
 }
 
 // The results were fetched when `view.seenCount` images were indexed; now there are more
