@@ -152,6 +152,9 @@ def test_search_role_grants_exactly(any_app: Synthesized) -> None:
             ],
         ),
         ({"s3:PutObject", "s3:DeleteObject"}, [arns.objects(arns.prefix)]),
+        # DELETE /images/{image_id}: the tombstone and the thumbnail, at once.
+        ("dynamodb:PutItem", [arns.table]),
+        ("s3:DeleteObject", [arns.objects(r.THUMBNAIL_PREFIX)]),
         ("bedrock:InvokeModel", [arns.model]),
         ("dynamodb:DescribeTable", [arns.table]),
     )

@@ -326,7 +326,7 @@ def get_image(image_id: Annotated[str, PATH_IMAGE_ID], service: Service) -> Imag
     "DELETE",
     PATH_IMAGE,
     status_code=202,
-    summary="Delete the original; the index follows through the S3 event",
+    summary="Delete the image: original, record, thumbnail and vector, before answering",
     tags=["images"],
     security=_AUTH,
     responses=_responses(202, DeleteAccepted, "Deletion accepted", 403, 404),
