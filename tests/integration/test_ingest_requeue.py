@@ -10,6 +10,7 @@ from typing import Any
 
 from PIL import Image
 
+from imagesearch import resources as r
 from imagesearch.events import ObjectEvent, make_backfill_message, parse_message_body
 from imagesearch.handlers import ingest
 from imagesearch.ingest import IngestService, MessageResult, TimeGate
@@ -177,7 +178,7 @@ def test_a_message_handed_back_too_often_starts_alone_from_the_retry_queue(aws):
     assert receive_all(aws, aws.queue_url) == []
 
 
-def test_a_handed_back_message_that_cannot_be_sent_again_fails_as_before(aws):
+def test_a_handed_back_message_that_cannot_be_sent_again_fails_as_before(aws, monkeypatch):
     # Given a batch of two whose second message is due for the retry queue, and a retry
     # queue the handler cannot send to
     bodies = [
@@ -194,6 +195,7 @@ def test_a_handed_back_message_that_cannot_be_sent_again_fails_as_before(aws):
     received = [m for m in receive_all(aws, aws.queue_url) if m["Body"] in bodies]
     received.sort(key=lambda m: m["Body"] != bodies[0])
     missing = aws.retry_queue_url.rsplit("/", 1)[0] + "/no-such-retry-queue"
+    monkeypatch.setenv(r.ENV_INGEST_RETRY_QUEUE_URL, missing)  # the deployment's, gone
 
     # When the second is handed back
     response = ingest.handle_batch(
@@ -212,7 +214,9 @@ def test_a_handed_back_message_that_cannot_be_sent_again_fails_as_before(aws):
     assert [m["MessageId"] for m in receive_all(aws, aws.queue_url)] == [received[1]["MessageId"]]
 
 
-def test_a_retried_message_that_cannot_be_moved_is_processed_with_its_batch(aws, ingest_handler):
+def test_a_retried_message_that_cannot_be_moved_is_processed_with_its_batch(
+    aws, ingest_handler, monkeypatch
+):
     # Given an upload whose message failed a receive before, and no retry queue to send to
     drain_queue(aws.sqs, aws.queue_url, ingest_handler)
     key = aws.upload("stuck/one.jpg", small_jpeg(77))
@@ -222,6 +226,7 @@ def test_a_retried_message_that_cannot_be_moved_is_processed_with_its_batch(aws,
     )
     [again] = receive_all(aws, aws.queue_url)
     missing = aws.retry_queue_url.rsplit("/", 1)[0] + "/no-such-retry-queue"
+    monkeypatch.setenv(r.ENV_INGEST_RETRY_QUEUE_URL, missing)  # the deployment's, gone
 
     # When it is invoked
     response = ingest.handle_batch(
