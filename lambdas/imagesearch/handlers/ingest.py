@@ -312,7 +312,8 @@ def handle_batch(
         if not isinstance(events, MalformedEvent)
     ]
     gate = _StartGate(context, [record for record, _ in readable], seconds_per_image)
-    results = service.handle_batch([events for _, events in readable], gate)
+    # (Nothing left when every message was moved: the service is not even asked.)
+    results = service.handle_batch([events for _, events in readable], gate) if readable else []
     by_id: dict[str, MessageResult | MalformedEvent] = {
         record.message_id: result for (record, _), result in zip(readable, results, strict=True)
     }
