@@ -18,7 +18,7 @@ from typing import Any
 from imagesearch.embedders.base import Vector
 from imagesearch.index.matrix import MatrixIndex
 from imagesearch.ports import Page, QueryFilters, ScoredId, VectorEntry
-from imagesearch.records import ImageRecord
+from imagesearch.records import ImageRecord, api_delete_token
 
 _LISTABLE = ("indexed", "rejected")
 
@@ -54,6 +54,21 @@ class InMemoryCatalog:
             revision=uuid.uuid4().hex,
         )
         return self._write(tombstone)
+
+    def tombstone(self, record: ImageRecord) -> bool:
+        self.before("tombstone", [record.image_id])
+        stored = self.records.get(record.image_id)
+        if stored is None or stored.revision != record.revision:
+            return False
+        self.records[record.image_id] = ImageRecord(
+            image_id=record.image_id,
+            key=record.key,
+            status="deleted",
+            sequencer=api_delete_token(record.sequencer),
+            revision=uuid.uuid4().hex,
+        )
+        self.writes += 1
+        return True
 
     def _write(self, record: ImageRecord) -> bool:
         stored = self.records.get(record.image_id)

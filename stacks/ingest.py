@@ -26,6 +26,13 @@ TIMEOUT = Duration.seconds(300)
 BATCH_SIZE = 10
 MAX_BATCHING_WINDOW = Duration.seconds(5)
 MAX_RECEIVE_COUNT = r.INGEST_MAX_RECEIVE_COUNT
+# The retry queue (decision 43): a message back from a failed receive is moved there and
+# handed over alone, so a message that kills its invocation fails without its batch-mates.
+# One receive on the ingest queue + four there = five attempts, as before.
+RETRY_MAX_RECEIVE_COUNT = r.INGEST_RETRY_MAX_RECEIVE_COUNT
+RETRY_BATCH_SIZE = 1
+# Retries are few and often throttling: two at a time (the mapping's minimum).
+RETRY_MAX_CONCURRENCY = 2
 DLQ_RETENTION = Duration.days(14)
 QUEUE_RETENTION = Duration.days(4)
 # AWS guidance for SQS event sources: visibility >= 6x the function timeout plus the
@@ -75,6 +82,18 @@ class Ingest(Construct):
             ),
         )
 
+        self.retry_queue = sqs.Queue(
+            self,
+            "RetryQueue",
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            retention_period=QUEUE_RETENTION,
+            visibility_timeout=VISIBILITY_TIMEOUT,
+            dead_letter_queue=sqs.DeadLetterQueue(
+                max_receive_count=RETRY_MAX_RECEIVE_COUNT, queue=self.dead_letter_queue
+            ),
+        )
+
         self.service_name = SERVICE_NAME
         self.handler = LoggedFunction(
             self,
@@ -100,6 +119,8 @@ class Ingest(Construct):
                     ),
                 ),
                 r.ENV_CAPTION_MODE: config.caption_mode,
+                r.ENV_INGEST_QUEUE_URL: self.queue.queue_url,
+                r.ENV_INGEST_RETRY_QUEUE_URL: self.retry_queue.queue_url,
             },
         )
         self.function = self.handler.function
@@ -115,7 +136,17 @@ class Ingest(Construct):
                     "sqs:ChangeMessageVisibility",
                     "sqs:GetQueueAttributes",
                 ],
-                resources=[self.queue.queue_arn],
+                resources=[self.queue.queue_arn, self.retry_queue.queue_arn],
+            )
+        )
+        # The handler moves messages instead of failing them (decision 43): handed-back
+        # ones to the ingest queue again, those back from a failed receive to the retry
+        # queue. It deletes the originals itself (DeleteMessage, granted above).
+        self.handler.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="RequeueIngestMessages",
+                actions=["sqs:SendMessage"],
+                resources=[self.queue.queue_arn, self.retry_queue.queue_arn],
             )
         )
         # The function resource depends on its role and the role's policy, and the
@@ -128,6 +159,15 @@ class Ingest(Construct):
             batch_size=BATCH_SIZE,
             max_batching_window=MAX_BATCHING_WINDOW,
             max_concurrency=config.ingest_max_concurrency,
+            report_batch_item_failures=True,
+        )
+        self.retry_event_source = lambda_.EventSourceMapping(
+            self,
+            "RetryQueueEvents",
+            target=self.function,
+            event_source_arn=self.retry_queue.queue_arn,
+            batch_size=RETRY_BATCH_SIZE,
+            max_concurrency=RETRY_MAX_CONCURRENCY,
             report_batch_item_failures=True,
         )
 

@@ -242,14 +242,35 @@ class ImageSearchStack(Stack):
                 resources=[self._uploads_arn()],
             )
         )
+        # DELETE /images/{image_id} marks the record deleted at once (a conditional
+        # PutItem of the tombstone: the table only, no index) and deletes the thumbnail.
+        grant(
+            iam.PolicyStatement(
+                sid="TombstoneDeletedImages",
+                actions=["dynamodb:PutItem"],
+                resources=[table_arn],
+            )
+        )
+        grant(
+            iam.PolicyStatement(
+                sid="DeleteThumbnails",
+                actions=["s3:DeleteObject"],
+                resources=[self._thumbnails_arn()],
+            )
+        )
         grant(self._invoke_model_statement())
         if self.vectors is not None:
             # GetVectors: "more like this" reads a stored vector, and S3 Vectors requires
-            # it for queries with a filter or returned metadata.
+            # it for queries with a filter or returned metadata. DeleteVectors: a DELETE
+            # removes the image's vector at once.
             grant(
                 iam.PolicyStatement(
                     sid="QueryVectorIndex",
-                    actions=["s3vectors:QueryVectors", "s3vectors:GetVectors"],
+                    actions=[
+                        "s3vectors:QueryVectors",
+                        "s3vectors:GetVectors",
+                        "s3vectors:DeleteVectors",
+                    ],
                     resources=self.vectors.index_arns,
                 )
             )

@@ -206,6 +206,13 @@ class UploadRequest(_Request):
             " refuses a body of any other size. At most the deployment's upload limit."
         ),
     )
+    overwrite: bool = Field(
+        default=False,
+        description=(
+            "Replace an existing object at this key. Without it the URL signs"
+            " 'If-None-Match: *': S3 answers 412 if the key exists, so the URL writes once."
+        ),
+    )
 
     @field_validator("filename")
     @classmethod
@@ -298,7 +305,9 @@ class DeleteAccepted(_Response):
 class UploadResponse(_Response):
     key: str
     url: str = Field(description="Presigned PUT URL")
-    headers: dict[str, str] = Field(description="Headers the PUT must send exactly")
+    headers: dict[str, str] = Field(
+        description="Headers the PUT must send exactly (signed; If-None-Match unless overwrite)"
+    )
 
 
 class ModelState(_Response):

@@ -248,6 +248,29 @@ class IndexUnavailable(ImageSearchError):
         return "the search index is temporarily unavailable; retry shortly"
 
 
+# --- the catalog ----------------------------------------------------------------------
+
+# What DynamoDB answers once its SDK retries are spent on a throttled table or account.
+DYNAMODB_THROTTLING_CODES = frozenset(
+    {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"}
+)
+
+
+class CatalogThrottled(ImageSearchError):
+    """DynamoDB throttled the image table past the SDK's retries: retry later (HTTP 503
+    with Retry-After, like every other unavailable dependency; decision 43)."""
+
+    status = 503
+    retry_after = RETRY_AFTER_SECONDS
+    log_level = logging.WARNING
+    log_message = "image catalog throttled"
+    metric = "CatalogThrottled"
+
+    @property
+    def public_message(self) -> str:
+        return "the image catalog is throttling requests; retry shortly"
+
+
 class HttpStatusError(ImageSearchError):
     """An error the web framework raised with its own status."""
 

@@ -282,9 +282,14 @@ class IngestService:
         if event.key.endswith("/"):
             return IngestOutcome("ignored", event.key, image_id, "folder placeholder")
 
-        existing = self._catalog.get(image_id)
+        # Tombstones too: an event older than a delete (the API's included) is stale
+        # before it costs a download and a model call.
+        existing = self._catalog.get(image_id, include_deleted=True)
         if event.backfill:
-            # A backfill carries no sequencer: it re-asserts the stored state's token.
+            # A backfill carries no sequencer: it re-asserts the stored state's token
+            # (none for a deleted image, so it cannot undo the delete).
+            if existing is not None and existing.status == STATUS_DELETED:
+                existing = None
             token = existing.sequencer if existing and existing.sequencer else _BACKFILL_FLOOR_TOKEN
         else:
             token = ordering_token(event.sequencer, event.event_time)

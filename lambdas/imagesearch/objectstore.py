@@ -179,10 +179,18 @@ class S3ObjectStore:
         return url
 
     def presign_put(
-        self, key: str, *, content_type: str, content_length: int, expires_in: int = 900
+        self,
+        key: str,
+        *,
+        content_type: str,
+        content_length: int,
+        expires_in: int = 900,
+        overwrite: bool = False,
     ) -> tuple[str, dict[str, str]]:
-        # Both signed: S3 refuses another type or a body of any other length, so an
-        # upload is bounded by the size the API accepted.
+        # All signed: S3 refuses another type or a body of any other length, so an
+        # upload is bounded by the size the API accepted; and unless ``overwrite``,
+        # If-None-Match: * makes S3 refuse (412) a PUT to a key that exists, so the
+        # URL can neither replace another image nor be replayed once it was used.
         params: dict[str, Any] = {
             "Bucket": self.bucket,
             "Key": key,
@@ -190,6 +198,9 @@ class S3ObjectStore:
             "ContentLength": content_length,
         }
         headers = {"Content-Type": content_type, "Content-Length": str(content_length)}
+        if not overwrite:
+            params["IfNoneMatch"] = "*"
+            headers["If-None-Match"] = "*"
         url: str = self._client.generate_presigned_url(
             "put_object", Params=params, ExpiresIn=expires_in
         )

@@ -67,6 +67,12 @@ class Catalog(Protocol):
         """Record the image as deleted unless a newer state is stored. False when stale."""
         ...
 
+    def tombstone(self, record: ImageRecord) -> bool:
+        """Record the image as deleted (the API's DELETE) if ``record``, as read, is
+        still the stored revision; its token orders it just after that record. False
+        when the record changed since it was read."""
+        ...
+
     def get(
         self, image_id: str, *, with_vector: bool = False, include_deleted: bool = False
     ) -> ImageRecord | None:
@@ -200,7 +206,14 @@ class ObjectStore(Protocol):
         ...
 
     def presign_put(
-        self, key: str, *, content_type: str, content_length: int, expires_in: int = 900
+        self,
+        key: str,
+        *,
+        content_type: str,
+        content_length: int,
+        expires_in: int = 900,
+        overwrite: bool = False,
     ) -> tuple[str, dict[str, str]]:
-        """URL and the headers the client must send with its PUT (both signed)."""
+        """URL and the headers the client must send with its PUT (both signed); unless
+        ``overwrite``, the PUT fails (412) when the key exists."""
         ...

@@ -72,6 +72,19 @@ def ordering_token(sequencer: str | None, event_time: str | None) -> str:
     return "T" + "0" * 20
 
 
+# Sorts below every hex digit and decimal digit: ``token + API_DELETE_SUFFIX`` is newer
+# than ``token`` and older than any later event's token (padded to the same width, a
+# later token differs within it; a longer one continues with a digit).
+API_DELETE_SUFFIX = "."
+
+
+def api_delete_token(token: str | None) -> str:
+    """The ordering token of a delete made through the API on a record stored under
+    ``token``: newer than the record (a retried event of the deleted version cannot
+    bring it back), older than the S3 events that follow (a re-upload wins)."""
+    return (token or "") + API_DELETE_SUFFIX
+
+
 def utc_now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 

@@ -302,6 +302,11 @@ SNAPSHOT_MAX_LAG_SECONDS: Final = 600
 MAX_KEY_BYTES: Final = 1024
 # Receives of one ingest message before the queue parks it in the dead-letter queue.
 INGEST_MAX_RECEIVE_COUNT: Final = 5
+# Receives on the retry queue (messages retried alone after a failed receive on the
+# ingest queue, decision 43): one there + these four = five, as before.
+INGEST_RETRY_MAX_RECEIVE_COUNT: Final = INGEST_MAX_RECEIVE_COUNT - 1
+# Hand-backs (time budget) re-sent to the ingest queue before one goes to the retry queue.
+INGEST_MAX_HAND_BACKS: Final = 3
 THUMBNAIL_LONG_SIDE: Final = 256
 
 # --- Environment variable names read by the handlers -------------------------
@@ -327,7 +332,9 @@ ENV_EMBEDDED_MAX_IMAGES: Final = "EMBEDDED_MAX_IMAGES"
 ENV_SNAPSHOT_PREFIX: Final = "INDEX_SNAPSHOT_PREFIX"  # unset: no snapshot (Scan cold start)
 ENV_PREVIOUS_MODEL_ID: Final = "PREVIOUS_MODEL_ID"  # during a model switch only
 ENV_PREVIOUS_EMBEDDING_DIMENSION: Final = "PREVIOUS_EMBEDDING_DIMENSION"
-ENV_INGEST_QUEUE_URL: Final = "INGEST_QUEUE_URL"  # maintenance, during a switch: re-embeds
+# Ingest: hand-backs are re-sent to it; maintenance, during a switch: re-embeds.
+ENV_INGEST_QUEUE_URL: Final = "INGEST_QUEUE_URL"
+ENV_INGEST_RETRY_QUEUE_URL: Final = "INGEST_RETRY_QUEUE_URL"  # ingest: retried alone there
 ENV_CLIP_MODEL: Final = "IMAGESEARCH_CLIP_MODEL"  # local mode only: path of CLIP weights
 
 # --- Images table -------------------------------------------------------------

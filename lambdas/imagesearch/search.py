@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -65,6 +66,8 @@ _MIN_COMBINED_NORM = 1e-6
 _MAX_PARALLEL_EMBEDS = 4
 # What a download of something we do not vouch for is labelled.
 _OPAQUE = "application/octet-stream"
+logger = logging.getLogger(__name__)
+
 _DATA_URL = re.compile(r"^data:[^,]{0,100};base64,", re.IGNORECASE)
 
 
@@ -327,9 +330,23 @@ class SearchService:
         return ImagePage(items=[self._image_out(r) for r in page.items], cursor=page.cursor)
 
     def delete_image(self, image_id: str) -> DeleteAccepted:
-        """Delete the original; the S3 event removes record, vector and thumbnail."""
+        """Delete the original, then mark the record deleted, drop its vector from this
+        instance's index and delete its thumbnail, so nothing serves it from now on
+        whatever the ingest backlog (decision 43). The tombstone is the one ingest writes
+        for an ObjectRemoved: other embedded instances drop the image at their next
+        refresh (the change log), and the S3 event that follows finds it done.
+
+        The original goes first: a failure after it leaves a record that a retried
+        DELETE (or the S3 event) still finishes. A record that changed since it was read
+        (a concurrent ingest or re-upload) is left to the S3 events, which order it."""
         record = self._record(image_id)
         self._store.delete(record.key)
+        if not self._catalog.tombstone(record):
+            logger.info("record %s changed during its delete: the S3 events decide", image_id)
+            return DeleteAccepted(image_id=record.image_id, key=record.key)
+        # The embedded tier: this instance's matrix; the scale tier: DeleteVectors.
+        self._view().index.delete([record.image_id])
+        self._store.delete(thumbnail_key(record.image_id))
         return DeleteAccepted(image_id=record.image_id, key=record.key)
 
     def _record(self, image_id: str) -> ImageRecord:
@@ -391,6 +408,7 @@ class SearchService:
             content_type=request.content_type,
             content_length=request.size,
             expires_in=self.url_ttl,
+            overwrite=request.overwrite,
         )
         return UploadResponse(key=key, url=url, headers=headers)
 

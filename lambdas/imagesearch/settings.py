@@ -71,7 +71,10 @@ class CommonSettings(BaseModel):
 
 
 class IngestSettings(CommonSettings):
-    pass
+    # Where unstarted messages are re-sent, and where a message that failed a receive is
+    # retried alone (decision 43). Unset (older local states): failures retry in batches.
+    ingest_queue_url: str | None = None
+    ingest_retry_queue_url: str | None = None
 
 
 class SearchSettings(CommonSettings):
@@ -113,6 +116,7 @@ _ENV_FIELDS = {
     "previous_model_id": r.ENV_PREVIOUS_MODEL_ID,
     "previous_dimension": r.ENV_PREVIOUS_EMBEDDING_DIMENSION,
     "ingest_queue_url": r.ENV_INGEST_QUEUE_URL,
+    "ingest_retry_queue_url": r.ENV_INGEST_RETRY_QUEUE_URL,
 }
 
 

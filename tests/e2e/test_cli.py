@@ -286,13 +286,13 @@ def test_delete_removes_the_image_from_the_index(
     # When deleting it with the CLI
     output = cli.ok("delete", local_mode.image_id_for(name))
 
-    # Then the record disappears once ingest has seen the S3 event, and the search with it
-    assert output.startswith(f"deleting uploads/{name} (")
-    local_mode.wait_gone(name)
+    # Then it is gone as soon as the CLI answers: no record, no search hit (decision 43)
+    assert output.startswith(f"deleted uploads/{name} (")
     missing = cli("get", local_mode.image_id_for(name))
     assert missing.returncode == 1
     assert "API error 404" in missing.stderr
-    local_mode.wait_until(lambda: not found(), message="the image to leave the results")
+    assert not found()
+    local_mode.wait_gone(name)  # and the S3 event that follows leaves it deleted
 
 
 # --- status and backfill ----------------------------------------------------------------------

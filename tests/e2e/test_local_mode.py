@@ -566,6 +566,9 @@ def test_a_file_that_keeps_failing_ends_in_the_dead_letter_queue(
     assert "Bedrock denied access" in record["reason"]
     log = instance.log()
     assert "failed uploads/denied.jpg (attempt 1 of 5): will retry" in log
+    # from the second attempt on, alone from the retry queue (decision 43)
+    assert "retrying uploads/denied.jpg alone" in log
+    assert "failed uploads/denied.jpg (attempt 2 of 5): will retry" in log
     assert "dead-letter queue" in log
     assert json.loads(instance.get("/health").text)["images"] == 0
 

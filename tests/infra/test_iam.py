@@ -70,6 +70,7 @@ class Arns:
         self.bucket = {"Fn::GetAtt": [app.logical_id(stack.storage.bucket), "Arn"]}
         self.table = {"Fn::GetAtt": [app.logical_id(stack.storage.table), "Arn"]}
         self.queue = {"Fn::GetAtt": [app.logical_id(stack.ingest.queue), "Arn"]}
+        self.retry_queue = {"Fn::GetAtt": [app.logical_id(stack.ingest.retry_queue), "Arn"]}
         self.prefix = stack.config.upload_prefix
         self.model = {
             "Fn::Join": [
@@ -114,8 +115,10 @@ def ingest_grants(arns: Arns, ingest: Any) -> tuple[tuple[Any, list[Any]], ...]:
                 "sqs:ChangeMessageVisibility",
                 "sqs:GetQueueAttributes",
             },
-            [arns.queue],
+            [arns.queue, arns.retry_queue],
         ),
+        # Hand-backs to the ingest queue, retries alone to the retry queue (decision 43).
+        ("sqs:SendMessage", [arns.queue, arns.retry_queue]),
         # GetObject on thumbnails: HeadObject before re-creating a missing thumbnail.
         ("s3:GetObject", [arns.objects(arns.prefix), arns.objects(r.THUMBNAIL_PREFIX)]),
         # Listing only under the upload prefix (S3's 404 for a missing upload).
@@ -160,6 +163,9 @@ def test_search_role_grants_exactly(any_app: Synthesized) -> None:
             ],
         ),
         ({"s3:PutObject", "s3:DeleteObject"}, [arns.objects(arns.prefix)]),
+        # DELETE /images/{image_id}: the tombstone and the thumbnail, at once.
+        ("dynamodb:PutItem", [arns.table]),
+        ("s3:DeleteObject", [arns.objects(r.THUMBNAIL_PREFIX)]),
         ("bedrock:InvokeModel", [arns.model]),
     )
 

@@ -208,7 +208,7 @@ def test_queue_and_dead_letter_queue(any_app: Synthesized) -> None:
     assert dlq["MessageRetentionPeriod"] == 14 * 24 * 3600
     assert queue["VisibilityTimeout"] >= 6 * function["Timeout"]
     # Both queues refuse plain HTTP.
-    for queue_construct in (ingest.queue, ingest.dead_letter_queue):
+    for queue_construct in (ingest.queue, ingest.retry_queue, ingest.dead_letter_queue):
         statements = next(
             p["Properties"]["PolicyDocument"]["Statement"]
             for p in any_app.resources("AWS::SQS::QueuePolicy").values()
@@ -223,11 +223,21 @@ def test_queue_and_dead_letter_queue(any_app: Synthesized) -> None:
         } in statements
 
 
-def test_event_source_mapping(any_app: Synthesized) -> None:
-    mapping = one(any_app, "AWS::Lambda::EventSourceMapping")["Properties"]
-    ingest = any_app.stack.ingest
+def _mapping_of(app: Synthesized, queue: Any) -> dict[str, Any]:
+    source = {"Fn::GetAtt": [app.logical_id(queue), "Arn"]}
+    [mapping] = [
+        m["Properties"]
+        for m in app.resources("AWS::Lambda::EventSourceMapping").values()
+        if m["Properties"]["EventSourceArn"] == source
+    ]
+    return mapping
 
-    assert mapping == {
+
+def test_event_source_mappings(any_app: Synthesized) -> None:
+    ingest = any_app.stack.ingest
+    assert len(any_app.resources("AWS::Lambda::EventSourceMapping")) == 2
+
+    assert _mapping_of(any_app, ingest.queue) == {
         "BatchSize": 10,
         "MaximumBatchingWindowInSeconds": 5,
         "ScalingConfig": {"MaximumConcurrency": any_app.stack.config.ingest_max_concurrency},
@@ -235,10 +245,34 @@ def test_event_source_mapping(any_app: Synthesized) -> None:
         "EventSourceArn": {"Fn::GetAtt": [any_app.logical_id(ingest.queue), "Arn"]},
         "FunctionName": {"Ref": any_app.logical_id(ingest.function)},
     }
+    # The retry queue hands each message over alone (decision 43).
+    assert _mapping_of(any_app, ingest.retry_queue) == {
+        "BatchSize": 1,
+        "ScalingConfig": {"MaximumConcurrency": 2},
+        "FunctionResponseTypes": ["ReportBatchItemFailures"],
+        "EventSourceArn": {"Fn::GetAtt": [any_app.logical_id(ingest.retry_queue), "Arn"]},
+        "FunctionName": {"Ref": any_app.logical_id(ingest.function)},
+    }
+
+
+def test_retry_queue_parks_in_the_dead_letter_queue_after_four_receives(
+    any_app: Synthesized,
+) -> None:
+    ingest = any_app.stack.ingest
+    retry = resource_of(any_app, ingest.retry_queue)["Properties"]
+    queue = resource_of(any_app, ingest.queue)["Properties"]
+    assert retry["RedrivePolicy"] == {
+        "deadLetterTargetArn": {
+            "Fn::GetAtt": [any_app.logical_id(ingest.dead_letter_queue), "Arn"]
+        },
+        "maxReceiveCount": 4,  # after one receive on the ingest queue: five in all
+    }
+    assert retry["SqsManagedSseEnabled"] is True
+    assert retry["VisibilityTimeout"] == queue["VisibilityTimeout"]
 
 
 def test_concurrency_from_the_command_line(cli_app: Synthesized) -> None:
-    mapping = one(cli_app, "AWS::Lambda::EventSourceMapping")["Properties"]
+    mapping = _mapping_of(cli_app, cli_app.stack.ingest.queue)
     assert mapping["ScalingConfig"] == {"MaximumConcurrency": 7}
 
 
@@ -266,6 +300,8 @@ def _expected_environment(app: Synthesized, kind: str) -> dict[str, Any]:
             **common,
             r.ENV_CAPTION_MODE: config.caption_mode,
             "POWERTOOLS_SERVICE_NAME": "imagesearch-ingest",
+            r.ENV_INGEST_QUEUE_URL: {"Ref": app.logical_id(app.stack.ingest.queue)},
+            r.ENV_INGEST_RETRY_QUEUE_URL: {"Ref": app.logical_id(app.stack.ingest.retry_queue)},
         }
     return {
         **common,

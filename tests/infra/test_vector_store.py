@@ -124,8 +124,13 @@ def test_search_queries_and_reads_the_index_only(s3v_app: Synthesized) -> None:
         ),
         ("s3:GetObject", [arns.objects(arns.prefix), arns.objects(r.THUMBNAIL_PREFIX)]),
         ({"s3:PutObject", "s3:DeleteObject"}, [arns.objects(arns.prefix)]),
+        ("dynamodb:PutItem", [arns.table]),
+        ("s3:DeleteObject", [arns.objects(r.THUMBNAIL_PREFIX)]),
         ("bedrock:InvokeModel", [arns.model]),
-        ({"s3vectors:QueryVectors", "s3vectors:GetVectors"}, [_index_arn(s3v_app)]),
+        (
+            {"s3vectors:QueryVectors", "s3vectors:GetVectors", "s3vectors:DeleteVectors"},
+            [_index_arn(s3v_app)],
+        ),
     )
 
 

@@ -26,6 +26,6 @@ def ingest_handler(aws: AwsResources, fake_bedrock):  # noqa: F811
     """The real ingest Lambda handler, built fresh from this test's environment."""
     from imagesearch.handlers import ingest
 
-    ingest.default_service.cache_clear()
+    ingest.configure(None)
     yield ingest.handler
-    ingest.default_service.cache_clear()
+    ingest.configure(None)

@@ -278,3 +278,57 @@ def test_a_prefix_of_exactly_a_key_is_fine(shared_api: Api) -> None:
     response = shared_api.get("/images", query={"prefix": prefix})
     assert response.status == 200, response.body
     assert response.body["items"] == []
+
+
+# --- Issue 17.7: DynamoDB throttling is 503 with Retry-After --------------------------------
+
+
+@pytest.mark.parametrize(
+    "code",
+    ["ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"],
+)
+def test_a_throttled_catalog_is_503_with_retry_after(
+    shared_api: Api, monkeypatch: pytest.MonkeyPatch, code: str
+) -> None:
+    from botocore.exceptions import ClientError
+
+    from imagesearch.catalog.dynamodb import DynamoDBCatalog
+
+    # Given a table that still throttles after the SDK's own retries
+    def throttled(*_: Any, **__: Any) -> Any:
+        raise ClientError({"Error": {"Code": code, "Message": "Rate exceeded"}}, "GetItem")
+
+    monkeypatch.setattr(DynamoDBCatalog, "get", throttled)
+    response = shared_api.get("/images/" + "a" * 32)
+    # Then the caller is told to come back, not that the service broke
+    assert response.status == 503, response.body
+    assert response.message == "the image catalog is throttling requests; retry shortly"
+    assert int(response.headers["retry-after"]) > 0
+
+
+def test_a_batch_read_left_unprocessed_is_503_with_retry_after(
+    shared_api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from imagesearch.catalog.dynamodb import CatalogThrottled, DynamoDBCatalog
+
+    def unprocessed(*_: Any, **__: Any) -> Any:
+        raise CatalogThrottled("BatchGetItem left keys unprocessed after 8 attempts")
+
+    monkeypatch.setattr(DynamoDBCatalog, "get_many", unprocessed)
+    response = shared_api.post("/search", {"text": "red shoe"})
+    assert response.status == 503, response.body
+    assert int(response.headers["retry-after"]) > 0
+
+
+def test_other_catalog_errors_stay_500(shared_api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    from botocore.exceptions import ClientError
+
+    from imagesearch.catalog.dynamodb import DynamoDBCatalog
+
+    def broken(*_: Any, **__: Any) -> Any:
+        raise ClientError({"Error": {"Code": "ValidationException", "Message": "x"}}, "GetItem")
+
+    monkeypatch.setattr(DynamoDBCatalog, "get", broken)
+    response = shared_api.get("/images/" + "a" * 32)
+    assert response.status == 500
+    assert "retry-after" not in response.headers

@@ -19,6 +19,7 @@ import requests
 from fakes import bedrock as fake
 from fakes import imagefactory
 from imagesearch import resources as r
+from imagesearch.api_models import SearchRequest
 from imagesearch.embedders.base import unit_vector
 from imagesearch.objectstore import URL_REUSE_SECONDS
 from tests.integration.api_fixtures import (
@@ -384,8 +385,59 @@ def test_delete_removes_the_object_and_answers_202(api: Api) -> None:
     assert response.status == 202, response.body
     assert response.body == {"image_id": record.image_id, "key": record.key, "status": "deleting"}
     assert not api.aws.object_exists(record.key)
-    # The record goes when the ingest path handles the S3 event, not here
-    assert api.catalog.get(record.image_id) is not None
+
+
+def test_delete_tombstones_the_record_and_thumbnail_before_answering(api: Api) -> None:
+    # No ingest runs here: whatever the backlog, the API's answer is the delete's effect
+    record = api.seed("gone.jpg", text_vector(fake, "gone"))
+    thumbnail = r.thumbnail_key(record.image_id)
+    api.aws.s3.put_object(Bucket=api.aws.bucket, Key=thumbnail, Body=b"jpeg")
+    thumbnail_url = api.get(f"/images/{record.image_id}").body["thumbnail_url"]
+    assert requests.get(thumbnail_url, timeout=10).status_code == 200
+
+    assert api.call("DELETE", f"/images/{record.image_id}").status == 202
+
+    assert api.catalog.get(record.image_id) is None
+    tombstone = api.catalog.get(record.image_id, include_deleted=True)
+    assert tombstone is not None and tombstone.status == r.STATUS_DELETED
+    # Just newer than the deleted version: a retried event of it cannot bring it back
+    assert record.sequencer is not None
+    assert tombstone.sequencer == record.sequencer + "."
+    assert not api.aws.object_exists(thumbnail)
+    # S3 answers 403, not 404, for a missing key to a signer without ListBucket
+    assert requests.get(thumbnail_url, timeout=10).status_code in (403, 404)
+    assert api.get(f"/images/{record.image_id}").status == 404
+    assert api.call("DELETE", f"/images/{record.image_id}").status == 404
+    listed = api.get("/images").body["items"]
+    assert record.image_id not in [item["image_id"] for item in listed]
+
+
+def test_deleted_image_leaves_search_at_once_here_and_at_refresh_elsewhere(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from imagesearch.composition import build_search_service
+    from imagesearch.settings import SearchSettings, load_settings
+
+    # No refresh falls due during the test: only the delete itself can change the index
+    monkeypatch.setenv(r.ENV_INDEX_REFRESH_SECONDS, "3600")
+    cat = api.seed("cat.jpg", text_vector(fake, "cat"))
+    dog = api.seed("dog.jpg", text_vector(fake, "dog"))
+    other = build_search_service(load_settings(SearchSettings))  # another warm instance
+    other.warm()
+    query = {"text": "cat", "top_k": 1}
+    assert [h["image_id"] for h in api.post("/search", query).body["results"]] == [cat.image_id]
+
+    assert api.call("DELETE", f"/images/{cat.image_id}").status == 202
+
+    # The instance that served the delete dropped the vector: the next best fills top_k
+    after = api.post("/search", query).body["results"]
+    assert [hit["image_id"] for hit in after] == [dog.image_id]
+    # Another instance never shows it (its hits are read back from the table) and drops
+    # the vector at its next refresh, from the change log
+    request = SearchRequest(text="cat", top_k=1)
+    assert other.search(request).results == []
+    other.warm()  # the refresh that index_refresh_seconds would run
+    assert [hit.image_id for hit in other.search(request).results] == [dog.image_id]
 
 
 def test_delete_unknown_image_is_404(api: Api) -> None:
@@ -406,6 +458,7 @@ def test_upload_url_puts_the_object_into_the_prefix(api: Api) -> None:
     assert response.body["headers"] == {
         "Content-Type": "image/jpeg",
         "Content-Length": str(len(data)),
+        "If-None-Match": "*",
     }
     assert key_of_url(response.body["url"]) == "uploads/new/shoe.jpg"
     put = requests.put(
@@ -422,7 +475,51 @@ def test_upload_with_size_signs_content_length(api: Api) -> None:
         "/uploads", {"filename": "sized.png", "content_type": "image/png", "size": 1234}
     )
     assert response.status == 200, response.body
-    assert response.body["headers"] == {"Content-Type": "image/png", "Content-Length": "1234"}
+    assert response.body["headers"] == {
+        "Content-Type": "image/png",
+        "Content-Length": "1234",
+        "If-None-Match": "*",
+    }
+
+
+def signed_headers(url: str) -> list[str]:
+    from urllib.parse import parse_qs, urlparse
+
+    return parse_qs(urlparse(url).query)["X-Amz-SignedHeaders"][0].split(";")
+
+
+def test_upload_url_writes_once_and_never_over_another_image(api: Api) -> None:
+    existing = api.seed("taken.jpg", text_vector(fake, "taken"), body=b"the original")
+    data = imagefactory.jpeg(32, 32, RED)
+    fields = {"content_type": "image/jpeg", "size": len(data)}
+
+    # Over an existing image: S3 refuses the PUT, the original stays
+    grant = api.post("/uploads", {"filename": "taken.jpg", **fields}).body
+    assert "if-none-match" in signed_headers(grant["url"])
+    put = requests.put(grant["url"], data=data, headers=grant["headers"], timeout=10)
+    assert put.status_code == 412
+    stored = api.aws.s3.get_object(Bucket=api.aws.bucket, Key=existing.key)["Body"].read()
+    assert stored == b"the original"
+
+    # A new key: written once; replaying the same URL within its 15 minutes is refused
+    grant = api.post("/uploads", {"filename": "fresh.jpg", **fields}).body
+    first = requests.put(grant["url"], data=data, headers=grant["headers"], timeout=10)
+    assert first.status_code == 200
+    replay = requests.put(grant["url"], data=data, headers=grant["headers"], timeout=10)
+    assert replay.status_code == 412
+
+
+def test_upload_with_overwrite_replaces_the_image(api: Api) -> None:
+    existing = api.seed("replace.jpg", text_vector(fake, "old"), body=b"the original")
+    data = imagefactory.jpeg(32, 32, RED)
+    body = {"filename": "replace.jpg", "content_type": "image/jpeg", "size": len(data)}
+    grant = api.post("/uploads", {**body, "overwrite": True}).body
+    assert "If-None-Match" not in grant["headers"]
+    assert "if-none-match" not in signed_headers(grant["url"])
+    put = requests.put(grant["url"], data=data, headers=grant["headers"], timeout=10)
+    assert put.status_code == 200
+    stored = api.aws.s3.get_object(Bucket=api.aws.bucket, Key=existing.key)["Body"].read()
+    assert stored == data
 
 
 def test_upload_over_the_size_limit_is_413(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:

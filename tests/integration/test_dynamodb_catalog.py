@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import boto3
@@ -113,6 +114,33 @@ def test_a_tombstone_blocks_an_older_create_but_not_a_newer_one(
     assert catalog.put(record("uploads/a.jpg", sequencer="S0007"))
     item = raw_item(client, "uploads/a.jpg")
     assert item is not None and item["status"] == {"S": "indexed"} and "expires_at" not in item
+
+
+def test_an_api_tombstone_needs_the_revision_it_read_and_orders_just_after_it(
+    catalog: DynamoDBCatalog, client: Any, clock: Clock
+) -> None:
+    image_id = image_id_for_key("uploads/a.jpg")
+    assert catalog.put(record("uploads/a.jpg", sequencer="S0005"))
+    read = catalog.get(image_id)
+    assert read is not None
+    # Rewritten since it was read (a retried event, same token): refused
+    assert catalog.put(record("uploads/a.jpg", sequencer="S0005"))
+    assert catalog.tombstone(read) is False
+    assert catalog.get(image_id) is not None
+    # A missing record is never created by it
+    assert catalog.tombstone(replace(read, image_id="f" * 32, key="uploads/none.jpg")) is False
+    assert raw_item(client, "uploads/none.jpg") is None
+
+    current = catalog.get(image_id)
+    assert current is not None and catalog.tombstone(current)
+    item = raw_item(client, "uploads/a.jpg")
+    assert item is not None
+    assert (item["status"], item["sequencer"]) == ({"S": "deleted"}, {"S": "S0005."})
+    assert item["expires_at"] == {"N": str(int(clock.now) + TOMBSTONE_TTL_SECONDS)}
+    assert item["changed_at"] == {"N": str(int(clock.now * 1000))}  # in the change log
+    # Newer than the version it deleted, older than any later event
+    assert catalog.put(record("uploads/a.jpg", sequencer="S0005")) is False
+    assert catalog.put(record("uploads/a.jpg", sequencer="S0006"))
 
 
 def test_a_stale_delete_is_skipped(catalog: DynamoDBCatalog) -> None:

@@ -70,12 +70,12 @@ def ingested() -> Iterator[Ingested]:
             patch.setenv(name, value)
         from imagesearch.handlers import ingest
 
-        ingest.default_service.cache_clear()
+        ingest.configure(None)
         for case in CASES:
             aws.upload(case.key, case.data())
         stats = drain_queue(aws.sqs, aws.queue_url, ingest.handler)
         yield Ingested(aws, stats, fake)
-        ingest.default_service.cache_clear()
+        ingest.configure(None)
 
 
 def test_every_message_succeeded_and_nothing_reached_the_dlq(ingested: Ingested) -> None:

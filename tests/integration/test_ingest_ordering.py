@@ -15,6 +15,7 @@ from PIL import Image
 from fakes.bedrock import fake_titan_embedding
 from imagesearch.records import image_id_for_key
 from imagesearch.resources import thumbnail_key
+from tests.integration.api_fixtures import api_fixture  # noqa: F401  (fixture)
 from tests.support.lambda_runtime import FakeLambdaContext, sqs_event
 from tests.support.s3events import s3_event_body, sqs_message
 
@@ -160,6 +161,42 @@ def test_reupload_after_delete_is_indexed_again(aws, deliver):
     aws.upload("phoenix.jpg", GREEN)
     deliver(s3_event_body("created", aws.bucket, key, sequencer="0003"))
     np.testing.assert_allclose(stored_vector(aws, key), expected_vector(GREEN), atol=1e-6)
+
+
+def test_events_after_an_api_delete_bring_nothing_back(aws, deliver, api, fake_bedrock):
+    # Indexed, then deleted through the API while its events still wait in the queue
+    key = aws.upload("undead.jpg", RED)
+    deliver(s3_event_body("created", aws.bucket, key, sequencer="0001"))
+    image_id = image_id_for_key(key)
+    assert api.call("DELETE", f"/images/{image_id}").status == 202
+    calls = fake_bedrock.calls
+
+    # A retried create of the deleted version finds nothing to index
+    deliver(s3_event_body("created", aws.bucket, key, sequencer="0001"))
+    assert aws.record(key).status == "deleted"
+    # The delete's own event finds it done
+    deliver(s3_event_body("removed", aws.bucket, key, sequencer="0002"))
+    assert aws.record(key).status == "deleted"
+    assert not aws.object_exists(thumbnail_key(image_id))
+    # Uploaded again: a late retry of the deleted version's create is stale (its token is
+    # older than the API's delete), the new version's own event indexes it
+    aws.upload("undead.jpg", GREEN)
+    deliver(s3_event_body("created", aws.bucket, key, sequencer="0001"))
+    assert aws.record(key).status == "deleted"
+    assert fake_bedrock.calls == calls
+    deliver(s3_event_body("created", aws.bucket, key, sequencer="0003"))
+    np.testing.assert_allclose(stored_vector(aws, key), expected_vector(GREEN), atol=1e-6)
+
+
+def test_a_newer_version_waiting_in_the_queue_is_deleted_with_the_api_delete(
+    aws, deliver, api, fake_bedrock
+):
+    key = aws.upload("replaced.jpg", RED)
+    deliver(s3_event_body("created", aws.bucket, key, sequencer="0001"))
+    aws.upload("replaced.jpg", BLUE)  # its event (0002) is still in the backlog
+    assert api.call("DELETE", f"/images/{image_id_for_key(key)}").status == 202
+    deliver(s3_event_body("created", aws.bucket, key, sequencer="0002"))
+    assert aws.record(key).status == "deleted"
 
 
 def test_moto_notifications_without_sequencer_end_in_the_right_state(

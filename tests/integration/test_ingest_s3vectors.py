@@ -284,6 +284,7 @@ def test_local_modes_worker_syncs_a_received_batch_with_one_put_vectors_call(
         queue_arn=arn["Attributes"]["QueueArn"],
         dlq_url=aws.dlq_url,
         upload_prefix=aws.upload_prefix,
+        retry_queue_url=aws.retry_queue_url,
     )
     nudges: list[str] = []
     worker = IngestWorker(

@@ -1,6 +1,6 @@
 """One hung model call through the real ingest handler and the fake Bedrock (issue 9.2):
 the messages after it are handed back unstarted, never timed out with it, and index
-on their next delivery."""
+on their next delivery, sent again as fresh messages (decision 43)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from PIL import Image
 
 from imagesearch.handlers import ingest
 from imagesearch.local.lambda_runtime import FakeLambdaContext
+from imagesearch.requeue import HAND_BACKS_ATTRIBUTE
 from imagesearch.resources import ENV_BEDROCK_READ_TIMEOUT, ENV_BEDROCK_RETRY_MODE
 from imagesearch.settings import IngestSettings, load_settings
 from tests.support.lambda_runtime import drain_queue, sqs_event
@@ -47,10 +48,10 @@ def test_a_hung_model_call_hands_the_rest_of_the_batch_back_unstarted(
     context = FakeLambdaContext("imagesearch-ingest-test", timeout_seconds=need + 3)
     response = ingest_handler(sqs_event(received, queue_arn), context)
 
-    # Then only the first message reached the model; the other four were handed back
-    # unstarted, all five are batch item failures, and the invocation had time left
+    # Then only the first message reached the model and is a batch item failure; the
+    # other four were handed back unstarted: sent to the queue again and reported done
     failed = [item["itemIdentifier"] for item in response["batchItemFailures"]]
-    assert sorted(failed) == sorted(message["MessageId"] for message in received)
+    assert failed == [received[0]["MessageId"]]
     assert fake_bedrock.calls == 2  # the SDK's two attempts (test setting) of one image
     assert context.get_remaining_time_in_millis() > 0
     # The attempted image is visibly `failed` with the model's cause; the others untouched
@@ -59,12 +60,26 @@ def test_a_hung_model_call_hands_the_rest_of_the_batch_back_unstarted(
     assert "unreachable" in (attempted.reason or "")
     assert all(aws.record(key) is None for key in keys[1:])
 
-    # And once the model answers again, the redelivered messages all index
+    # And the queue holds fresh copies of the four, not their originals: no receive counted
+    copies = aws.sqs.receive_message(
+        QueueUrl=aws.queue_url,
+        MaxNumberOfMessages=10,
+        AttributeNames=["All"],
+        MessageAttributeNames=["All"],
+        VisibilityTimeout=0,
+    )["Messages"]
+    assert sorted(copy["Body"] for copy in copies) == sorted(m["Body"] for m in received[1:])
+    assert not {copy["MessageId"] for copy in copies} & {m["MessageId"] for m in received}
+    assert [copy["Attributes"]["ApproximateReceiveCount"] for copy in copies] == ["1"] * 4
+    assert [copy["MessageAttributes"][HAND_BACKS_ATTRIBUTE]["StringValue"] for copy in copies] == [
+        "1"
+    ] * 4
+
+    # And once the model answers again, every message indexes
     fake_bedrock.timeout_rate = 0.0
-    for message in received:
-        aws.sqs.change_message_visibility(
-            QueueUrl=aws.queue_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
-        )
+    aws.sqs.change_message_visibility(
+        QueueUrl=aws.queue_url, ReceiptHandle=received[0]["ReceiptHandle"], VisibilityTimeout=0
+    )
     drain_queue(aws.sqs, aws.queue_url, ingest_handler)
     assert [aws.record(key).status for key in keys] == ["indexed"] * 5
     assert aws.queue_depth(aws.dlq_url) == 0

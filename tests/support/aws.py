@@ -26,6 +26,7 @@ class AwsResources:
     queue_url: str
     dlq_url: str
     upload_prefix: str
+    retry_queue_url: str
 
     def env(self, **overrides: str) -> dict[str, str]:
         """Function environment as the stack sets it."""
@@ -40,6 +41,8 @@ class AwsResources:
             r.ENV_BEDROCK_READ_TIMEOUT: "2",
             r.ENV_BEDROCK_CONNECT_TIMEOUT: "1",
             r.ENV_INDEX_REFRESH_SECONDS: "0",
+            r.ENV_INGEST_QUEUE_URL: self.queue_url,
+            r.ENV_INGEST_RETRY_QUEUE_URL: self.retry_queue_url,
         }
         values.update(overrides)
         return values
@@ -98,6 +101,7 @@ def create_resources(
         table=table,
         queue=f"{table}-ingest",
         dead_letter_queue=f"{table}-dlq",
+        retry_queue=f"{table}-ingest-retry",
         upload_prefix=upload_prefix,
     )
     created = local_create_resources(clients, names, region=REGION)
@@ -110,4 +114,5 @@ def create_resources(
         created.queue_url,
         created.dlq_url,
         upload_prefix,
+        created.retry_queue_url,
     )

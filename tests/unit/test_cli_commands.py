@@ -175,9 +175,7 @@ def test_get_prints_the_record_and_delete_reports_the_key() -> None:
     assert "size      2048 bytes (2.0 KB)" in text
     assert "caption" not in text
     assert json.loads(as_json.getvalue()) == record
-    assert deleted.getvalue() == (
-        f"deleting uploads/bad.jpg ({ID}): the index follows through the S3 event\n"
-    )
+    assert deleted.getvalue() == (f"deleted uploads/bad.jpg ({ID}): no longer searchable\n")
     assert [s.method for s in transport.sent] == ["GET", "GET", "DELETE"]
 
 
@@ -262,8 +260,13 @@ def test_upload_gets_a_presigned_put_and_sends_the_bytes_with_its_headers(tmp_pa
     )
     puts = sorted((s for s in transport.sent if s.method == "PUT"), key=lambda s: s.url)
     assert [g.json() for g in grants] == [
-        {"filename": "cat/deep/blue.png", "content_type": "image/png", "size": 8},
-        {"filename": "cat/red.jpg", "content_type": "image/jpeg", "size": 8},
+        {
+            "filename": "cat/deep/blue.png",
+            "content_type": "image/png",
+            "size": 8,
+            "overwrite": True,
+        },
+        {"filename": "cat/red.jpg", "content_type": "image/jpeg", "size": 8, "overwrite": True},
     ]
     assert [p.url for p in puts] == [
         f"{MOTO}/local-images/uploads/cat/deep/blue.png?X-Amz-Signature=abc",

@@ -84,7 +84,7 @@ def test_get_and_delete_answer_in_json_on_request() -> None:
 
     assert json.loads(got[1]) == record
     assert json.loads(deleted[1]) == accepted
-    assert text[1].startswith("deleting uploads/red.jpg")
+    assert text[1] == f"deleted uploads/red.jpg ({ID}): no longer searchable\n"
 
 
 def test_status_table_and_json() -> None:

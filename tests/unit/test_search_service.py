@@ -134,10 +134,21 @@ class FakeStore:
         return f"https://bucket.test/{key}?X-Amz-Expires={expires_in}"
 
     def presign_put(
-        self, key: str, *, content_type: str, content_length: int, expires_in: int = 900
+        self,
+        key: str,
+        *,
+        content_type: str,
+        content_length: int,
+        expires_in: int = 900,
+        overwrite: bool = False,
     ) -> tuple[str, dict[str, str]]:
         self.put_requests.append(
-            {"key": key, "content_type": content_type, "content_length": content_length}
+            {
+                "key": key,
+                "content_type": content_type,
+                "content_length": content_length,
+                "overwrite": overwrite,
+            }
         )
         return f"https://bucket.test/{key}?put", {
             "Content-Type": content_type,
@@ -511,15 +522,41 @@ def test_tombstones_are_not_found(service: SearchService, index: FakeIndex) -> N
         service.get_image(image_id)
 
 
-def test_delete_removes_the_original_only(service: SearchService, store: FakeStore) -> None:
+def test_delete_removes_original_record_vector_and_thumbnail(
+    service: SearchService, store: FakeStore, index: FakeIndex
+) -> None:
     image_id = image_id_for_key("uploads/shoes/red.jpg")
     accepted = service.delete_image(image_id)
-    assert store.deleted == ["uploads/shoes/red.jpg"]
+    assert store.deleted == ["uploads/shoes/red.jpg", f"thumbnails/{image_id}.jpg"]
     assert (accepted.image_id, accepted.key, accepted.status) == (
         image_id,
         "uploads/shoes/red.jpg",
         "deleting",
     )
+    tombstone = index.records[image_id]
+    assert (tombstone.status, tombstone.sequencer) == ("deleted", "S1.")
+    assert index.vectors.get_vectors([image_id]) == {}
+
+
+def test_delete_of_a_record_rewritten_meanwhile_leaves_it_to_the_s3_events(
+    service: SearchService, store: FakeStore, index: FakeIndex
+) -> None:
+    # Ingest rewrites the record between the API's read and its tombstone
+    key = "uploads/shoes/red.jpg"
+    image_id = image_id_for_key(key)
+
+    def rewrite(operation: str, image_ids: list[str]) -> None:
+        if operation == "tombstone":
+            index.catalog.before = lambda operation, image_ids: None
+            assert index.catalog.put(replace(index.records[image_id], sequencer="S2"))
+
+    index.catalog.before = rewrite
+    accepted = service.delete_image(image_id)
+
+    assert accepted.status == "deleting"
+    assert store.deleted == [key]  # the original only: the thumbnail may be the new one's
+    assert (index.records[image_id].status, index.records[image_id].sequencer) == ("indexed", "S2")
+    assert image_id in index.vectors.get_vectors([image_id])
 
 
 def test_list_images_pages_and_maps_bad_cursors(service: SearchService, index: FakeIndex) -> None:
@@ -540,8 +577,17 @@ def test_create_upload_presigns_into_the_prefix(service: SearchService, store: F
     assert upload.key == "uploads/shoes/new.jpg"
     assert upload.headers == {"Content-Type": "image/jpeg", "Content-Length": "999"}
     assert store.put_requests == [
-        {"key": "uploads/shoes/new.jpg", "content_type": "image/jpeg", "content_length": 999}
+        {
+            "key": "uploads/shoes/new.jpg",
+            "content_type": "image/jpeg",
+            "content_length": 999,
+            "overwrite": False,
+        }
     ]
+    service.create_upload(
+        UploadRequest(filename="shoes/new.jpg", content_type="image/jpeg", size=9, overwrite=True)
+    )
+    assert store.put_requests[-1]["overwrite"] is True
 
 
 def test_create_upload_refuses_keys_over_s3s_limit(service: SearchService) -> None:

@@ -41,6 +41,7 @@ from imagesearch.ports import Page, VectorEntry
 from imagesearch.records import (
     VECTOR_DTYPE,
     ImageRecord,
+    api_delete_token,
     decode_vector,
     encode_vector,
     is_valid_image_id,
@@ -370,15 +371,40 @@ class DynamoDBCatalog:
         """Write a tombstone (PutItem, TTL) unless a newer state is stored (False then)."""
         if not image_id or not key or not sequencer:
             raise ValueError("image_id, key and sequencer are required")
-        item: Item = {
+        return self._conditional_put(self._tombstone_item(image_id, key, sequencer), sequencer)
+
+    def tombstone(self, record: ImageRecord) -> bool:
+        """The API's DELETE: the tombstone ingest writes for an ObjectRemoved, written
+        only if ``record`` (as read) is still the stored revision (False otherwise),
+        under a token just newer than the record's (``records.api_delete_token``)."""
+        if not record.image_id or not record.key:
+            raise ValueError("record needs an image_id and a key")
+        item = self._tombstone_item(record.image_id, record.key, api_delete_token(record.sequencer))
+        condition = "#rev = :rev" if record.revision else "attribute_not_exists(#rev)"
+        values = {":rev": {"S": record.revision}} if record.revision else None
+        try:
+            self.client.put_item(
+                TableName=self._table,
+                Item=item,
+                ConditionExpression=f"attribute_exists(#id) AND {condition}",
+                ExpressionAttributeNames={"#id": ATTR_IMAGE_ID, "#rev": ATTR_REVISION},
+                **({"ExpressionAttributeValues": values} if values else {}),
+            )
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def _tombstone_item(self, image_id: str, key: str, sequencer: str) -> Item:
+        return {
             ATTR_IMAGE_ID: {"S": image_id},
             ATTR_KEY: {"S": key},
             ATTR_STATUS: {"S": STATUS_DELETED},
             ATTR_SEQUENCER: {"S": sequencer},
             **self._change_attributes(image_id),
+            ATTR_EXPIRES_AT: {"N": str(int(self._clock()) + TOMBSTONE_TTL_SECONDS)},
         }
-        item[ATTR_EXPIRES_AT] = {"N": str(int(self._clock()) + TOMBSTONE_TTL_SECONDS)}
-        return self._conditional_put(item, sequencer)
 
     def _change_attributes(self, image_id: str) -> Item:
         changed_ms = int(self._clock() * 1000)

@@ -237,7 +237,7 @@ def cmd_delete(args: Any, ctx: Context, out: TextIO) -> int:
         out,
         output_format(args),
         response,
-        text=lambda: f"deleting {key} ({args.image_id}): the index follows through the S3 event",
+        text=lambda: f"deleted {key} ({args.image_id}): no longer searchable",
     )
     return 0
 
@@ -301,8 +301,10 @@ def upload_one(ctx: Context, path: Path, name: str) -> str:
     if size == 0:
         raise FileFailed("empty file")
     content_type = IMAGE_TYPES[path.suffix.lower()]
+    # A sync of a directory: a changed file replaces its earlier upload (decision 43).
     grant = ctx.api().post(
-        "/uploads", {"filename": name, "content_type": content_type, "size": size}
+        "/uploads",
+        {"filename": name, "content_type": content_type, "size": size, "overwrite": True},
     )
     with path.open("rb") as body:
         response = send(

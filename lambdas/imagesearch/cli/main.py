@@ -242,7 +242,7 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
     get = command("get", "show one image record")
     get.add_argument("image_id", metavar="ID")
 
-    delete = command("delete", "delete one image (the S3 object; the index follows)")
+    delete = command("delete", "delete one image (gone from search at once)")
     delete.add_argument("image_id", metavar="ID")
 
     completion = sub.add_parser(

@@ -55,7 +55,9 @@ from imagesearch.api_models import (
     error_summary,
 )
 from imagesearch.errors import (
+    DYNAMODB_THROTTLING_CODES,
     BadRequest,
+    CatalogThrottled,
     HttpStatusError,
     ImageSearchError,
     InternalError,
@@ -223,7 +225,10 @@ _ERROR_TEXT = {
     413: "Request body or declared upload too large",
     422: "Request does not match the schema",
     429: "The embedding model is throttling: retry after Retry-After seconds",
-    503: "The embedding model or the search index is unavailable: retry after Retry-After",
+    503: (
+        "The embedding model or the search index is unavailable, or the image table is"
+        " throttling: retry after Retry-After"
+    ),
     500: "Internal error",
 }
 
@@ -298,7 +303,7 @@ def search(request: Annotated[SearchRequest, Body()], service: Service) -> Searc
     summary="List images (indexed and rejected)",
     tags=["images"],
     security=_AUTH,
-    responses=_responses(200, ImagePage, "One page of images", 400, 403, 422),
+    responses=_responses(200, ImagePage, "One page of images", 400, 403, 422, 503),
 )
 def list_images(
     service: Service,
@@ -316,7 +321,7 @@ def list_images(
     summary="One image record (no vector) with presigned URLs",
     tags=["images"],
     security=_AUTH,
-    responses=_responses(200, ImageOut, "The image", 403, 404),
+    responses=_responses(200, ImageOut, "The image", 403, 404, 503),
 )
 def get_image(image_id: Annotated[str, PATH_IMAGE_ID], service: Service) -> ImageOut:
     return service.get_image(image_id)
@@ -326,10 +331,10 @@ def get_image(image_id: Annotated[str, PATH_IMAGE_ID], service: Service) -> Imag
     "DELETE",
     PATH_IMAGE,
     status_code=202,
-    summary="Delete the original; the index follows through the S3 event",
+    summary="Delete the image: original, record, thumbnail and vector, before answering",
     tags=["images"],
     security=_AUTH,
-    responses=_responses(202, DeleteAccepted, "Deletion accepted", 403, 404),
+    responses=_responses(202, DeleteAccepted, "Deletion accepted", 403, 404, 503),
 )
 def delete_image(image_id: Annotated[str, PATH_IMAGE_ID], service: Service) -> DeleteAccepted:
     result = service.delete_image(image_id)
@@ -498,6 +503,8 @@ def as_domain_error(error: Exception) -> ImageSearchError:
     if isinstance(error, (binascii.Error, UnicodeDecodeError)):
         # Raised while Powertools decodes a body flagged isBase64Encoded.
         return BadRequest("request body is not valid base64-encoded UTF-8 JSON")
+    if _dynamodb_throttled(error):
+        return CatalogThrottled(str(error))
     if isinstance(error, ServiceError):
         return HttpStatusError(int(error.status_code), str(error.msg))
     if isinstance(error, ResponseValidationError):
@@ -505,6 +512,27 @@ def as_domain_error(error: Exception) -> ImageSearchError:
         return InternalError()
     logger.exception("unhandled error")
     return InternalError()
+
+
+def _dynamodb_throttled(error: Exception) -> bool:
+    """A DynamoDB throttling answer, or the catalog's BatchGetItem giving up on keys it
+    kept leaving unprocessed (throttling too)."""
+    from botocore.exceptions import ClientError
+
+    from imagesearch.catalog.dynamodb import CatalogThrottled as BatchReadThrottled
+
+    if isinstance(error, BatchReadThrottled):
+        return True
+    if not isinstance(error, ClientError) or error.operation_name not in _CATALOG_OPERATIONS:
+        return False
+    code = error.response.get("Error", {}).get("Code")
+    return code in DYNAMODB_THROTTLING_CODES
+
+
+# What the API calls on the table (S3 Vectors' own ThrottlingException is not the catalog's).
+_CATALOG_OPERATIONS = frozenset(
+    {"GetItem", "BatchGetItem", "Query", "Scan", "PutItem", "DescribeTable"}
+)
 
 
 @app.exception_handler(Exception)

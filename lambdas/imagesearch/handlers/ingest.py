@@ -8,10 +8,16 @@ or fail it. Transient and configuration errors fail only the messages they conce
 state. A message is only started while the invocation has the time one image may
 need; the others are handed back unstarted, so one hung model call cannot time out
 the whole batch.
+
+Neither a hand-back nor a batch-mate's crash burns a receive (decision 43): handed-back
+messages are sent to the ingest queue again, and a message that comes back from a failed
+receive (``ApproximateReceiveCount`` > 1, be it its own failure or a crash of its whole
+batch) is moved to the retry queue, whose event source hands it over alone.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Protocol
 
@@ -29,7 +35,12 @@ from imagesearch.composition import build_ingest_service
 from imagesearch.errors import EmbedderConfigurationError, TransientEmbeddingError
 from imagesearch.events import MalformedEvent, ObjectEvent, parse_message_body
 from imagesearch.ingest import IngestOutcome, IngestService, MessageResult, NotStarted
-from imagesearch.resources import METRIC_CONFIGURATION_ERRORS, METRICS_NAMESPACE
+from imagesearch.requeue import HAND_BACKS_ATTRIBUTE, MessageMover, Move, SqsMessageMover
+from imagesearch.resources import (
+    INGEST_MAX_HAND_BACKS,
+    METRIC_CONFIGURATION_ERRORS,
+    METRICS_NAMESPACE,
+)
 from imagesearch.settings import CommonSettings, IngestSettings, load_settings
 
 logger = Logger()
@@ -114,11 +125,104 @@ class _StartGate:
         return self._clock is None or self._remaining() >= self._need
 
 
+@dataclass(frozen=True)
+class Requeuing:
+    """Where messages are moved instead of failed (decision 43)."""
+
+    queue_url: str  # the ingest queue: hand-backs are sent to it again
+    retry_queue_url: str  # its event source hands each message over alone
+    mover: MessageMover
+
+    def from_ingest_queue(self, record: SQSRecord) -> bool:
+        # Queue names end both the ARN and the URL (moto's URLs have their own host).
+        return record.event_source_arn.rsplit(":", 1)[-1] == self.queue_url.rsplit("/", 1)[-1]
+
+
+def requeuing_from(settings: IngestSettings) -> Requeuing | None:
+    if not settings.ingest_queue_url or not settings.ingest_retry_queue_url:
+        return None
+    return Requeuing(settings.ingest_queue_url, settings.ingest_retry_queue_url, SqsMessageMover())
+
+
+@lru_cache(maxsize=1)
+def default_requeuing() -> Requeuing | None:
+    return requeuing_from(load_settings(IngestSettings))
+
+
+def _receives(record: SQSRecord) -> int:
+    # Lambda always sends it; a hand-built event may not (then: a first receive).
+    count = (record.raw_event.get("attributes") or {}).get("ApproximateReceiveCount", "1")
+    return int(count)
+
+
+def _hand_backs(record: SQSRecord) -> int:
+    attribute = record.message_attributes[HAND_BACKS_ATTRIBUTE]
+    value = attribute.string_value if attribute is not None else None
+    return int(value) if value and value.isdigit() else 0
+
+
+def _retry_alone(records: list[SQSRecord], requeuing: Requeuing | None) -> set[str]:
+    """Move the messages back from a failed receive to the retry queue, before anything
+    starts (so a crash of this invocation cannot bring them back); returns their ids.
+    One that cannot be moved stays in this batch, as before the retry queue."""
+    if requeuing is None:
+        return set()
+    suspects = [r for r in records if requeuing.from_ingest_queue(r) and _receives(r) > 1]
+    if not suspects:
+        return set()
+    refused = requeuing.mover.move(
+        [Move(r.message_id, r.receipt_handle, r.body) for r in suspects],
+        source=requeuing.queue_url,
+        destination=requeuing.retry_queue_url,
+    )
+    for message_id, why in refused.items():
+        logger.error(
+            "could not move a retried message to the retry queue; it is processed with this batch",
+            message_id=message_id,
+            error=why,
+        )
+    moved = {r.message_id for r in suspects} - set(refused)
+    if moved:
+        logger.info("messages back from a failed receive: retried alone", moved=len(moved))
+        metrics.add_metric(name="MessagesRetriedAlone", unit=MetricUnit.Count, value=len(moved))
+    return moved
+
+
+def _send_back(records: list[SQSRecord], requeuing: Requeuing | None) -> set[str]:
+    """Send the messages handed back unstarted to the ingest queue again (a fresh copy,
+    no receive counted); one handed back INGEST_MAX_HAND_BACKS times goes to the retry
+    queue, where it starts alone. Returns the ids sent; the others fail as before."""
+    if requeuing is None or not records:
+        return set()
+    again: list[Move] = []
+    alone: list[Move] = []
+    for record in records:
+        if not requeuing.from_ingest_queue(record):
+            continue  # alone already: it was not handed back for a batch-mate
+        count = _hand_backs(record) + 1
+        move = Move(record.message_id, record.receipt_handle, record.body, hand_backs=count)
+        (alone if count > INGEST_MAX_HAND_BACKS else again).append(move)
+    refused: dict[str, str] = {}
+    for moves, destination in ((again, requeuing.queue_url), (alone, requeuing.retry_queue_url)):
+        if moves:
+            refused |= requeuing.mover.move(
+                moves, source=requeuing.queue_url, destination=destination
+            )
+    for message_id, why in refused.items():
+        logger.warning(
+            "could not send a handed-back message again; it fails instead",
+            message_id=message_id,
+            error=why,
+        )
+    return {move.message_id for move in again + alone} - set(refused)
+
+
 def configure(service: IngestService | None) -> None:
     """Use ``service`` from now on (local mode, tests); None returns to the default."""
     global _configured
     _configured = service
     default_service.cache_clear()
+    default_requeuing.cache_clear()
 
 
 _configured: IngestService | None = None
@@ -191,11 +295,16 @@ def handle_batch(
     service: IngestService,
     *,
     seconds_per_image: float | None = None,
+    requeuing: Requeuing | None = None,
 ) -> dict[str, Any]:
     """Process the batch; with ``seconds_per_image``, a message starts only while the
-    context has that much time left, and the rest are reported as batch item failures
-    without being touched (SQS redelivers just those)."""
-    records = [SQSRecord(raw) for raw in event.get("Records", [])]
+    context has that much time left, and the rest are handed back without being touched.
+    With ``requeuing``, messages back from a failed receive are moved to the retry queue
+    unprocessed and handed-back ones are sent again, both reported processed; without
+    it (or when a move fails), they are batch item failures (SQS redelivers just those)."""
+    all_records = [SQSRecord(raw) for raw in event.get("Records", [])]
+    moved = _retry_alone(all_records, requeuing)
+    records = [record for record in all_records if record.message_id not in moved]
     parsed = [_parse(record) for record in records]
     readable = [
         (record, events)
@@ -203,15 +312,23 @@ def handle_batch(
         if not isinstance(events, MalformedEvent)
     ]
     gate = _StartGate(context, [record for record, _ in readable], seconds_per_image)
-    results = service.handle_batch([events for _, events in readable], gate)
+    # (Nothing left when every message was moved: the service is not even asked.)
+    results = service.handle_batch([events for _, events in readable], gate) if readable else []
     by_id: dict[str, MessageResult | MalformedEvent] = {
         record.message_id: result for (record, _), result in zip(readable, results, strict=True)
     }
     for record, events in zip(records, parsed, strict=True):
         if isinstance(events, MalformedEvent):
             by_id[record.message_id] = events
+    unstarted = [
+        record for (record, _), result in zip(readable, results, strict=True) if not result.started
+    ]
+    sent_back = _send_back(unstarted, requeuing)
+    moved |= sent_back
 
     def record_handler(record: SQSRecord) -> list[IngestOutcome]:
+        if record.message_id in moved:
+            return []  # its copy is in a queue, with no receive counted
         result = by_id[record.message_id]
         if isinstance(result, MalformedEvent):
             raise result
@@ -232,6 +349,7 @@ def handle_batch(
         logger.warning(
             "not enough time left for another image; messages handed back unstarted",
             handed_back=len(gate.handed_back),
+            sent_again=len(sent_back),
             remaining_seconds=gate.remaining_at_stop,
             seconds_per_image=seconds_per_image,
         )
@@ -250,4 +368,5 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         context,
         current_service(),
         seconds_per_image=seconds_per_image(load_settings(IngestSettings)),
+        requeuing=default_requeuing(),
     )

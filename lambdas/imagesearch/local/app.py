@@ -650,6 +650,8 @@ class LocalMode:
             r.ENV_EMBEDDING_DIMENSION: str(self.dimension),
             r.ENV_CAPTION_MODE: r.CONTEXT_DEFAULTS["captionMode"],
             r.ENV_VECTOR_STORE: self.vector_store,
+            r.ENV_INGEST_QUEUE_URL: self.resources.queue_url,
+            r.ENV_INGEST_RETRY_QUEUE_URL: self.resources.retry_queue_url,
         }
 
     def stop(self) -> None:
@@ -690,7 +692,7 @@ class LocalMode:
         """Counts for the page: catalog by status, queue depths, drop folder, worker."""
         assert self._clients is not None and self.resources is not None
         assert self._worker is not None and self._mirror is not None
-        queue = _queue_depths(self._clients.sqs, self.resources.queue_url)
+        queue = self._ingest_depths()
         dead = _queue_depths(self._clients.sqs, self.resources.dlq_url)
         return {
             "images": self._worker.status_counts(),
@@ -720,9 +722,15 @@ class LocalMode:
             "unsaved_changes": self._gates[0].changed,
         }
 
-    def _backlog(self) -> int:
+    def _ingest_depths(self) -> dict[str, int]:
+        """The ingest queue's depths with the retry queue's (messages retried alone)."""
         assert self._clients is not None and self.resources is not None
-        return sum(_queue_depths(self._clients.sqs, self.resources.queue_url).values())
+        ingest = _queue_depths(self._clients.sqs, self.resources.queue_url)
+        retry = _queue_depths(self._clients.sqs, self.resources.retry_queue_url)
+        return {name: count + retry.get(name, 0) for name, count in ingest.items()}
+
+    def _backlog(self) -> int:
+        return sum(self._ingest_depths().values())
 
     def describe(self) -> str:
         assert self.resources is not None

@@ -52,6 +52,7 @@ class LocalNames:
     table: str = "imagesearch-local-images"
     queue: str = "imagesearch-local-ingest"
     dead_letter_queue: str = "imagesearch-local-ingest-dlq"
+    retry_queue: str = "imagesearch-local-ingest-retry"
     upload_prefix: str = r.CONTEXT_DEFAULTS["uploadPrefix"]
     noncurrent_version_days: int = r.CONTEXT_DEFAULTS["noncurrentVersionDays"]
 
@@ -68,10 +69,12 @@ class LocalResources:
     queue_arn: str
     dlq_url: str
     upload_prefix: str
+    retry_queue_url: str  # messages back from a failed receive, retried alone (decision 43)
 
     def public(self) -> dict[str, str]:
         data = asdict(self)
         del data["queue_arn"]
+        del data["retry_queue_url"]
         return data
 
 
@@ -122,6 +125,9 @@ def create_resources(clients: AwsClients, names: LocalNames, *, region: str) -> 
         QueueName=names.queue, Attributes=queue_attributes(dlq_arn)
     )["QueueUrl"]
     queue_arn = _queue_arn(clients.sqs, queue_url)
+    retry_queue_url = clients.sqs.create_queue(
+        QueueName=names.retry_queue, Attributes=retry_queue_attributes(dlq_arn)
+    )["QueueUrl"]
 
     # Real S3 -> SQS notifications (moto delivers them, starting with s3:TestEvent).
     prefix_filter = {"Key": {"FilterRules": [{"Name": "prefix", "Value": names.upload_prefix}]}}
@@ -147,6 +153,7 @@ def create_resources(clients: AwsClients, names: LocalNames, *, region: str) -> 
         queue_arn=queue_arn,
         dlq_url=dlq_url,
         upload_prefix=names.upload_prefix,
+        retry_queue_url=retry_queue_url,
     )
 
 
@@ -160,6 +167,7 @@ def resources_fingerprint(names: LocalNames, region: str) -> str:
             r.table_definition(names.table),
             r.images_bucket_lifecycle_rules(names.noncurrent_version_days),
             queue_attributes("dead-letter-queue"),
+            retry_queue_attributes("dead-letter-queue"),
             _NOTIFIED_EVENTS,
             "versioned, delete markers announced, TTL on " + r.ATTR_EXPIRES_AT,
         ],
@@ -177,6 +185,7 @@ def existing_resources(clients: AwsClients, names: LocalNames, *, region: str) -
     notify_delete_markers()
     dlq_url = clients.sqs.get_queue_url(QueueName=names.dead_letter_queue)["QueueUrl"]
     queue_url = clients.sqs.get_queue_url(QueueName=names.queue)["QueueUrl"]
+    retry_queue_url = clients.sqs.get_queue_url(QueueName=names.retry_queue)["QueueUrl"]
     return LocalResources(
         endpoint_url=clients.s3.meta.endpoint_url,
         region=region,
@@ -186,6 +195,7 @@ def existing_resources(clients: AwsClients, names: LocalNames, *, region: str) -
         queue_arn=_queue_arn(clients.sqs, queue_url),
         dlq_url=dlq_url,
         upload_prefix=names.upload_prefix,
+        retry_queue_url=retry_queue_url,
     )
 
 
@@ -225,6 +235,16 @@ def queue_attributes(dlq_arn: str) -> dict[str, str]:
         "VisibilityTimeout": str(VISIBILITY_TIMEOUT_SECONDS),
         "RedrivePolicy": json.dumps(
             {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": MAX_RECEIVE_COUNT}
+        ),
+    }
+
+
+def retry_queue_attributes(dlq_arn: str) -> dict[str, str]:
+    """The retry queue's: a message gets one receive on the ingest queue and these."""
+    return {
+        "VisibilityTimeout": str(VISIBILITY_TIMEOUT_SECONDS),
+        "RedrivePolicy": json.dumps(
+            {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": r.INGEST_RETRY_MAX_RECEIVE_COUNT}
         ),
     }
 

@@ -3,7 +3,9 @@
 Long-polls the ingest queue, hands each batch to the real ingest handler as an
 SQS event shaped like Lambda's, deletes the messages the handler did not list in
 ``batchItemFailures`` and leaves the failed ones to reappear after the visibility
-timeout (moto's redrive policy parks them in the DLQ after five receives).
+timeout. Between polls it takes one message from the retry queue (the stack's second
+mapping: the handler moves a message back from a failed receive there, decision 43).
+moto's redrive policies park a message in the DLQ after five receives in all.
 """
 
 from __future__ import annotations
@@ -90,6 +92,7 @@ class IngestWorker:
         self._messages = 0
         self._failures = 0
         self._states: dict[str, str] = {}  # key -> indexed | rejected
+        self._arns: dict[str, str] = {}  # queue URL -> ARN (the retry queue's, looked up once)
 
     def start(self) -> None:
         self._thread.start()
@@ -132,38 +135,57 @@ class IngestWorker:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            try:
-                response = self._sqs.receive_message(
-                    QueueUrl=self._resources.queue_url,
-                    MaxNumberOfMessages=BATCH_SIZE,
-                    WaitTimeSeconds=WAIT_SECONDS,
-                    AttributeNames=["All"],
-                    MessageAttributeNames=["All"],
-                )
-            except (BotoCoreError, ClientError) as error:
-                if self._stop.is_set():
-                    return  # moto is going away with us
-                logger.warning("could not poll the ingest queue: %s", error)
-                self._stop.wait(1.0)
-                continue
-            messages = response.get("Messages") or []
-            if not messages:
-                continue
-            try:
-                self.process_batch(messages)
-            except Exception:
-                # The worker must outlive one bad batch: unacknowledged messages
-                # come back after the visibility timeout.
-                logger.exception("processing a batch failed; its messages will be retried")
+            self._poll(self._resources.queue_url, BATCH_SIZE, WAIT_SECONDS)
+            # Like the stack's second mapping: the retry queue, one message at a time.
+            self._poll(self._resources.retry_queue_url, 1, 0)
 
-    def process_batch(self, messages: list[dict[str, Any]]) -> set[str]:
-        """Invoke the handler on ``messages``; returns the ids of the failed ones."""
+    def _poll(self, queue_url: str, batch_size: int, wait_seconds: int) -> None:
+        try:
+            response = self._sqs.receive_message(
+                QueueUrl=queue_url,
+                MaxNumberOfMessages=batch_size,
+                WaitTimeSeconds=wait_seconds,
+                AttributeNames=["All"],
+                MessageAttributeNames=["All"],
+            )
+        except (BotoCoreError, ClientError) as error:
+            if self._stop.is_set():
+                return  # moto is going away with us
+            logger.warning("could not poll the ingest queues: %s", error)
+            self._stop.wait(1.0)
+            return
+        messages = response.get("Messages") or []
+        if not messages:
+            return
+        try:
+            self.process_batch(messages, queue_url=queue_url)
+        except Exception:
+            # The worker must outlive one bad batch: unacknowledged messages
+            # come back after the visibility timeout.
+            logger.exception("processing a batch failed; its messages will be retried")
+
+    def _arn_of(self, queue_url: str) -> str:
+        if queue_url == self._resources.queue_url:
+            return self._resources.queue_arn
+        if queue_url not in self._arns:
+            attributes = self._sqs.get_queue_attributes(
+                QueueUrl=queue_url, AttributeNames=["QueueArn"]
+            )
+            self._arns[queue_url] = str(attributes["Attributes"]["QueueArn"])
+        return self._arns[queue_url]
+
+    def process_batch(
+        self, messages: list[dict[str, Any]], *, queue_url: str | None = None
+    ) -> set[str]:
+        """Invoke the handler on ``messages`` received from ``queue_url`` (the ingest
+        queue by default); returns the ids of the failed ones."""
+        queue_url = queue_url or self._resources.queue_url
         started = utc_now_iso()
         event = {
             "Records": [
                 lambda_sqs_record(
                     message,
-                    queue_arn=self._resources.queue_arn,
+                    queue_arn=self._arn_of(queue_url),
                     region=self._resources.region,
                 )
                 for message in messages
@@ -183,17 +205,26 @@ class IngestWorker:
         done = [message for message in messages if message["MessageId"] not in failed]
         if self._after_batch is not None:
             self._after_batch()
-        self._delete(done)
+        self._delete(done, queue_url)
         with self._lock:
             self._batches += 1
             self._messages += len(messages)
             self._failures += len(failed & all_ids)
-        self._report(done, [m for m in messages if m["MessageId"] in failed], started)
+        failures = [m for m in messages if m["MessageId"] in failed]
+        if queue_url == self._resources.queue_url:
+            # Back from a failed receive: the handler moved it to the retry queue unprocessed.
+            moved = [m for m in done if _receives(m) > 1]
+            for key in _keys(moved):
+                logger.info("retrying %s alone (its last attempt failed)", key)
+            done = [m for m in done if _receives(m) == 1]
+            self._report(done, failures, started, earlier_receives=0)
+        else:
+            self._report(done, failures, started, earlier_receives=1)
         if self._after_states is not None:
             self._after_states()
         return failed & all_ids
 
-    def _delete(self, messages: list[dict[str, Any]]) -> None:
+    def _delete(self, messages: list[dict[str, Any]], queue_url: str) -> None:
         if not messages:
             return
         entries = [
@@ -201,9 +232,7 @@ class IngestWorker:
             for number, message in enumerate(messages)
         ]
         try:
-            result = self._sqs.delete_message_batch(
-                QueueUrl=self._resources.queue_url, Entries=entries
-            )
+            result = self._sqs.delete_message_batch(QueueUrl=queue_url, Entries=entries)
         except (BotoCoreError, ClientError) as error:
             logger.warning("could not delete processed messages (they will rerun): %s", error)
             return
@@ -211,13 +240,19 @@ class IngestWorker:
             logger.warning("could not delete a processed message: %s", failure.get("Message"))
 
     def _report(
-        self, done: list[dict[str, Any]], failed: list[dict[str, Any]], started: str
+        self,
+        done: list[dict[str, Any]],
+        failed: list[dict[str, Any]],
+        started: str,
+        *,
+        earlier_receives: int,
     ) -> None:
-        """One line per file: the state the catalog now holds for its key."""
+        """One line per file: the state the catalog now holds for its key.
+        ``earlier_receives``: attempts made before this queue (one, for the retry queue)."""
         for key in _keys(done):
             logger.info(self._outcome(key, started))
         for message in failed:
-            receives = int((message.get("Attributes") or {}).get("ApproximateReceiveCount", "1"))
+            receives = _receives(message) + earlier_receives
             keys = _keys([message]) or ["(unreadable message)"]
             for key in keys:
                 cause = self._failed(key)
@@ -269,6 +304,10 @@ class IngestWorker:
         if record is not None and status == r.STATUS_REJECTED:
             return f"rejected {key}: {record.reason or 'no reason given'}"
         return f"removed {key}"
+
+
+def _receives(message: dict[str, Any]) -> int:
+    return int((message.get("Attributes") or {}).get("ApproximateReceiveCount", "1"))
 
 
 def _keys(messages: list[dict[str, Any]]) -> list[str]:

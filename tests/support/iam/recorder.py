@@ -48,6 +48,7 @@ DEPLOYMENT_ENV = (
     r.ENV_PREVIOUS_MODEL_ID,
     r.ENV_PREVIOUS_EMBEDDING_DIMENSION,
     r.ENV_INGEST_QUEUE_URL,
+    r.ENV_INGEST_RETRY_QUEUE_URL,
 )
 # Parameters that name what a call acts on (and the S3 ones that change its action).
 NAMING_PARAMS = frozenset(
