@@ -1,8 +1,8 @@
 """Index maintenance: a scheduled function that moves a configured model switch on by one
 step (imagesearch.switch), keeps the embedded index's snapshot in the images bucket
 current (so search cold starts map it instead of scanning the table) and reports the
-number of indexed images (the capacity alarm's metric). The embedded tier always has
-it; the scale tier only while ``previousModelId`` is deployed."""
+number of indexed images (the capacity alarm's metric). Every tier has it: the scale
+tier for the switch alone (driving one, or healing one a deploy abandoned)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,8 @@ SERVICE_NAME = "imagesearch-maintenance"
 SCHEDULE = Duration.minutes(1)
 # A Scan of 1M rows (fallback) and a multi-GB upload fit with room to spare.
 TIMEOUT = Duration.minutes(10)
-# The scale tier runs it only during a model switch: queries, messages, deletes.
+# On the scale tier it only runs the switch: a state read, and during one queries,
+# messages, deletes.
 SWITCH_ONLY_MEMORY_MB = 512
 
 

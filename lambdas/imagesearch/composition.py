@@ -321,23 +321,22 @@ def build_switch_orchestrator(
     *,
     sqs: Any | None = None,
     clock: Any = None,
-) -> SwitchOrchestrator | None:
-    """The maintenance function's model switch step; None without a switch configured."""
+) -> SwitchOrchestrator:
+    """The maintenance function's model switch step: drives a configured switch, and
+    without one finishes what the state item left unfinished (an abandoned switch)."""
     import time
 
     from imagesearch.queue import SqsReembed
     from imagesearch.switch import SwitchOrchestrator
 
     previous = settings.previous_space
-    if previous is None:
-        return None
     reembed = (
         SqsReembed(settings.ingest_queue_url, settings.bucket, client=sqs)
         if settings.ingest_queue_url
         else None
     )
     eraser = None
-    if settings.vector_store == "s3vectors":
+    if settings.vector_store == "s3vectors" and previous is not None:
         from imagesearch.index.s3vectors import S3VectorsIndex
 
         old = build_vector_index(settings, catalog, clients, previous)

@@ -172,6 +172,13 @@ def test_maintenance_role_grants_exactly(any_app: Synthesized) -> None:
             {"s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"},
             [arns.objects(r.SNAPSHOT_PREFIX)],
         ),
+        # The model switch's state read, and the healing of an abandoned one (decision 42)
+        (
+            {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Scan"},
+            [arns.table],
+        ),
+        ("dynamodb:Query", [{"Fn::Join": ["", [arns.table, f"/index/{r.INDEX_BY_STATUS}"]]}]),
+        ({"sqs:SendMessage", "sqs:GetQueueAttributes"}, [arns.queue]),
     )
 
 

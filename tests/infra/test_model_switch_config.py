@@ -121,8 +121,16 @@ def test_scale_tier_switch_keeps_each_index_under_one_logical_id(
     # Same name, same logical id in every deploy: CloudFormation never replaces one
     assert _index_ids(during)[titan] == _index_ids(before)[titan]
     assert _index_ids(during)[nova] == _index_ids(after)[nova]
-    # The scale tier has a maintenance function only during the switch
-    assert before.stack.maintenance is None and after.stack.maintenance is None
+    # The scale tier's maintenance function runs before, during and after a switch: it
+    # heals a switch abandoned by a deploy without previousModelId (decision 42)
+    for app in (before, after):
+        maintenance = app.stack.maintenance
+        assert maintenance is not None
+        grants = role_grants(app, app.logical_id(maintenance.handler.role))
+        assert expand(({"sqs:SendMessage", "sqs:GetQueueAttributes"}, [Arns(app).queue])) <= grants
+        assert not [action for action, _ in grants if action.startswith(("s3vectors:", "s3:"))]
+        env = env_of(app, maintenance.function)
+        assert env[r.ENV_INGEST_QUEUE_URL] == {"Ref": app.logical_id(app.stack.ingest.queue)}
 
 
 def test_scale_tier_switch_grants_both_indexes_and_removal_of_the_previous_one(
