@@ -321,12 +321,14 @@ def build_switch_orchestrator(
     *,
     sqs: Any | None = None,
     clock: Any = None,
+    grace_seconds: float | None = None,
 ) -> SwitchOrchestrator:
     """The maintenance function's model switch step: drives a configured switch, and
     without one finishes what the state item left unfinished (an abandoned switch)."""
     import time
 
     from imagesearch.queue import SqsReembed
+    from imagesearch.resources import SWITCH_REMOVAL_GRACE_SECONDS
     from imagesearch.switch import SwitchOrchestrator
 
     previous = settings.previous_space
@@ -349,4 +351,5 @@ def build_switch_orchestrator(
         reembed=reembed,
         erase_previous_index=eraser,
         clock=clock or time.time,
+        grace_seconds=SWITCH_REMOVAL_GRACE_SECONDS if grace_seconds is None else grace_seconds,
     )

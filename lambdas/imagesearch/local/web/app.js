@@ -632,6 +632,8 @@ async function refreshStats() {
       refused: local.dropbox && typeof local.dropbox.refused === "number" ? local.dropbox.refused : 0,
       model: `${local.model_id} · ${local.dimension}-d`,
     };
+    // A model switch under way (another model on this state folder): say so by the model.
+    if (local.switch && local.switch.phase !== "serving") next.model = `${next.model} · ${local.switch.text}`;
   } catch (error) {
     if (error.status === 0) return goOffline(error);
     try {
