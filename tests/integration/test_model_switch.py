@@ -517,13 +517,15 @@ def test_an_image_the_new_model_refuses_stays_searchable_until_the_flip(
     assert rejected[new_key]["model_id"] == NOVA
 
 
+@pytest.mark.parametrize("store", ["dynamodb", "s3vectors"])
 def test_an_abandoned_switch_heals(
+    store: str,
     aws: Any,
     fake_bedrock: FakeBedrock,
     new_switch: Callable[[str], Switch],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    switch = new_switch("dynamodb")
+    switch = new_switch(store)
     keys = {n: aws.upload(f"{n}.png", png(c)) for n, c in COLOURS.items()}
     switch.ingest()
     switch.deploy(NOVA, previous=TITAN)
@@ -548,4 +550,5 @@ def test_an_abandoned_switch_heals(
     # Then every image is found again, from Nova's vectors
     assert switch.coverage() == (len(keys), len(keys))
     assert switch.answers_from("red", NOVA)["results"][0]["key"] == keys["red"]
+    assert len(switch.search("anything")["results"]) == len(keys)
     assert aws.catalog.model_state().phase == "serving"

@@ -377,3 +377,45 @@ def test_too_many_given_up_records_halt_the_switch_visibly(env) -> None:
         assert (step.state.phase, step.state.serving) == ("switching", OLD)
     assert "halted" in describe(step.state)
     assert drain(sqs, queue_url) == []
+
+
+def test_settling_a_given_up_record_never_overwrites_a_newer_write(env) -> None:
+    from dataclasses import replace
+
+    from imagesearch.switch import refused_prefix
+
+    catalog, *_ = env
+    key = "uploads/r.png"
+    catalog.put(replace(record(key, old=3), reason=f"{refused_prefix(NEW)}no"))
+    image_id = image_id_for_key(key)
+    read = catalog.get(image_id)
+    assert read is not None
+    # A forced backfill re-embeds it meanwhile (same ordering token: a backfill's)
+    catalog.put(record(key, old=3, new=3))
+    # The settle of what was read fails instead of overwriting the re-embedded record
+    assert not catalog.settle_given_up(image_id, NEW)
+    stored = catalog.get(image_id)
+    assert stored is not None and (stored.status, stored.reason) == (r.STATUS_INDEXED, None)
+    # A record no longer given up for this space is left alone too
+    assert not catalog.settle_given_up(image_id, OLD)
+
+
+def test_reasons_say_which_model_gave_a_record_up_and_what_it_becomes() -> None:
+    from imagesearch.switch import (
+        failed_prefix,
+        max_given_up,
+        reembed_failures,
+        refused_prefix,
+        retrying_prefix,
+        settled_status,
+    )
+
+    assert settled_status(f"{refused_prefix(NEW)}too big", NEW) == (r.STATUS_REJECTED, "too big")
+    assert settled_status(f"{failed_prefix(NEW)}odd", NEW) == (r.STATUS_FAILED, "odd")
+    # Failures counted for another switch's target start again at zero
+    assert reembed_failures(f"{retrying_prefix(NEW)}x", 4, NEW) == 4
+    assert reembed_failures(f"{retrying_prefix(OLD)}x", 4, NEW) == 0
+    assert reembed_failures(None, 4, NEW) == 0
+    # A few images' own faults, or 1% of a large catalog
+    assert max_given_up(0) == r.SWITCH_MAX_GIVEN_UP
+    assert max_given_up(100_000) == 1000
