@@ -332,7 +332,8 @@ class FakeBedrock:
         self._timeout_seconds = timeout_seconds
         self._latency_seconds = latency_seconds
         self._scripted: list[BedrockError] = []
-        self._refused: set[tuple[str, str | None]] = set()  # (sha256, model or None: any)
+        # (sha256, model or None: any) -> the ValidationException's message
+        self._refused: dict[tuple[str, str | None], str] = {}
         self._throttled_models: set[str] = set()
         self._cohere_image_url_shapes = frozenset({"string"})
         self._calls = 0
@@ -399,11 +400,18 @@ class FakeBedrock:
         with self._lock:
             self._scripted.extend([error] * n)
 
-    def refuse_image(self, data: bytes, model_id: str | None = None) -> None:
+    def refuse_image(
+        self,
+        data: bytes,
+        model_id: str | None = None,
+        message: str = "Unable to process the provided image.",
+    ) -> None:
         """Answer ValidationException to every request that carries these image bytes
-        (to ``model_id``'s requests only, when given: one model of a switch refusing)."""
+        (to ``model_id``'s requests only, when given: one model of a switch refusing).
+        ``message``: another wording (one ingest does not take for a refusal of the
+        image is a configuration error, decision 33: an image a model cannot embed)."""
         with self._lock:
-            self._refused.add((hashlib.sha256(data).hexdigest(), model_id))
+            self._refused[(hashlib.sha256(data).hexdigest(), model_id)] = message
 
     def throttle_model(self, model_id: str, throttled: bool = True) -> None:
         """Answer ThrottlingException to every call of this model (one model of a
@@ -414,10 +422,18 @@ class FakeBedrock:
             else:
                 self._throttled_models.discard(model_id)
 
-    def _refuses(self, images: Sequence[bytes | None], model_id: str) -> bool:
+    def _refuses(self, images: Sequence[bytes | None], model_id: str) -> str | None:
+        """The refusal's message for a request carrying these images (None: taken)."""
         with self._lock:
-            refused = {digest for digest, model in self._refused if model in (None, model_id)}
-        return any(i is not None and hashlib.sha256(i).hexdigest() in refused for i in images)
+            refused = {
+                digest: message
+                for (digest, model), message in self._refused.items()
+                if model in (None, model_id)
+            }
+        for image in images:
+            if image is not None and hashlib.sha256(image).hexdigest() in refused:
+                return refused[hashlib.sha256(image).hexdigest()]
+        return None
 
     @property
     def calls(self) -> int:
@@ -591,10 +607,9 @@ class FakeBedrock:
             else:
                 request = _titan_request(document)
                 images = [request.image]
-            if self._refuses(images, model_id):
-                refusal = BedrockError(
-                    "ValidationException", "Unable to process the provided image."
-                )
+            refused = self._refuses(images, model_id)
+            if refused is not None:
+                refusal = BedrockError("ValidationException", refused)
                 # logged with what the refused request carried
                 return _error_reply(refusal), parsed if protocol is not None else None
         except BedrockError as error:

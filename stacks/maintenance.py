@@ -1,7 +1,8 @@
-"""Index maintenance: a scheduled function, on both tiers, that moves a configured model
-switch on by one step (imagesearch.switch), keeps the embedded index's snapshot in the
-images bucket current (so search cold starts map it instead of scanning the table),
-publishes GET /health's image count (imagesearch.health; the scale tier recounts every
+"""Index maintenance: a scheduled function, on both tiers, that moves a model switch on
+by one step (imagesearch.switch: driving one configured with previousModelId, or healing
+one a deploy abandoned), keeps the embedded index's snapshot in the images bucket current
+(so search cold starts map it instead of scanning the table), publishes GET /health's
+image count (imagesearch.health; the scale tier recounts every
 ``r.SCALE_COUNT_INTERVAL_SECONDS``) and reports the number of indexed images (the
 capacity alarm's metric). Reserved concurrency 1: two runs never overlap."""
 

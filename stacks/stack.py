@@ -60,15 +60,16 @@ class ImageSearchStack(Stack):
             for function in (self.ingest.function, self.search.function):
                 function.add_environment(r.ENV_VECTOR_BUCKET, self.vectors.bucket_name)
                 function.add_environment(r.ENV_VECTOR_INDEX, self.vectors.index_name)
-        # The embedded tier's snapshots, GET /health's count (both tiers, decision 39) and
-        # any tier's model switch (previousModelId).
-        self.maintenance = IndexMaintenance(
+        # The embedded tier's snapshots, GET /health's count (decision 39) and on every
+        # tier the model switch: driving one (previousModelId), or healing one a deploy
+        # without it abandoned (decision 42).
+        self.maintenance: IndexMaintenance | None = IndexMaintenance(
             self, "IndexMaintenance", config=config, code=code, bucket=bucket, table=table
         )
         if self.vectors is not None:
             self.maintenance.function.add_environment(r.ENV_VECTOR_BUCKET, self.vectors.bucket_name)
             self.maintenance.function.add_environment(r.ENV_VECTOR_INDEX, self.vectors.index_name)
-        if config.previous_space is not None:
+        if self.maintenance is not None:
             self.maintenance.function.add_environment(
                 r.ENV_INGEST_QUEUE_URL, self.ingest.queue.queue_url
             )
@@ -356,13 +357,16 @@ class ImageSearchStack(Stack):
         )
 
     def _grant_switch(self) -> None:
-        """The model switch's orchestration (maintenance), only while one is configured."""
-        if self.config.previous_space is None:
+        """The model switch's orchestration (maintenance). Also without previousModelId:
+        every run reads the state item, and a switch a deploy abandoned is healed by
+        re-embedding (decision 42); the previous index's removal only during a switch."""
+        if self.maintenance is None:
             return
         grant = self.maintenance.handler.add_to_role_policy
         table_arn = self.storage.table.table_arn
         # The state item (GetItem, conditional PutItem); the previous vectors' removal
-        # (Scan for records holding one, conditional UpdateItem removing it).
+        # (Scan for records holding one, conditional UpdateItem removing it); given-up
+        # records made failed/rejected after the flip (GetItem, conditional PutItem).
         grant(
             iam.PolicyStatement(
                 sid="ModelSwitchCatalog",
@@ -375,7 +379,8 @@ class ImageSearchStack(Stack):
                 resources=[table_arn],
             )
         )
-        # Counts and the records still lacking the new model's vector (no vectors read).
+        # Counts, the records still lacking the new model's vector and those it gave up
+        # (no vectors read).
         grant(
             iam.PolicyStatement(
                 sid="ModelSwitchProgress",

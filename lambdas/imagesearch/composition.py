@@ -317,23 +317,24 @@ def build_switch_orchestrator(
     *,
     sqs: Any | None = None,
     clock: Any = None,
-) -> SwitchOrchestrator | None:
-    """The maintenance function's model switch step; None without a switch configured."""
+    grace_seconds: float | None = None,
+) -> SwitchOrchestrator:
+    """The maintenance function's model switch step: drives a configured switch, and
+    without one finishes what the state item left unfinished (an abandoned switch)."""
     import time
 
     from imagesearch.queue import SqsReembed
+    from imagesearch.resources import SWITCH_REMOVAL_GRACE_SECONDS
     from imagesearch.switch import SwitchOrchestrator
 
     previous = settings.previous_space
-    if previous is None:
-        return None
     reembed = (
         SqsReembed(settings.ingest_queue_url, settings.bucket, client=sqs)
         if settings.ingest_queue_url
         else None
     )
     eraser = None
-    if settings.vector_store == "s3vectors":
+    if settings.vector_store == "s3vectors" and previous is not None:
         from imagesearch.index.s3vectors import S3VectorsIndex
 
         old = build_vector_index(settings, catalog, clients, previous)
@@ -346,4 +347,5 @@ def build_switch_orchestrator(
         reembed=reembed,
         erase_previous_index=eraser,
         clock=clock or time.time,
+        grace_seconds=SWITCH_REMOVAL_GRACE_SECONDS if grace_seconds is None else grace_seconds,
     )

@@ -206,6 +206,9 @@ class EmbedderConfigurationError(EmbeddingError):
     status = 503
     log_level = logging.ERROR
     log_message = "embedding model configuration error"
+    # A ValidationException no rule knows: maybe this input's fault, maybe the
+    # deployment's (decision 33); a model switch gives such an image up after a few.
+    maybe_input = False
     metric = METRIC_CONFIGURATION_ERRORS
 
     @property

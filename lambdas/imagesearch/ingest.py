@@ -42,10 +42,19 @@ from imagesearch.resources import (
     STATUS_FAILED,
     STATUS_INDEXED,
     STATUS_REJECTED,
+    SWITCH_MAX_REEMBED_FAILURES,
     THUMBNAIL_PREFIX,
     thumbnail_key,
 )
-from imagesearch.switch import ModelState, Space, ingest_spaces
+from imagesearch.switch import (
+    ModelState,
+    Space,
+    failed_prefix,
+    ingest_spaces,
+    reembed_failures,
+    refused_prefix,
+    retrying_prefix,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +133,8 @@ class _Prepared:
     # when that model must embed it too, or its vector kept from the stored record.
     previous_image: bytes | None = field(default=None, repr=False)
     previous_vector: Vector | None = field(default=None, repr=False)
+    # A switch's re-embed: the stored record (with its vectors) it started from.
+    stored: ImageRecord | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -328,6 +339,7 @@ class IngestService:
 
         settled = existing is not None and existing.status not in (STATUS_DELETED, STATUS_FAILED)
         keep: Vector | None = None  # the previous model's vector, kept from the record
+        stored: ImageRecord | None = None
         if existing is not None and settled and existing.etag == obj.etag:
             same_model = (
                 existing.model_id == self._embedder.model_id
@@ -347,6 +359,8 @@ class IngestService:
                 stored = self._catalog.get(image_id, with_vector=True)
                 if stored is not None and stored.revision == existing.revision:
                     keep = stored.vector_for(self._previous.model_id, self._previous.dimension)
+                if keep is None:
+                    stored = None
             # backfill --force asks the model again about an image it refused (decision 33);
             # a rejection by our own checks (no model involved) stays unchanged.
             retry_refusal = (
@@ -412,6 +426,7 @@ class IngestService:
             thumbnail,
             previous_image=previous_image,
             previous_vector=keep,
+            stored=stored,
         )
 
     def _previous_input(self, body: bytes) -> bytes | None:
@@ -490,29 +505,14 @@ class IngestService:
         self, item: _Prepared, result: Vector | Exception, note: Callable[[str], None]
     ) -> IngestOutcome:
         record, token = item.record, item.token
-        refused = isinstance(result, InvalidEmbeddingInput)  # rejected as ever
-        try:
-            previous = self._previous_vector(item) if self._switching and not refused else None
-        except InvalidEmbeddingInput as refusal:
-            # The serving model refuses what the new one takes: the record holds the new
-            # model's vector alone and is found once search changes over (decision 33).
-            logger.warning(
-                "the serving model refused %s (%s): indexed for the new model only",
-                record.key,
-                refusal,
-            )
-            previous = None
-        except (EmbedderConfigurationError, TransientEmbeddingError) as error:
-            # The serving model failed: visible as failed while the queue retries.
-            self._record_failure(record, token, error.reason, note)
-            raise
-        if isinstance(result, Exception) and not refused and previous is not None:
-            # The new model failed during a switch: the image stays (or becomes)
-            # searchable with the serving model's vector, and the message retries the
-            # new model's call (the switch does not flip while a record lacks it).
-            if item.previous_image is not None:  # a new image: write what we have
-                self._write_previous_only(item, previous, note)
-            raise result
+        previous: Vector | None = None
+        if self._switching and isinstance(result, Exception):
+            kept = self._keep_serving(item, result, note)
+            if kept is not None:
+                return kept
+            # The serving model has no vector for it either: handled as outside a switch.
+        else:
+            previous = self._switch_previous_vector(item, note)
         if isinstance(result, InvalidEmbeddingInput):
             return self._reject(
                 record, token, f"the model refused the image: {result.reason}", note
@@ -540,6 +540,93 @@ class IngestService:
         self._store.put(thumbnail_key(record.image_id), item.thumbnail, content_type="image/jpeg")
         return IngestOutcome("indexed", record.key, record.image_id)
 
+    def _switch_previous_vector(
+        self, item: _Prepared, note: Callable[[str], None]
+    ) -> Vector | None:
+        """During a switch: the serving model's vector to store beside the new one."""
+        if not self._switching:
+            return None
+        try:
+            return self._previous_vector(item)
+        except InvalidEmbeddingInput as refusal:
+            # The serving model refuses what the new one takes: the record holds the new
+            # model's vector alone and is found once search changes over (decision 33).
+            logger.warning(
+                "the serving model refused %s (%s): indexed for the new model only",
+                item.record.key,
+                refusal,
+            )
+            return None
+        except (EmbedderConfigurationError, TransientEmbeddingError) as error:
+            # The serving model failed: visible as failed while the queue retries.
+            self._record_failure(item.record, item.token, error.reason, note)
+            raise
+
+    def _keep_serving(
+        self, item: _Prepared, error: Exception, note: Callable[[str], None]
+    ) -> IngestOutcome | None:
+        """During a switch the new model failed or refused: the image stays (or becomes)
+        searchable with the serving model's vector (decision 42). A refusal, or the
+        ``SWITCH_MAX_REEMBED_FAILURES``-th failure that may be about the image, gives
+        the record up for the new model (its reason says why; the switch no longer
+        waits for it, and after the flip it ends rejected or failed); an earlier one is
+        counted on the record and raised, so the queue retries it; other errors are
+        raised (a new image is written with the serving model's vector first). None:
+        the serving model has no vector for it either (handled as outside a switch)."""
+        assert self._previous is not None
+        base = item.stored
+        if base is None:
+            try:
+                vector = self._previous_vector(item)
+            except InvalidEmbeddingInput:
+                return None  # both models refuse it: rejected as ever
+            except (EmbedderConfigurationError, TransientEmbeddingError) as serving_error:
+                self._record_failure(item.record, item.token, serving_error.reason, note)
+                raise
+            if vector is None:  # the serving model cannot take it by our own checks
+                return None
+            base = replace(
+                item.record,
+                model_id=self._previous.model_id,
+                dimension=self._previous.dimension,
+                vector=vector,
+                indexed_at=utc_now_iso(),
+            )
+        target = Space(self._embedder.model_id, self._embedder.dimension)
+        failures = reembed_failures(base.reason, base.reembed_failures, target)
+        give_up = False
+        if isinstance(error, InvalidEmbeddingInput):
+            reason: str | None = (
+                f"{refused_prefix(target)}the model refused the image: {error.reason}"
+            )
+            give_up = True
+        elif isinstance(error, EmbedderConfigurationError) and error.maybe_input:
+            # Counted: an answer no rule knows may be about this image. Throttling,
+            # outages and named deployment faults are the model's for every image: they
+            # are never counted (a model-wide failure must not give every record up).
+            failures += 1
+            give_up = failures >= SWITCH_MAX_REEMBED_FAILURES
+            prefix = failed_prefix(target) if give_up else retrying_prefix(target)
+            reason = f"{prefix}{error.reason}"
+        elif item.stored is not None:  # nothing to record on the stored record: retried
+            raise error
+        else:  # a new image: written with the serving model's vector, then retried
+            reason = None
+        written = replace(base, reason=reason, reembed_failures=failures or None)
+        if not self._catalog.put(written):
+            return IngestOutcome(
+                "stale", written.key, written.image_id, "a newer event was applied"
+            )
+        note(written.image_id)
+        if item.stored is None:
+            self._store.put(
+                thumbnail_key(written.image_id), item.thumbnail, content_type="image/jpeg"
+            )
+        if not give_up:
+            raise error
+        logger.warning("model switch: %s given up by %s: %s", written.key, target, error)
+        return IngestOutcome("indexed", written.key, written.image_id, reason)
+
     def _previous_vector(self, item: _Prepared) -> Vector | None:
         """The previous model's vector of a new image (one call), or the one kept."""
         if item.previous_vector is not None or item.previous_image is None:
@@ -547,23 +634,6 @@ class IngestService:
         assert self._previous is not None
         # Errors of the serving model fail the message like any model error.
         return self._previous.embed(text=item.text, image=item.previous_image, purpose="document")
-
-    def _write_previous_only(
-        self, item: _Prepared, vector: Vector, note: Callable[[str], None]
-    ) -> None:
-        assert self._previous is not None
-        record = replace(
-            item.record,
-            model_id=self._previous.model_id,
-            dimension=self._previous.dimension,
-            vector=vector,
-            indexed_at=utc_now_iso(),
-        )
-        if self._catalog.put(record):
-            note(record.image_id)
-            self._store.put(
-                thumbnail_key(record.image_id), item.thumbnail, content_type="image/jpeg"
-            )
 
     def _sync(self, run: _Run) -> None:
         """The vector index follows every catalog write of the batch at once; the

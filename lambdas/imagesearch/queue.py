@@ -10,6 +10,7 @@ from typing import Any
 from imagesearch.events import make_backfill_message
 
 SQS_BATCH = 10  # entries per SendMessageBatch
+PENDING_ATTRIBUTES = ("ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible")
 
 
 class QueueSendFailed(RuntimeError):
@@ -45,7 +46,9 @@ class SqsReembed:
                 raise QueueSendFailed(f"{len(failed)} re-embed messages refused: {codes}")
 
     def pending(self) -> int:
+        """Messages waiting and in flight (received, not yet deleted): both are work
+        ingest has not finished, and a message in flight comes back if it fails."""
         attributes = self.client.get_queue_attributes(
-            QueueUrl=self._queue_url, AttributeNames=["ApproximateNumberOfMessages"]
+            QueueUrl=self._queue_url, AttributeNames=list(PENDING_ATTRIBUTES)
         ).get("Attributes", {})
-        return int(attributes.get("ApproximateNumberOfMessages", 0))
+        return sum(int(attributes.get(name, 0)) for name in PENDING_ATTRIBUTES)

@@ -120,6 +120,8 @@ class ImageRecord:
     alt_model_id: str | None = None
     alt_dimension: int | None = None
     alt_vector: Vector | None = field(default=None, repr=False)
+    # During a model switch: failed re-embeds by the new model (its space: the reason's).
+    reembed_failures: int | None = None
 
     def vector_for(self, model_id: str, dimension: int) -> Vector | None:
         """The record's vector of this model and dimension (either slot), or None."""

@@ -379,6 +379,16 @@ SCALE_COUNT_INTERVAL_SECONDS: Final = 600
 # Re-embed messages the maintenance function sends per run (every minute; none while
 # the queue still holds this many); ingestMaxConcurrency sets how fast they are worked off.
 SWITCH_ENQUEUE_PER_RUN: Final = 1000
+# During a switch, a record whose re-embed by the new model failed this many times is
+# given up: it stays searchable under the serving model with the cause as its reason, no
+# longer holds the flip back, and ends `failed` after it (docs/decisions.md 42). Each
+# failed receive of a re-embed message counts (a message is received up to 5 times)
+# when the model's answer may be about the image (a ValidationException no rule knows).
+SWITCH_MAX_REEMBED_FAILURES: Final = 10
+# The switch flips without given-up records only while they are this few (of the indexed
+# records: the larger); more halts it in the `switching` phase until an operator acts.
+SWITCH_MAX_GIVEN_UP: Final = 10
+SWITCH_MAX_GIVEN_UP_FRACTION: Final = 0.01
 # After the flip, the previous model's vectors stay this long before they are removed,
 # so that every search instance has changed over (they read the state every few s).
 SWITCH_REMOVAL_GRACE_SECONDS: Final = 300

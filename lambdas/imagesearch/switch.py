@@ -11,9 +11,21 @@ by the scheduled maintenance function (``SwitchOrchestrator``, one step per run)
   record that lacks the target's vector (bounded per run; ``ingestMaxConcurrency``
   throttles them), and when none lacks it, flips the state in one conditional write;
 - ``removing`` (serving: deployed, previous recorded): search instances change over
-  on their next state read; after a grace period the previous model's vectors are
-  removed (the catalog's alt slots and, on S3 Vectors, the previous index's vectors);
+  on their next state read; after a grace period a sweep re-embeds every indexed record
+  still lacking the serving model's vector (one written around the flip), the records
+  the new model could not embed end ``failed``/``rejected`` with its cause, and the
+  previous model's vectors are removed (the catalog's alt slots and, on S3 Vectors, the
+  previous index's vectors);
 - ``serving``: one model; the next deploy without ``previousModelId`` drops its grant.
+
+Every run that would send re-embed messages first reads the ingest queue's depth and
+sends at most ``per_run`` minus what still waits there. A record the new model cannot
+embed is not re-sent forever: ingest counts its failed re-embeds on the record and gives
+it up after ``SWITCH_MAX_REEMBED_FAILURES`` (a refusal at once); a given-up record stays
+searchable under the serving model, with the new model's cause as its reason, and no
+longer holds the flip back (decision 42). A switch abandoned by a deploy without
+``previousModelId`` heals: the state item says it is unfinished, and the maintenance
+function sweeps as after a flip until every record has the deployed model's vector.
 
 Search answers from one space at a time (one matrix or one S3 Vectors index per model
 and dimension): results never mix models.
@@ -27,8 +39,12 @@ from dataclasses import dataclass, replace
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from imagesearch.resources import (
+    STATUS_FAILED,
     STATUS_INDEXED,
+    STATUS_REJECTED,
     SWITCH_ENQUEUE_PER_RUN,
+    SWITCH_MAX_GIVEN_UP,
+    SWITCH_MAX_GIVEN_UP_FRACTION,
     SWITCH_REMOVAL_GRACE_SECONDS,
 )
 
@@ -61,6 +77,10 @@ class ModelState:
     total: int | None = None  # switching: indexed records
     enqueued: int = 0  # re-embed messages sent so far
     removed: int = 0  # previous vectors removed so far
+    given_up: int = 0  # records the target could not embed (switching: still served)
+    settled: int = 0  # given-up records made failed/rejected after the flip
+    lacking: int | None = None  # removing: records without the serving model's vector
+    healing: bool = False  # removing: a switch abandoned mid-way is being completed
     cursor: str | None = None  # where the next run continues looking for records
     started_at: str | None = None
     flipped_at: str | None = None
@@ -182,6 +202,60 @@ def _served(space: Space) -> ModelState:
     return ModelState(phase="serving", serving=space)
 
 
+# --- records the new model could not embed ----------------------------------------------
+#
+# The reason of an indexed record says, during a switch, why it lacks the new model's
+# vector (the ``by_status`` index projects ``reason``, so the orchestrator's queries can
+# tell these records apart without a GSI change). The prefix names the target space: a
+# reason left from another switch means nothing to this one.
+
+
+def retrying_prefix(space: Space) -> str:
+    """Reason of a record whose re-embed by ``space`` failed and is retried."""
+    return f"not yet embedded by {space}: "
+
+
+def failed_prefix(space: Space) -> str:
+    """Reason of a record given up after too many failed re-embeds by ``space``."""
+    return f"not embedded by {space}: "
+
+
+def refused_prefix(space: Space) -> str:
+    """Reason of a record ``space`` refused (final: no retry)."""
+    return f"refused by {space}: "
+
+
+def given_up_prefixes(space: Space) -> tuple[str, str]:
+    return failed_prefix(space), refused_prefix(space)
+
+
+def reembed_failures(reason: str | None, failures: int | None, space: Space) -> int:
+    """The failed re-embeds by ``space`` counted on a record so far (0: none, or counted
+    for another space)."""
+    if reason is None or not reason.startswith(
+        (retrying_prefix(space), failed_prefix(space), refused_prefix(space))
+    ):
+        return 0
+    return failures or 0
+
+
+def max_given_up(total: int) -> int:
+    """Given-up records a switch may flip without: a few images' own faults. More
+    looks like the model's or the deployment's, so the switch halts instead."""
+    return max(SWITCH_MAX_GIVEN_UP, int(total * SWITCH_MAX_GIVEN_UP_FRACTION))
+
+
+def settled_status(reason: str, space: Space) -> tuple[str, str]:
+    """After the flip: the status and reason of a record ``space`` could not embed, as
+    if it had been uploaded after the switch (a refusal is final, a failure retried by
+    ``imagesearch backfill``)."""
+    refused = refused_prefix(space)
+    if reason.startswith(refused):
+        return STATUS_REJECTED, reason[len(refused) :]
+    failed = failed_prefix(space)
+    return STATUS_FAILED, reason[len(failed) :] if reason.startswith(failed) else reason
+
+
 # --- maintenance: the orchestrator ------------------------------------------------------
 
 
@@ -205,8 +279,21 @@ class SwitchCatalog(Protocol):
         self, model_id: str, dimension: int, *, limit: int, cursor: str | None
     ) -> tuple[list[str], str | None]:
         """Keys of indexed records whose primary vector is not of this model and
-        dimension, from ``cursor`` on, at most ``limit``; and the cursor to continue
-        from (None: the end was reached)."""
+        dimension and that it has not given up (``given_up_prefixes``), from ``cursor``
+        on, at most ``limit``; and the cursor to continue from (None: the end was
+        reached)."""
+        ...
+
+    def given_up(self, space: Space, *, limit: int) -> list[str]:
+        """Ids of indexed records ``space`` gave up (``given_up_prefixes``), at most
+        ``limit``."""
+        ...
+
+    def count_given_up(self, space: Space) -> int: ...
+
+    def settle_given_up(self, image_id: str, space: Space) -> bool:
+        """Make a given-up record ``failed``/``rejected`` (``settled_status``); False
+        when it changed meanwhile."""
         ...
 
     def alt_ids(self, model_id: str, dimension: int) -> Iterator[str]:
@@ -243,15 +330,20 @@ class StepResult:
 
 
 class SwitchOrchestrator:
-    """One step of a configured switch per maintenance run (see the module docstring).
-    Built only while ``previousModelId`` is deployed: without it nothing runs."""
+    """One step of a model switch per maintenance run (see the module docstring).
+
+    With ``previous`` (``previousModelId`` deployed) it starts and drives a switch to
+    ``deployed``. Without it, it only finishes what a state item left unfinished: the
+    sweep after a flip, or a switch abandoned by a deploy without ``previousModelId``
+    (``healing``); with no state item, or one serving ``deployed``, it does nothing
+    but read that item."""
 
     def __init__(
         self,
         catalog: SwitchCatalog,
         *,
         deployed: Space,
-        previous: Space,
+        previous: Space | None,
         reembed: Reembed | None,
         erase_previous_index: IndexEraser | None = None,
         clock: Callable[[], float],
@@ -270,7 +362,7 @@ class SwitchOrchestrator:
     def step(self) -> StepResult:
         state = self._catalog.model_state()
         deployed, previous = self._deployed, self._previous
-        if state is None or state.serving != deployed:
+        if previous is not None and (state is None or state.serving != deployed):
             if (
                 state is None
                 or state.phase != "switching"
@@ -281,6 +373,10 @@ class SwitchOrchestrator:
                 )
                 return self._write(state, started, "switch started")
             return self._switching(state)
+        if state is None:
+            return StepResult(_served(deployed), "no switch")
+        if state.serving != deployed or (state.phase == "switching" and previous is None):
+            return self._heal(state)
         if state.phase == "removing":
             return self._removing(state)
         if state.phase == "switching":  # an item flipped by hand: nothing left to do
@@ -294,23 +390,33 @@ class SwitchOrchestrator:
         assert target is not None
         total = self._catalog.counts().get(STATUS_INDEXED, 0)
         covered = self._catalog.count_model(target.model_id, target.dimension)
-        if state.cursor is None and self._backlog():
-            # A new pass would send again what still waits in the queue.
-            waiting = replace(state, covered=covered, total=total)
+        given_up = self._catalog.count_given_up(target)
+        room = self._room()
+        if room <= 0:
+            # Every run checks: more messages now would only queue behind these.
+            waiting = replace(state, covered=covered, total=total, given_up=given_up)
             return self._write(state, waiting, "waiting for the ingest queue")
         keys, cursor = self._catalog.lacking(
-            target.model_id, target.dimension, limit=self._per_run, cursor=state.cursor
+            target.model_id, target.dimension, limit=room, cursor=state.cursor
         )
         if not keys and state.cursor is None and cursor is None:
-            # A whole pass from the start found no record without the target's vector.
+            # A whole pass from the start found no record without the target's vector
+            # but those it gave up: they are settled after the flip, unless too many to
+            # be the images' own fault (then the switch halts, visibly, for an operator).
+            if given_up > max_given_up(total):
+                halted = replace(
+                    state, covered=covered, total=total, given_up=given_up, cursor=None
+                )
+                return self._write(state, halted, "halted: too many records given up")
             flipped = replace(
                 state,
                 phase="removing",
                 serving=target,
                 target=None,
                 previous=state.serving,
-                covered=total,
+                covered=covered,
                 total=total,
+                given_up=given_up,
                 cursor=None,
                 flipped_at=self._now(),
             )
@@ -321,25 +427,82 @@ class SwitchOrchestrator:
             state,
             covered=covered,
             total=total,
+            given_up=given_up,
             cursor=cursor,
             enqueued=state.enqueued + len(keys),
         )
         return self._write(state, progressed, "re-embedding", enqueued=len(keys))
 
+    def _heal(self, state: ModelState) -> StepResult:
+        """The deployed model serves (no ``previousModelId``) but the state item says a
+        switch did not finish: every record lacking its vector is re-embedded by the
+        sweep that follows a flip."""
+        previous = state.serving if state.serving != self._deployed else state.previous
+        healing = replace(
+            state,
+            phase="removing",
+            serving=self._deployed,
+            target=None,
+            previous=previous,
+            cursor=None,
+            healing=True,
+            flipped_at=state.flipped_at or self._now(),
+        )
+        logger.warning(
+            "model switch: the state item says %s; %s serves: re-embedding what lacks it",
+            describe(state),
+            self._deployed,
+        )
+        return self._write(state, healing, "healing an abandoned switch")
+
     def _removing(self, state: ModelState) -> StepResult:
-        previous = state.previous
-        assert previous is not None
-        if state.flipped_at is not None and self._age(state.flipped_at) < self._grace:
+        serving = state.serving
+        if (
+            not state.healing
+            and state.flipped_at is not None
+            and self._age(state.flipped_at) < self._grace
+        ):
             return StepResult(state, "waiting for search instances to change over")
+        # The sweep: a record written around the flip with the previous model's vector
+        # only (the flip's pass read an eventually consistent index) is re-embedded now.
+        lacking = self._catalog.counts().get(STATUS_INDEXED, 0) - self._catalog.count_model(
+            serving.model_id, serving.dimension
+        )
+        settled = 0
+        for image_id in self._catalog.given_up(serving, limit=self._per_run):
+            if self._catalog.settle_given_up(image_id, serving):
+                settled += 1
+        room = self._room()
+        if room <= 0:
+            waiting = replace(state, lacking=lacking, settled=state.settled + settled)
+            return self._write(state, waiting, "waiting for the ingest queue")
+        keys, cursor = self._catalog.lacking(
+            serving.model_id, serving.dimension, limit=room, cursor=state.cursor
+        )
+        if keys or cursor is not None or state.cursor is not None or settled:
+            if keys:
+                self._send(keys)
+            sweeping = replace(
+                state,
+                cursor=cursor,
+                lacking=lacking,
+                enqueued=state.enqueued + len(keys),
+                settled=state.settled + settled,
+            )
+            return self._write(state, sweeping, "re-embedding after the flip", enqueued=len(keys))
         removed = 0
-        for image_id in self._catalog.alt_ids(previous.model_id, previous.dimension):
-            if self._catalog.remove_alt(image_id, previous.model_id, previous.dimension):
-                removed += 1
-        if self._erase_previous_index is not None:
-            removed += self._erase_previous_index()
+        previous = state.previous
+        if previous is not None:
+            for image_id in self._catalog.alt_ids(previous.model_id, previous.dimension):
+                if self._catalog.remove_alt(image_id, previous.model_id, previous.dimension):
+                    removed += 1
+            if self._erase_previous_index is not None:
+                removed += self._erase_previous_index()
         done = replace(
             state,
             phase="serving",
+            lacking=0,
+            healing=False,
             removed=state.removed + removed,
             finished_at=self._now(),
         )
@@ -352,8 +515,12 @@ class SwitchOrchestrator:
             raise RuntimeError("a model switch needs the ingest queue (INGEST_QUEUE_URL)")
         self._reembed.send(keys)
 
-    def _backlog(self) -> bool:
-        return self._reembed is not None and self._reembed.pending() >= self._per_run
+    def _room(self) -> int:
+        """Messages this run may send: ``per_run`` less what the queue still holds
+        (waiting and in flight), read on every run before sending."""
+        if self._reembed is None:
+            return self._per_run  # nothing to wait for; sending then raises
+        return self._per_run - self._reembed.pending()
 
     def _write(
         self,
@@ -398,9 +565,23 @@ def describe(state: ModelState | None) -> str:
             if state.covered is not None and state.total is not None
             else "starting"
         )
+        if state.given_up:
+            progress += f", {state.given_up} the new model could not embed"
+        if state.total is not None and state.given_up > max_given_up(state.total):
+            progress += (
+                " (halted: more than a few images' own faults; see their reasons in"
+                " GET /images?status=indexed, fix the cause and run"
+                " `imagesearch backfill --force`, or delete them)"
+            )
         return f"switching from {state.serving} to {state.target}: {progress}"
     if state.phase == "removing":
-        return f"serving {state.serving}; removing the vectors of {state.previous}"
+        lacking = f"; {state.lacking} records lack its vector" if state.lacking else ""
+        if state.healing:
+            return (
+                f"serving {state.serving}; healing a switch abandoned mid-way: re-embedding"
+                f" every record without its vector{lacking}"
+            )
+        return f"serving {state.serving}; removing the vectors of {state.previous}{lacking}"
     return f"serving {state.serving}"
 
 
@@ -415,6 +596,10 @@ def state_fields(state: ModelState) -> dict[str, Any]:
         "total": state.total,
         "enqueued": state.enqueued,
         "removed": state.removed,
+        "given_up": state.given_up,
+        "settled": state.settled,
+        "lacking": state.lacking,
+        "healing": state.healing,
         "started_at": state.started_at,
         "flipped_at": state.flipped_at,
         "finished_at": state.finished_at,
@@ -432,7 +617,13 @@ __all__ = [
     "Space",
     "SwitchOrchestrator",
     "describe",
+    "failed_prefix",
+    "given_up_prefixes",
     "ingest_spaces",
+    "reembed_failures",
+    "refused_prefix",
+    "retrying_prefix",
     "serving_space",
+    "settled_status",
     "state_fields",
 ]

@@ -200,6 +200,13 @@ def test_maintenance_role_grants_exactly(any_app: Synthesized) -> None:
         ),
         # Publishing GET /health's count: a PutItem of that one item, nothing else.
         ("dynamodb:PutItem", [image_count_item(arns)]),
+        # The model switch's state read, and the healing of an abandoned one (decision 42)
+        (
+            {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Scan"},
+            [arns.table],
+        ),
+        ("dynamodb:Query", [{"Fn::Join": ["", [arns.table, f"/index/{r.INDEX_BY_STATUS}"]]}]),
+        ({"sqs:SendMessage", "sqs:GetQueueAttributes"}, [arns.queue]),
     )
 
 

@@ -122,10 +122,17 @@ def test_scale_tier_switch_keeps_each_index_under_one_logical_id(
     # Same name, same logical id in every deploy: CloudFormation never replaces one
     assert _index_ids(during)[titan] == _index_ids(before)[titan]
     assert _index_ids(during)[nova] == _index_ids(after)[nova]
-    # The scale tier has a maintenance function before and after too (GET /health's
-    # count), without the switch's environment
+    # The scale tier's maintenance function runs before, during and after a switch: it
+    # heals a switch abandoned by a deploy without previousModelId (decision 42)
     for app in (before, after):
-        assert r.ENV_PREVIOUS_MODEL_ID not in env_of(app, app.stack.maintenance.function)
+        maintenance = app.stack.maintenance
+        assert maintenance is not None
+        grants = role_grants(app, app.logical_id(maintenance.handler.role))
+        assert expand(({"sqs:SendMessage", "sqs:GetQueueAttributes"}, [Arns(app).queue])) <= grants
+        assert not [action for action, _ in grants if action.startswith(("s3vectors:", "s3:"))]
+        env = env_of(app, maintenance.function)
+        assert r.ENV_PREVIOUS_MODEL_ID not in env
+        assert env[r.ENV_INGEST_QUEUE_URL] == {"Ref": app.logical_id(app.stack.ingest.queue)}
 
 
 def test_scale_tier_switch_grants_both_indexes_and_removal_of_the_previous_one(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -150,6 +151,15 @@ class Switch:
             if theirs is not None:
                 assert hit["score"] != pytest.approx(float(query[other] @ unit(theirs)), abs=1e-5)
         return found
+
+    def end_grace(self) -> None:
+        """As if the grace period after the flip had passed."""
+        state = self.aws.catalog.model_state()
+        assert state is not None and state.flipped_at is not None
+        self.aws.catalog.put_model_state(
+            replace(state, flipped_at="2000-01-01T00:00:00.000Z"),
+            expected_version=state.version,
+        )
 
     def keys(self, found: dict[str, Any]) -> set[str]:
         return {hit["key"] for hit in found["results"]}
@@ -398,3 +408,147 @@ def test_during_a_switch_an_image_only_the_serving_model_refuses_is_indexed_for_
     assert record.vector_for(NOVA, DIM) is not None
     assert record.vector_for(TITAN, DIM) is None
     assert aws.queue_depth(aws.dlq_url) == 0
+
+
+# --- a switch that always ends (issue 17.4, decision 42) --------------------------------
+
+
+def _run_until_flipped(switch: Switch, runs: int = 10) -> list[str]:
+    """Maintenance and ingest in turn until the switch flips (at most ``runs`` times);
+    the actions taken, in order."""
+    actions = []
+    for _ in range(runs):
+        action = switch.maintain()["switch"]["action"]
+        actions.append(action)
+        if action == "flipped":
+            return actions
+        switch.ingest()
+    raise AssertionError(f"no flip after {runs} runs: {actions}")
+
+
+def _listed(status: str) -> dict[str, dict[str, Any]]:
+    raw = api.handler(
+        rest_event("GET", "/images", query={"status": status, "limit": "100"}),
+        FakeLambdaContext(),
+    )
+    assert raw["statusCode"] == 200, raw["body"]
+    return {item["key"]: item for item in json.loads(raw["body"])["items"]}
+
+
+def test_a_record_the_new_model_cannot_embed_is_given_up_and_the_switch_ends(
+    aws: Any,
+    fake_bedrock: FakeBedrock,
+    new_switch: Callable[[str], Switch],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fail_fast(monkeypatch)
+    switch = new_switch("dynamodb")
+    keys = {n: aws.upload(f"{n}.png", png(c)) for n, c in list(COLOURS.items())[:3]}
+    # Given an indexed image Nova answers with an error that is not about the image (a
+    # configuration error by decision 33: retried, never a silent rejection)
+    stubborn = png((90, 90, 90))
+    fake_bedrock.refuse_image(stubborn, model_id=NOVA, message="Nova cannot do this today.")
+    grey = aws.upload("grey.png", stubborn)
+    switch.ingest()
+    switch.deploy(NOVA, previous=TITAN)
+
+    # When the switch runs: the other records are re-embedded; the grey one's failed
+    # re-embeds are counted on it until it is given up, and the switch flips without it
+    actions = _run_until_flipped(switch)
+    assert actions.count("re-embedding") <= 3, actions
+    record = aws.record(grey)
+    assert record is not None and record.status == r.STATUS_INDEXED
+    assert record.reembed_failures == r.SWITCH_MAX_REEMBED_FAILURES
+    assert record.reason is not None and record.reason.startswith(f"not embedded by {NOVA}")
+    assert "Nova cannot do this today" in record.reason
+
+    # Then after the flip's grace period it ends failed with Nova's cause, listed as such
+    switch.end_grace()
+    answer = switch.maintain()
+    assert answer["switch"]["action"] == "re-embedding after the flip"
+    failed = _listed("failed")
+    assert set(failed) == {grey}
+    assert "Nova cannot do this today" in failed[grey]["reason"]
+    assert failed[grey]["model_id"] == NOVA
+    # and the switch completes; the others answer from Nova
+    assert switch.maintain()["switch"]["action"] == "previous vectors removed"
+    assert switch.answers_from("red", NOVA)["results"][0]["key"] == keys["red"]
+
+
+def test_an_image_the_new_model_refuses_stays_searchable_until_the_flip(
+    aws: Any,
+    fake_bedrock: FakeBedrock,
+    new_switch: Callable[[str], Switch],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fail_fast(monkeypatch)
+    switch = new_switch("dynamodb")
+    aws.upload("red.png", png(COLOURS["red"]))
+    refused_old, refused_new = png((130, 60, 10)), png((10, 60, 130))
+    fake_bedrock.refuse_image(refused_old, model_id=NOVA)
+    fake_bedrock.refuse_image(refused_new, model_id=NOVA)
+    old_key = aws.upload("old.png", refused_old)
+    switch.ingest()
+    switch.deploy(NOVA, previous=TITAN)
+    switch.maintain()  # started
+    # Given an upload during the switch that Nova refuses and Titan (serving) takes
+    new_key = aws.upload("new.png", refused_new)
+    stats = switch.ingest()
+    assert stats.failures == 0 and aws.queue_depth(aws.dlq_url) == 0
+    # Then it is indexed with Titan's vector and found, its reason says Nova refused it
+    for key in (new_key,):
+        record = aws.record(key)
+        assert record is not None and record.status == r.STATUS_INDEXED
+        assert record.vector_for(TITAN, DIM) is not None
+        assert (record.reason or "").startswith(f"refused by {NOVA}")
+    found = switch.keys(switch.search("anything", top_k=10))
+    assert new_key in found and old_key in found
+    # and an indexed image Nova refuses on its re-embed stays indexed under Titan too
+    _run_until_flipped(switch)
+    record = aws.record(old_key)
+    assert record is not None and record.status == r.STATUS_INDEXED
+    assert (record.reason or "").startswith(f"refused by {NOVA}")
+    # After the flip both end rejected with Nova's refusal, as after the switch
+    switch.end_grace()
+    switch.maintain()
+    rejected = _listed("rejected")
+    assert {old_key, new_key} <= set(rejected)
+    assert rejected[new_key]["reason"].startswith("the model refused the image")
+    assert rejected[new_key]["model_id"] == NOVA
+
+
+@pytest.mark.parametrize("store", ["dynamodb", "s3vectors"])
+def test_an_abandoned_switch_heals(
+    store: str,
+    aws: Any,
+    fake_bedrock: FakeBedrock,
+    new_switch: Callable[[str], Switch],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    switch = new_switch(store)
+    keys = {n: aws.upload(f"{n}.png", png(c)) for n, c in COLOURS.items()}
+    switch.ingest()
+    switch.deploy(NOVA, previous=TITAN)
+    switch.maintain()  # started
+    # Given a switch under way (a few re-embedded) ...
+    switch.maintain()
+    switch.ingest_some(2)
+    # ... abandoned by a deploy of Nova without previousModelId
+    switch.deploy(NOVA)
+    switch.monkeypatch.setenv(r.ENV_INGEST_QUEUE_URL, aws.queue_url)  # the stack sets it
+    assert switch.coverage()[0] < len(keys)
+    # When maintenance runs, it says the switch is being healed and re-embeds the rest
+    answer = switch.maintain()
+    assert answer["switch"]["action"] == "healing an abandoned switch"
+    assert "healing" in answer["switch"]["state"]
+    for _ in range(5):
+        answer = switch.maintain()
+        switch.ingest()
+        if answer["switch"]["action"] == "previous vectors removed":
+            break
+    assert answer["switch"]["action"] == "previous vectors removed"
+    # Then every image is found again, from Nova's vectors
+    assert switch.coverage() == (len(keys), len(keys))
+    assert switch.answers_from("red", NOVA)["results"][0]["key"] == keys["red"]
+    assert len(switch.search("anything")["results"]) == len(keys)
+    assert aws.catalog.model_state().phase == "serving"

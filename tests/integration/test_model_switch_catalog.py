@@ -250,11 +250,12 @@ def test_an_interrupted_switch_resumes_from_its_state(env) -> None:
         catalog.put(record(key, old=n))
     orchestrator(catalog, sqs, queue_url, clock, per_run=2).step()
     assert orchestrator(catalog, sqs, queue_url, clock, per_run=2).step().enqueued == 2
+    first = drain(sqs, queue_url)  # ingest takes them (without re-embedding them yet)
     # The maintenance function is replaced (a deploy, a crash): a new orchestrator
     # continues from the cursor in the state item, not from the start
     resumed = orchestrator(catalog, sqs, queue_url, clock, per_run=2).step()
     assert resumed.enqueued == 2
-    assert sorted(k for k, _ in drain(sqs, queue_url)) == sorted(keys)
+    assert sorted(k for k, _ in first + drain(sqs, queue_url)) == sorted(keys)
 
 
 def test_a_malformed_state_item_is_an_error_not_a_guess(env) -> None:
@@ -278,3 +279,143 @@ def test_reembed_messages_refused_by_sqs_raise(env) -> None:
 
     with pytest.raises(QueueSendFailed, match="InternalError"):
         SqsReembed(queue_url, BUCKET, client=Refusing()).send(["uploads/x.png"])
+
+
+def test_every_run_reads_the_queue_depth_before_sending_more(env) -> None:
+    catalog, sqs, queue_url, clock = env
+    keys = [f"uploads/{n}.png" for n in range(10)]
+    for n, key in enumerate(keys):
+        catalog.put(record(key, old=n))
+    run = orchestrator(catalog, sqs, queue_url, clock, per_run=4)
+    run.step()  # started
+    assert run.step().enqueued == 4  # a pass begins; its cursor is mid-way
+    # Nothing processed: later runs of the same pass send nothing (3 runs: still 4)
+    for _ in range(3):
+        step = run.step()
+        assert (step.action, step.enqueued) == ("waiting for the ingest queue", 0)
+    # Messages ingest has received but not finished (in flight) count too
+    received = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=3)["Messages"]
+    assert len(received) == 3
+    assert run.step().enqueued == 0
+    # Once three are done, the run tops the queue up to per_run
+    for message in received:
+        sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+    assert run.step().enqueued == 3
+    assert len(drain(sqs, queue_url)) == 4
+
+
+def test_a_record_written_with_only_the_old_vector_around_the_flip_is_re_embedded(env) -> None:
+    catalog, sqs, queue_url, clock = env
+    catalog.put(record("uploads/a.png", old=1, new=1))
+    run = orchestrator(catalog, sqs, queue_url, clock)
+    run.step()  # started
+    assert run.step().action == "flipped"
+    # Given a record written with the old model's vector alone between the flip's check
+    # (an eventually consistent index) and the flip
+    late = "uploads/late.png"
+    catalog.put(record(late, old=2))
+    # When maintenance runs after the grace period, a sweep re-embeds it
+    clock.advance(301)
+    step = run.step()
+    assert (step.action, step.enqueued) == ("re-embedding after the flip", 1)
+    assert step.state.lacking == 1
+    assert drain(sqs, queue_url) == [(late, True)]
+    # and the switch does not complete while it still lacks the serving vector
+    step = run.step()
+    assert step.state.phase == "removing"
+    drain(sqs, queue_url)
+    catalog.put(record(late, new=2))  # ingest re-embedded it
+    step = run.step()
+    assert (step.action, step.state.phase, step.state.lacking) == (
+        "previous vectors removed",
+        "serving",
+        0,
+    )
+
+
+def test_given_up_records_no_longer_hold_the_flip_and_end_failed_or_rejected(env) -> None:
+    from dataclasses import replace
+
+    from imagesearch.switch import failed_prefix, refused_prefix
+
+    catalog, sqs, queue_url, clock = env
+    catalog.put(record("uploads/ok.png", old=1, new=1))
+    catalog.put(replace(record("uploads/f.png", old=2), reason=f"{failed_prefix(NEW)}boom"))
+    catalog.put(replace(record("uploads/r.png", old=3), reason=f"{refused_prefix(NEW)}no"))
+    run = orchestrator(catalog, sqs, queue_url, clock)
+    run.step()  # started
+    step = run.step()
+    assert (step.action, step.state.given_up) == ("flipped", 2)
+    assert drain(sqs, queue_url) == []
+    clock.advance(301)
+    step = run.step()
+    assert step.state.settled == 2
+    failed = catalog.get(image_id_for_key("uploads/f.png"))
+    rejected = catalog.get(image_id_for_key("uploads/r.png"))
+    assert failed is not None and (failed.status, failed.reason) == (r.STATUS_FAILED, "boom")
+    assert rejected is not None and (rejected.status, rejected.reason) == (r.STATUS_REJECTED, "no")
+    assert failed.model_id == NEW.model_id
+    assert run.step().state.phase == "serving"
+
+
+def test_too_many_given_up_records_halt_the_switch_visibly(env) -> None:
+    from dataclasses import replace
+
+    from imagesearch.switch import describe, failed_prefix, max_given_up
+
+    catalog, sqs, queue_url, clock = env
+    # More given up than a few images' own faults: the model's or the deployment's
+    count = max_given_up(0) + 1
+    for n in range(count):
+        given_up = replace(record(f"uploads/{n}.png", old=n), reason=f"{failed_prefix(NEW)}x")
+        catalog.put(given_up)
+    run = orchestrator(catalog, sqs, queue_url, clock)
+    run.step()  # started
+    for _ in range(2):
+        step = run.step()
+        assert step.action == "halted: too many records given up"
+        assert (step.state.phase, step.state.serving) == ("switching", OLD)
+    assert "halted" in describe(step.state)
+    assert drain(sqs, queue_url) == []
+
+
+def test_settling_a_given_up_record_never_overwrites_a_newer_write(env) -> None:
+    from dataclasses import replace
+
+    from imagesearch.switch import refused_prefix
+
+    catalog, *_ = env
+    key = "uploads/r.png"
+    catalog.put(replace(record(key, old=3), reason=f"{refused_prefix(NEW)}no"))
+    image_id = image_id_for_key(key)
+    read = catalog.get(image_id)
+    assert read is not None
+    # A forced backfill re-embeds it meanwhile (same ordering token: a backfill's)
+    catalog.put(record(key, old=3, new=3))
+    # The settle of what was read fails instead of overwriting the re-embedded record
+    assert not catalog.settle_given_up(image_id, NEW)
+    stored = catalog.get(image_id)
+    assert stored is not None and (stored.status, stored.reason) == (r.STATUS_INDEXED, None)
+    # A record no longer given up for this space is left alone too
+    assert not catalog.settle_given_up(image_id, OLD)
+
+
+def test_reasons_say_which_model_gave_a_record_up_and_what_it_becomes() -> None:
+    from imagesearch.switch import (
+        failed_prefix,
+        max_given_up,
+        reembed_failures,
+        refused_prefix,
+        retrying_prefix,
+        settled_status,
+    )
+
+    assert settled_status(f"{refused_prefix(NEW)}too big", NEW) == (r.STATUS_REJECTED, "too big")
+    assert settled_status(f"{failed_prefix(NEW)}odd", NEW) == (r.STATUS_FAILED, "odd")
+    # Failures counted for another switch's target start again at zero
+    assert reembed_failures(f"{retrying_prefix(NEW)}x", 4, NEW) == 4
+    assert reembed_failures(f"{retrying_prefix(OLD)}x", 4, NEW) == 0
+    assert reembed_failures(None, 4, NEW) == 0
+    # A few images' own faults, or 1% of a large catalog
+    assert max_given_up(0) == r.SWITCH_MAX_GIVEN_UP
+    assert max_given_up(100_000) == 1000

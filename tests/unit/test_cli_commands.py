@@ -565,6 +565,21 @@ def stub_status(
                 values={":m": state["target_model_id"], ":d": state["target_dimension"]},
             ),
         )
+        # and the records the target gave up (none here)
+        target = f"{state['target_model_id']['S']} ({state['target_dimension']['N']})"
+        db.add_response(
+            "query",
+            {"Count": 0, "ScannedCount": 7},
+            count_params(
+                "indexed",
+                FilterExpression="begins_with(#r, :failed) OR begins_with(#r, :refused)",
+                names={"#r": "reason"},
+                values={
+                    ":failed": {"S": f"not embedded by {target}: "},
+                    ":refused": {"S": f"refused by {target}: "},
+                },
+            ),
+        )
     db.add_response(
         "query",
         {"Count": other_model, "ScannedCount": 7},

@@ -78,7 +78,7 @@ from imagesearch.resources import (
     TOMBSTONE_TTL_SECONDS,
     change_shard,
 )
-from imagesearch.switch import ModelState, Space
+from imagesearch.switch import ModelState, Space, given_up_prefixes, settled_status
 
 DynamoDBClient = Any  # the low-level boto3 client (no stubs at runtime)
 
@@ -86,7 +86,10 @@ logger = logging.getLogger(__name__)
 
 Item = dict[str, dict[str, Any]]
 
-_NUMBER_FIELDS = frozenset({"size", "width", "height", "dimension", ATTR_ALT_DIMENSION})
+ATTR_REEMBED_FAILURES = "reembed_failures"
+_NUMBER_FIELDS = frozenset(
+    {"size", "width", "height", "dimension", ATTR_ALT_DIMENSION, ATTR_REEMBED_FAILURES}
+)
 _LISTABLE_STATUSES = (STATUS_INDEXED, STATUS_REJECTED, STATUS_FAILED)
 _MAX_LIST_LIMIT = 1000
 _BATCH_GET_SIZE = 100
@@ -109,6 +112,7 @@ _RECORD_ATTRIBUTES = (
     ATTR_REVISION,
     ATTR_ALT_MODEL_ID,
     ATTR_ALT_DIMENSION,
+    ATTR_REEMBED_FAILURES,
 )
 _VECTOR_ATTRIBUTES = (ATTR_VECTOR, ATTR_ALT_VECTOR)
 
@@ -126,7 +130,7 @@ def _day_of(epoch_ms: int) -> str:
 
 def _record_item(record: ImageRecord) -> Item:
     item: Item = {}
-    for name in (*RECORD_FIELDS, ATTR_SEQUENCER):
+    for name in (*RECORD_FIELDS, ATTR_SEQUENCER, ATTR_REEMBED_FAILURES):
         value = getattr(record, name)
         if value is None:
             continue
@@ -191,13 +195,16 @@ def _state_item(state: ModelState) -> Item:
         "version": {"N": str(state.version)},
         "enqueued": {"N": str(state.enqueued)},
         "removed": {"N": str(state.removed)},
+        "given_up": {"N": str(state.given_up)},
+        "settled": {"N": str(state.settled)},
+        "healing": {"BOOL": state.healing},
     }
     for name in ("serving", "target", "previous"):
         space: Space | None = getattr(state, name)
         if space is not None:
             item[f"{name}_model_id"] = {"S": space.model_id}
             item[f"{name}_dimension"] = {"N": str(space.dimension)}
-    for name in ("covered", "total"):
+    for name in ("covered", "total", "lacking"):
         if getattr(state, name) is not None:
             item[name] = {"N": str(getattr(state, name))}
     for name in ("cursor", "started_at", "flipped_at", "finished_at", "updated_at"):
@@ -233,6 +240,10 @@ def _item_state(item: Mapping[str, Mapping[str, Any]]) -> ModelState:
         total=number("total"),
         enqueued=number("enqueued") or 0,
         removed=number("removed") or 0,
+        given_up=number("given_up") or 0,
+        settled=number("settled") or 0,
+        lacking=number("lacking"),
+        healing=bool(item.get("healing", {}).get("BOOL", False)),
         cursor=text("cursor"),
         started_at=text("started_at"),
         flipped_at=text("flipped_at"),
@@ -342,9 +353,10 @@ class DynamoDBCatalog:
 
     # -- writes -----------------------------------------------------------------
 
-    def put(self, record: ImageRecord) -> bool:
+    def put(self, record: ImageRecord, *, if_revision: str | None = None) -> bool:
         """PutItem of the whole record unless a newer state is stored (False then).
-        Equal ordering tokens are allowed, so a retried event can finish its write."""
+        Equal ordering tokens are allowed, so a retried event can finish its write.
+        ``if_revision``: only over the stored record of that revision (read before)."""
         if record.status not in _WRITABLE_STATUSES:
             raise ValueError(f"cannot put a record with status {record.status!r}")
         if not record.sequencer:
@@ -365,7 +377,7 @@ class DynamoDBCatalog:
                     raise ValueError("the second vector needs its model and dimension")
         item = _record_item(record)
         item.update(self._change_attributes(record.image_id))
-        return self._conditional_put(item, record.sequencer)
+        return self._conditional_put(item, record.sequencer, if_revision=if_revision)
 
     def delete(self, image_id: str, *, key: str, sequencer: str) -> bool:
         """Write a tombstone (PutItem, TTL) unless a newer state is stored (False then)."""
@@ -418,21 +430,23 @@ class DynamoDBCatalog:
             ATTR_REVISION: {"S": uuid.uuid4().hex},
         }
 
-    def _conditional_put(self, item: Item, sequencer: str) -> bool:
+    def _conditional_put(
+        self, item: Item, sequencer: str, *, if_revision: str | None = None
+    ) -> bool:
+        condition = _CONDITION_NEWER_OR_SAME
+        names = {"#id": ATTR_IMAGE_ID, "#seq": ATTR_SEQUENCER, "#changed": ATTR_CHANGED_AT}
+        values = {":seq": {"S": sequencer}, ":changed": item[ATTR_CHANGED_AT]}
+        if if_revision is not None:
+            condition = f"({condition}) AND #rev = :rev"
+            names["#rev"] = ATTR_REVISION
+            values[":rev"] = {"S": if_revision}
         try:
             self.client.put_item(
                 TableName=self._table,
                 Item=item,
-                ConditionExpression=_CONDITION_NEWER_OR_SAME,
-                ExpressionAttributeNames={
-                    "#id": ATTR_IMAGE_ID,
-                    "#seq": ATTR_SEQUENCER,
-                    "#changed": ATTR_CHANGED_AT,
-                },
-                ExpressionAttributeValues={
-                    ":seq": {"S": sequencer},
-                    ":changed": item[ATTR_CHANGED_AT],
-                },
+                ConditionExpression=condition,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
             )
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
@@ -646,12 +660,16 @@ class DynamoDBCatalog:
     ) -> tuple[builtins.list[str], str | None]:
         """Keys of indexed records whose primary vector is not of this model and
         dimension (``by_status`` GSI, no vectors read), from ``cursor`` on, at most
-        ``limit``, and the cursor to continue from (None: the end was reached)."""
+        ``limit``, and the cursor to continue from (None: the end was reached); records
+        this space gave up (``switch.given_up_prefixes``) are left out."""
+        failed, refused = given_up_prefixes(Space(model_id, dimension))
         request: dict[str, Any] = {
             "TableName": self._table,
             "IndexName": INDEX_BY_STATUS,
             "KeyConditionExpression": "#s = :s",
-            "FilterExpression": "#m <> :m OR #d <> :d OR attribute_not_exists(#m)",
+            # Records this space gave up are left out: they no longer hold the flip.
+            "FilterExpression": "(#m <> :m OR #d <> :d OR attribute_not_exists(#m))"
+            " AND NOT (begins_with(#r, :failed) OR begins_with(#r, :refused))",
             "ProjectionExpression": "#s, #k, #id",
             "ExpressionAttributeNames": {
                 "#s": ATTR_STATUS,
@@ -659,11 +677,14 @@ class DynamoDBCatalog:
                 "#id": ATTR_IMAGE_ID,
                 "#m": "model_id",
                 "#d": "dimension",
+                "#r": "reason",
             },
             "ExpressionAttributeValues": {
                 ":s": {"S": STATUS_INDEXED},
                 ":m": {"S": model_id},
                 ":d": {"N": str(dimension)},
+                ":failed": {"S": failed},
+                ":refused": {"S": refused},
             },
         }
         if cursor:
@@ -685,6 +706,74 @@ class DynamoDBCatalog:
                 return keys, None
             request["ExclusiveStartKey"] = last
         return keys, json.dumps(request["ExclusiveStartKey"])
+
+    def _given_up_request(self, space: Space) -> dict[str, Any]:
+        failed, refused = given_up_prefixes(space)
+        return {
+            "TableName": self._table,
+            "IndexName": INDEX_BY_STATUS,
+            "KeyConditionExpression": "#s = :s",
+            "FilterExpression": "begins_with(#r, :failed) OR begins_with(#r, :refused)",
+            "ExpressionAttributeNames": {"#s": ATTR_STATUS, "#r": "reason"},
+            "ExpressionAttributeValues": {
+                ":s": {"S": STATUS_INDEXED},
+                ":failed": {"S": failed},
+                ":refused": {"S": refused},
+            },
+        }
+
+    def given_up(self, space: Space, *, limit: int) -> builtins.list[str]:
+        """Ids of indexed records ``space`` gave up during a switch, at most ``limit``."""
+        request = {**self._given_up_request(space), "ProjectionExpression": "#s, #k, #id"}
+        request["ExpressionAttributeNames"] = {
+            **request["ExpressionAttributeNames"],
+            "#k": ATTR_KEY,
+            "#id": ATTR_IMAGE_ID,
+        }
+        found: builtins.list[str] = []
+        while len(found) < limit:
+            response = self.client.query(**request)
+            found.extend(item[ATTR_IMAGE_ID]["S"] for item in response.get("Items", []))
+            last = response.get("LastEvaluatedKey")
+            if last is None:
+                break
+            request["ExclusiveStartKey"] = last
+        return found[:limit]
+
+    def count_given_up(self, space: Space) -> int:
+        """Indexed records ``space`` gave up during a switch."""
+        request = self._given_up_request(space)
+        return self._count(
+            STATUS_INDEXED,
+            FilterExpression=request["FilterExpression"],
+            names={"#r": "reason"},
+            values={k: v for k, v in request["ExpressionAttributeValues"].items() if k != ":s"},
+        )
+
+    def settle_given_up(self, image_id: str, space: Space) -> bool:
+        """After the flip: a record ``space`` gave up becomes ``failed`` or ``rejected``
+        with the model's cause (ordered like every write; False if it changed since)."""
+        from dataclasses import replace
+
+        record = self.get(image_id)
+        if record is None or record.status != STATUS_INDEXED or record.reason is None:
+            return False
+        if not record.reason.startswith(given_up_prefixes(space)):
+            return False
+        status, reason = settled_status(record.reason, space)
+        settled = replace(
+            record,
+            status=status,
+            reason=reason,
+            model_id=space.model_id,
+            dimension=space.dimension,
+            vector=None,
+            alt_model_id=None,
+            alt_dimension=None,
+            alt_vector=None,
+            reembed_failures=None,
+        )
+        return self.put(settled, if_revision=record.revision)
 
     def alt_ids(self, model_id: str, dimension: int) -> Iterator[str]:
         """Ids of records holding a second vector of this model and dimension (a Scan:

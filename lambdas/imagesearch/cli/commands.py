@@ -684,7 +684,7 @@ def switch_status(catalog: Any, indexed: int) -> tuple[dict[str, Any] | None, li
     """The model switch's progress, read from the catalog: the state item, and during a
     switch the records holding the new model's vector now (the state's figures are
     from the last maintenance run)."""
-    from imagesearch.switch import state_fields
+    from imagesearch.switch import max_given_up, state_fields
 
     state = catalog.model_state()
     if state is None:
@@ -694,9 +694,28 @@ def switch_status(catalog: Any, indexed: int) -> tuple[dict[str, Any] | None, li
     if state.phase == "switching" and state.target is not None:
         report["covered"] = catalog.count_model(state.target.model_id, state.target.dimension)
         report["total"] = indexed
+        report["given_up"] = catalog.count_given_up(state.target)
         hints.append(
             f"switching models: search answers from {state.serving} until every indexed"
             f" image has a vector of {state.target}; re-embeds run through the ingest queue"
+        )
+        if report["given_up"]:
+            hints.append(
+                f"{report['given_up']} images {state.target} could not embed stay searchable"
+                f" under {state.serving} until the flip, then end failed or rejected; their"
+                " reasons: GET /images?status=indexed"
+                + (
+                    " (halted: too many to be the images' own fault; fix the cause and run"
+                    " `imagesearch backfill --force`)"
+                    if report["given_up"] > max_given_up(indexed)
+                    else ""
+                )
+            )
+    elif state.phase == "removing" and state.healing:
+        hints.append(
+            f"a model switch was abandoned (deployed without previousModelId before it"
+            f" finished): maintenance re-embeds every image lacking a {state.serving}"
+            " vector; until then those images are not found"
         )
     elif state.phase == "removing":
         hints.append(

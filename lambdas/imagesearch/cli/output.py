@@ -154,11 +154,17 @@ def switch_text(switch: Mapping[str, Any]) -> str:
     if phase == "switching":
         covered, total = switch.get("covered"), switch.get("total")
         progress = f"{covered}/{total} re-embedded" if total is not None else "starting"
+        if switch.get("given_up"):
+            progress += f", {switch['given_up']} given up"
         return f"{serving} -> {_space_text(switch.get('target'))}: {progress}, serving {serving}"
     if phase == "removing":
+        lacking = switch.get("lacking")
+        sweep = f"; re-embedding {lacking} records that lack its vector" if lacking else ""
+        if switch.get("healing"):
+            return f"serving {serving}; healing an abandoned switch{sweep}"
         return (
             f"serving {serving} since {switch.get('flipped_at')};"
-            f" removing the vectors of {_space_text(switch.get('previous'))}"
+            f" removing the vectors of {_space_text(switch.get('previous'))}{sweep}"
         )
     if switch.get("previous"):
         return (

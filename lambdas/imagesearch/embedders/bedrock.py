@@ -298,9 +298,12 @@ class BedrockEmbedder:
         cause = rule.cause.format(model=self._model_id, region=region)
         fix = rule.fix.format(model=self._model_id, region=region)
         said = message if message.endswith((".", "!", "?")) else message + "."
-        return EmbedderConfigurationError(
+        error = EmbedderConfigurationError(
             f"{cause} ({code or 'no code'} in region {region}): {said} {fix}".strip(), code=code
         )
+        # A message no rule knows may be about this image (a model switch counts it).
+        error.maybe_input = rule.name == "unrecognised"
+        return error
 
     def _access_denied(self, code: str, message: str, region: str) -> EmbedderConfigurationError:
         """The record says what to do; the log also names the ARNs to allow (they carry

@@ -33,9 +33,10 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     catalog = build_catalog(settings)
     answer: dict[str, Any] = {}
     state = None
-    orchestrator = build_switch_orchestrator(settings, catalog)
-    if orchestrator is not None:
-        step = orchestrator.step()
+    # Every run: a configured switch moves on; without one, the state item (one GetItem)
+    # says whether an abandoned switch must be healed.
+    step = build_switch_orchestrator(settings, catalog).step()
+    if step.action != "no switch":
         state = step.state
         answer["switch"] = {
             "action": step.action,

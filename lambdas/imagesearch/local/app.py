@@ -59,6 +59,8 @@ from imagesearch.local.state import (
 )
 from imagesearch.local.worker import IngestWorker
 from imagesearch.settings import IngestSettings, load_settings
+from imagesearch.switch import Space, state_fields
+from imagesearch.switch import describe as describe_switch
 
 logger = logging.getLogger("imagesearch.local")
 
@@ -79,6 +81,11 @@ LOCAL_VECTOR_BUCKET = "imagesearch-local-vectors"
 # ingest); and a thread refreshes every second instead of the requests (one process
 # runs ingest, moto and the API: docs/decisions.md).
 LOCAL_REFRESH_OVERLAP_SECONDS = 10.0
+# A model switch here is stepped by a thread, as the maintenance schedule steps it in a
+# deployment (every minute there); the one search instance changes over within its
+# state TTL, so the removal's grace is two of those rather than five minutes.
+SWITCH_STEP_SECONDS = 2.0
+SWITCH_GRACE_SECONDS = 2 * r.SWITCH_STATE_TTL_SECONDS
 # Handlers log JSON for CloudWatch; in a terminal only their errors are worth
 # showing (local mode prints one readable line per file itself).
 _POWERTOOLS_DEFAULTS = {
@@ -184,6 +191,11 @@ class LocalMode:
         self._model_choice = (model_id, dimension)
         self.model_id = ""
         self.dimension = 0
+        # The model the saved images were embedded with, when this run's is another: the
+        # run switches from it as a deployment does (docs/decisions.md 42).
+        self.switch_from: Space | None = None
+        self._switch_stop = threading.Event()
+        self._switcher: threading.Thread | None = None
 
     @property
     def model_problem(self) -> ProbeFailure | None:
@@ -283,6 +295,8 @@ class LocalMode:
             and self.restored.extra.get("resources") == configured,
         )
         self._startup.mark("resources")
+        if self.restored is not None:
+            self.switch_from = self._switch_source()
         if self.vector_store == "s3vectors":
             self._start_vectors(region)
             self._startup.mark("vectors")
@@ -354,6 +368,97 @@ class LocalMode:
 
         self._watcher = threading.Thread(target=self._watch_model, name="model-watch", daemon=True)
         self._watcher.start()
+        orchestrator = self._switch_orchestrator()
+        if self.switch_from is not None:
+            orchestrator.step()  # started before the first request: the page shows it
+        self._switcher = threading.Thread(
+            target=self._step_switch, args=(orchestrator,), name="model-switch"
+        )
+        self._switcher.daemon = True
+        self._switcher.start()
+
+    # --- the model switch ----------------------------------------------------------------
+
+    def _catalog(self) -> DynamoDBCatalog:
+        assert self._clients is not None and self.resources is not None
+        return DynamoDBCatalog(self.resources.table, client=self._clients.dynamodb)
+
+    def _switch_source(self) -> Space | None:
+        """The space to switch from: the unfinished switch's, or the one most saved
+        images were embedded with when it is not this run's (None: nothing to switch)."""
+        deployed = Space(self.model_id, self.dimension)
+        catalog = self._catalog()
+        state = catalog.model_state()
+        if state is not None:
+            if state.serving == deployed:
+                return None  # done, or finishing (the switch thread completes it)
+            return state.serving
+        spaces: dict[Space, int] = {}
+        cursor = None
+        while True:
+            page = catalog.list(prefix=None, status=r.STATUS_INDEXED, limit=1000, cursor=cursor)
+            for record in page.items:
+                if record.model_id and record.dimension:
+                    space = Space(record.model_id, record.dimension)
+                    spaces[space] = spaces.get(space, 0) + 1
+            cursor = page.cursor
+            if cursor is None:
+                break
+        others = {space: n for space, n in spaces.items() if space != deployed}
+        if not others:
+            return None
+        previous = max(others, key=lambda space: (others[space], str(space)))
+        if previous.model_id != r.CLIP_MODEL_ID and r.model_spec(previous.model_id) is None:
+            logger.warning(
+                "the saved images were embedded with %s, which this version cannot call:"
+                " run `imagesearch backfill --force` to embed them with %s",
+                previous,
+                deployed,
+            )
+            return None
+        logger.warning(
+            "the saved images were embedded with %s: switching to %s; search answers from"
+            " %s until every image has a %s vector",
+            previous,
+            deployed,
+            previous,
+            deployed,
+        )
+        return previous
+
+    def _switch_orchestrator(self) -> Any:
+        from imagesearch.composition import build_switch_orchestrator
+        from imagesearch.settings import SearchSettings
+
+        assert self._clients is not None
+        catalog = self._catalog()
+        return build_switch_orchestrator(
+            load_settings(SearchSettings),
+            catalog,
+            sqs=self._clients.sqs,
+            grace_seconds=SWITCH_GRACE_SECONDS,
+        )
+
+    def _step_switch(self, orchestrator: Any) -> None:
+        """The deployment's maintenance schedule, for the model switch only."""
+        while not self._switch_stop.wait(SWITCH_STEP_SECONDS):
+            try:
+                step = orchestrator.step()
+            except (BotoCoreError, ClientError, OSError) as error:
+                # moto stopping, or a passing error: the next step tries again.
+                logger.warning("model switch step failed: %s", error)
+                continue
+            if step.action not in ("no switch", "switch complete") and step.action != (
+                "waiting for search instances to change over"
+            ):
+                logger.info("model switch: %s (%s)", step.action, describe_switch(step.state))
+
+    def switch_stats(self) -> dict[str, Any] | None:
+        """The switch's progress (None: no switch ever ran on this state)."""
+        state = self._catalog().model_state()
+        if state is None:
+            return None
+        return {"text": describe_switch(state), **state_fields(state)}
 
     def _after_states(self) -> None:
         if self.vector_store != "s3vectors":
@@ -584,13 +689,19 @@ class LocalMode:
             aws_access_key_id="local",
             aws_secret_access_key="local",
         )
-        ensure_index(
-            client,
-            bucket=LOCAL_VECTOR_BUCKET,
-            index=self.vector_index,
-            dimension=self.dimension,
-            non_filterable_keys=r.S3VECTORS_NON_FILTERABLE_KEYS,
-        )
+        # During a model switch both models' indexes (search serves the previous one
+        # until the flip; ingest writes both).
+        spaces = [Space(self.model_id, self.dimension)]
+        if self.switch_from is not None:
+            spaces.append(self.switch_from)
+        for space in spaces:
+            ensure_index(
+                client,
+                bucket=LOCAL_VECTOR_BUCKET,
+                index=r.vector_index_name(space.model_id, space.dimension),
+                dimension=space.dimension,
+                non_filterable_keys=r.S3VECTORS_NON_FILTERABLE_KEYS,
+            )
         if self.restored is not None and self.resources is not None:
             # The emulator keeps no state of its own: rebuild the index from the restored
             # catalog, as `imagesearch reindex` does (no model calls).
@@ -603,21 +714,24 @@ class LocalMode:
                 from imagesearch.local.moto_catalog import MotoTableCatalog
 
                 catalog = MotoTableCatalog.over(catalog, gate=self._gates[0], region=region)
-            copied = reindex(
-                catalog,
-                S3VectorsIndex(
-                    client,
-                    bucket=LOCAL_VECTOR_BUCKET,
-                    index=self.vector_index,
-                    dimension=self.dimension,
-                ),
-                model_id=self.model_id,
-                dimension=self.dimension,
-                resync=False,  # the worker starts later: nothing writes meanwhile
-            )
-            logger.info(
-                "vector index rebuilt from the saved catalog: %d vectors", copied["written"]
-            )
+            for space in spaces:
+                copied = reindex(
+                    catalog,
+                    S3VectorsIndex(
+                        client,
+                        bucket=LOCAL_VECTOR_BUCKET,
+                        index=r.vector_index_name(space.model_id, space.dimension),
+                        dimension=space.dimension,
+                    ),
+                    model_id=space.model_id,
+                    dimension=space.dimension,
+                    resync=False,  # the worker starts later: nothing writes meanwhile
+                )
+                logger.info(
+                    "vector index of %s rebuilt from the saved catalog: %d vectors",
+                    space,
+                    copied["written"],
+                )
 
     def public_resources(self) -> dict[str, str]:
         """``GET /local/resources``: where everything lives, for the CLI."""
@@ -650,14 +764,25 @@ class LocalMode:
             r.ENV_EMBEDDING_DIMENSION: str(self.dimension),
             r.ENV_CAPTION_MODE: r.CONTEXT_DEFAULTS["captionMode"],
             r.ENV_VECTOR_STORE: self.vector_store,
-            r.ENV_INGEST_QUEUE_URL: self.resources.queue_url,
+            r.ENV_INGEST_QUEUE_URL: self.resources.queue_url,  # requeues, the switch's re-embeds
             r.ENV_INGEST_RETRY_QUEUE_URL: self.resources.retry_queue_url,
+            **(
+                {
+                    r.ENV_PREVIOUS_MODEL_ID: self.switch_from.model_id,
+                    r.ENV_PREVIOUS_EMBEDDING_DIMENSION: str(self.switch_from.dimension),
+                }
+                if self.switch_from is not None
+                else {}
+            ),
         }
 
     def stop(self) -> None:
         """Stop the HTTP server, the mirror, the worker and moto, in that order:
         nothing new enters while what is in flight finishes."""
         self._watch_stop.set()
+        self._switch_stop.set()
+        if self._switcher is not None and self._switcher.is_alive():
+            self._switcher.join(15)
         if self._watcher is not None and self._watcher.is_alive():
             self._watcher.join(15)
         if self._server is not None:
@@ -705,6 +830,7 @@ class LocalMode:
             "state": self._state_stats(),
             "model": self._model_stats(),
             "startup": self._startup.stats(),
+            "switch": self.switch_stats(),
         }
 
     def _model_stats(self) -> dict[str, Any]:
@@ -749,6 +875,13 @@ class LocalMode:
             f"  embeddings: {self.model_id} ({self.dimension} dimensions) via {via}",
             f"  moto (S3, SQS, DynamoDB): {self.resources.endpoint_url}, {self._state_line()}",
         ]
+        if self.switch_from is not None:
+            lines.append(
+                f"  model switch: the saved images were embedded with {self.switch_from};"
+                f" search answers from it until every image has a {self.model_id}"
+                f" ({self.dimension}) vector, then changes over (progress: the page,"
+                " imagesearch status)"
+            )
         if self.model_problem is not None:
             lines.append("  " + self.model_problem.message().replace("\n", "\n  "))
             lines.append(

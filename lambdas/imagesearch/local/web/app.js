@@ -635,6 +635,8 @@ async function refreshStats() {
       modelProblem: local.model && local.model.ok === false
         ? { cause: `${local.model.what}: ${local.model.detail}`, fix: local.model.fix } : null,
     };
+    // A model switch under way (another model on this state folder): say so by the model.
+    if (local.switch && local.switch.phase !== "serving") next.model = `${next.model} · ${local.switch.text}`;
   } catch (error) {
     if (error.status === 0) return goOffline(error);
     try {
