@@ -103,9 +103,10 @@ class Ingest(Construct):
             description="Image search ingest: S3 events via SQS -> Bedrock embedding -> table",
             memory_mb=MEMORY_MB,
             timeout=TIMEOUT,
-            # As many as the queue's event source may run (its maximum concurrency), so
-            # searches or other functions of the account never take them; no more.
-            reserved_concurrency=config.ingest_max_concurrency,
+            # As many as both queues' event sources may run together (their maximum
+            # concurrency), so searches or other functions of the account never take
+            # them, and no poller is throttled (a throttled SQS batch burns a receive).
+            reserved_concurrency=config.ingest_max_concurrency + RETRY_MAX_CONCURRENCY,
             environment={
                 **runtime_environment(
                     config,

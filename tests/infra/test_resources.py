@@ -10,6 +10,7 @@ import pytest
 from aws_cdk.assertions import Match
 
 from imagesearch import resources as r
+from stacks.ingest import RETRY_MAX_CONCURRENCY
 from tests.infra.conftest import Synthesized
 
 
@@ -689,10 +690,12 @@ def test_every_function_of_the_service_has_reserved_concurrency(any_app: Synthes
     stack, config = any_app.stack, any_app.stack.config
     assert _reserved_concurrency(any_app, stack.maintenance.function) == 1
     assert _reserved_concurrency(any_app, stack.search.function) == config.search_max_concurrency
-    # Ingest: exactly what its queue's event source may run at once
-    assert _reserved_concurrency(any_app, stack.ingest.function) == config.ingest_max_concurrency
-    mapping = one(any_app, "AWS::Lambda::EventSourceMapping")["Properties"]
-    assert mapping["ScalingConfig"]["MaximumConcurrency"] == config.ingest_max_concurrency
+    # Ingest: exactly what its two queues' event sources may run at once (a throttled
+    # SQS poller's batch would burn a receive)
+    mappings = any_app.resources("AWS::Lambda::EventSourceMapping").values()
+    maxima = sorted(m["Properties"]["ScalingConfig"]["MaximumConcurrency"] for m in mappings)
+    assert maxima == sorted([config.ingest_max_concurrency, RETRY_MAX_CONCURRENCY])
+    assert _reserved_concurrency(any_app, stack.ingest.function) == sum(maxima)
 
 
 def test_reserved_concurrency_from_the_command_line(
@@ -700,7 +703,9 @@ def test_reserved_concurrency_from_the_command_line(
 ) -> None:
     assert _reserved_concurrency(default_app, default_app.stack.search.function) == 50
     assert _reserved_concurrency(cli_app, cli_app.stack.search.function) == 20
-    assert _reserved_concurrency(cli_app, cli_app.stack.ingest.function) == 7
+    assert (
+        _reserved_concurrency(cli_app, cli_app.stack.ingest.function) == 7 + RETRY_MAX_CONCURRENCY
+    )
 
 
 def test_maintenance_runs_never_pile_up(default_app: Synthesized) -> None:

@@ -134,9 +134,12 @@ def test_search_queries_and_reads_the_index_only(s3v_app: Synthesized) -> None:
     )
 
 
-def test_maintenance_publishes_the_image_count_and_nothing_more(s3v_app: Synthesized) -> None:
+def test_maintenance_publishes_the_image_count_and_heals_switches_and_nothing_more(
+    s3v_app: Synthesized,
+) -> None:
     # The scale tier runs maintenance without a model switch too: GET /health's count
-    # (decision 39): reads and writes that one item, counts with a Query on by_status
+    # (decision 39): reads and writes that one item, counts with a Query on by_status;
+    # and the switch's state read and the healing of an abandoned one (decision 42)
     arns = Arns(s3v_app)
     maintenance = s3v_app.stack.maintenance.handler
     grants = role_grants(s3v_app, s3v_app.logical_id(maintenance.role))
@@ -145,6 +148,11 @@ def test_maintenance_publishes_the_image_count_and_nothing_more(s3v_app: Synthes
         (XRAY, ["*"]),
         ({"dynamodb:GetItem", "dynamodb:PutItem"}, [image_count_item(arns)]),
         ("dynamodb:Query", [{"Fn::Join": ["", [arns.table, f"/index/{r.INDEX_BY_STATUS}"]]}]),
+        (
+            {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Scan"},
+            [arns.table],
+        ),
+        ({"sqs:SendMessage", "sqs:GetQueueAttributes"}, [arns.queue]),
     )
     function = s3v_app.json["Resources"][s3v_app.logical_id(maintenance.function)]
     assert function["Properties"]["ReservedConcurrentExecutions"] == 1
