@@ -65,8 +65,13 @@ def test_the_upload_url_signs_the_declared_length(api: Api) -> None:
     assert response.status == 200, response.body
     url, headers = response.body["url"], response.body["headers"]
     signed = parse_qs(urlparse(url).query)["X-Amz-SignedHeaders"][0].split(";")
-    assert {"content-length", "content-type", "host"} <= set(signed)
-    assert headers == {"Content-Type": "image/jpeg", "Content-Length": str(len(data))}
+    assert {"content-length", "content-type", "host", "if-none-match"} <= set(signed)
+    # No overwrite asked: the PUT may only create the key (decision 43)
+    assert headers == {
+        "Content-Type": "image/jpeg",
+        "Content-Length": str(len(data)),
+        "If-None-Match": "*",
+    }
     # The declared bytes go through
     put = requests.put(url, data=data, headers=headers, timeout=10)
     assert put.status_code == 200, put.text
