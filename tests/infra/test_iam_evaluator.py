@@ -199,3 +199,18 @@ def test_calls_are_attributed_to_the_handler_and_to_the_threads_it_starts(
     assert calls[-1]["presigned"] is True
     assert all(c["env"][r.ENV_TABLE] == TABLE for c in calls)
     assert json.dumps(calls[0]["params"]) == json.dumps({"Bucket": BUCKET, "Prefix": "uploads/"})
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://sqs.us-east-1.amazonaws.com/123456789012/images-ingest",
+        "http://127.0.0.1:5000/123456789012/images-ingest",  # moto
+        "http://127.0.0.1:5000/s3cr3t/123456789012/images-ingest",  # local mode's guarded moto
+    ],
+)
+def test_a_queue_url_names_its_queue_in_the_callers_region(url: str) -> None:
+    sent = call("ingest", "sqs", "SendMessageBatch", ENV, QueueUrl=url)
+    assert [(q.action, q.resource) for q in iam_requests(sent)] == [
+        ("sqs:SendMessage", "arn:aws:sqs:us-east-1:123456789012:images-ingest")
+    ]

@@ -68,7 +68,7 @@ def iam_requests(call: dict[str, Any]) -> list[IamRequest]:
     if service == "dynamodb":
         return _dynamodb(operation, params, region)
     if service == "sqs":
-        return _sqs(operation, params)
+        return _sqs(operation, params, region)
     if service == "bedrock":  # bedrock-runtime signs as "bedrock"
         return _bedrock(operation, params, region)
     if service == "s3vectors":
@@ -114,15 +114,13 @@ def _dynamodb(operation: str, params: dict[str, Any], region: str) -> list[IamRe
 _DYNAMODB_ITEM_OPERATIONS = frozenset({"GetItem", "PutItem", "UpdateItem", "DeleteItem"})
 
 
-def _sqs(operation: str, params: dict[str, Any]) -> list[IamRequest]:
-    url = urlparse(params.get("QueueUrl", ""))
-    # https://sqs.<region>.amazonaws.com/<account>/<name>; moto answers with its own host
-    account, _, name = url.path.strip("/").partition("/")
-    region = (
-        url.hostname.split(".")[1] if url.hostname and url.hostname.count(".") >= 2 else "us-east-1"
-    )
+def _sqs(operation: str, params: dict[str, Any], region: str) -> list[IamRequest]:
+    """The queue's ARN from its URL's last two path segments (``.../<account>/<name>``;
+    local mode's moto puts its own segments before them)."""
+    segments = urlparse(params.get("QueueUrl", "")).path.strip("/").split("/")
+    account, name = (segments[-2], segments[-1]) if len(segments) >= 2 else (ACCOUNT, "")
     action = _SQS_ACTIONS.get(operation, f"sqs:{operation}")
-    return [IamRequest(action, f"arn:{PARTITION}:sqs:{region}:{account or ACCOUNT}:{name}")]
+    return [IamRequest(action, f"arn:{PARTITION}:sqs:{region}:{account}:{name}")]
 
 
 def foundation_model_arn(region: str, model: str) -> str:
