@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import threading
+import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -156,6 +157,15 @@ def _search(page: Any, text: str) -> None:
         "text => document.getElementById('status').textContent.includes('“' + text + '”')",
         arg=text,
     )
+
+
+def _wait_for_held(page: Any, held: list[Any]) -> None:
+    """Until the page's first /local/stats request is held (within 30 s). The page asks
+    once /local/resources has answered, which may come after its load event; Playwright
+    hands the route over while the page is waited on."""
+    deadline = time.monotonic() + 30
+    while not held and time.monotonic() < deadline:
+        page.wait_for_timeout(50)
 
 
 def _let_the_page_start(page: Any, held: list[Any]) -> None:
@@ -536,6 +546,7 @@ def test_a_search_asked_while_the_page_starts_runs_once(
         lambda request: searches.append(request.url) if request.url.endswith("/search") else None,
     )
     page.wait_for_function("() => document.readyState === 'complete'")
+    _wait_for_held(page, held)
     assert held, "the page asks for its counts first"
 
     # When a search is asked meanwhile, and the server refuses it
@@ -773,6 +784,7 @@ def test_a_deletion_made_while_the_page_starts_is_still_said(
     held: list[Any] = []
     page = new_page(f"{indexed.url}/?id={indexed.image_id_for(name)}", hold=held)
     page.wait_for_selector('#detail-meta dd[data-field="key"]')
+    _wait_for_held(page, held)
     assert held, "the page is still starting"
 
     # When it is deleted from the detail view before the page has finished starting
@@ -898,6 +910,11 @@ def test_results_open_and_close_from_the_keyboard(page: Any, indexed: LocalProce
 def test_search_results_offer_an_update_when_new_images_arrive(
     page: Any, indexed: LocalProcess
 ) -> None:
+    # Given a page that knows its count (a count that first arrives after the late image
+    # was indexed would be taken as what the search saw: no update to offer)
+    page.wait_for_function(
+        "() => /^[0-9]+$/.test(document.getElementById('stat-indexed').textContent)"
+    )
     _search(page, "yellow")
     page.wait_for_selector("#results .result[data-score]")
     assert page.locator("#stale").is_hidden()
