@@ -29,7 +29,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -1089,7 +1089,6 @@ class DynamoDBCatalog:
         """The same attributes as ``change_states`` (and the second slot's model and
         dimension), read consistently by BatchGetItem, of the ids that exist (tombstones
         included): the reconciliation's check of rows the change log did not show."""
-        wanted = builtins.list(dict.fromkeys(image_ids))
         names = [
             ATTR_IMAGE_ID,
             ATTR_STATUS,
@@ -1100,13 +1099,7 @@ class DynamoDBCatalog:
             ATTR_ALT_MODEL_ID,
             ATTR_ALT_DIMENSION,
         ]
-        projection, attribute_names = _projection(names)
-        found: dict[str, Item] = {}
-        for start in range(0, len(wanted), _BATCH_GET_SIZE):
-            keys = [{ATTR_IMAGE_ID: {"S": i}} for i in wanted[start : start + _BATCH_GET_SIZE]]
-            for item in self._batch_get(keys, projection, attribute_names, consistent=True):
-                found[item[ATTR_IMAGE_ID]["S"]] = item
-        return found
+        return self._consistent_items(image_ids, names)
 
     def reannounce(self, image_id: str, revision: str | None) -> bool:
         """Write the record into the change log again, as it is (new ``changed_at`` and
@@ -1178,7 +1171,6 @@ class DynamoDBCatalog:
         dimension, vector, and a second vector's model, dimension and bytes) of the ids
         that exist, read consistently by BatchGetItem: the state at least as new as the
         change that named them (``select_slot`` picks one model's vector)."""
-        wanted = builtins.list(dict.fromkeys(image_ids))
         names = [
             ATTR_IMAGE_ID,
             ATTR_KEY,
@@ -1192,6 +1184,11 @@ class DynamoDBCatalog:
             ATTR_ALT_DIMENSION,
             ATTR_ALT_VECTOR,
         ]
+        return self._consistent_items(image_ids, names)
+
+    def _consistent_items(self, image_ids: Iterable[str], names: Sequence[str]) -> dict[str, Item]:
+        """``names`` of each id's item that exists, by consistent BatchGetItem pages."""
+        wanted = builtins.list(dict.fromkeys(image_ids))
         projection, attribute_names = _projection(names)
         found: dict[str, Item] = {}
         for start in range(0, len(wanted), _BATCH_GET_SIZE):
