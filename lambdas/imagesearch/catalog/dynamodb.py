@@ -789,14 +789,8 @@ class DynamoDBCatalog:
             },
             "ExpressionAttributeValues": {":m": {"S": model_id}, ":d": {"N": str(dimension)}},
         }
-        while True:
-            response = self.client.scan(**request)
-            for item in response.get("Items", []):
-                yield item[ATTR_IMAGE_ID]["S"]
-            last = response.get("LastEvaluatedKey")
-            if last is None:
-                return
-            request["ExclusiveStartKey"] = last
+        for item in _every_item(self.client.scan, request):
+            yield item[ATTR_IMAGE_ID]["S"]
 
     def remove_alt(self, image_id: str, model_id: str, dimension: int) -> bool:
         """Remove the record's second vector if it is of this model and dimension. Not
@@ -1013,17 +1007,11 @@ class DynamoDBCatalog:
         if total_segments > 1:
             request["Segment"] = segment
             request["TotalSegments"] = total_segments
-        while True:
-            response = self.client.scan(**request)
-            for item in response.get("Items", []):
-                chosen = select_slot(item, model_id, dimension)
-                if chosen is not None:
-                    chosen.pop(ATTR_ALT_VECTOR, None)
-                    yield chosen
-            last = response.get("LastEvaluatedKey")
-            if last is None:
-                return
-            request["ExclusiveStartKey"] = last
+        for item in _every_item(self.client.scan, request):
+            chosen = select_slot(item, model_id, dimension)
+            if chosen is not None:
+                chosen.pop(ATTR_ALT_VECTOR, None)
+                yield chosen
 
     def changes(self, since_ms: int, until_ms: int, *, brief: bool = False) -> Iterator[Item]:
         """Raw change-log items written from ``since_ms`` on, WITHOUT vectors (id, key,
@@ -1077,13 +1065,7 @@ class DynamoDBCatalog:
             "ProjectionExpression": ", ".join(names),
             "ExpressionAttributeNames": names,
         }
-        while True:
-            response = self.client.scan(**request)
-            yield from response.get("Items", [])
-            last = response.get("LastEvaluatedKey")
-            if last is None:
-                return
-            request["ExclusiveStartKey"] = last
+        yield from _every_item(self.client.scan, request)
 
     def record_states(self, image_ids: Iterable[str]) -> dict[str, Item]:
         """The same attributes as ``change_states`` (and the second slot's model and
@@ -1158,13 +1140,7 @@ class DynamoDBCatalog:
             request["ExpressionAttributeNames"].update(
                 {"#id": ATTR_IMAGE_ID, "#status": ATTR_STATUS, "#rev": ATTR_REVISION}
             )
-        while True:
-            response = self.client.query(**request)
-            yield from response.get("Items", [])
-            last = response.get("LastEvaluatedKey")
-            if last is None:
-                return
-            request["ExclusiveStartKey"] = last
+        yield from _every_item(self.client.query, request)
 
     def vector_items(self, image_ids: Iterable[str]) -> dict[str, Item]:
         """Raw items WITH vectors (id, key, status, revision, content type, model,
@@ -1196,6 +1172,18 @@ class DynamoDBCatalog:
             for item in self._batch_get(keys, projection, attribute_names, consistent=True):
                 found[item[ATTR_IMAGE_ID]["S"]] = item
         return found
+
+
+def _every_item(call: Callable[..., Any], request: dict[str, Any]) -> Iterator[Item]:
+    """Every item of a Query or Scan (``call``), page after page (``request`` is
+    updated with each page's start key)."""
+    while True:
+        response = call(**request)
+        yield from response.get("Items", [])
+        last = response.get("LastEvaluatedKey")
+        if last is None:
+            return
+        request["ExclusiveStartKey"] = last
 
 
 def catalog_client_config() -> Any:
