@@ -70,29 +70,8 @@ class Ingest(Construct):
             enforce_ssl=True,
             retention_period=DLQ_RETENTION,
         )
-        self.queue = sqs.Queue(
-            self,
-            "Queue",
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
-            retention_period=QUEUE_RETENTION,
-            visibility_timeout=VISIBILITY_TIMEOUT,
-            dead_letter_queue=sqs.DeadLetterQueue(
-                max_receive_count=MAX_RECEIVE_COUNT, queue=self.dead_letter_queue
-            ),
-        )
-
-        self.retry_queue = sqs.Queue(
-            self,
-            "RetryQueue",
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
-            retention_period=QUEUE_RETENTION,
-            visibility_timeout=VISIBILITY_TIMEOUT,
-            dead_letter_queue=sqs.DeadLetterQueue(
-                max_receive_count=RETRY_MAX_RECEIVE_COUNT, queue=self.dead_letter_queue
-            ),
-        )
+        self.queue = self._ingest_queue("Queue", MAX_RECEIVE_COUNT)
+        self.retry_queue = self._ingest_queue("RetryQueue", RETRY_MAX_RECEIVE_COUNT)
 
         self.service_name = SERVICE_NAME
         self.handler = LoggedFunction(
@@ -176,3 +155,18 @@ class Ingest(Construct):
         key_filter = s3.NotificationKeyFilter(prefix=config.upload_prefix)
         for event in (s3.EventType.OBJECT_CREATED, s3.EventType.OBJECT_REMOVED):
             bucket.add_event_notification(event, destination, key_filter)
+
+    def _ingest_queue(self, construct_id: str, max_receive_count: int) -> sqs.Queue:
+        """A queue the ingest function consumes: encrypted, TLS only, dead letters after
+        ``max_receive_count`` receives (both queues share one DLQ)."""
+        return sqs.Queue(
+            self,
+            construct_id,
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            retention_period=QUEUE_RETENTION,
+            visibility_timeout=VISIBILITY_TIMEOUT,
+            dead_letter_queue=sqs.DeadLetterQueue(
+                max_receive_count=max_receive_count, queue=self.dead_letter_queue
+            ),
+        )
